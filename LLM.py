@@ -1,0 +1,1199 @@
+#!/usr/bin/env python3
+"""LLM.py: a small Transformer language model that learns Spanish proverbs, in one file.
+
+    python LLM.py            train on refranes.txt and write everything to outputs/
+    python LLM.py --help     every setting, with what it does
+
+Read it top to bottom, like a book. Each section opens with what it does and the formula
+it implements, then the code:
+
+    1. Config            every number of the run, in one dataclass
+    2. Data              read the text, characters -> numbers, train/validation split, batches
+    3. Embeddings        a learned vector per character
+    4. Positions         the sinusoidal positional encoding
+    5. Attention         the causal mask and multi-head self-attention, written out
+    6. Encoder layer     feed-forward, residual connections, layer norm
+    7. The model         embeddings -> N layers -> norm -> linear head -> logits
+    8. Training          cross-entropy on the next character (teacher forcing), Adam
+    9. Generation        sampling one character at a time (temperature, top-k, top-p)
+   10. Outputs           parameters.txt, table.txt, epoch_<N>.png
+   11. Command line      main(): argparse, error messages, the whole run
+
+Shape letters used in the comments, defined once here:
+    B  batch size: sequences processed together
+    T  sequence length: characters in one sequence, at most Config.context
+    C  model width, d_model: numbers in the vector of one character at one position
+    H  attention heads per layer;  D = C / H, the width of one head
+    F  width of the feed-forward hidden layer, d_ff
+    V  vocabulary size: distinct characters the model knows
+
+The `# %%` markers split the file into cells, so it also opens as a notebook
+(VS Code, Jupyter with jupytext, Spyder). Importing this file runs nothing: the run starts
+in main(), at the very bottom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class UserError(Exception):
+    """A problem with what the user gave us (a file, a flag, a prompt).
+
+    main() prints it as one line, `error: ...`, and exits with code 2: no traceback."""
+
+
+# %% ==========================================================================
+# 1. CONFIG
+# =============================================================================
+# Every number that shapes the run lives in one dataclass, passed explicitly to whoever
+# needs it: no hidden globals. Each field carries its own one-line explanation; the same
+# text is what `python LLM.py --help` prints, and every field has a command-line flag.
+#
+# The defaults are the classroom run: small enough to train in seconds on a laptop CPU,
+# big enough to learn to spell Spanish. The model has about 110 thousand parameters
+# (section 10 explains every one of them in outputs/parameters.txt).
+
+
+def setting(default, help: str, flag: str | None = None):
+    """A Config field with its explanation (shown by --help) and, optionally, its flag name."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+@dataclass
+class Config:
+    # --- data and outputs ---
+    data: str = setting("refranes.txt", "text file to learn from: UTF-8, one sample (proverb) per line")
+    out: str = setting("outputs", "folder where every output file is written")
+    val_fraction: float = setting(0.1, "share of the lines held out to measure validation loss")
+    seed: int = setting(1337, "random seed: the same seed on the same machine gives the same outputs")
+    device: str = setting("auto", "where to compute: auto (GPU if there is one), cpu, cuda, cuda:N or mps")
+    # --- model shape ---
+    d_model: int = setting(64, "C: width of the vector that represents one character at one position")
+    n_heads: int = setting(4, "H: attention heads per layer (d_model must be divisible by it)", flag="--heads")
+    n_layers: int = setting(2, "N: number of stacked encoder layers", flag="--layers")
+    d_ff: int = setting(128, "F: hidden width of the feed-forward block (4 x d_model in the paper; 2 x here, for speed)")
+    dropout: float = setting(0.0, "probability of zeroing an activation while training (0 = off)")
+    context: int = setting(80, "the most characters the model looks at at once (longer lines are cut)")
+    attention: str = setting("fast", "fast: torch's scaled_dot_product_attention; exact: the hand-written formula")
+    # --- training ---
+    batch_size: int = setting(64, "B: lines per optimizer step")
+    lr: float = setting(1e-2, "peak learning rate of the Adam optimizer")
+    warmup: int = setting(10, "optimizer steps over which the learning rate rises from 0 to --lr")
+    epochs: int = setting(20, "passes over all training lines")
+    snapshot: int = setting(2, "draw outputs/epoch_<N>.png every this many epochs (0 = never)")
+    # --- sampling at the end of training ---
+    prompts: tuple = setting(("", "No hay", "Más vale", "Quien"), "beginnings to complete at the end ('' = from nothing)")
+    temperature: float = setting(0.8, "divides the logits before softmax: < 1 sharper, > 1 flatter")
+    top_k: int = setting(5, "sample only among the k most likely characters (0 = all)")
+    top_p: float = setting(1.0, "sample only among the most likely characters that add up to p (1 = all)")
+    greedy: bool = setting(False, "always take the most likely character instead of sampling")
+    max_chars: int = setting(120, "stop a sample after this many new characters if no end of line came")
+
+
+def validate(cfg: Config) -> Config:
+    """Refuse impossible settings with one clear sentence each (raised as UserError)."""
+    positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "epochs", "max_chars"]
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
+    if cfg.d_model % cfg.n_heads != 0:
+        raise UserError(f"--d-model ({cfg.d_model}) must be divisible by --heads ({cfg.n_heads}): "
+                        f"each head gets d_model / heads numbers")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {cfg.val_fraction}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UserError(f"--lr must be a positive number, got {cfg.lr}")
+    if cfg.snapshot < 0 or cfg.top_k < 0:
+        raise UserError("--snapshot and --top-k must be 0 or more")
+    if not (cfg.temperature > 0 and math.isfinite(cfg.temperature)):
+        raise UserError(f"--temperature must be a positive number, got {cfg.temperature}")
+    if not 0.0 < cfg.top_p <= 1.0:
+        raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p}")
+    if cfg.attention not in ("fast", "exact"):
+        raise UserError(f"--attention must be 'fast' or 'exact', got '{cfg.attention}'")
+    pick_device(cfg.device)  # raises on an unknown or absent device
+    return cfg
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' takes a CUDA GPU if there is one, then Apple's GPU (mps), else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"device '{name}' is not available on this machine (try --device cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device '{name}' is not available on this machine (try --device cpu)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unsupported device '{name}': use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def flag_of(field_name: str) -> str:
+    """The command-line flag of a Config field: its own flag, or --field-name."""
+    for f in fields(Config):
+        if f.name == field_name:
+            return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+    raise KeyError(field_name)
+
+
+# %% ==========================================================================
+# 2. DATA: text -> characters -> numbers -> batches
+# =============================================================================
+# The model reads numbers, not letters. A character tokenizer gives every distinct
+# character of the corpus an id: 'a' -> 21, 'b' -> 22, ... Its vocabulary is the sorted
+# set of characters plus the end-of-line character '\n' (shown as ⏎), which plays two
+# roles: written at the end of a proverb it means "this proverb is over", and put before
+# the first character it means "a new proverb starts here".
+#
+# Teacher forcing. For one proverb the token sequence is  ⏎ N o   h a y ... . ⏎
+#     input  = tokens[:-1]  =  ⏎ N o   h a y ... .
+#     target = tokens[1:]   =  N o   h a y ... . ⏎
+# At every position t the model sees input[0..t] and must predict target[t], the next
+# character. All positions are trained at once, in parallel: the causal mask (section 5)
+# stops position t from peeking at later inputs.
+#
+# Padding. Proverbs have different lengths, but a batch is one rectangular tensor (B, T).
+# Shorter lines are padded at the end: inputs with ⏎ (any id would do), targets with -100,
+# the value cross-entropy is told to ignore. Padding sits after the real characters, so
+# thanks to the causal mask it never changes the prediction at a real position; and since
+# its targets are ignored it adds nothing to the loss. Lines longer than the context are
+# cut at the context length (a simplification: nothing in refranes.txt is that long).
+#
+# Validation. We hold out whole proverbs, chosen with the seed, so the validation loss
+# measures how well the model does on proverbs it has never seen.
+
+EOL = "\n"  # end-of-line character: ends a proverb, and starts the next one
+IGNORE = -100  # target value that cross-entropy skips (padding)
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped, in Unicode NFC form.
+
+    NFC makes 'ñ' one character even if the file spells it as 'n' + a combining tilde."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"data file not found: {path}")
+    if not path.is_file():
+        raise UserError(f"data path is not a file: {path}")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read data file {path}: {e.strerror}") from None
+    if b"\x00" in raw:
+        raise UserError(f"data file {path} looks binary (it contains zero bytes): give a UTF-8 text file")
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: also accept (and drop) a byte-order mark
+    except UnicodeDecodeError as e:
+        raise UserError(f"data file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                        f"{e.start}): save it as UTF-8") from None
+    lines = [line.strip() for line in unicodedata.normalize("NFC", text).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise UserError(f"data file {path} is empty: it has no line with text")
+    if len(lines) < 2:
+        raise UserError(f"data file {path} has a single line: at least 2 are needed "
+                        f"(one to train on, one to validate)")
+    return lines
+
+
+def show(text: str) -> str:
+    """Make invisible characters visible: end of line as ⏎, space as ␣ (used in tables)."""
+    return text.replace(EOL, "⏎").replace(" ", "␣")
+
+
+class UnknownCharacterError(UserError):
+    """Raised when a text contains characters outside the vocabulary."""
+
+
+class CharTokenizer:
+    """Characters <-> integer ids. The vocabulary is built from the corpus itself."""
+
+    def __init__(self, chars):
+        self.chars = sorted(set(chars) | {EOL})  # id -> character; sorted, so ids are reproducible
+        self.ids = {c: i for i, c in enumerate(self.chars)}  # character -> id
+        self.eol_id = self.ids[EOL]
+
+    @classmethod
+    def from_lines(cls, lines: list[str]) -> "CharTokenizer":
+        return cls("".join(lines))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - self.ids.keys())
+        if unknown:
+            names = ", ".join(f"'{c}' ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in unknown)
+            raise UnknownCharacterError(f"the model never saw these characters: {names}; "
+                                        f"it knows only: {''.join(show(c) for c in self.chars)}")
+        return [self.ids[c] for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def split_lines(lines: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Shuffle whole lines with the seed, then hold out the first val_fraction of them."""
+    order = list(range(len(lines)))
+    random.Random(seed).shuffle(order)
+    n_val = min(max(1, round(len(lines) * val_fraction)), len(lines) - 1)  # at least 1 on each side
+    return [lines[i] for i in order[n_val:]], [lines[i] for i in order[:n_val]]
+
+
+@dataclass
+class Split:
+    """Every line of one split, encoded once and padded into two tensors."""
+    inputs: torch.Tensor   # (N, L) token ids; N lines, L = the longest line + 1
+    targets: torch.Tensor  # (N, L) next-token ids, IGNORE on the padding
+    lengths: torch.Tensor  # (N,)  real (unpadded) length of each line
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> Split:
+    """⏎ + line + ⏎ per line, cut to context + 1 tokens, then input = [:-1], target = [1:]."""
+    sequences = [[tokenizer.eol_id] + tokenizer.encode(line) + [tokenizer.eol_id] for line in lines]
+    sequences = [s[:context + 1] for s in sequences]  # lines longer than the context are cut
+    lengths = torch.tensor([len(s) - 1 for s in sequences])  # (N,)
+    L = int(lengths.max())
+    inputs = torch.full((len(lines), L), tokenizer.eol_id, dtype=torch.long)  # (N, L), padded with ⏎
+    targets = torch.full((len(lines), L), IGNORE, dtype=torch.long)  # (N, L), padded with IGNORE
+    for row, s in enumerate(sequences):
+        inputs[row, :len(s) - 1] = torch.tensor(s[:-1])  # tokens[:-1]
+        targets[row, :len(s) - 1] = torch.tensor(s[1:])  # tokens[1:]
+    return Split(inputs, targets, lengths)
+
+
+def batches(split: Split, batch_size: int, generator: torch.Generator | None = None):
+    """Yield (inputs, targets), each (B, T), cut to the longest line of the batch.
+
+    With a generator (training), lines of similar length are batched together, so little
+    time is spent on padding: shuffle, sort by length (a stable sort keeps equal lengths
+    shuffled), cut into batches, then shuffle the order of the batches. Without one
+    (measuring), the lines come in their stored order."""
+    if generator is None:
+        order = torch.arange(len(split))
+    else:
+        order = torch.randperm(len(split), generator=generator)  # (N,)
+        order = order[split.lengths[order].argsort(stable=True)]  # (N,) shortest first
+    chunks = list(order.split(batch_size))
+    if generator is not None:
+        chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator)]
+    for rows in chunks:  # rows: (B,)
+        T = int(split.lengths[rows].max())
+        yield split.inputs[rows, :T], split.targets[rows, :T]  # (N, L) -> (B, T)
+
+
+# %% ==========================================================================
+# 3. EMBEDDINGS: a learned vector for every character
+# =============================================================================
+# An embedding is a lookup table with one row of C numbers per character: id 21 -> row 21.
+# The rows start random and training moves them so that characters that behave alike
+# end up with similar vectors. Following the Transformer paper (Vaswani et al., 2017,
+# section 3.4) the vectors are multiplied by sqrt(C):
+#
+#       x_t = E[id_t] * sqrt(C)
+#
+# We start the table with standard deviation 1/sqrt(C), so after the scaling every
+# number is about 1 in size: the same size as the positional encoding added next, so
+# neither drowns the other.
+
+
+class ScaledEmbedding(nn.Embedding):
+    def __init__(self, vocab_size: int, d_model: int):
+        super().__init__(vocab_size, d_model)
+        nn.init.normal_(self.weight, std=d_model ** -0.5)
+        self.scale = math.sqrt(d_model)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return super().forward(idx) * self.scale  # (B, T) -> (B, T, C)
+
+
+# %% ==========================================================================
+# 4. SINUSOIDAL POSITIONAL ENCODING: where each character stands
+# =============================================================================
+# Attention by itself does not know the order of its inputs: "sal" and "las" would look
+# the same. So we add to each character's vector a vector that depends only on its
+# position in the sequence (paper, section 3.5):
+#
+#       PE(pos, 2i)   = sin(pos / 10000^(2i / C))
+#       PE(pos, 2i+1) = cos(pos / 10000^(2i / C))
+#
+# Each pair of dimensions is a sine/cosine at its own frequency, from one turn every
+# 2*pi positions (i = 0) down to very slow waves: together they give every position a
+# distinct fingerprint, and nearby positions similar ones. Nothing here is learned.
+#
+# The encoding is a (T, C) matrix added to every sequence of the batch alike:
+# (B, T, C) + (T, C) -> (B, T, C). Position means the index t inside one sequence, never
+# the index of the sequence in the batch (tests/test_llm.py checks exactly that).
+
+
+def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
+    position = torch.arange(seq_len, dtype=torch.float32).unsqueeze(1)  # (T,) -> (T, 1)
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float32)  # (ceil(C/2),) the even dims 2i
+    angle = position / 10000 ** (two_i / d_model)  # (T, 1) / (ceil(C/2),) -> (T, ceil(C/2))
+    pe = torch.zeros(seq_len, d_model)  # (T, C)
+    pe[:, 0::2] = torch.sin(angle)  # even dimensions 2i
+    pe[:, 1::2] = torch.cos(angle[:, :d_model // 2])  # odd dimensions 2i+1
+    return pe
+
+
+# %% ==========================================================================
+# 5. CAUSAL MASK AND MULTI-HEAD SELF-ATTENTION
+# =============================================================================
+# Attention lets every position gather information from other positions. Each position's
+# vector x is projected three ways (W_Q, W_K, W_V are learned C x C matrices):
+#
+#       query q = x W_Q    "what am I looking for?"
+#       key   k = x W_K    "what do I contain?"
+#       value v = x W_V    "what do I pass on to whoever looks at me?"
+#
+# Position t scores every position s by how well its query matches their key, turns the
+# scores into weights that add up to 1, and takes the weighted average of the values:
+#
+#       Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V
+#
+# Dividing by sqrt(d_k) keeps the scores from growing with the head width d_k = D, which
+# would make the softmax nearly one-hot. M is the causal mask: 0 where s <= t and -inf
+# where s > t, so after the softmax a position gives zero weight to the future. Without
+# it the model could read the character it is asked to predict.
+#
+# Multi-head: the C numbers are split into H heads of D = C / H numbers. Each head
+# attends on its own (one may follow the previous letter, another the start of the
+# word), then the heads are concatenated back to C numbers and mixed by W_O:
+#
+#       MultiHead(x) = concat(head_1, ..., head_H) W_O
+#
+# Two paths compute the same numbers. `attention()` below is the formula written out,
+# and returns the weights so we can draw them. torch's F.scaled_dot_product_attention
+# fuses the same steps into one fast kernel (flash attention on a GPU) and is used
+# for training when Config.attention == "fast"; tests/test_llm.py proves both equal.
+
+
+def causal_mask(T: int, device=None) -> torch.Tensor:
+    """(T, T) booleans: True where query position t may attend to key position s (s <= t)."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def attention(q, k, v, mask):
+    """softmax(Q K^T / sqrt(d_k), masked) V, written out. Returns (output, weights)."""
+    d_k = q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (B, H, T, D) @ (B, H, D, T) -> (B, H, T, T)
+    scores = scores.masked_fill(~mask, float("-inf"))  # the future gets -inf, so weight 0 below
+    weights = scores.softmax(dim=-1)  # (B, H, T, T): row t = how much t looks at each s; sums to 1
+    return weights @ v, weights  # (B, H, T, T) @ (B, H, T, D) -> (B, H, T, D)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, context: int, fast: bool = True):
+        super().__init__()
+        self.n_heads = n_heads
+        self.fast = fast  # True: F.scaled_dot_product_attention; False: attention() above
+        self.query = nn.Linear(d_model, d_model)  # W_Q and b_Q, all heads side by side
+        self.key = nn.Linear(d_model, d_model)  # W_K and b_K
+        self.value = nn.Linear(d_model, d_model)  # W_V and b_V
+        self.output = nn.Linear(d_model, d_model)  # W_O and b_O
+        self.register_buffer("causal_mask", causal_mask(context), persistent=False)  # (context, context)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        B, T, C = x.shape
+        H, D = self.n_heads, C // self.n_heads
+        q = self.query(x).view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
+        k = self.key(x).view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
+        v = self.value(x).view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
+        if self.fast and not return_weights:
+            heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D), one kernel
+            weights = None
+        else:
+            heads, weights = attention(q, k, v, self.causal_mask[:T, :T])
+        concat = heads.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, C)
+        return self.output(concat), weights  # (B, T, C) @ (C, C) -> (B, T, C); weights (B, H, T, T)
+
+
+# %% ==========================================================================
+# 6. FEED-FORWARD, RESIDUAL CONNECTIONS, LAYER NORM: the encoder layer
+# =============================================================================
+# After attention has mixed information across positions, a feed-forward block works on
+# each position alone: it widens the vector to F numbers, applies ReLU, and narrows it
+# back (paper, equation 2):
+#
+#       FFN(x) = max(0, x W_1 + b_1) W_2 + b_2
+#
+# Residual connections add each block's output to its input, x <- x + block(x), so the
+# signal and the gradient can flow straight through a deep stack. Layer norm rescales
+# each vector to mean 0 and variance 1, then applies a learned gain gamma and shift beta:
+#
+#       LayerNorm(x) = gamma * (x - mean(x)) / sqrt(var(x) + eps) + beta
+#
+# Pre-norm or post-norm? The 2017 paper normalizes after the residual addition
+# (post-norm: x <- LayerNorm(x + block(x))). We normalize the block's input instead
+# (pre-norm, as GPT-2 and most models since):
+#
+#       x <- x + Dropout(Attention(LayerNorm(x)))
+#       x <- x + Dropout(FFN(LayerNorm(x)))
+#
+# because it trains stably at a high learning rate without a warm-up phase, which is
+# what lets the classroom run finish in seconds. The price is one extra LayerNorm at the
+# very end of the stack (section 7). We call the layer an *encoder* layer as the paper's
+# encoder does; with the causal mask, a stack of them is what is usually called a
+# decoder-only (GPT-style) model: there is no second stack and no cross-attention.
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.expand = nn.Linear(d_model, d_ff)  # W_1, b_1
+        self.contract = nn.Linear(d_ff, d_model)  # W_2, b_2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = F.relu(self.expand(x))  # (B, T, C) @ (C, F) -> (B, T, F)
+        return self.contract(hidden)  # (B, T, F) @ (F, C) -> (B, T, C)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, context: int, dropout: float, fast: bool = True):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(d_model)
+        self.attention = MultiHeadSelfAttention(d_model, n_heads, context, fast)
+        self.feed_forward_norm = nn.LayerNorm(d_model)
+        self.feed_forward = FeedForward(d_model, d_ff)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        attended, weights = self.attention(self.attention_norm(x), return_weights)  # (B, T, C)
+        x = x + self.dropout(attended)  # residual connection around attention
+        x = x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))  # ... and around the FFN
+        return x, weights  # (B, T, C), (B, H, T, T) or None
+
+
+# %% ==========================================================================
+# 7. THE MODEL: from character ids to next-character scores
+# =============================================================================
+#       x      = Embedding(ids) * sqrt(C) + PE          (B, T) -> (B, T, C)
+#       x      = EncoderLayer_N( ... EncoderLayer_1(x))  (B, T, C)
+#       logits = LayerNorm(x) W_head + b_head            (B, T, C) -> (B, T, V)
+#
+# logits[b, t, c] is the score of "the character after position t is c"; softmax turns
+# the V scores into probabilities. The linear head is its own matrix (some models reuse
+# the embedding matrix here, "weight tying"; we keep them apart so each can be read on
+# its own in parameters.txt).
+
+
+class TransformerLM(nn.Module):
+    def __init__(self, vocab_size: int, cfg: Config):
+        super().__init__()
+        self.context = cfg.context
+        self.token_embedding = ScaledEmbedding(vocab_size, cfg.d_model)
+        self.register_buffer("positional_encoding",  # (context, C), fixed, not a parameter
+                             sinusoidal_positional_encoding(cfg.context, cfg.d_model), persistent=False)
+        self.embedding_dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(
+            EncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.context, cfg.dropout, cfg.attention == "fast")
+            for _ in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, vocab_size)  # the language-model head
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token embedding plus positional encoding: what the first layer reads."""
+        T = idx.shape[1]
+        if T > self.context:
+            raise ValueError(f"sequence of {T} tokens is longer than the context ({self.context})")
+        return self.token_embedding(idx) + self.positional_encoding[:T]  # (B, T, C) + (T, C) -> (B, T, C)
+
+    def forward(self, idx: torch.Tensor, return_attention: bool = False):
+        """(B, T) token ids -> (B, T, V) logits; with return_attention also the attention
+        weights of every layer, a list of N tensors (B, H, T, T)."""
+        x = self.embedding_dropout(self.embed(idx))  # (B, T) -> (B, T, C)
+        all_weights = []
+        for layer in self.layers:
+            x, weights = layer(x, return_attention)  # (B, T, C) -> (B, T, C)
+            all_weights.append(weights)
+        logits = self.lm_head(self.final_norm(x))  # (B, T, C) @ (C, V) -> (B, T, V)
+        return (logits, all_weights) if return_attention else logits
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# %% ==========================================================================
+# 8. TRAINING: teacher forcing, cross-entropy, Adam
+# =============================================================================
+# For every position the model outputs V logits; the loss is the cross-entropy between
+# their softmax and the true next character, averaged over every real (unpadded)
+# position of the batch:
+#
+#       loss = - mean over (b, t) of  log softmax(logits[b, t])[target[b, t]]
+#
+# A model that knows nothing spreads its bets evenly and scores ln(V), about 4.1 for 60
+# characters; each 0.69 less halves the "number of characters it hesitates between".
+# The gradient of the loss moves every parameter a little downhill; Adam (Kingma & Ba,
+# 2014) scales each step by running averages of the gradient and of its square, so every
+# parameter gets a step size that suits it. One epoch is one pass over the training
+# lines in a new random order. Dropout is on while training and off when we measure.
+
+
+def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
+    """Linear warm-up for cfg.warmup steps, then a cosine from cfg.lr down to cfg.lr / 10."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, total_steps - cfg.warmup)  # 0 -> 1
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose target is not IGNORE (padding)."""
+    V = logits.size(-1)
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE)  # (B*T, V), (B*T,)
+
+
+@torch.no_grad()
+def evaluate(model: TransformerLM, split: Split, batch_size: int, device) -> float:
+    """Mean loss per real token over a whole split, with dropout off."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for inputs, targets in batches(split, batch_size):
+        inputs, targets = inputs.to(device), targets.to(device)
+        n = int((targets != IGNORE).sum())
+        total += sequence_loss(model(inputs), targets).item() * n
+    model.train(was_training)
+    return total / split.n_tokens
+
+
+def train(model: TransformerLM, train_split: Split, val_split: Split, cfg: Config, device,
+          on_epoch_end=None, log=print) -> list[dict]:
+    """Train for cfg.epochs; after each epoch print a progress line and call
+    on_epoch_end(epoch, record). Returns one record per epoch (losses, time, speed)."""
+    # fused=True: one kernel updates every parameter at once (about 6x faster than a loop
+    # over the tensors on a CPU); the arithmetic is Adam's all the same.
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
+    shuffle = torch.Generator().manual_seed(cfg.seed)  # the order of lines, epoch after epoch
+    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    step = 0
+    history = []
+    train_seconds = 0.0
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        for inputs, targets in batches(train_split, cfg.batch_size, shuffle):
+            inputs, targets = inputs.to(device), targets.to(device)  # (B, T), (B, T)
+            loss = sequence_loss(model(inputs), targets)  # (B, T, V) vs (B, T) -> scalar
+            lr = learning_rate(step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.detach() * (targets != IGNORE).sum()
+        train_loss = loss_sum.item() / train_split.n_tokens
+        train_seconds += time.perf_counter() - epoch_start
+        record = {"epoch": epoch, "train_loss": train_loss, "lr": lr,
+                  "val_loss": evaluate(model, val_split, cfg.batch_size * 4, device),
+                  "elapsed": time.perf_counter() - start,
+                  "tokens_per_second": epoch * train_split.n_tokens / train_seconds}
+        history.append(record)
+        log(f"epoch {epoch:>3}/{cfg.epochs} | train loss {record['train_loss']:.3f} | "
+            f"val loss {record['val_loss']:.3f} | lr {lr:.1e} | {record['elapsed']:5.1f} s | "
+            f"{record['tokens_per_second']:,.0f} tokens/s")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    return history
+
+
+# %% ==========================================================================
+# 9. GENERATION: writing one character at a time
+# =============================================================================
+# To write, the model predicts the next character, we pick one, append it and repeat
+# until it writes ⏎ (end of the proverb) or max_chars is reached. Picking:
+#
+#       p = softmax(logits / temperature)
+#
+# temperature < 1 sharpens p (safer, more repetitive), > 1 flattens it (more surprising).
+# Sort the characters by p; top-k keeps the k most likely, top-p the fewest whose
+# probabilities add up to p. Then draw u uniformly in [0, 1) and take the first kept
+# candidate whose cumulative probability exceeds u x (the mass of the kept candidates):
+# that is sampling from the kept candidates in proportion to their probability, and it
+# lets table.txt show the draw so that every choice can be checked by hand. Greedy
+# decoding always takes the most likely character (top-k with k = 1).
+# The model never sees more than `context` characters: longer histories are cropped to
+# the most recent ones. The entropy  H(p) = -sum p log2 p  (in bits) measures how
+# unsure the model was: 0 bits = certain, log2(V) ~ 6 bits = no idea at all.
+
+
+@dataclass
+class Step:
+    """One generation step, everything table.txt prints about it."""
+    position: int  # index of the new character in the sequence (the opening ⏎ is 0)
+    context: str  # the characters the model saw
+    candidates: list  # kept candidates, most likely first: (character, logit, p, cumulative p)
+    kept: int  # how many candidates were kept (top-k / top-p)
+    kept_mass: float  # their total probability
+    u: float | None  # the uniform draw (None when greedy)
+    chosen: str  # the character taken
+    chosen_p: float  # its probability p
+    entropy_bits: float  # H(p) in bits
+
+
+def choose_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, greedy: bool,
+                generator: torch.Generator):
+    """From (V,) logits pick one id. Returns (id, probabilities, sorted ids, cumulative p, kept, u)."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (V,)
+    sorted_p, order = probs.sort(descending=True)  # (V,), (V,)
+    cumulative = sorted_p.cumsum(0)  # (V,)
+    kept = len(probs) if top_k == 0 else min(top_k, len(probs))
+    if top_p < 1.0:  # the fewest candidates whose probabilities reach top_p
+        kept = min(kept, int((cumulative < top_p).sum()) + 1)
+    if greedy:
+        return int(order[0]), probs, order, cumulative, 1, None
+    u = float(torch.rand((), generator=generator))
+    target = u * cumulative[kept - 1]
+    rank = min(int(torch.searchsorted(cumulative[:kept], target, right=True)), kept - 1)
+    return int(order[rank]), probs, order, cumulative, kept, u
+
+
+@torch.no_grad()
+def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str = "", max_chars: int = 120,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
+             generator: torch.Generator | None = None, trace: list | None = None) -> str:
+    """Complete `prompt` until ⏎ or max_chars new characters; returns prompt + completion.
+    If `trace` is a list, one Step per generated character is appended to it."""
+    ids = [tokenizer.eol_id] + tokenizer.encode(prompt)  # raises UnknownCharacterError
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    for _ in range(max_chars):
+        window = ids[-model.context:]  # crop to the context the model was trained on
+        logits = model(torch.tensor([window], device=device))[0, -1].float().cpu()  # (1, T, V) -> (V,)
+        next_id, probs, order, cumulative, kept, u = choose_next(logits, temperature, top_k, top_p, greedy, generator)
+        if trace is not None:
+            shown = max(kept, 5) if kept < len(probs) else 10  # a few rejected ones too, for contrast
+            trace.append(Step(
+                position=len(ids), context=tokenizer.decode(window),
+                candidates=[(tokenizer.chars[int(i)], float(logits[i]), float(probs[i]), float(c))
+                            for i, c in zip(order[:shown], cumulative[:shown])],
+                kept=kept, kept_mass=float(cumulative[kept - 1]), u=u, chosen=tokenizer.chars[next_id],
+                chosen_p=float(probs[next_id]),
+                entropy_bits=float(-(probs * torch.log2(probs.clamp_min(1e-30))).sum())))
+        if next_id == tokenizer.eol_id:
+            break
+        ids.append(next_id)
+    model.train(was_training)
+    return tokenizer.decode(ids[1:])
+
+
+# %% ==========================================================================
+# 10. OUTPUTS: the model explains itself
+# =============================================================================
+# parameters.txt  every parameter tensor: name, shape, count, role in plain words, the
+#                 formulas that give the counts, and each tensor's statistics after training.
+# table.txt       every sampling step: what the model saw, its top candidates with their
+#                 probabilities, the draw, the choice, the entropy.
+# epoch_<N>.png   a networkx picture of the network every few epochs: the architecture
+#                 (node size = parameters, colour = how much they changed since the last
+#                 picture) beside the strongest character -> next-character connections.
+
+PARAMETER_ROLES = {
+    "token_embedding.weight": "one learned vector per character (row i = character id i)",
+    "attention_norm.weight": "LayerNorm gain (gamma) applied before attention",
+    "attention_norm.bias": "LayerNorm shift (beta) applied before attention",
+    "attention.query.weight": "W_Q: makes each position's query, 'what am I looking for?'",
+    "attention.query.bias": "b_Q: bias of the queries",
+    "attention.key.weight": "W_K: makes each position's key, 'what do I contain?'",
+    "attention.key.bias": "b_K: bias of the keys",
+    "attention.value.weight": "W_V: makes each position's value, 'what do I pass on?'",
+    "attention.value.bias": "b_V: bias of the values",
+    "attention.output.weight": "W_O: mixes the concatenated heads back into one vector",
+    "attention.output.bias": "b_O: bias of the attention output",
+    "feed_forward_norm.weight": "LayerNorm gain (gamma) applied before the feed-forward block",
+    "feed_forward_norm.bias": "LayerNorm shift (beta) applied before the feed-forward block",
+    "feed_forward.expand.weight": "W_1: widens each vector from C to F features",
+    "feed_forward.expand.bias": "b_1: bias of the wide features (before ReLU)",
+    "feed_forward.contract.weight": "W_2: brings the F features back to C",
+    "feed_forward.contract.bias": "b_2: bias of the feed-forward output",
+    "final_norm.weight": "LayerNorm gain (gamma) after the last layer",
+    "final_norm.bias": "LayerNorm shift (beta) after the last layer",
+    "lm_head.weight": "turns the final vector into one score (logit) per character",
+    "lm_head.bias": "a score offset per character: how common it is, whatever the context",
+}
+
+
+def parameter_role(name: str) -> str:
+    """The plain-words role of a parameter, from its name without the 'layers.<i>.' prefix."""
+    parts = name.split(".")
+    key = ".".join(parts[2:]) if parts[0] == "layers" else name
+    return PARAMETER_ROLES[key]
+
+
+def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int) -> str:
+    """The text of parameters.txt: every tensor, the formulas behind the counts, statistics."""
+    V, C, F_, N, H = vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.n_heads
+    named = list(model.named_parameters())
+    total = sum(p.numel() for _, p in named)
+    lines = ["PARAMETERS OF THE MODEL",
+             "=======================",
+             f"V = {V} characters, C = d_model = {C}, H = {H} heads of D = C/H = {C // H}, "
+             f"N = {N} layers, F = d_ff = {F_}, context = {cfg.context}",
+             "A Linear layer from a inputs to b outputs has a*b weights plus b biases; "
+             "a LayerNorm over C numbers has C gains plus C shifts.",
+             "The positional encoding is a fixed formula, not a parameter: it adds 0.", ""]
+    width = max(len(n) for n, _ in named)
+    lines.append(f"{'name':<{width}}  {'shape':<10} {'count':>9}  role")
+    lines.append("-" * (width + 80))
+    for name, p in named:
+        lines.append(f"{name:<{width}}  {str(tuple(p.shape)):<10} {p.numel():>9,}  {parameter_role(name)}")
+
+    def actual(prefix: str) -> int:
+        return sum(p.numel() for n, p in named if n.startswith(prefix))
+
+    attention_count = 4 * C * C + 4 * C
+    ffn_count = 2 * C * F_ + F_ + C
+    layer_count = attention_count + ffn_count + 4 * C
+    rows = [  # (component, formula, value by formula, value counted from the tensors)
+        ("token embedding", "V*C", V * C, actual("token_embedding.")),
+        ("positional encoding", "0 (fixed sinusoids)", 0, 0),
+    ]
+    for i in range(N):
+        rows += [
+            (f"layer {i}: attention", "4*C^2 + 4*C", attention_count, actual(f"layers.{i}.attention.")),
+            (f"layer {i}: feed-forward", "2*C*F + F + C", ffn_count, actual(f"layers.{i}.feed_forward.")),
+            (f"layer {i}: two layer norms", "2 * 2*C", 4 * C,
+             actual(f"layers.{i}.attention_norm.") + actual(f"layers.{i}.feed_forward_norm.")),
+            (f"layer {i}: total", "4*C^2 + 2*C*F + F + 9*C", layer_count, actual(f"layers.{i}.")),
+        ]
+    rows += [("final layer norm", "2*C", 2 * C, actual("final_norm.")),
+             ("linear head", "C*V + V", C * V + V, actual("lm_head.")),
+             ("TOTAL", "V*C + N*(4*C^2 + 2*C*F + F + 9*C) + 2*C + C*V + V",
+              V * C + N * layer_count + 2 * C + C * V + V, total)]
+    lines += ["", "SUBTOTALS, WITH THE FORMULA THAT GIVES EACH",
+              "-------------------------------------------",
+              f"{'component':<26} {'formula':<52} {'by formula':>11} {'counted':>9}"]
+    for component, formula, by_formula, counted in rows:
+        mark = "" if by_formula == counted else "   <- MISMATCH"
+        lines.append(f"{component:<26} {formula:<52} {by_formula:>11,} {counted:>9,}{mark}")
+    lines += ["", f"Total parameters: {total:,} (= sum of p.numel() over all {len(named)} tensors)",
+              f"Per layer: attention {attention_count:,} = 4*{C}^2 + 4*{C}; "
+              f"feed-forward {ffn_count:,} = 2*{C}*{F_} + {F_} + {C}; norms {4 * C} = 4*{C}",
+              f"Attention heads split C; they add no parameters: {H} heads x D = {C // H} "
+              f"uses the same 4*C^2 + 4*C.",
+              "", "STATISTICS OF EVERY TENSOR AT THE END OF TRAINING",
+              "-------------------------------------------------",
+              f"{'name':<{width}}  {'mean':>9} {'std':>9} {'min':>9} {'max':>9}"]
+    for name, p in named:
+        p = p.detach().float()
+        std = p.std().item() if p.numel() > 1 else 0.0
+        lines.append(f"{name:<{width}}  {p.mean().item():>9.4f} {std:>9.4f} "
+                     f"{p.min().item():>9.4f} {p.max().item():>9.4f}")
+    return "\n".join(lines) + "\n"
+
+
+def sampling_table(samples: list[tuple[str, str, list[Step]]], cfg: Config) -> str:
+    """The text of table.txt from (prompt, generated text, steps) triples."""
+    if cfg.greedy:
+        how = "greedy: always the most likely character"
+    else:
+        how = (f"temperature {cfg.temperature}, top-k {cfg.top_k or 'off'}, top-p "
+               f"{cfg.top_p if cfg.top_p < 1 else 'off'}, seed {cfg.seed}")
+    out = ["HOW THE MODEL CHOSE EVERY CHARACTER",
+           "===================================",
+           f"Sampling: {how}.",
+           "Each block is one step. 'context' is what the model saw (⏎ = start or end of a proverb,",
+           "␣ = space). The candidates are sorted by p = softmax(logit / temperature); 'cum p' adds",
+           "them up. Kept candidates are marked with *. To sample, draw u in [0, 1), multiply it by",
+           "the kept mass, and take the first kept candidate whose cum p is above that number.",
+           "Entropy H = -sum p log2 p over all characters, in bits: 0 = certain.", ""]
+    for n, (prompt, text, steps) in enumerate(samples, 1):
+        out += [f"SAMPLE {n}: prompt \"{prompt}\"", f"result: {text}", "=" * 72]
+        for s in steps:
+            out.append(f"step {s.position - len(prompt):>3} | position {s.position:>3} | context: {show(s.context)}")
+            out.append(f"      rank  char        logit        p    cum p")
+            kept = round(s.kept_mass, 6)
+            for rank, (char, logit, p, cum) in enumerate(s.candidates, 1):
+                mark = "*" if rank <= s.kept else " "
+                out.append(f"    {mark} {rank:>4}  {show(char):<4} {logit:>11.3f} {p:>8.4f} {cum:>8.4f}")
+            if s.u is None:
+                draw = "greedy: the most likely"
+            else:
+                draw = f"u = {s.u:.4f}, u x kept mass {kept:.4f} = {s.u * s.kept_mass:.4f}"
+            out.append(f"      {draw} -> chose '{show(s.chosen)}' (p = {s.chosen_p:.4f}), "
+                       f"entropy {s.entropy_bits:.2f} bits")
+            out.append("")
+        out.append("")
+    return "\n".join(out)
+
+
+class EpochPictures:
+    """Draws outputs/epoch_<N>.png. The figure is built once: layout, character set and
+    colour scale stay fixed, so the images can be flipped through like a film, and each
+    snapshot only recolours the nodes, redraws the links and retitles (fast)."""
+
+    CHANGE_RANGE = (1e-3, 1.0)  # colour scale of the relative change ||dW|| / ||W||, log scale
+    EDGE_SCALE = 4.0  # a link of this strength (in logits) gets the widest line
+    N_CHARS = 14  # characters on each side of the character graph
+    N_EDGES = 36  # links drawn in the character graph
+
+    def __init__(self, model: TransformerLM, tokenizer: CharTokenizer, train_lines: list[str], cfg: Config):
+        import matplotlib
+        import networkx as nx
+        from matplotlib import cm, colors
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.groups = self._parameter_groups(cfg)
+        self.graph, self.pos = self._architecture(cfg)
+        self.previous = self._weights(model)
+        self.norm = colors.LogNorm(*self.CHANGE_RANGE)
+        self.cmap = matplotlib.colormaps["viridis"]
+
+        # Left: the architecture. Node area grows with the parameter count.
+        self.nodes = list(self.graph.nodes)
+        counts = {n: sum(t.numel() for t in self._group_tensors(self.previous, n)) for n in self.groups}
+        largest = max(counts.values())
+        radius = {n: math.sqrt(counts.get(n, 0) / largest) for n in self.nodes}
+        sizes = [60 + 1000 * radius[n] if n in self.groups else 90 for n in self.nodes]
+        self.fig = Figure(figsize=(13, 6.6), dpi=90)
+        ax, ax2 = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
+        kind = nx.get_edge_attributes(self.graph, "kind")
+        nx.draw_networkx_edges(self.graph, self.pos, ax=ax, edgelist=[e for e in kind if kind[e] == "flow"],
+                               edge_color="0.6", arrows=False)  # data flows downwards
+        nx.draw_networkx_edges(self.graph, self.pos, ax=ax, edgelist=[e for e in kind if kind[e] == "residual"],
+                               edge_color="tab:orange", style="dashed", connectionstyle="arc3,rad=-0.3",
+                               arrowsize=9, node_size=sizes, nodelist=self.nodes)
+        self.node_artist = nx.draw_networkx_nodes(self.graph, self.pos, ax=ax, nodelist=self.nodes,
+                                                  node_size=sizes, node_color="0.85", edgecolors="0.3",
+                                                  linewidths=0.6)
+        for n in self.nodes:
+            x, y = self.pos[n]
+            label = self.graph.nodes[n]["label"]
+            if n in self.groups and ".head" in n:
+                ax.text(x, y - 0.42, label, ha="center", va="center", fontsize=9)
+            else:
+                ax.text(x + 0.1 + 0.22 * radius[n], y, label, ha="left", va="center", fontsize=9)
+        for i in range(cfg.n_layers):
+            ax.text(1.3 * (i + 1), 0.6, f"layer {i + 1}", ha="center", fontsize=10, fontweight="bold")
+        ax.set_xlim(-0.3, 1.3 * (cfg.n_layers + 1) + 0.8)
+        ax.set_ylim(-7.0, 0.9)
+        ax.axis("off")
+        ax.set_title("Architecture: node area = parameters, colour = change since the last picture",
+                     fontsize=10)
+        bar = self.fig.colorbar(cm.ScalarMappable(norm=self.norm, cmap=self.cmap), ax=ax, orientation="horizontal",
+                                fraction=0.04, pad=0.02, aspect=40, shrink=0.7)
+        bar.set_label("relative change of the weights since the last picture, ||ΔW|| / ||W||", fontsize=9)
+        bar.minorticks_off()
+        bar.set_ticks([0.001, 0.01, 0.1, 1.0], labels=["0.001", "0.01", "0.1", "1"])  # plain text: fast
+        bar.ax.tick_params(labelsize=9)
+        ax.legend(handles=[Line2D([], [], color="0.6", label="data flow (downwards)"),
+                           Line2D([], [], color="tab:orange", ls="--", label="residual: x + block(x)"),
+                           Line2D([], [], ls="", marker="o", color="0.85", markeredgecolor="0.3",
+                                  label="no parameters")],
+                  loc="lower left", fontsize=9, frameon=False)
+
+        # Right: characters on both sides, links drawn per snapshot.
+        char_counts = {}
+        for line in train_lines:
+            for c in line + EOL:
+                char_counts[c] = char_counts.get(c, 0) + 1
+        top = sorted(char_counts, key=lambda c: (-char_counts[c], c))[:self.N_CHARS]
+        self.chars = sorted(top, key=lambda c: tokenizer.ids[c])
+        self.char_graph = nx.DiGraph()
+        self.char_pos = {}
+        for i, c in enumerate(self.chars):
+            for side, x in (("now", 0.0), ("next", 1.0)):
+                self.char_graph.add_node((side, c))
+                self.char_pos[(side, c)] = (x, -i)
+        nx.draw_networkx_nodes(self.char_graph, self.char_pos, node_size=260, node_color="white",
+                               edgecolors="0.3", ax=ax2)
+        nx.draw_networkx_labels(self.char_graph, self.char_pos, font_size=10, ax=ax2,
+                                labels={node: show(node[1]) for node in self.char_graph.nodes})
+        ax2.text(0, 0.9, "character", ha="center", fontsize=10)
+        ax2.text(1, 0.9, "next character", ha="center", fontsize=10)
+        ax2.set_xlim(-0.3, 1.3)
+        ax2.set_ylim(-len(self.chars) - 0.6, 1.4)
+        ax2.axis("off")
+        ax2.set_title(f"Direct path, skipping the layers: head(norm(embedding)),\n"
+                      f"the {self.N_EDGES} strongest links between frequent characters", fontsize=10)
+        ax2.legend(handles=[Line2D([], [], color="tab:blue", lw=2, label="next more likely"),
+                            Line2D([], [], color="tab:red", lw=2, label="next less likely")],
+                   loc="lower center", ncol=2, fontsize=9, frameon=False)
+        self.ax2 = ax2
+        self.link_artist = None
+        self.title = self.fig.suptitle("", fontsize=12)
+        self.fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.1, wspace=0.04)
+
+    @staticmethod
+    def _parameter_groups(cfg):
+        """node -> list of (parameter name, rows or None): the parameters that node stands for."""
+        D = cfg.d_model // cfg.n_heads
+        groups = {"embedding": [("token_embedding.weight", None)]}
+        for i in range(cfg.n_layers):
+            p = f"layers.{i}."
+            groups[f"L{i}.norm1"] = [(p + "attention_norm.weight", None), (p + "attention_norm.bias", None)]
+            for h in range(cfg.n_heads):
+                rows = slice(h * D, (h + 1) * D)  # the rows of W_Q, W_K, W_V that make head h
+                groups[f"L{i}.head{h}"] = [(p + f"attention.{m}.{t}", rows)
+                                           for m in ("query", "key", "value") for t in ("weight", "bias")]
+            for node, module in (("out", "attention.output"), ("norm2", "feed_forward_norm"),
+                                 ("expand", "feed_forward.expand"), ("contract", "feed_forward.contract")):
+                groups[f"L{i}.{node}"] = [(p + module + ".weight", None), (p + module + ".bias", None)]
+        groups["final norm"] = [("final_norm.weight", None), ("final_norm.bias", None)]
+        groups["head"] = [("lm_head.weight", None), ("lm_head.bias", None)]
+        return groups
+
+    @staticmethod
+    def _architecture(cfg):
+        """The network as a directed graph with fixed positions: one column per layer."""
+        import networkx as nx
+        G = nx.DiGraph()
+        pos = {}
+
+        def add(node, x, y, label):
+            G.add_node(node, label=label)
+            pos[node] = (x, y)
+
+        add("ids", 0, 0, "character ids")
+        add("embedding", 0, -1.2, "embedding")
+        add("+PE", 0, -2.4, "+ positional\n   encoding")
+        G.add_edges_from([("ids", "embedding"), ("embedding", "+PE")], kind="flow")
+        previous, H = "+PE", cfg.n_heads
+        for i in range(cfg.n_layers):
+            x = 1.3 * (i + 1)
+            add(f"L{i}.norm1", x, 0, "norm")
+            for h in range(H):
+                add(f"L{i}.head{h}", x + (h - (H - 1) / 2) * min(0.28, 1.0 / H), -1.0, f"h{h + 1}")
+            add(f"L{i}.out", x, -2.0, "W_O")
+            add(f"L{i}.add1", x, -2.8, "+")
+            add(f"L{i}.norm2", x, -3.6, "norm")
+            add(f"L{i}.expand", x, -4.6, "W_1")
+            add(f"L{i}.contract", x, -5.6, "W_2")
+            add(f"L{i}.add2", x, -6.5, "+")
+            G.add_edge(previous, f"L{i}.norm1", kind="flow")
+            for h in range(H):
+                G.add_edge(f"L{i}.norm1", f"L{i}.head{h}", kind="flow")
+                G.add_edge(f"L{i}.head{h}", f"L{i}.out", kind="flow")
+            G.add_edges_from([(f"L{i}.out", f"L{i}.add1"), (f"L{i}.add1", f"L{i}.norm2"),
+                              (f"L{i}.norm2", f"L{i}.expand"), (f"L{i}.expand", f"L{i}.contract"),
+                              (f"L{i}.contract", f"L{i}.add2")], kind="flow")
+            G.add_edge(previous, f"L{i}.add1", kind="residual")
+            G.add_edge(f"L{i}.add1", f"L{i}.add2", kind="residual")
+            previous = f"L{i}.add2"
+        x = 1.3 * (cfg.n_layers + 1)
+        add("final norm", x, -4.6, "norm")
+        add("head", x, -5.6, "linear head")
+        add("logits", x, -6.5, "logits")
+        G.add_edges_from([(previous, "final norm"), ("final norm", "head"), ("head", "logits")], kind="flow")
+        return G, pos
+
+    @staticmethod
+    def _weights(model):
+        return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
+
+    def _group_tensors(self, weights, node):
+        return [weights[n] if rows is None else weights[n][rows] for n, rows in self.groups[node]]
+
+    def direct_path(self, model: TransformerLM) -> torch.Tensor:
+        """(V, V): logits = head(final_norm(E[a] * sqrt(C))) for every character a, each row
+        minus its mean. What the model would predict if every layer added nothing."""
+        with torch.no_grad():
+            emb = model.token_embedding.weight * model.token_embedding.scale  # (V, C)
+            direct = model.lm_head(model.final_norm(emb)).float().cpu()  # (V, C) @ (C, V) -> (V, V)
+        return direct - direct.mean(dim=1, keepdim=True)
+
+    def measure(self, model: TransformerLM) -> tuple[list, list, list]:
+        """What one picture shows, read from the model now: the node colours (change since
+        the previous picture) and the strongest links of the direct path."""
+        current = self._weights(model)
+        node_colors = []
+        for node in self.nodes:
+            if node not in self.groups:
+                node_colors.append((0.85, 0.85, 0.85, 1.0))
+                continue
+            now, before = self._group_tensors(current, node), self._group_tensors(self.previous, node)
+            change = math.sqrt(sum(float((a - b).pow(2).sum()) for a, b in zip(now, before)))
+            scale = math.sqrt(sum(float(b.pow(2).sum()) for b in before)) + 1e-12
+            node_colors.append(self.cmap(self.norm(min(max(change / scale, self.CHANGE_RANGE[0]),
+                                                       self.CHANGE_RANGE[1]))))
+        self.previous = current
+        ids = [self.tokenizer.ids[c] for c in self.chars]
+        links = self.direct_path(model)[ids][:, ids]  # (n, n)
+        n = len(ids)
+        strongest = links.abs().flatten().argsort(descending=True)[:self.N_EDGES]
+        edges = [(("now", self.chars[int(f) // n]), ("next", self.chars[int(f) % n])) for f in strongest]
+        values = [float(links.flatten()[f]) for f in strongest]
+        return node_colors, edges, values
+
+    def render(self, measured: tuple[list, list, list], epoch: int, record: dict, path: Path):
+        """Update the figure with what measure() returned and save it as a PNG."""
+        import networkx as nx
+        node_colors, edges, values = measured
+        self.node_artist.set_facecolor(node_colors)
+        if self.link_artist is not None:
+            self.link_artist.remove()
+        self.link_artist = nx.draw_networkx_edges(
+            self.char_graph, self.char_pos, edgelist=edges, ax=self.ax2, arrows=False, alpha=0.75,
+            width=[0.4 + 3.6 * min(abs(v) / self.EDGE_SCALE, 1.0) for v in values],
+            edge_color=["tab:blue" if v > 0 else "tab:red" for v in values])
+        self.title.set_text(f"Epoch {epoch}/{self.cfg.epochs}     train loss {record['train_loss']:.3f}     "
+                            f"validation loss {record['val_loss']:.3f}")
+        self.fig.savefig(path)
+
+    def draw(self, model: TransformerLM, epoch: int, record: dict, path: Path):
+        self.render(self.measure(model), epoch, record, path)
+
+
+# %% ==========================================================================
+# 11. COMMAND LINE AND THE WHOLE RUN
+# =============================================================================
+# Every Config field becomes a flag (d_model -> --d-model), with the field's explanation
+# as its --help text. Errors the user can fix are printed as one line, `error: ...`, and
+# the program exits with code 2, never with a traceback.
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message} (see python LLM.py --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="python LLM.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a small character-level Transformer on a text file (Spanish proverbs by "
+                    "default) and write what it learned to an output folder.")
+    for f in fields(Config):
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
+        elif f.type == "tuple":
+            parser.add_argument(flag, dest=f.name, nargs="*", default=f.default, metavar="TEXT",
+                                help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            parser.add_argument(flag, dest=f.name, type=kind, default=f.default,
+                                metavar=f.name.upper(), help=f.metadata["help"])
+    return parser
+
+
+def prepare_output_dir(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to the output folder {out}: {e.strerror}") from None
+    return out
+
+
+def run(cfg: Config, log=print) -> dict:
+    """The whole classroom run: data, model, training, pictures, reports, samples."""
+    device = pick_device(cfg.device)
+    out = prepare_output_dir(cfg.out)
+    lines = read_corpus(cfg.data)
+    tokenizer = CharTokenizer.from_lines(lines)
+    train_lines, val_lines = split_lines(lines, cfg.val_fraction, cfg.seed)
+    for prompt in cfg.prompts:
+        tokenizer.encode(prompt)  # fail now, not after training, on a prompt with unknown characters
+    train_split = encode_lines(train_lines, tokenizer, cfg.context)
+    val_split = encode_lines(val_lines, tokenizer, cfg.context)
+    log(f"data: {cfg.data}: {len(lines)} lines, {sum(map(len, lines)):,} characters, "
+        f"vocabulary of {tokenizer.vocab_size} characters")
+    log(f"      {len(train_lines)} lines to train on, {len(val_lines)} held out for validation")
+    cut = sum(len(line) + 1 > cfg.context for line in lines)
+    if cut:
+        log(f"      note: {cut} lines are longer than the context ({cfg.context}) and were cut")
+    example = train_split.inputs[0, :train_split.lengths[0]], train_split.targets[0, :train_split.lengths[0]]
+    log("teacher forcing, one real example (the model reads the input and must write the target):")
+    log(f"      input  = tokens[:-1] = {show(tokenizer.decode(example[0]))}")
+    log(f"      target = tokens[1:]  = {show(tokenizer.decode(example[1]))}")
+
+    torch.manual_seed(cfg.seed)
+    model = TransformerLM(tokenizer.vocab_size, cfg).to(device)
+    V, C, F_, N = tokenizer.vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers
+    log(f"model: {count_parameters(model):,} parameters = V*C + N*(4*C^2 + 2*C*F + F + 9*C) + 2*C + C*V + V "
+        f"with V={V}, C={C}, F={F_}, N={N} (details: {out / 'parameters.txt'})")
+    log(f"device: {device}, attention path: {cfg.attention}")
+
+    pictures = EpochPictures(model, tokenizer, train_lines, cfg) if cfg.snapshot else None
+    drawn = []
+
+    def on_epoch_end(epoch, record):
+        if pictures is not None and epoch % cfg.snapshot == 0:
+            drawn.append(out / f"epoch_{epoch}.png")
+            pictures.draw(model, epoch, record, drawn[-1])
+
+    history = train(model, train_split, val_split, cfg, device, on_epoch_end, log)
+
+    (out / "parameters.txt").write_text(parameter_report(model, cfg, tokenizer.vocab_size), encoding="utf-8")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    samples = []
+    log("samples:")
+    for prompt in cfg.prompts:
+        steps: list[Step] = []
+        text = generate(model, tokenizer, prompt, cfg.max_chars, cfg.temperature, cfg.top_k, cfg.top_p,
+                        cfg.greedy, generator, steps)
+        samples.append((prompt, text, steps))
+        log(f"      {text}")
+    (out / "table.txt").write_text(sampling_table(samples, cfg), encoding="utf-8")
+    log(f"wrote {out}/: parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else ""))
+    return {"history": history, "samples": [s[1] for s in samples], "model": model, "tokenizer": tokenizer}
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    values = vars(args)
+    return Config(**{f.name: (tuple(values[f.name]) if f.type == "tuple" else values[f.name]) for f in fields(Config)})
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")  # draw into files only: never open a window, never block
+    try:
+        run(validate(config_from_args(args)))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
