@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
+import re
 import sys
 import time
 import unicodedata
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -660,7 +660,7 @@ class Step:
     """One generation step, everything table.txt prints about it."""
     position: int  # index of the new character in the sequence (the opening ⏎ is 0)
     context: str  # the characters the model saw
-    candidates: list  # kept candidates, most likely first: (character, logit, p, cumulative p)
+    candidates: list  # the candidates shown, most likely first: (character, logit, p, cumulative p)
     kept: int  # how many candidates were kept (top-k / top-p)
     kept_mass: float  # their total probability
     u: float | None  # the uniform draw (None when greedy)
@@ -825,6 +825,14 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def corpus_word_share(samples: list[tuple[str, str, list]], lines: list[str]) -> tuple[int, int]:
+    """(words the model wrote that are words of the corpus, words it wrote), prompts excluded.
+    A rough measure of "does it write Spanish?": invented words are not in the corpus."""
+    known = {w.lower() for line in lines for w in re.findall(r"\w+", line)}
+    written = [w.lower() for prompt, text, _ in samples for w in re.findall(r"\w+", text[len(prompt):])]
+    return sum(w in known for w in written), len(written)
+
+
 def sampling_table(samples: list[tuple[str, str, list[Step]]], cfg: Config) -> str:
     """The text of table.txt from (prompt, generated text, steps) triples."""
     if cfg.greedy:
@@ -844,7 +852,7 @@ def sampling_table(samples: list[tuple[str, str, list[Step]]], cfg: Config) -> s
         out += [f"SAMPLE {n}: prompt \"{prompt}\"", f"result: {text}", "=" * 72]
         for s in steps:
             out.append(f"step {s.position - len(prompt):>3} | position {s.position:>3} | context: {show(s.context)}")
-            out.append(f"      rank  char        logit        p    cum p")
+            out.append("      rank  char        logit        p    cum p")
             kept = round(s.kept_mass, 6)
             for rank, (char, logit, p, cum) in enumerate(s.candidates, 1):
                 mark = "*" if rank <= s.kept else " "
@@ -1173,6 +1181,8 @@ def run(cfg: Config, log=print) -> dict:
                         cfg.greedy, generator, steps)
         samples.append((prompt, text, steps))
         log(f"      {text}")
+    known, written = corpus_word_share(samples, lines)
+    log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
     (out / "table.txt").write_text(sampling_table(samples, cfg), encoding="utf-8")
     log(f"wrote {out}/: parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else ""))
     return {"history": history, "samples": [s[1] for s in samples], "model": model, "tokenizer": tokenizer}

@@ -370,3 +370,8 @@ def test_help_explains_every_config_field(capsys):
     for field in LLM.fields(LLM.Config):
         assert LLM.flag_of(field.name) in text
         assert " ".join(field.metadata["help"].split()) in text
+
+
+def test_corpus_word_share_counts_only_what_the_model_wrote():
+    samples = [("No hay", "No hay mal que pirulo", []), ("", "Quien calla xq", [])]
+    assert LLM.corpus_word_share(samples, ["No hay mal que por bien no venga.", "Quien calla, otorga."]) == (4, 6)
