@@ -15,9 +15,10 @@ it implements, then the code:
     6. Encoder layer     feed-forward, residual connections, layer norm
     7. The model         embeddings -> N layers -> norm -> linear head -> logits
     8. Training          cross-entropy on the next character (teacher forcing), Adam
-    9. Generation        sampling one character at a time (temperature, top-k, top-p)
-   10. Outputs           parameters.txt, table.txt, epoch_<N>.png
-   11. Command line      main(): argparse, error messages, the whole run
+    9. Checkpoints       keep the trained model in one file, load it back safely
+   10. Generation        sampling one character at a time (temperature, top-k, top-p)
+   11. Outputs           parameters.txt, table.txt, epoch_<N>.png
+   12. Command line      main(): argparse, error messages, the whole run
 
 Shape letters used in the comments, defined once here:
     B  batch size: sequences processed together
@@ -36,12 +37,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import re
 import sys
 import time
 import unicodedata
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -64,7 +66,7 @@ class UserError(Exception):
 #
 # The defaults are the classroom run: small enough to train in seconds on a laptop CPU,
 # big enough to learn to spell Spanish. The model has about 75 thousand parameters
-# (section 10 explains every one of them in outputs/parameters.txt).
+# (section 11 explains every one of them in outputs/parameters.txt).
 
 
 def setting(default, help: str, flag: str | None = None):
@@ -636,7 +638,56 @@ def train(model: TransformerLM, train_split: Split, val_split: Split, cfg: Confi
 
 
 # %% ==========================================================================
-# 9. GENERATION: writing one character at a time
+# 9. CHECKPOINTS: keeping the model
+# =============================================================================
+# A checkpoint is one file, outputs/model.pt, with everything needed to use the model
+# again: the weights, the Config that shaped it and the vocabulary (as plain data). The
+# run keeps the epoch with the best validation loss.
+#
+# Written atomically: torch.save writes a temporary file, and os.replace renames it over
+# the old checkpoint in one step, so a run killed at any moment leaves either the old
+# file or the new one, never half of one. Read with torch.load(weights_only=True), which
+# only accepts tensors and plain Python data: opening a checkpoint cannot run code.
+
+CHECKPOINT_FORMAT = "LLM.py checkpoint 1"
+
+
+def save_checkpoint(path: Path, model: TransformerLM, cfg: Config, tokenizer: CharTokenizer, record: dict):
+    payload = {"format": CHECKPOINT_FORMAT,
+               "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+               "vocabulary": tokenizer.chars,
+               "model": {name: t.detach().cpu() for name, t in model.state_dict().items()},
+               "epoch": record["epoch"], "val_loss": record["val_loss"]}
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)  # atomic: readers see the old file or the new one
+
+
+def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokenizer, Config, dict]:
+    """(model, tokenizer, config, payload) from a checkpoint; a UserError for anything wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path} (train one first: python LLM.py)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise UserError(f"{path} is not a readable checkpoint (corrupt, cut short or another format)") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not an LLM.py checkpoint")
+    try:
+        known = {f.name for f in fields(Config)}
+        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items() if k in known})
+        tokenizer = CharTokenizer(payload["vocabulary"])
+        model = TransformerLM(tokenizer.vocab_size, cfg)
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} does not match the model it describes: {reason}") from None
+    return model.to(device).eval(), tokenizer, cfg, payload
+
+
+# %% ==========================================================================
+# 10. GENERATION: writing one character at a time
 # =============================================================================
 # To write, the model predicts the next character, we pick one, append it and repeat
 # until it writes ⏎ (end of the proverb) or max_chars is reached. Picking:
@@ -721,7 +772,7 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str = "", m
 
 
 # %% ==========================================================================
-# 10. OUTPUTS: the model explains itself
+# 11. OUTPUTS: the model explains itself
 # =============================================================================
 # parameters.txt  every parameter tensor: name, shape, count, role in plain words, the
 #                 formulas that give the counts, and each tensor's statistics after training.
@@ -1089,7 +1140,7 @@ class EpochPictures:
 
 
 # %% ==========================================================================
-# 11. COMMAND LINE AND THE WHOLE RUN
+# 12. COMMAND LINE AND THE WHOLE RUN
 # =============================================================================
 # Every Config field becomes a flag (d_model -> --d-model), with the field's explanation
 # as its --help text. Errors the user can fix are printed as one line, `error: ...`, and
@@ -1106,6 +1157,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python LLM.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train a small character-level Transformer on a text file (Spanish proverbs by "
                     "default) and write what it learned to an output folder.")
+    use = parser.add_argument_group("using a trained model (no training)")
+    use.add_argument("--generate", metavar="PROMPT", default=None,
+                     help="load the checkpoint and complete PROMPT, with the sampling settings below")
+    use.add_argument("--samples", type=int, default=1, metavar="N", help="how many completions --generate prints")
+    use.add_argument("--checkpoint", metavar="FILE", default=None,
+                     help="checkpoint to load (default: model.pt in the --out folder)")
     for f in fields(Config):
         flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
         if f.type == "bool":
@@ -1163,8 +1220,12 @@ def run(cfg: Config, log=print) -> dict:
 
     pictures = EpochPictures(model, tokenizer, train_lines, cfg) if cfg.snapshot else None
     drawn = []
+    best = {"val_loss": math.inf}
 
     def on_epoch_end(epoch, record):
+        if record["val_loss"] < best["val_loss"]:
+            best.update(record)
+            save_checkpoint(out / "model.pt", model, cfg, tokenizer, record)
         if pictures is not None and epoch % cfg.snapshot == 0:
             drawn.append(out / f"epoch_{epoch}.png")
             pictures.draw(model, epoch, record, drawn[-1])
@@ -1184,8 +1245,21 @@ def run(cfg: Config, log=print) -> dict:
     known, written = corpus_word_share(samples, lines)
     log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
     (out / "table.txt").write_text(sampling_table(samples, cfg), encoding="utf-8")
-    log(f"wrote {out}/: parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else ""))
+    log(f"wrote {out}/: model.pt (epoch {best['epoch']}, best validation loss {best['val_loss']:.3f}), "
+        f"parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else ""))
     return {"history": history, "samples": [s[1] for s in samples], "model": model, "tokenizer": tokenizer}
+
+
+def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint: str | None, log=print):
+    """--generate: load the checkpoint and print completions of prompt; no training."""
+    if samples <= 0:
+        raise UserError(f"--samples must be a positive whole number, got {samples}")
+    model, tokenizer, _, payload = load_checkpoint(checkpoint or Path(cfg.out) / "model.pt", pick_device(cfg.device))
+    tokenizer.encode(prompt)  # a clear error before anything else
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(samples):
+        log(generate(model, tokenizer, prompt, cfg.max_chars, cfg.temperature, cfg.top_k, cfg.top_p,
+                     cfg.greedy, generator))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -1198,7 +1272,11 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")  # draw into files only: never open a window, never block
     try:
         args = build_parser().parse_args(argv)
-        run(validate(config_from_args(args)))
+        cfg = validate(config_from_args(args))
+        if args.generate is not None:
+            generate_from_checkpoint(cfg, args.generate, args.samples, args.checkpoint)
+        else:
+            run(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

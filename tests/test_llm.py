@@ -254,7 +254,7 @@ def tiny_run(tmp_path_factory):
 
 def test_tiny_run_writes_every_output(tiny_run):
     names = sorted(p.name for p in tiny_run.iterdir())
-    assert names == ["epoch_1.png", "epoch_2.png", "parameters.txt", "table.txt"]
+    assert names == ["epoch_1.png", "epoch_2.png", "model.pt", "parameters.txt", "table.txt"]
     from PIL import Image
     for name in ("epoch_1.png", "epoch_2.png"):
         with Image.open(tiny_run / name) as image:
@@ -375,3 +375,60 @@ def test_help_explains_every_config_field(capsys):
 def test_corpus_word_share_counts_only_what_the_model_wrote():
     samples = [("No hay", "No hay mal que pirulo", []), ("", "Quien calla xq", [])]
     assert LLM.corpus_word_share(samples, ["No hay mal que por bien no venga.", "Quien calla, otorga."]) == (4, 6)
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    tok = LLM.CharTokenizer.from_lines(["Más vale tarde", "que nunca"])
+    cfg = tiny_config(prompts=("Más",))
+    torch.manual_seed(0)
+    model = LLM.TransformerLM(tok.vocab_size, cfg).eval()
+    LLM.save_checkpoint(tmp_path / "model.pt", model, cfg, tok, {"epoch": 3, "val_loss": 1.5})
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # the temporary file was renamed
+    loaded, loaded_tok, loaded_cfg, payload = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")
+    assert loaded_tok.chars == tok.chars and loaded_cfg == cfg and payload["epoch"] == 3
+    idx = torch.tensor([tok.encode("Más vale que")])
+    assert torch.equal(model(idx), loaded(idx))
+
+
+def test_generate_from_the_checkpoint_of_a_run(tiny_run, capsys):
+    argv = ["--generate", "No hay", "--samples", "2", "--out", str(tiny_run), "--max-chars", "10"]
+    assert LLM.main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and all(line.startswith("No hay") for line in printed)
+    one_line_error(capsys, ["--generate", "No hay ç", "--out", str(tiny_run)], "'ç'")
+
+
+def test_missing_corrupt_foreign_and_mismatched_checkpoints(capsys, tmp_path):
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "none.pt")], "not found")
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "corrupt.pt")], "not a readable")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "foreign.pt")], "not an LLM.py")
+    tok = LLM.CharTokenizer.from_lines(["No hay", "mal"])
+    model = LLM.TransformerLM(tok.vocab_size, tiny_config())
+    LLM.save_checkpoint(tmp_path / "model.pt", model, tiny_config(), tok, {"epoch": 1, "val_loss": 2.0})
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload["config"]["d_model"] = 32  # the weights are for 16
+    torch.save(payload, tmp_path / "mismatch.pt")
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "mismatch.pt")], "does not match")
+
+
+def test_a_run_killed_during_training_leaves_a_loadable_checkpoint(tmp_path):
+    import signal
+    import time
+    argv = [sys.executable, str(ROOT / "LLM.py"), "--out", str(tmp_path), "--epochs", "500", "--snapshot", "0",
+            "--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "model.pt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # let it overwrite the checkpoint a few more times
+        assert process.poll() is None, "training ended before it could be killed"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    model, tokenizer, cfg, payload = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")
+    assert cfg.d_model == 16 and payload["epoch"] >= 1
