@@ -563,6 +563,13 @@ def count_parameters(model: nn.Module) -> int:
 # 2014) scales each step by running averages of the gradient and of its square, so every
 # parameter gets a step size that suits it. One epoch is one pass over the training
 # lines in a new random order. Dropout is on while training and off when we measure.
+#
+# The learning rate is not constant. It rises linearly over the first `warmup` steps,
+# while Adam's running averages are still rough guesses, then follows half a cosine from
+# lr down to lr / 10: big steps while the model is far from good, small ones to settle:
+#
+#       lr(step) = lr * (step + 1) / warmup                                 during warm-up
+#       lr(step) = lr * (0.1 + 0.9 * (1 + cos(pi * progress)) / 2)       progress: 0 -> 1
 
 
 def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
