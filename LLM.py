@@ -1261,7 +1261,7 @@ def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint:
     """--generate: load the checkpoint and print completions of prompt; no training."""
     if samples <= 0:
         raise UserError(f"--samples must be a positive whole number, got {samples}")
-    model, tokenizer, _, payload = load_checkpoint(checkpoint or Path(cfg.out) / "model.pt", pick_device(cfg.device))
+    model, tokenizer, _, _ = load_checkpoint(checkpoint or Path(cfg.out) / "model.pt", pick_device(cfg.device))
     tokenizer.encode(prompt)  # a clear error before anything else
     generator = torch.Generator().manual_seed(cfg.seed)
     for _ in range(samples):
