@@ -43,7 +43,7 @@ import re
 import sys
 import time
 import unicodedata
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -77,9 +77,12 @@ def setting(default, help: str, flag: str | None = None):
 @dataclass
 class Config:
     # --- data and outputs ---
-    data: str = setting("refranes.txt", "text file to learn from: UTF-8, one sample (proverb) per line")
+    data: str = setting("refranes.txt", "text file to learn from, UTF-8: one sample per line, or any running text")
+    mode: str = setting("auto", "line: every line is one sample (proverbs); stream: one long text cut into "
+                                "windows (a book); auto: line if the lines are short and no blank line separates them")
     out: str = setting("outputs", "folder where every output file is written")
-    val_fraction: float = setting(0.1, "share of the lines held out to measure validation loss")
+    val_fraction: float = setting(0.1, "share of the text held out to measure the validation loss every epoch")
+    test_fraction: float = setting(0.1, "share held out, never used to choose anything, for the final test report (0 = none)")
     seed: int = setting(1337, "random seed: the same seed on the same machine gives the same outputs")
     device: str = setting("auto", "where to compute: auto (GPU if there is one), cpu, cuda, cuda:N or mps")
     # --- model shape ---
@@ -91,10 +94,16 @@ class Config:
     context: int = setting(80, "the most characters the model looks at at once (longer lines are cut)")
     attention: str = setting("fast", "fast: torch's scaled_dot_product_attention; exact: the hand-written formula")
     # --- training ---
-    batch_size: int = setting(64, "B: lines per optimizer step")
-    lr: float = setting(1e-2, "peak learning rate of the Adam optimizer")
+    batch_size: int = setting(64, "B: sequences (lines or windows) per optimizer step")
+    optimizer: str = setting("adam", "adam: the paper's optimizer; adamw: Adam with decoupled weight decay")
+    lr: float = setting(1e-2, "peak learning rate of the optimizer")
+    weight_decay: float = setting(0.1, "adamw only: how strongly matrices are pulled towards 0 at every step")
     warmup: int = setting(10, "optimizer steps over which the learning rate rises from 0 to --lr")
-    epochs: int = setting(20, "passes over all training lines")
+    clip: float = setting(1.0, "largest gradient norm: longer gradients are scaled down to it (0 = no clipping)")
+    precision: str = setting("auto", "bf16: compute in bfloat16 where safe (autocast); fp32: never; "
+                                     "auto: bf16 on a GPU that supports it, fp32 elsewhere")
+    epochs: int = setting(20, "passes over the training data (at most: early stopping may end sooner)")
+    patience: int = setting(5, "stop after this many epochs without a better validation loss (0 = never stop early)")
     snapshot: int = setting(2, "draw outputs/epoch_<N>.png every this many epochs (0 = never)")
     # --- sampling at the end of training ---
     prompts: tuple = setting(("", "No hay", "Más vale", "Quien"), "beginnings to complete at the end ('' = from nothing)")
@@ -118,16 +127,27 @@ def validate(cfg: Config) -> Config:
         raise UserError(f"--dropout must be in [0, 1), got {cfg.dropout}")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise UserError(f"--val-fraction must be between 0 and 1, got {cfg.val_fraction}")
+    if not (0.0 <= cfg.test_fraction < 1.0 and cfg.val_fraction + cfg.test_fraction < 1.0):
+        raise UserError(f"--test-fraction must be 0 or more, and --val-fraction + --test-fraction below 1 "
+                        f"(something must be left to train on), got {cfg.val_fraction} + {cfg.test_fraction}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"--lr must be a positive number, got {cfg.lr}")
-    if cfg.snapshot < 0 or cfg.top_k < 0:
-        raise UserError("--snapshot and --top-k must be 0 or more")
+    for name in ("snapshot", "top_k", "warmup", "patience"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{flag_of(name)} must be 0 or more, got {getattr(cfg, name)}")
+    for name in ("clip", "weight_decay"):
+        if not (getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name))):
+            raise UserError(f"{flag_of(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
+    choices = {"mode": ("auto", "line", "stream"), "attention": ("fast", "exact"),
+               "optimizer": ("adam", "adamw"), "precision": ("auto", "bf16", "fp32")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"{flag_of(name)} must be " + ", ".join(f"'{a}'" for a in allowed[:-1])
+                            + f" or '{allowed[-1]}', got '{getattr(cfg, name)}'")
     if not (cfg.temperature > 0 and math.isfinite(cfg.temperature)):
         raise UserError(f"--temperature must be a positive number, got {cfg.temperature}")
     if not 0.0 < cfg.top_p <= 1.0:
         raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p}")
-    if cfg.attention not in ("fast", "exact"):
-        raise UserError(f"--attention must be 'fast' or 'exact', got '{cfg.attention}'")
     pick_device(cfg.device)  # raises on an unknown or absent device
     return cfg
 
@@ -171,29 +191,44 @@ def flag_of(field_name: str) -> str:
 # roles: written at the end of a proverb it means "this proverb is over", and put before
 # the first character it means "a new proverb starts here".
 #
+# Two ways to cut a text into training samples (Config.mode):
+#   line mode    every line is one sample, as with proverbs: ⏎ + line + ⏎.
+#   stream mode  the whole text is one long sequence (a book), and the samples are
+#                windows of `context` characters cut from it, a new random offset every
+#                epoch. ⏎ is then simply the character that ends a line of the book.
+# `auto` picks line mode when the lines are short (95% fit in the context) and no blank
+# line separates them, as in a list of proverbs; stream mode otherwise.
+#
 # Teacher forcing. For one proverb the token sequence is  ⏎ N o   h a y ... . ⏎
 #     input  = tokens[:-1]  =  ⏎ N o   h a y ... .
 #     target = tokens[1:]   =  N o   h a y ... . ⏎
 # At every position t the model sees input[0..t] and must predict target[t], the next
 # character. All positions are trained at once, in parallel: the causal mask (section 5)
-# stops position t from peeking at later inputs.
+# stops position t from peeking at later inputs. A stream window works the same way:
+# input = text[i : i + context], target = text[i + 1 : i + context + 1].
 #
-# Padding. Proverbs have different lengths, but a batch is one rectangular tensor (B, T).
-# Shorter lines are padded at the end: inputs with ⏎ (any id would do), targets with -100,
-# the value cross-entropy is told to ignore. Padding sits after the real characters, so
-# thanks to the causal mask it never changes the prediction at a real position; and since
-# its targets are ignored it adds nothing to the loss. Lines longer than the context are
-# cut at the context length (a simplification: nothing in refranes.txt is that long).
+# Padding and truncation (line mode). Proverbs have different lengths, but a batch is one
+# rectangular tensor (B, T). Shorter lines are padded at the end: inputs with ⏎ (any id
+# would do), targets with -100, the value cross-entropy is told to ignore. Padding sits
+# after the real characters, so thanks to the causal mask it never changes the
+# prediction at a real position; and since its targets are ignored it adds nothing to
+# the loss (tests/test_llm.py checks both). Lines longer than the context are truncated:
+# cut at the context length, and the run says how many were (none in refranes.txt).
+# Stream windows all have the same length, so they need no padding.
 #
-# Validation. We hold out whole proverbs, chosen with the seed, so the validation loss
-# measures how well the model does on proverbs it has never seen.
+# Train / validation / test. The validation split is measured after every epoch to pick
+# the best epoch and to stop early; the test split is used once, at the very end, so its
+# score is an honest estimate on text the whole procedure never looked at. Line mode holds
+# out whole lines chosen with the seed; stream mode holds out contiguous blocks (the end
+# of the text), because a random window would overlap its neighbours in the training text.
 
 EOL = "\n"  # end-of-line character: ends a proverb, and starts the next one
 IGNORE = -100  # target value that cross-entropy skips (padding)
 
 
-def read_corpus(path: str | Path) -> list[str]:
-    """The non-blank lines of a UTF-8 text file, stripped, in Unicode NFC form.
+def read_text(path: str | Path) -> str:
+    """The text of a UTF-8 file in Unicode NFC form, line ends as '\\n'; a UserError for a
+    missing, unreadable, binary, non-UTF-8 or empty file.
 
     NFC makes 'ñ' one character even if the file spells it as 'n' + a combining tilde."""
     path = Path(path)
@@ -212,14 +247,33 @@ def read_corpus(path: str | Path) -> list[str]:
     except UnicodeDecodeError as e:
         raise UserError(f"data file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
                         f"{e.start}): save it as UTF-8") from None
-    lines = [line.strip() for line in unicodedata.normalize("NFC", text).splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
+    text = unicodedata.normalize("NFC", text.replace("\r\n", EOL).replace("\r", EOL))
+    if not text.strip():
         raise UserError(f"data file {path} is empty: it has no line with text")
-    if len(lines) < 2:
-        raise UserError(f"data file {path} has a single line: at least 2 are needed "
-                        f"(one to train on, one to validate)")
-    return lines
+    return text
+
+
+def text_lines(text: str) -> list[str]:
+    """The non-blank lines of a text, stripped: the samples of line mode."""
+    return [line.strip() for line in text.split(EOL) if line.strip()]
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """The lines of a data file (line mode)."""
+    return text_lines(read_text(path))
+
+
+def choose_mode(text: str, context: int) -> tuple[str, str]:
+    """('line' or 'stream', the reason in words) for Config.mode == 'auto'."""
+    rows = text.strip().split(EOL)
+    blank = sum(not row.strip() for row in rows)
+    fitting = sum(len(row.strip()) + 1 < context for row in rows if row.strip())
+    filled = len(rows) - blank
+    if blank == 0 and fitting >= 0.95 * filled and filled >= 3:
+        return "line", f"{filled} lines, none blank, {fitting / filled:.0%} shorter than the context"
+    if blank:
+        return "stream", f"{blank} blank lines: paragraphs of a running text"
+    return "stream", f"only {fitting} of {filled} lines fit in the context of {context}"
 
 
 def show(text: str) -> str:
@@ -247,11 +301,14 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return len(self.chars)
 
+    def unknown(self, text: str) -> list[str]:
+        """The characters of text that are not in the vocabulary, sorted."""
+        return sorted(set(text) - self.ids.keys())
+
     def encode(self, text: str) -> list[int]:
-        unknown = sorted(set(text) - self.ids.keys())
+        unknown = self.unknown(text)
         if unknown:
-            names = ", ".join(f"'{c}' ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in unknown)
-            raise UnknownCharacterError(f"the model never saw these characters: {names}; "
+            raise UnknownCharacterError(f"the model never saw these characters: {name_chars(unknown)}; "
                                         f"it knows only: {''.join(show(c) for c in self.chars)}")
         return [self.ids[c] for c in text]
 
@@ -259,17 +316,29 @@ class CharTokenizer:
         return "".join(self.chars[int(i)] for i in ids)
 
 
-def split_lines(lines: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Shuffle whole lines with the seed, then hold out the first val_fraction of them."""
+def name_chars(chars) -> str:
+    """'ç' (LATIN SMALL LETTER C WITH CEDILLA), ... : characters named so nobody has to guess."""
+    return ", ".join(f"'{show(c)}' ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in chars)
+
+
+def split_lines(lines: list[str], val_fraction: float, seed: int,
+                test_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
+    """Shuffle whole lines with the seed; the first val_fraction of them are the validation
+    lines, the next test_fraction the test lines, the rest the training lines."""
     order = list(range(len(lines)))
     random.Random(seed).shuffle(order)
-    n_val = min(max(1, round(len(lines) * val_fraction)), len(lines) - 1)  # at least 1 on each side
-    return [lines[i] for i in order[n_val:]], [lines[i] for i in order[:n_val]]
+    n_val = max(1, round(len(lines) * val_fraction))  # at least one line in every split
+    n_test = max(1, round(len(lines) * test_fraction)) if test_fraction > 0 else 0
+    if n_val + n_test >= len(lines):
+        raise UserError(f"{len(lines)} lines are too few to hold out {n_val} for validation and {n_test} for "
+                        f"test and still train on some: give more lines or use --mode stream")
+    pick = lambda rows: [lines[i] for i in rows]
+    return pick(order[n_val + n_test:]), pick(order[:n_val]), pick(order[n_val:n_val + n_test])
 
 
 @dataclass
-class Split:
-    """Every line of one split, encoded once and padded into two tensors."""
+class LineSplit:
+    """Every line of one split (line mode), encoded once and padded into two tensors."""
     inputs: torch.Tensor   # (N, L) token ids; N lines, L = the longest line + 1
     targets: torch.Tensor  # (N, L) next-token ids, IGNORE on the padding
     lengths: torch.Tensor  # (N,)  real (unpadded) length of each line
@@ -282,10 +351,10 @@ class Split:
         return int(self.lengths.sum())
 
 
-def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> Split:
+def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> LineSplit:
     """⏎ + line + ⏎ per line, cut to context + 1 tokens, then input = [:-1], target = [1:]."""
     sequences = [[tokenizer.eol_id] + tokenizer.encode(line) + [tokenizer.eol_id] for line in lines]
-    sequences = [s[:context + 1] for s in sequences]  # lines longer than the context are cut
+    sequences = [s[:context + 1] for s in sequences]  # truncation: lines longer than the context are cut
     lengths = torch.tensor([len(s) - 1 for s in sequences])  # (N,)
     L = int(lengths.max())
     inputs = torch.full((len(lines), L), tokenizer.eol_id, dtype=torch.long)  # (N, L), padded with ⏎
@@ -293,16 +362,66 @@ def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> Sp
     for row, s in enumerate(sequences):
         inputs[row, :len(s) - 1] = torch.tensor(s[:-1])  # tokens[:-1]
         targets[row, :len(s) - 1] = torch.tensor(s[1:])  # tokens[1:]
-    return Split(inputs, targets, lengths)
+    return LineSplit(inputs, targets, lengths)
 
 
-def batches(split: Split, batch_size: int, generator: torch.Generator | None = None):
-    """Yield (inputs, targets), each (B, T), cut to the longest line of the batch.
+@dataclass
+class StreamSplit:
+    """One contiguous block of the text (stream mode), cut into windows when batched."""
+    ids: torch.Tensor  # (N,) token ids, in the smallest integer type that holds them
+    context: int  # window length T
 
-    With a generator (training), lines of similar length are batched together, so little
-    time is spent on padding: shuffle, sort by length (a stable sort keeps equal lengths
-    shuffled), cut into batches, then shuffle the order of the batches. Without one
-    (measuring), the lines come in their stored order."""
+    def __len__(self) -> int:  # windows per epoch (at offset 0)
+        return (len(self.ids) - 1) // self.context
+
+    @property
+    def n_tokens(self) -> int:  # targets in the block: every id but the first
+        return len(self.ids) - 1
+
+    def windows(self, offset: int = 0, tail: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Non-overlapping (input, target) windows starting at offset; with tail, also the
+        shorter last window, so that every target of the block is counted once."""
+        T = self.context
+        body = self.ids[offset:].long()  # (N - offset,)
+        n = (len(body) - 1) // T
+        inputs = body[:n * T].view(n, T)  # (n, T)
+        targets = body[1:n * T + 1].view(n, T)  # (n, T): the same text, one character later
+        pieces = [(inputs, targets)]
+        if tail and len(body) - 1 > n * T:
+            pieces.append((body[n * T:-1].unsqueeze(0), body[n * T + 1:].unsqueeze(0)))  # (1, T')
+        return pieces
+
+
+def smallest_int_dtype(vocab_size: int) -> torch.dtype:
+    """uint8 for up to 256 characters, int16 or int32 beyond: a 100 MB text then takes 100 MB."""
+    return torch.uint8 if vocab_size <= 256 else torch.int16 if vocab_size <= 32767 else torch.int32
+
+
+def encode_stream(text: str, tokenizer: CharTokenizer, context: int) -> StreamSplit:
+    return StreamSplit(torch.tensor(tokenizer.encode(text), dtype=smallest_int_dtype(tokenizer.vocab_size)), context)
+
+
+def batches(split: LineSplit | StreamSplit, batch_size: int, generator: torch.Generator | None = None):
+    """Yield (inputs, targets), each (B, T).
+
+    Line mode: with a generator (training), lines of similar length are batched together,
+    so little time is spent on padding: shuffle, sort by length (a stable sort keeps equal
+    lengths shuffled), cut into batches, then shuffle the order of the batches, and cut
+    each batch to its longest line. Without one (measuring), lines come in stored order.
+    Stream mode: with a generator, windows from a random offset in a random order; without
+    one, every window from the start, plus the shorter last one."""
+    if isinstance(split, StreamSplit):
+        if generator is None:
+            for inputs, targets in split.windows(0, tail=True):  # (n, T)
+                yield from zip(inputs.split(batch_size), targets.split(batch_size))  # (B, T) each
+            return
+        largest = min(split.context - 1, len(split.ids) - 2 - split.context)  # leave at least one window
+        offset = int(torch.randint(largest + 1, (), generator=generator))
+        inputs, targets = split.windows(offset)[0]  # (n, T)
+        order = torch.randperm(len(inputs), generator=generator)  # (n,)
+        for rows in order.split(batch_size):  # rows: (B,)
+            yield inputs[rows], targets[rows]  # (n, T) -> (B, T)
+        return
     if generator is None:
         order = torch.arange(len(split))
     else:
@@ -314,6 +433,58 @@ def batches(split: Split, batch_size: int, generator: torch.Generator | None = N
     for rows in chunks:  # rows: (B,)
         T = int(split.lengths[rows].max())
         yield split.inputs[rows, :T], split.targets[rows, :T]  # (N, L) -> (B, T)
+
+
+@dataclass
+class Data:
+    """A corpus ready to train on: its tokenizer and its three splits."""
+    mode: str  # "line" or "stream"
+    reason: str  # why this mode, in words
+    tokenizer: CharTokenizer
+    train: LineSplit | StreamSplit
+    val: LineSplit | StreamSplit
+    test: LineSplit | StreamSplit | None  # None when test_fraction == 0
+    train_text: list[str]  # the training lines (stream mode: the training block, as lines)
+    n_chars: int  # characters in the whole corpus
+    truncated: int = 0  # line mode: lines longer than the context, cut
+
+
+def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None) -> Data:
+    """Cut a text into train / validation / test splits as cfg says. The tokenizer is built
+    from the text unless one is given (a checkpoint's); then every character must be in it."""
+    if cfg.mode == "auto":
+        mode, reason = choose_mode(text, cfg.context)
+    else:
+        mode, reason = cfg.mode, "chosen with --mode"
+    tokenizer = tokenizer or CharTokenizer(text)
+    if mode == "line":
+        lines = text_lines(text)
+        if len(lines) < 2 + (cfg.test_fraction > 0):
+            raise UserError(f"data file {cfg.data} has {'a single line' if len(lines) == 1 else 'too few lines'}: "
+                            f"line mode needs at least {2 + (cfg.test_fraction > 0)} (train, validation"
+                            f"{', test' if cfg.test_fraction > 0 else ''}); --mode stream reads it as one text")
+        train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
+        return Data(mode, reason, tokenizer, encode_lines(train_lines, tokenizer, cfg.context),
+                    encode_lines(val_lines, tokenizer, cfg.context),
+                    encode_lines(test_lines, tokenizer, cfg.context) if test_lines else None,
+                    train_lines, len(text), sum(len(line) + 1 > cfg.context for line in lines))
+    # stream mode: contiguous blocks, train | validation | test
+    n = len(text)
+    n_val, n_test = round(n * cfg.val_fraction), round(n * cfg.test_fraction)
+    n_train = n - n_val - n_test
+    if n_train < cfg.context + 1 or n_val < 2 or (cfg.test_fraction > 0 and n_test < 2):
+        stream_needs = (f"its {n:,} characters leave {n_train:,} to train on, fewer than the context + 1 "
+                        f"({cfg.context + 1}): give a longer text or a smaller --context")
+        if cfg.mode == "auto":  # neither mode works: say why for both
+            count = len(text_lines(text))
+            raise UserError(f"data file {cfg.data} is too short: it has {'a single line' if count == 1 else f'{count} lines'}"
+                            f" (line mode needs at least 3: train, validation, test) and in stream mode {stream_needs}")
+        raise UserError(f"data file {cfg.data} is too short for stream mode: {stream_needs}")
+    train_text = text[:n_train]
+    return Data(mode, reason, tokenizer, encode_stream(train_text, tokenizer, cfg.context),
+                encode_stream(text[n_train:n_train + n_val], tokenizer, cfg.context),
+                encode_stream(text[n_train + n_val:], tokenizer, cfg.context) if n_test else None,
+                text_lines(train_text), n)
 
 
 # %% ==========================================================================
@@ -562,14 +733,34 @@ def count_parameters(model: nn.Module) -> int:
 # The gradient of the loss moves every parameter a little downhill; Adam (Kingma & Ba,
 # 2014) scales each step by running averages of the gradient and of its square, so every
 # parameter gets a step size that suits it. One epoch is one pass over the training
-# lines in a new random order. Dropout is on while training and off when we measure.
+# data in a new random order. Dropout is on while training and off when we measure.
 #
-# The learning rate is not constant. It rises linearly over the first `warmup` steps,
-# while Adam's running averages are still rough guesses, then follows half a cosine from
-# lr down to lr / 10: big steps while the model is far from good, small ones to settle:
+# The craft around that loop, each piece a few lines:
 #
+# * Learning-rate schedule. The rate rises linearly over the first `warmup` steps, while
+#   Adam's running averages are still rough guesses, then follows half a cosine from lr
+#   down to lr / 10: big steps while the model is far from good, small ones to settle:
 #       lr(step) = lr * (step + 1) / warmup                                 during warm-up
 #       lr(step) = lr * (0.1 + 0.9 * (1 + cos(pi * progress)) / 2)       progress: 0 -> 1
+# * Gradient clipping. If the gradient, seen as one long vector g, is longer than `clip`,
+#   it is scaled down to that length:  g <- g * min(1, clip / ||g||).  One unlucky batch
+#   then cannot throw the weights far away. The progress line reports the mean ||g|| and
+#   how often it was clipped: clipping most steps means the learning rate is too high.
+# * Mixed precision. Under bf16 autocast the matrix products run in bfloat16 (8 bits of
+#   mantissa instead of 23: about 3 significant digits, but float32's range), which GPUs
+#   compute several times faster; sums, softmax and the loss stay in float32. Most CPUs
+#   have no fast bfloat16, so `auto` uses it only on a GPU that supports it.
+# * AdamW. Weight decay pulls every matrix a little towards 0 at each step,
+#   W <- W - lr * weight_decay * W, separately from the gradient step ("decoupled",
+#   Loshchilov & Hutter, 2019); biases and layer-norm gains are left alone. It matters
+#   in long runs of big models, which otherwise overfit. Plain Adam is the default here:
+#   it is the paper's optimizer, one idea less to explain, and in 20 short epochs the
+#   decay barely changes the result (the README gives the figures).
+# * Early stopping. The validation loss is measured after every epoch. When it has not
+#   improved for `patience` epochs, more training is only learning the training lines by
+#   heart: stop, and put back the weights of the best epoch (the ones in the checkpoint).
+# * A loss that becomes NaN or infinite (too high a learning rate, usually) cannot recover:
+#   training stops with a message, and the checkpoint of the last good epoch stays.
 
 
 def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
@@ -583,88 +774,201 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the positions whose target is not IGNORE (padding)."""
     V = logits.size(-1)
-    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE)  # (B*T, V), (B*T,)
+    return F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), ignore_index=IGNORE)  # (B*T, V), (B*T,)
+
+
+def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    """Adam, or AdamW with weight decay on the matrices only."""
+    # fused=True: one kernel updates every parameter at once (about 6x faster than a loop
+    # over the tensors on a CPU); the arithmetic is the same.
+    fused = device.type in ("cpu", "cuda")
+    if cfg.optimizer == "adamw":
+        matrices = [p for p in model.parameters() if p.dim() >= 2]  # weights and the embedding table
+        others = [p for p in model.parameters() if p.dim() < 2]  # biases, layer-norm gains and shifts
+        return torch.optim.AdamW([{"params": matrices, "weight_decay": cfg.weight_decay},
+                                  {"params": others, "weight_decay": 0.0}], lr=cfg.lr, fused=fused)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=fused)
+
+
+def uses_bf16(cfg: Config, device: torch.device) -> bool:
+    if cfg.precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return cfg.precision == "bf16"
+
+
+def autocast(cfg: Config, device: torch.device):
+    """The context in which forward passes run: bf16 autocast, or nothing at all."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg, device))
 
 
 @torch.no_grad()
-def evaluate(model: TransformerLM, split: Split, batch_size: int, device) -> float:
+def evaluate(model: TransformerLM, split: LineSplit | StreamSplit, batch_size: int, device,
+             cfg: Config | None = None) -> float:
     """Mean loss per real token over a whole split, with dropout off."""
     was_training = model.training
     model.eval()
-    total = 0.0
+    total, count = 0.0, 0
     for inputs, targets in batches(split, batch_size):
         inputs, targets = inputs.to(device), targets.to(device)
         n = int((targets != IGNORE).sum())
-        total += sequence_loss(model(inputs), targets).item() * n
+        with autocast(cfg or Config(precision="fp32"), device):
+            logits = model(inputs)
+        total += sequence_loss(logits, targets).item() * n
+        count += n
     model.train(was_training)
-    return total / split.n_tokens
+    return total / count
 
 
-def train(model: TransformerLM, train_split: Split, val_split: Split, cfg: Config, device,
-          on_epoch_end=None, log=print) -> list[dict]:
-    """Train for cfg.epochs; after each epoch print a progress line and call
-    on_epoch_end(epoch, record). Returns one record per epoch (losses, time, speed)."""
-    # fused=True: one kernel updates every parameter at once (about 6x faster than a loop
-    # over the tensors on a CPU); the arithmetic is Adam's all the same.
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
-    shuffle = torch.Generator().manual_seed(cfg.seed)  # the order of lines, epoch after epoch
-    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+def epoch_generator(cfg: Config, epoch: int) -> torch.Generator:
+    """The random order of one epoch depends only on the seed and the epoch number, so a
+    resumed run shuffles exactly as an uninterrupted one would have."""
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Path | None = None,
+          resume: dict | None = None, on_epoch_end=None, log=print) -> list[dict]:
+    """Train for up to cfg.epochs, with early stopping; print a progress line per epoch and
+    call on_epoch_end(epoch, record). Every new best epoch is saved to `checkpoint`; at the
+    end the model holds the best weights. `resume` is the "training" part of a checkpoint:
+    training goes on from its epoch and step. Returns one record per epoch."""
+    optimizer = make_optimizer(model, cfg, device)
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
-    step = 0
-    history = []
-    train_seconds = 0.0
+    step, first_epoch, history, bad_epochs = 0, 1, [], 0
+    best = {"epoch": 0, "val_loss": math.inf}
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        step, history = resume["step"], list(resume["history"])
+        first_epoch = history[-1]["epoch"] + 1
+        best = dict(history[-1])
+        torch.set_rng_state(resume["rng"])  # dropout continues with the same random numbers
+    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    clip = cfg.clip if cfg.clip > 0 else math.inf  # with inf the norm is measured but nothing is scaled
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
-        for inputs, targets in batches(train_split, cfg.batch_size, shuffle):
-            inputs, targets = inputs.to(device), targets.to(device)  # (B, T), (B, T)
-            loss = sequence_loss(model(inputs), targets)  # (B, T, V) vs (B, T) -> scalar
-            lr = learning_rate(step, total_steps, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            loss_sum += loss.detach() * (targets != IGNORE).sum()
-        train_loss = loss_sum.item() / train_split.n_tokens
-        train_seconds += time.perf_counter() - epoch_start
-        record = {"epoch": epoch, "train_loss": train_loss, "lr": lr,
-                  "val_loss": evaluate(model, val_split, cfg.batch_size * 4, device),
-                  "elapsed": time.perf_counter() - start,
-                  "tokens_per_second": epoch * train_split.n_tokens / train_seconds}
-        history.append(record)
-        log(f"epoch {epoch:>3}/{cfg.epochs} | train loss {record['train_loss']:.3f} | "
-            f"val loss {record['val_loss']:.3f} | lr {lr:.1e} | {record['elapsed']:5.1f} s | "
-            f"{record['tokens_per_second']:,.0f} tokens/s")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
+    epoch = first_epoch - 1
+    try:
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            model.train()
+            epoch_start = time.perf_counter()
+            # running sums stay on the device: no waiting for the GPU at every step
+            loss_sum, tokens, norm_sum, clipped = (torch.zeros((), device=device) for _ in range(4))
+            steps = 0
+            for inputs, targets in batches(data.train, cfg.batch_size, epoch_generator(cfg, epoch)):
+                inputs, targets = inputs.to(device), targets.to(device)  # (B, T), (B, T)
+                with autocast(cfg, device):
+                    logits = model(inputs)  # (B, T) -> (B, T, V)
+                loss = sequence_loss(logits, targets)  # (B, T, V) vs (B, T) -> scalar
+                lr = learning_rate(step, total_steps, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # ||g|| before clipping
+                optimizer.step()
+                step += 1
+                steps += 1
+                n = (targets != IGNORE).sum()
+                loss_sum += loss.detach() * n
+                tokens += n
+                norm_sum += norm
+                clipped += norm > clip
+            train_loss = (loss_sum / tokens).item()
+            epoch_seconds = time.perf_counter() - epoch_start
+            val_loss = evaluate(model, data.val, cfg.batch_size * 4, device, cfg)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                kept = (f"{checkpoint} still holds epoch {best['epoch']} (validation loss {best['val_loss']:.3f})"
+                        if checkpoint is not None and best["epoch"] else "no checkpoint was written")
+                raise TrainingDiverged(f"the loss became {train_loss if not math.isfinite(train_loss) else val_loss} in epoch {epoch}: training stopped; {kept}. "
+                                       f"Try a lower --lr (now {cfg.lr:g}) or --clip 1")
+            record = {"epoch": epoch, "step": step, "train_loss": train_loss,
+                      "val_loss": val_loss, "lr": lr,
+                      "grad_norm": norm_sum.item() / steps, "clipped": clipped.item() / steps,
+                      "elapsed": time.perf_counter() - start, "tokens_per_second": tokens.item() / epoch_seconds}
+            history.append(record)
+            improved = record["val_loss"] < best["val_loss"]
+            if improved:
+                best, bad_epochs = dict(record), 0
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, model, cfg, data.tokenizer, record,
+                                    training={"step": step, "history": history, "rng": torch.get_rng_state(),
+                                              "optimizer": optimizer.state_dict()})
+            else:
+                bad_epochs += 1
+            log(f"epoch {epoch:>3}/{cfg.epochs} | train loss {train_loss:.3f} | val loss {record['val_loss']:.3f}"
+                f"{' *' if improved else '  '} | lr {lr:.1e} | grad norm {record['grad_norm']:.2f}"
+                + (f" ({record['clipped']:.0%} clipped)" if cfg.clip > 0 else "")
+                + f" | {record['elapsed']:5.1f} s | {record['tokens_per_second']:,.0f} tokens/s")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+            if cfg.patience and bad_epochs >= cfg.patience:
+                log(f"early stop: the validation loss has not improved for {bad_epochs} epochs")
+                break
+    except KeyboardInterrupt:
+        where = (f"{checkpoint} keeps epoch {best['epoch']} (validation loss {best['val_loss']:.3f})"
+                 if checkpoint is not None and best["epoch"] else "no checkpoint was written yet")
+        log(f"\ntraining interrupted in epoch {epoch}: {where}")
+        raise
+    finally:
+        model.load_state_dict(best_weights)  # the best epoch's weights, whatever happened
+    if best["epoch"] and best["epoch"] != history[-1]["epoch"]:
+        log(f"restored the weights of epoch {best['epoch']}, the best validation loss ({best['val_loss']:.3f})")
     return history
 
 
+def perplexity_report(loss: float) -> str:
+    """Loss in nats per character, perplexity e^loss (the number of characters the model is
+    as unsure as if it chose evenly among), and bits per character loss / ln 2."""
+    return f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | {loss / math.log(2):.3f} bits/char"
+
+
 # %% ==========================================================================
-# 9. CHECKPOINTS: keeping the model
+# 9. CHECKPOINTS: keeping the model, resuming, fine-tuning
 # =============================================================================
 # A checkpoint is one file, outputs/model.pt, with everything needed to use the model
 # again: the weights, the Config that shaped it and the vocabulary (as plain data). The
-# run keeps the epoch with the best validation loss.
+# run keeps the epoch with the best validation loss. It also holds what is needed to
+# resume training exactly where that epoch ended: the optimizer's running averages, the
+# step count, the history of losses and the state of the random number generator.
 #
 # Written atomically: torch.save writes a temporary file, and os.replace renames it over
 # the old checkpoint in one step, so a run killed at any moment leaves either the old
 # file or the new one, never half of one. Read with torch.load(weights_only=True), which
 # only accepts tensors and plain Python data: opening a checkpoint cannot run code.
+#
+# Fine-tuning (--init-from) starts from a trained model and trains it on a new text.
+# The new text may use characters the model never saw. Each one needs a row in the
+# embedding table (its vector) and a row in the linear head (its score): those rows are
+# new and random, while every known character keeps its learned rows, wherever the
+# sorted vocabulary now puts it. Every other weight is kept as it is.
 
 CHECKPOINT_FORMAT = "LLM.py checkpoint 1"
+SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context")  # fixed by the weights
 
 
-def save_checkpoint(path: Path, model: TransformerLM, cfg: Config, tokenizer: CharTokenizer, record: dict):
+def to_cpu(value):
+    """The same nested dicts / lists of tensors, with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
+def save_checkpoint(path: Path, model: TransformerLM, cfg: Config, tokenizer: CharTokenizer, record: dict,
+                    training: dict | None = None):
     payload = {"format": CHECKPOINT_FORMAT,
                "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
                "vocabulary": tokenizer.chars,
-               "model": {name: t.detach().cpu() for name, t in model.state_dict().items()},
-               "epoch": record["epoch"], "val_loss": record["val_loss"]}
+               "model": to_cpu(model.state_dict()),
+               "epoch": record["epoch"], "val_loss": record["val_loss"],
+               "training": to_cpu(training)}  # for --resume: step, history, rng, optimizer
     temporary = path.with_name(path.name + ".tmp")
     torch.save(payload, temporary)
     os.replace(temporary, path)  # atomic: readers see the old file or the new one
@@ -691,6 +995,27 @@ def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokeni
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} does not match the model it describes: {reason}") from None
     return model.to(device).eval(), tokenizer, cfg, payload
+
+
+def extend_vocabulary(model: TransformerLM, tokenizer: CharTokenizer, text: str,
+                      cfg: Config) -> tuple[TransformerLM, CharTokenizer, list[str]]:
+    """Make room for the characters of `text` that the model never saw: new embedding and
+    head rows for them, the learned rows for the others. Returns (model, tokenizer, added)."""
+    added = tokenizer.unknown(text)
+    if not added:
+        return model, tokenizer, []
+    bigger = CharTokenizer(tokenizer.chars + added)
+    device = next(model.parameters()).device
+    torch.manual_seed(cfg.seed)
+    grown = TransformerLM(bigger.vocab_size, cfg).to(device)  # its new rows are freshly initialized
+    state, fresh = model.state_dict(), grown.state_dict()
+    old_rows = torch.tensor([bigger.ids[c] for c in tokenizer.chars], device=device)  # (V_old,) new id of each
+    for name in ("token_embedding.weight", "lm_head.weight", "lm_head.bias"):
+        rows = fresh[name].clone()  # (V_new, C) or (V_new,)
+        rows[old_rows] = state[name]  # known characters keep their learned rows
+        state[name] = rows
+    grown.load_state_dict(state)
+    return grown, bigger, added
 
 
 # %% ==========================================================================
@@ -1147,11 +1472,189 @@ class EpochPictures:
 
 
 # %% ==========================================================================
-# 12. COMMAND LINE AND THE WHOLE RUN
+# 12. CHAT: talking to the model
+# =============================================================================
+# `python LLM.py --chat` loads the checkpoint and waits: type the start of a proverb,
+# the model completes it. Slash commands change the sampling on the fly, and /train
+# teaches the model what you typed: it trains a few more epochs on the corpus plus the
+# lines of this session (and of the --chat-log file), growing the vocabulary if you used
+# new characters (as fine-tuning does, section 9), saves the checkpoint and chats on.
+# Type whole proverbs if you want it to learn proverbs: a half line teaches a half line.
+#
+# The chat log keeps only what you typed, one line each, so it is itself a corpus for a
+# later --data or /train. The model's answers are left out on purpose: a model trained on
+# its own writing learns its own mistakes back.
+
+CHAT_HELP = """Type the start of a proverb and press Enter; the model completes it (an empty line: from nothing).
+  /temp 0.8     sampling temperature: lower is safer, higher is wilder (now {temperature})
+  /topk 5       sample among the k most likely characters, 0 = all (now {top_k})
+  /topp 0.9     sample among the most likely characters that add up to p, 1 = all (now {top_p})
+  /greedy       always take the most likely character: on / off (now {greedy})
+  /train [N]    train N more epochs (default 3) on the corpus plus what you typed, then chat on
+  /help         this text
+  exit, quit    leave (Ctrl-D and Ctrl-C too)"""
+
+
+def chat_lines(stream, log=print):
+    """The lines the user types. At a terminal, input() shows a '> ' prompt and lets the
+    user edit the line; piped input is echoed after '> ' so the transcript reads the same."""
+    interactive = stream is sys.stdin and stream.isatty()
+    while True:
+        if interactive:
+            try:
+                yield input("> ")
+            except EOFError:  # Ctrl-D
+                log("")
+                return
+        else:
+            line = stream.readline()
+            if not line:  # end of the piped input
+                return
+            line = line.rstrip("\r\n")
+            log(f"> {line}")
+            yield line
+
+
+class Chat:
+    """The state of one chat session: the model, the sampling settings, what was typed."""
+
+    def __init__(self, cfg: Config, checkpoint: Path, chat_log: str | None, log=print):
+        self.device = pick_device(cfg.device)
+        self.checkpoint, self.log = checkpoint, log
+        self.model, self.tokenizer, self.trained_cfg, payload = load_checkpoint(checkpoint, self.device)
+        self.sampling = {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p,
+                         "greedy": cfg.greedy}
+        self.max_chars = cfg.max_chars
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.typed: list[str] = []
+        self.chat_log = Path(chat_log) if chat_log else None
+        if self.chat_log is not None:
+            try:
+                with self.chat_log.open("a", encoding="utf-8"):
+                    pass
+            except OSError as e:
+                raise UserError(f"cannot write the chat log {self.chat_log}: {e.strerror}") from None
+        log(f"chatting with {checkpoint} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}, "
+            f"{count_parameters(self.model):,} parameters). /help lists the commands; exit leaves.")
+
+    def answer(self, line: str):
+        """A line that is not a command: remember it, then complete it."""
+        self.typed.append(line)
+        if self.chat_log is not None and line.strip():
+            with self.chat_log.open("a", encoding="utf-8") as f:
+                f.write(line.strip() + EOL)
+        unknown = self.tokenizer.unknown(line)
+        if unknown:
+            self.log(f"  the model never saw {name_chars(unknown)}: it cannot read this line yet; "
+                     f"/train teaches it the line")
+            return
+        s = self.sampling
+        self.log("  " + generate(self.model, self.tokenizer, line, self.max_chars, s["temperature"], s["top_k"],
+                                 s["top_p"], s["greedy"], self.generator))
+
+    def command(self, line: str) -> bool:
+        """Run a /command; False when the chat should end."""
+        name, *rest = line.split()
+        argument = rest[0] if rest else None
+        s = self.sampling
+        try:
+            if name in ("exit", "quit", "/exit", "/quit"):
+                return False
+            if name == "/help":
+                self.log(CHAT_HELP.format(**s))
+            elif name == "/temp":
+                value = float(argument)
+                if not (value > 0 and math.isfinite(value)):
+                    raise ValueError
+                s["temperature"] = value
+                self.log(f"  temperature = {value}")
+            elif name == "/topk":
+                value = int(argument)
+                if value < 0:
+                    raise ValueError
+                s["top_k"] = value
+                self.log(f"  top-k = {value or 'off (all characters)'}")
+            elif name == "/topp":
+                value = float(argument)
+                if not 0 < value <= 1:
+                    raise ValueError
+                s["top_p"] = value
+                self.log(f"  top-p = {value}")
+            elif name == "/greedy":
+                s["greedy"] = not s["greedy"]
+                self.log(f"  greedy = {'on' if s['greedy'] else 'off'}")
+            elif name == "/train":
+                epochs = int(argument) if argument is not None else 3
+                if epochs <= 0:
+                    raise ValueError
+                self.train(epochs)
+            else:
+                self.log(f"  unknown command {name}: /help lists the commands")
+        except (TypeError, ValueError):  # a missing or impossible value
+            self.log(f"  {name} needs a valid value, for example: "
+                     + {"/temp": "/temp 0.8", "/topk": "/topk 5", "/topp": "/topp 0.9", "/train": "/train 3"}[name])
+        return True
+
+    def train(self, epochs: int):
+        """/train: more epochs on the corpus plus the typed lines, then save the checkpoint."""
+        cfg = self.trained_cfg
+        logged = read_text(self.chat_log).split(EOL) if self.chat_log and self.chat_log.stat().st_size else []
+        typed = list(dict.fromkeys(line.strip() for line in logged + self.typed if line.strip()))
+        try:
+            corpus = read_text(cfg.data)
+        except UserError as e:
+            self.log(f"  note: {e}; training on the typed lines alone")
+            corpus = ""
+        text = EOL.join(typed) + EOL + corpus  # typed lines first: in stream mode the end is held out
+        self.model, self.tokenizer, added = extend_vocabulary(self.model, self.tokenizer, text, cfg)
+        if added:
+            self.log(f"  new characters, with new embedding and output rows: {name_chars(added)}")
+        cfg = replace(cfg, epochs=epochs, patience=0, snapshot=0, device=str(self.device))
+        try:
+            data = prepare_data(text, cfg, self.tokenizer)
+        except UserError as e:
+            self.log(f"  cannot train: {e}")
+            return
+        self.log(f"  training {epochs} epochs on {data.n_chars:,} characters ({len(typed)} typed lines)")
+        try:
+            train(self.model, data, cfg, self.device, self.checkpoint, log=lambda m: self.log("  " + m.strip()))
+        except KeyboardInterrupt:
+            self.log("  (training stopped; the chat goes on with the best weights so far)")
+        except TrainingDiverged as e:
+            self.log(f"  {e}")
+        self.trained_cfg = cfg
+        self.model.eval()
+        self.log(f"  saved {self.checkpoint}; chat on")
+
+
+def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None, log=print) -> None:
+    session = Chat(cfg, checkpoint, chat_log, log)
+    try:
+        for line in chat_lines(stream or sys.stdin, log):
+            text = line.strip()
+            if text.startswith("/") or text in ("exit", "quit"):
+                if not session.command(text):
+                    break
+            else:
+                session.answer(line)
+    except KeyboardInterrupt:  # Ctrl-C while waiting for a line
+        log("")
+    log("bye")
+
+
+# %% ==========================================================================
+# 13. COMMAND LINE AND THE WHOLE RUN
 # =============================================================================
 # Every Config field becomes a flag (d_model -> --d-model), with the field's explanation
 # as its --help text. Errors the user can fix are printed as one line, `error: ...`, and
 # the program exits with code 2, never with a traceback.
+#
+#   python LLM.py                       train from scratch, write outputs/
+#   python LLM.py --resume              go on training outputs/model.pt from its epoch
+#   python LLM.py --init-from M --data F  fine-tune the model M on the text F
+#   python LLM.py --eval                test-split loss, perplexity, bits per character
+#   python LLM.py --generate "No hay"   complete a prompt with the trained model
+#   python LLM.py --chat                talk to it
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -1159,27 +1662,43 @@ class OneLineErrorParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see python LLM.py --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """The flags. With defaults=False, flags that were not typed stay out of the result:
+    that is how --resume tells what the user asked to change."""
     parser = OneLineErrorParser(
         prog="python LLM.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=None if defaults else argparse.SUPPRESS,
         description="Train a small character-level Transformer on a text file (Spanish proverbs by "
                     "default) and write what it learned to an output folder.")
-    use = parser.add_argument_group("using a trained model (no training)")
-    use.add_argument("--generate", metavar="PROMPT", default=None,
-                     help="load the checkpoint and complete PROMPT, with the sampling settings below")
-    use.add_argument("--samples", type=int, default=1, metavar="N", help="how many completions --generate prints")
-    use.add_argument("--checkpoint", metavar="FILE", default=None,
+    use = parser.add_argument_group("what to do (default: train a new model)")
+    action = use.add_mutually_exclusive_group()
+    action.add_argument("--resume", action="store_true",
+                        help="go on training the checkpoint from the epoch it holds (raise --epochs to train longer)")
+    action.add_argument("--init-from", metavar="FILE",
+                        help="fine-tune: start from this checkpoint's weights and train on --data")
+    action.add_argument("--eval", action="store_true",
+                        help="report loss, perplexity and bits per character of the checkpoint on the test split")
+    action.add_argument("--generate", metavar="PROMPT",
+                        help="load the checkpoint and complete PROMPT, with the sampling settings below")
+    action.add_argument("--chat", action="store_true",
+                        help="talk to the checkpoint: type the start of a proverb, it completes it")
+    use.add_argument("--samples", type=int, default=1 if defaults else argparse.SUPPRESS, metavar="N",
+                     help="how many completions --generate prints")
+    use.add_argument("--checkpoint", metavar="FILE",
                      help="checkpoint to load (default: model.pt in the --out folder)")
+    use.add_argument("--chat-log", metavar="FILE", help="--chat appends every line you type to this file")
     for f in fields(Config):
         flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        default = f.default if defaults else argparse.SUPPRESS
         if f.type == "bool":
-            parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
+            parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"],
+                                **({} if defaults else {"default": argparse.SUPPRESS}))
         elif f.type == "tuple":
-            parser.add_argument(flag, dest=f.name, nargs="*", default=f.default, metavar="TEXT",
+            parser.add_argument(flag, dest=f.name, nargs="*", default=default, metavar="TEXT",
                                 help=f.metadata["help"])
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
-            parser.add_argument(flag, dest=f.name, type=kind, default=f.default,
+            parser.add_argument(flag, dest=f.name, type=kind, default=default,
                                 metavar=f.name.upper(), help=f.metadata["help"])
     return parser
 
@@ -1192,76 +1711,134 @@ def prepare_output_dir(path: str) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise UserError(f"cannot write to the output folder {out}: {e.strerror}") from None
+        raise UserError(f"cannot write to the output folder {out}: {e.strerror or e}") from None
     return out
 
 
-def run(cfg: Config, log=print) -> dict:
-    """The whole classroom run: data, model, training, pictures, reports, samples."""
+def describe_data(data: Data, cfg: Config, log=print):
+    """The data lines of the run: mode, sizes, splits, one teacher-forcing example."""
+    test_size = len(data.test) if data.test is not None else 0
+    log(f"data: {cfg.data}: {data.n_chars:,} characters, vocabulary of {data.tokenizer.vocab_size} characters")
+    if data.mode == "line":
+        log(f"      line mode ({data.reason}): {len(data.train)} lines to train on, {len(data.val)} for "
+            f"validation, {test_size} for the final test")
+        if data.truncated:
+            log(f"      note: {data.truncated} lines are longer than the context ({cfg.context}) and were cut")
+        inputs = data.train.inputs[0, :data.train.lengths[0]]
+        targets = data.train.targets[0, :data.train.lengths[0]]
+    else:
+        test_tokens = data.test.n_tokens + 1 if data.test is not None else 0
+        log(f"      stream mode ({data.reason}): blocks of {data.train.n_tokens + 1:,} characters to train on, "
+            f"{data.val.n_tokens + 1:,} for validation, {test_tokens:,} for the final test; "
+            f"windows of {cfg.context}")
+        inputs, targets = (t[0, :min(cfg.context, 60)] for t in data.train.windows(0)[0])
+    log("teacher forcing, one real example (the model reads the input and must write the target):")
+    log(f"      input  = tokens[:-1] = {show(data.tokenizer.decode(inputs))}")
+    log(f"      target = tokens[1:]  = {show(data.tokenizer.decode(targets))}")
+
+
+def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | None = None) -> dict:
+    """The whole classroom run: data, model, training, pictures, reports, samples.
+    With `resume` training goes on from that checkpoint; with `init_from` it fine-tunes it."""
     device = pick_device(cfg.device)
     out = prepare_output_dir(cfg.out)
-    lines = read_corpus(cfg.data)
-    tokenizer = CharTokenizer.from_lines(lines)
-    train_lines, val_lines = split_lines(lines, cfg.val_fraction, cfg.seed)
+    text = read_text(cfg.data)
+    tokenizer, training_state = None, None
+    if resume is not None or init_from is not None:
+        model, tokenizer, _, payload = load_checkpoint(resume or init_from, device)
+    if resume is not None:
+        unknown = tokenizer.unknown(text)
+        if unknown:
+            raise UserError(f"{cfg.data} has characters the checkpoint never saw ({name_chars(unknown)}): "
+                            f"to train on a new text use --init-from {resume} --data {cfg.data}")
+        training_state = payload.get("training")
+        if not training_state:
+            raise UserError(f"{resume} holds no training state to resume from")
+        if payload["epoch"] >= cfg.epochs:
+            raise UserError(f"{resume} already holds epoch {payload['epoch']} of {cfg.epochs}: to train longer "
+                            f"ask for more, for example --resume --epochs {payload['epoch'] + 10}")
+        log(f"resuming {resume} from the end of epoch {payload['epoch']} (step {training_state['step']}, "
+            f"validation loss {payload['val_loss']:.3f})")
+    elif init_from is not None:
+        old_size = tokenizer.vocab_size
+        model, tokenizer, added = extend_vocabulary(model, tokenizer, text, cfg)
+        log(f"fine-tuning {init_from} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}) on "
+            f"{cfg.data}: the {old_size} known characters keep their weights; "
+            + (f"{len(added)} new ones get new embedding and output rows: {name_chars(added)}" if added
+               else "no new characters"))
+    data = prepare_data(text, cfg, tokenizer)
     for prompt in cfg.prompts:
-        tokenizer.encode(prompt)  # fail now, not after training, on a prompt with unknown characters
-    train_split = encode_lines(train_lines, tokenizer, cfg.context)
-    val_split = encode_lines(val_lines, tokenizer, cfg.context)
-    log(f"data: {cfg.data}: {len(lines)} lines, {sum(map(len, lines)):,} characters, "
-        f"vocabulary of {tokenizer.vocab_size} characters")
-    log(f"      {len(train_lines)} lines to train on, {len(val_lines)} held out for validation")
-    cut = sum(len(line) + 1 > cfg.context for line in lines)
-    if cut:
-        log(f"      note: {cut} lines are longer than the context ({cfg.context}) and were cut")
-    example = train_split.inputs[0, :train_split.lengths[0]], train_split.targets[0, :train_split.lengths[0]]
-    log("teacher forcing, one real example (the model reads the input and must write the target):")
-    log(f"      input  = tokens[:-1] = {show(tokenizer.decode(example[0]))}")
-    log(f"      target = tokens[1:]  = {show(tokenizer.decode(example[1]))}")
-
-    torch.manual_seed(cfg.seed)
-    model = TransformerLM(tokenizer.vocab_size, cfg).to(device)
-    V, C, F_, N = tokenizer.vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers
+        data.tokenizer.encode(prompt)  # fail now, not after training, on a prompt with unknown characters
+    describe_data(data, cfg, log)
+    if resume is None and init_from is None:
+        torch.manual_seed(cfg.seed)
+        model = TransformerLM(data.tokenizer.vocab_size, cfg).to(device)
+    V, C, F_, N = data.tokenizer.vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers
     log(f"model: {count_parameters(model):,} parameters = V*C + N*(4*C^2 + 2*C*F + F + 9*C) + 2*C + C*V + V "
         f"with V={V}, C={C}, F={F_}, N={N} (details: {out / 'parameters.txt'})")
-    log(f"device: {device}, attention path: {cfg.attention}")
+    log(f"device: {device}, attention path: {cfg.attention}, precision: "
+        f"{'bf16 autocast' if uses_bf16(cfg, device) else 'fp32'}, optimizer: {cfg.optimizer}")
 
-    pictures = EpochPictures(model, tokenizer, train_lines, cfg) if cfg.snapshot else None
+    pictures = EpochPictures(model, data.tokenizer, data.train_text, cfg) if cfg.snapshot else None
     drawn = []
-    best = {"val_loss": math.inf}
 
     def on_epoch_end(epoch, record):
-        if record["val_loss"] < best["val_loss"]:
-            best.update(record)
-            save_checkpoint(out / "model.pt", model, cfg, tokenizer, record)
         if pictures is not None and epoch % cfg.snapshot == 0:
             drawn.append(out / f"epoch_{epoch}.png")
             pictures.draw(model, epoch, record, drawn[-1])
 
-    history = train(model, train_split, val_split, cfg, device, on_epoch_end, log)
+    checkpoint = out / "model.pt"
+    history = train(model, data, cfg, device, checkpoint, training_state, on_epoch_end, log)
+    best = min(history, key=lambda r: r["val_loss"])
+    test_loss = None
+    if data.test is not None:
+        test_loss = evaluate(model, data.test, cfg.batch_size * 4, device, cfg)
+        log(f"test split, never seen in training: {perplexity_report(test_loss)}")
 
-    (out / "parameters.txt").write_text(parameter_report(model, cfg, tokenizer.vocab_size), encoding="utf-8")
+    (out / "parameters.txt").write_text(parameter_report(model, cfg, data.tokenizer.vocab_size), encoding="utf-8")
     generator = torch.Generator().manual_seed(cfg.seed)
     samples = []
     log("samples:")
     for prompt in cfg.prompts:
         steps: list[Step] = []
-        text = generate(model, tokenizer, prompt, cfg.max_chars, cfg.temperature, cfg.top_k, cfg.top_p,
-                        cfg.greedy, generator, steps)
-        samples.append((prompt, text, steps))
-        log(f"      {text}")
-    known, written = corpus_word_share(samples, lines)
+        completion = generate(model, data.tokenizer, prompt, cfg.max_chars, cfg.temperature, cfg.top_k,
+                              cfg.top_p, cfg.greedy, generator, steps)
+        samples.append((prompt, completion, steps))
+        log(f"      {completion}")
+    known, written = corpus_word_share(samples, text_lines(text))
     log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
     (out / "table.txt").write_text(sampling_table(samples, cfg), encoding="utf-8")
     log(f"wrote {out}/: model.pt (epoch {best['epoch']}, best validation loss {best['val_loss']:.3f}), "
         f"parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else ""))
-    return {"history": history, "samples": [s[1] for s in samples], "model": model, "tokenizer": tokenizer}
+    return {"history": history, "samples": [s[1] for s in samples], "model": model,
+            "tokenizer": data.tokenizer, "test_loss": test_loss}
 
 
-def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint: str | None, log=print):
+def evaluate_checkpoint(cfg: Config, checkpoint: Path, data_file: str | None, log=print) -> float:
+    """--eval: the checkpoint's loss on the test split of its data (or of --data)."""
+    device = pick_device(cfg.device)
+    model, tokenizer, trained_cfg, payload = load_checkpoint(checkpoint, device)
+    trained_cfg = replace(trained_cfg, data=data_file or trained_cfg.data)
+    if trained_cfg.test_fraction == 0:
+        raise UserError(f"{checkpoint} was trained with --test-fraction 0: it has no test split")
+    text = read_text(trained_cfg.data)
+    unknown = tokenizer.unknown(text)
+    if unknown:
+        raise UserError(f"{trained_cfg.data} has characters the model never saw: {name_chars(unknown)}")
+    data = prepare_data(text, trained_cfg, tokenizer)
+    log(f"{checkpoint}: epoch {payload['epoch']}, {count_parameters(model):,} parameters; data {trained_cfg.data} "
+        f"in {data.mode} mode, split with seed {trained_cfg.seed}")
+    for name, split in (("validation", data.val), ("test", data.test)):
+        loss = evaluate(model, split, cfg.batch_size * 4, device, trained_cfg)
+        log(f"{name:>10} ({split.n_tokens:,} characters): {perplexity_report(loss)}")
+    return loss
+
+
+def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint: Path, log=print):
     """--generate: load the checkpoint and print completions of prompt; no training."""
     if samples <= 0:
         raise UserError(f"--samples must be a positive whole number, got {samples}")
-    model, tokenizer, _, _ = load_checkpoint(checkpoint or Path(cfg.out) / "model.pt", pick_device(cfg.device))
+    model, tokenizer, _, _ = load_checkpoint(checkpoint, pick_device(cfg.device))
     tokenizer.encode(prompt)  # a clear error before anything else
     generator = torch.Generator().manual_seed(cfg.seed)
     for _ in range(samples):
@@ -1269,19 +1846,51 @@ def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint:
                      cfg.greedy, generator))
 
 
+RESUME_FIXED = ("data", "mode", "val_fraction", "test_fraction", "seed", "optimizer")  # the split and the optimizer
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     values = vars(args)
     return Config(**{f.name: (tuple(values[f.name]) if f.type == "tuple" else values[f.name]) for f in fields(Config)})
 
 
+def config_for_checkpoint(typed: Config, explicit: set, saved: Config, resume: bool) -> Config:
+    """--resume: the checkpoint's settings, changed where the user typed a flag.
+    --init-from: the typed settings, with the model's shape taken from the checkpoint.
+    Either way, settings the checkpoint fixes cannot be changed."""
+    fixed = SHAPE_FIELDS + (RESUME_FIXED if resume else ())
+    for name in fixed:
+        if name in explicit and getattr(typed, name) != getattr(saved, name):
+            raise UserError(f"{flag_of(name)} cannot change when {'resuming' if resume else 'fine-tuning'}: the "
+                            f"checkpoint has {getattr(saved, name)}"
+                            + ("; to train on another text use --init-from" if name == "data" else ""))
+    if resume:
+        return replace(saved, **{name: getattr(typed, name) for name in explicit if name not in fixed})
+    return replace(typed, **{name: getattr(saved, name) for name in SHAPE_FIELDS})
+
+
 def main(argv=None) -> int:
     import matplotlib
     matplotlib.use("Agg")  # draw into files only: never open a window, never block
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
+        explicit = set(vars(build_parser(defaults=False).parse_args(argv))) & {f.name for f in fields(Config)}
         cfg = validate(config_from_args(args))
-        if args.generate is not None:
-            generate_from_checkpoint(cfg, args.generate, args.samples, args.checkpoint)
+        checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
+        if args.chat_log and not args.chat:
+            raise UserError("--chat-log works only with --chat")
+        if args.resume or args.init_from:
+            source = checkpoint if args.resume else Path(args.init_from)
+            _, _, saved, _ = load_checkpoint(source, "cpu")
+            cfg = validate(config_for_checkpoint(cfg, explicit, saved, args.resume))
+            run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
+        elif args.eval:
+            evaluate_checkpoint(cfg, checkpoint, cfg.data if "data" in explicit else None)
+        elif args.generate is not None:
+            generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
+        elif args.chat:
+            chat(cfg, checkpoint, args.chat_log)
         else:
             run(cfg)
     except UserError as e:

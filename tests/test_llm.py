@@ -151,10 +151,11 @@ def test_tokenizer_names_the_unknown_character():
 
 def test_split_holds_out_whole_lines_reproducibly():
     lines = [f"línea {i}" for i in range(50)]
-    train, val = LLM.split_lines(lines, 0.1, seed=3)
-    assert len(val) == 5 and len(train) == 45 and sorted(train + val) == sorted(lines)
-    assert LLM.split_lines(lines, 0.1, seed=3) == (train, val)
-    assert LLM.split_lines(lines, 0.1, seed=4) != (train, val)
+    train, val, test = LLM.split_lines(lines, 0.1, seed=3, test_fraction=0.2)
+    assert (len(train), len(val), len(test)) == (35, 5, 10) and sorted(train + val + test) == sorted(lines)
+    assert LLM.split_lines(lines, 0.1, seed=3, test_fraction=0.2) == (train, val, test)
+    assert LLM.split_lines(lines, 0.1, seed=4, test_fraction=0.2) != (train, val, test)
+    assert LLM.split_lines(lines, 0.1, seed=3)[2] == []  # no test split asked for
 
 
 def test_teacher_forcing_targets_are_the_inputs_shifted_by_one():
