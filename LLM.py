@@ -449,9 +449,11 @@ class Data:
     truncated: int = 0  # line mode: lines longer than the context, cut
 
 
-def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None) -> Data:
+def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train: list[str] = ()) -> Data:
     """Cut a text into train / validation / test splits as cfg says. The tokenizer is built
-    from the text unless one is given (a checkpoint's); then every character must be in it."""
+    from the text unless one is given (a checkpoint's); then every character must be in it.
+    `extra_train` lines go to the training split only (the chat's /train): the held-out
+    splits stay exactly those of the text, so their losses compare with earlier ones."""
     if cfg.mode == "auto":
         mode, reason = choose_mode(text, cfg.context)
     else:
@@ -464,6 +466,7 @@ def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None)
                             f"line mode needs at least {2 + (cfg.test_fraction > 0)} (train, validation"
                             f"{', test' if cfg.test_fraction > 0 else ''}); --mode stream reads it as one text")
         train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
+        train_lines = train_lines + list(extra_train)
         return Data(mode, reason, tokenizer, encode_lines(train_lines, tokenizer, cfg.context),
                     encode_lines(val_lines, tokenizer, cfg.context),
                     encode_lines(test_lines, tokenizer, cfg.context) if test_lines else None,
@@ -480,7 +483,7 @@ def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None)
             raise UserError(f"data file {cfg.data} is too short: it has {'a single line' if count == 1 else f'{count} lines'}"
                             f" (line mode needs at least 3: train, validation, test) and in stream mode {stream_needs}")
         raise UserError(f"data file {cfg.data} is too short for stream mode: {stream_needs}")
-    train_text = text[:n_train]
+    train_text = "".join(line + EOL for line in extra_train) + text[:n_train]
     return Data(mode, reason, tokenizer, encode_stream(train_text, tokenizer, cfg.context),
                 encode_stream(text[n_train:n_train + n_val], tokenizer, cfg.context),
                 encode_stream(text[n_train + n_val:], tokenizer, cfg.context) if n_test else None,
@@ -830,16 +833,17 @@ class TrainingDiverged(UserError):
 
 
 def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Path | None = None,
-          resume: dict | None = None, on_epoch_end=None, log=print) -> list[dict]:
+          resume: dict | None = None, on_epoch_end=None, log=print, baseline: float = math.inf) -> list[dict]:
     """Train for up to cfg.epochs, with early stopping; print a progress line per epoch and
     call on_epoch_end(epoch, record). Every new best epoch is saved to `checkpoint`; at the
     end the model holds the best weights. `resume` is the "training" part of a checkpoint:
-    training goes on from its epoch and step. Returns one record per epoch."""
+    training goes on from its epoch and step. An epoch must beat `baseline` (the validation
+    loss before training) to count as best. Returns one record per epoch."""
     optimizer = make_optimizer(model, cfg, device)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     step, first_epoch, history, bad_epochs = 0, 1, [], 0
-    best = {"epoch": 0, "val_loss": math.inf}
+    best = {"epoch": 0, "val_loss": baseline}
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         step, history = resume["step"], list(resume["history"])
@@ -1072,9 +1076,10 @@ def choose_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
 @torch.no_grad()
 def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str = "", max_chars: int = 120,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-             generator: torch.Generator | None = None, trace: list | None = None) -> str:
+             generator: torch.Generator | None = None, trace: list | None = None, stop_at_eol: bool = True) -> str:
     """Complete `prompt` until ⏎ or max_chars new characters; returns prompt + completion.
-    If `trace` is a list, one Step per generated character is appended to it."""
+    If `trace` is a list, one Step per generated character is appended to it. A model of
+    stream mode (a book) writes through line ends: pass stop_at_eol=False."""
     ids = [tokenizer.eol_id] + tokenizer.encode(prompt)  # raises UnknownCharacterError
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
@@ -1096,7 +1101,7 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str = "", m
                 kept=kept, kept_mass=float(cumulative[kept - 1]), u=u, chosen=tokenizer.chars[next_id],
                 chosen_p=float(probs[next_id]),
                 entropy_bits=float(-(probs * torch.log2(probs.clamp_min(1e-30))).sum())))
-        if next_id == tokenizer.eol_id:
+        if next_id == tokenizer.eol_id and stop_at_eol:
             break
         ids.append(next_id)
     model.train(was_training)
@@ -1518,6 +1523,8 @@ def chat_lines(stream, log=print):
 class Chat:
     """The state of one chat session: the model, the sampling settings, what was typed."""
 
+    TYPED_WEIGHT = 10  # /train: each typed line is trained on this many times per epoch
+
     def __init__(self, cfg: Config, checkpoint: Path, chat_log: str | None, log=print):
         self.device = pick_device(cfg.device)
         self.checkpoint, self.log = checkpoint, log
@@ -1534,6 +1541,7 @@ class Chat:
                     pass
             except OSError as e:
                 raise UserError(f"cannot write the chat log {self.chat_log}: {e.strerror}") from None
+        self.epoch = payload["epoch"]
         log(f"chatting with {checkpoint} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}, "
             f"{count_parameters(self.model):,} parameters). /help lists the commands; exit leaves.")
 
@@ -1550,7 +1558,8 @@ class Chat:
             return
         s = self.sampling
         self.log("  " + generate(self.model, self.tokenizer, line, self.max_chars, s["temperature"], s["top_k"],
-                                 s["top_p"], s["greedy"], self.generator))
+                                 s["top_p"], s["greedy"], self.generator,
+                                 stop_at_eol=self.trained_cfg.mode != "stream"))
 
     def command(self, line: str) -> bool:
         """Run a /command; False when the chat should end."""
@@ -1561,7 +1570,7 @@ class Chat:
             if name in ("exit", "quit", "/exit", "/quit"):
                 return False
             if name == "/help":
-                self.log(CHAT_HELP.format(**s))
+                self.log(CHAT_HELP.format(**{**s, "greedy": "on" if s["greedy"] else "off"}))
             elif name == "/temp":
                 value = float(argument)
                 if not (value > 0 and math.isfinite(value)):
@@ -1596,35 +1605,56 @@ class Chat:
         return True
 
     def train(self, epochs: int):
-        """/train: more epochs on the corpus plus the typed lines, then save the checkpoint."""
+        """/train: more epochs on the corpus plus the typed lines, then save the model."""
         cfg = self.trained_cfg
         logged = read_text(self.chat_log).split(EOL) if self.chat_log and self.chat_log.stat().st_size else []
         typed = list(dict.fromkeys(line.strip() for line in logged + self.typed if line.strip()))
+        if not typed:
+            self.log("  nothing typed yet: type some lines (whole proverbs teach best), then /train")
+            return
         try:
             corpus = read_text(cfg.data)
         except UserError as e:
-            self.log(f"  note: {e}; training on the typed lines alone")
-            corpus = ""
-        text = EOL.join(typed) + EOL + corpus  # typed lines first: in stream mode the end is held out
-        self.model, self.tokenizer, added = extend_vocabulary(self.model, self.tokenizer, text, cfg)
+            self.log(f"  cannot train: {e}")
+            return
+        self.model, self.tokenizer, added = extend_vocabulary(self.model, self.tokenizer,
+                                                              corpus + "".join(typed), cfg)
         if added:
             self.log(f"  new characters, with new embedding and output rows: {name_chars(added)}")
-        cfg = replace(cfg, epochs=epochs, patience=0, snapshot=0, device=str(self.device))
+        # Go on at a third of the first run's peak learning rate: a trained model only needs
+        # nudging. Every typed line counts TYPED_WEIGHT times, so that a few lines weigh
+        # something next to hundreds of proverbs.
+        cfg = replace(cfg, epochs=epochs, lr=cfg.lr / 3, warmup=0, patience=0, snapshot=0, device=str(self.device))
         try:
-            data = prepare_data(text, cfg, self.tokenizer)
+            data = prepare_data(corpus, cfg, self.tokenizer, extra_train=typed * self.TYPED_WEIGHT)
         except UserError as e:
             self.log(f"  cannot train: {e}")
             return
-        self.log(f"  training {epochs} epochs on {data.n_chars:,} characters ({len(typed)} typed lines)")
+        yours = encode_lines(typed, self.tokenizer, cfg.context)
+        before = [evaluate(self.model, split, cfg.batch_size * 4, self.device, cfg) for split in (yours, data.val)]
+        self.log(f"  training {epochs} epoch{'s' * (epochs > 1)} on {cfg.data} plus {len(typed)} typed "
+                 f"line{'s' * (len(typed) != 1)}")
         try:
-            train(self.model, data, cfg, self.device, self.checkpoint, log=lambda m: self.log("  " + m.strip()))
+            train(self.model, data, cfg, self.device, log=lambda m: self.log("  " + m.strip()))
         except KeyboardInterrupt:
             self.log("  (training stopped; the chat goes on with the best weights so far)")
         except TrainingDiverged as e:
             self.log(f"  {e}")
-        self.trained_cfg = cfg
         self.model.eval()
-        self.log(f"  saved {self.checkpoint}; chat on")
+        after = [evaluate(self.model, split, cfg.batch_size * 4, self.device, cfg) for split in (yours, data.val)]
+        self.log(f"  loss on your lines {before[0]:.3f} -> {after[0]:.3f}; "
+                 f"on the validation proverbs {before[1]:.3f} -> {after[1]:.3f}")
+        # Save beside the checkpoint, never over it: the model of the classroom run stays.
+        target = self.checkpoint if self.checkpoint.stem.endswith("-chat") else \
+            self.checkpoint.with_name(self.checkpoint.stem + "-chat" + self.checkpoint.suffix)
+        try:
+            save_checkpoint(target, self.model, cfg, self.tokenizer,
+                            {"epoch": self.epoch + epochs, "val_loss": after[1]})
+        except OSError as e:
+            self.log(f"  could not save {target}: {e.strerror}")
+            return
+        self.epoch += epochs
+        self.log(f"  saved {target} (python LLM.py --chat --checkpoint {target}); chat on")
 
 
 def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None, log=print) -> None:
@@ -1767,6 +1797,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
             + (f"{len(added)} new ones get new embedding and output rows: {name_chars(added)}" if added
                else "no new characters"))
     data = prepare_data(text, cfg, tokenizer)
+    cfg = replace(cfg, mode=data.mode)  # the checkpoint records the mode auto chose
     for prompt in cfg.prompts:
         data.tokenizer.encode(prompt)  # fail now, not after training, on a prompt with unknown characters
     describe_data(data, cfg, log)
@@ -1802,7 +1833,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     for prompt in cfg.prompts:
         steps: list[Step] = []
         completion = generate(model, data.tokenizer, prompt, cfg.max_chars, cfg.temperature, cfg.top_k,
-                              cfg.top_p, cfg.greedy, generator, steps)
+                              cfg.top_p, cfg.greedy, generator, steps, stop_at_eol=data.mode == "line")
         samples.append((prompt, completion, steps))
         log(f"      {completion}")
     known, written = corpus_word_share(samples, text_lines(text))
@@ -1838,12 +1869,12 @@ def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint:
     """--generate: load the checkpoint and print completions of prompt; no training."""
     if samples <= 0:
         raise UserError(f"--samples must be a positive whole number, got {samples}")
-    model, tokenizer, _, _ = load_checkpoint(checkpoint, pick_device(cfg.device))
+    model, tokenizer, trained_cfg, _ = load_checkpoint(checkpoint, pick_device(cfg.device))
     tokenizer.encode(prompt)  # a clear error before anything else
     generator = torch.Generator().manual_seed(cfg.seed)
     for _ in range(samples):
         log(generate(model, tokenizer, prompt, cfg.max_chars, cfg.temperature, cfg.top_k, cfg.top_p,
-                     cfg.greedy, generator))
+                     cfg.greedy, generator, stop_at_eol=trained_cfg.mode != "stream"))
 
 
 RESUME_FIXED = ("data", "mode", "val_fraction", "test_fraction", "seed", "optimizer")  # the split and the optimizer

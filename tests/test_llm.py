@@ -420,6 +420,7 @@ def test_a_run_killed_during_training_leaves_a_loadable_checkpoint(tmp_path):
     import signal
     import time
     argv = [sys.executable, str(ROOT / "LLM.py"), "--out", str(tmp_path), "--epochs", "500", "--snapshot", "0",
+            "--patience", "0",
             "--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
