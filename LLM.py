@@ -270,7 +270,7 @@ def choose_mode(text: str, context: int) -> tuple[str, str]:
     fitting = sum(len(row.strip()) + 1 < context for row in rows if row.strip())
     filled = len(rows) - blank
     if blank == 0 and fitting >= 0.95 * filled and filled >= 3:
-        return "line", f"{filled} lines, none blank, {fitting / filled:.0%} shorter than the context"
+        return "line", f"{filled} lines, none blank, {fitting / filled:.0%} fit in the context"
     if blank:
         return "stream", f"{blank} blank lines: paragraphs of a running text"
     return "stream", f"only {fitting} of {filled} lines fit in the context of {context}"
@@ -318,7 +318,8 @@ class CharTokenizer:
 
 def name_chars(chars) -> str:
     """'ç' (LATIN SMALL LETTER C WITH CEDILLA), ... : characters named so nobody has to guess."""
-    return ", ".join(f"'{show(c)}' ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in chars)
+    quote = lambda c: f'"{c}"' if c == "'" else f"'{show(c)}'"
+    return ", ".join(f"{quote(c)} ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in chars)
 
 
 def split_lines(lines: list[str], val_fraction: float, seed: int,
@@ -740,9 +741,10 @@ def count_parameters(model: nn.Module) -> int:
 #
 # The craft around that loop, each piece a few lines:
 #
-# * Learning-rate schedule. The rate rises linearly over the first `warmup` steps, while
-#   Adam's running averages are still rough guesses, then follows half a cosine from lr
-#   down to lr / 10: big steps while the model is far from good, small ones to settle:
+# * Learning-rate schedule. The rate rises linearly over the first `warmup` steps (at most a
+#   fifth of all steps), while Adam's running averages are still rough guesses, then follows
+#   half a cosine from lr down to lr / 10: big steps while the model is far from good, small
+#   ones to settle:
 #       lr(step) = lr * (step + 1) / warmup                                 during warm-up
 #       lr(step) = lr * (0.1 + 0.9 * (1 + cos(pi * progress)) / 2)       progress: 0 -> 1
 # * Gradient clipping. If the gradient, seen as one long vector g, is longer than `clip`,
@@ -767,10 +769,12 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
-    """Linear warm-up for cfg.warmup steps, then a cosine from cfg.lr down to cfg.lr / 10."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, total_steps - cfg.warmup)  # 0 -> 1
+    """Linear warm-up for cfg.warmup steps (at most a fifth of the run, for tiny texts), then a
+    cosine from cfg.lr down to cfg.lr / 10."""
+    warmup = min(cfg.warmup, total_steps // 5)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)  # 0 -> 1
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 

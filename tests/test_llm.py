@@ -214,6 +214,8 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert LLM.learning_rate(10, 100, cfg) == pytest.approx(1e-2)
     assert LLM.learning_rate(55, 100, cfg) == pytest.approx(0.55e-2)
     assert LLM.learning_rate(100, 100, cfg) == pytest.approx(1e-3)
+    assert LLM.learning_rate(0, 20, cfg) == pytest.approx(0.25e-2)  # 20 steps: warm-up cut to a fifth, 4 steps
+    assert LLM.learning_rate(3, 20, cfg) == pytest.approx(1e-2)
 
 
 def test_sampling_picks_by_inverse_cumulative_probability():
