@@ -2,23 +2,28 @@
 """LLM.py: a small Transformer language model that learns Spanish proverbs, in one file.
 
     python LLM.py            train on refranes.txt and write everything to outputs/
+    python LLM.py --chat     talk to the trained model (--generate, --eval, --resume and
+                             --init-from use it too: see the command line, section 13)
     python LLM.py --help     every setting, with what it does
 
 Read it top to bottom, like a book. Each section opens with what it does and the formula
 it implements, then the code:
 
     1. Config            every number of the run, in one dataclass
-    2. Data              read the text, characters -> numbers, train/validation split, batches
+    2. Data              read the text, characters -> numbers, line or stream mode,
+                         train/validation/test split, batches
     3. Embeddings        a learned vector per character
     4. Positions         the sinusoidal positional encoding
     5. Attention         the causal mask and multi-head self-attention, written out
     6. Encoder layer     feed-forward, residual connections, layer norm
     7. The model         embeddings -> N layers -> norm -> linear head -> logits
-    8. Training          cross-entropy on the next character (teacher forcing), Adam
-    9. Checkpoints       keep the trained model in one file, load it back safely
+    8. Training          cross-entropy on the next character (teacher forcing), Adam; the
+                         craft: schedule, clipping, bf16, AdamW, early stopping, NaN stop
+    9. Checkpoints       keep the trained model in one file, load it back safely, fine-tune
    10. Generation        sampling one character at a time (temperature, top-k, top-p)
    11. Outputs           parameters.txt, table.txt, epoch_<N>.png
-   12. Command line      main(): argparse, error messages, the whole run
+   12. Chat              talk to the model, teach it what you type
+   13. Command line      main(): argparse, error messages, the whole run
 
 Shape letters used in the comments, defined once here:
     B  batch size: sequences processed together
