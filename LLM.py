@@ -859,6 +859,8 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Pat
         first_epoch = history[-1]["epoch"] + 1
         best = dict(history[-1])
         torch.set_rng_state(resume["rng"])  # dropout continues with the same random numbers
+        if device.type == "cuda" and resume.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
     best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     clip = cfg.clip if cfg.clip > 0 else math.inf  # with inf the norm is measured but nothing is scaled
     start = time.perf_counter()
@@ -909,6 +911,8 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Pat
                 if checkpoint is not None:
                     save_checkpoint(checkpoint, model, cfg, data.tokenizer, record,
                                     training={"step": step, "history": history, "rng": torch.get_rng_state(),
+                                              "cuda_rng": torch.cuda.get_rng_state(device)
+                                              if device.type == "cuda" else None,
                                               "optimizer": optimizer.state_dict()})
             else:
                 bad_epochs += 1

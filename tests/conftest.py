@@ -4,3 +4,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def one_line_error(capsys, argv, *expected):
+    """Run LLM.main(argv) and check it failed the way a user should see: exit code 2 and a
+    single line `error: ...` on stderr that contains every expected piece of text."""
+    import LLM
+    code = LLM.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    for word in expected:
+        assert word in err, err
+    return err

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import LLM
-from conftest import ROOT
+from conftest import ROOT, one_line_error
 
 
 def tiny_config(**changes) -> LLM.Config:
@@ -306,16 +306,6 @@ def test_same_seed_same_table(tiny_run, tmp_path):
     assert LLM.main(TINY_RUN + ["--out", str(tmp_path), "--snapshot", "0"]) == 0
     assert (tmp_path / "table.txt").read_bytes() == (tiny_run / "table.txt").read_bytes()
     assert (tmp_path / "parameters.txt").read_bytes() == (tiny_run / "parameters.txt").read_bytes()
-
-
-def one_line_error(capsys, argv, *expected):
-    code = LLM.main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    for word in expected:
-        assert word in err, err
-    return err
 
 
 def test_missing_empty_binary_and_non_utf8_data(capsys, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import LLM
-from conftest import ROOT
+from conftest import ROOT, one_line_error
 
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--snapshot", "0",
         "--max-chars", "20", "--prompts", "No hay"]
@@ -20,16 +20,6 @@ def tiny_config(**changes) -> LLM.Config:
     values = dict(d_model=16, n_heads=2, n_layers=1, d_ff=32, context=24, seed=0, snapshot=0)
     values.update(changes)
     return LLM.Config(**values)
-
-
-def one_line_error(capsys, argv, *expected):
-    code = LLM.main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    for word in expected:
-        assert word in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
