@@ -3,7 +3,7 @@
 
     python LLM.py            train on refranes.txt and write everything to outputs/
     python LLM.py --chat     talk to the trained model (--generate, --eval, --resume and
-                             --init-from use it too: see the command line, section 13)
+                             --init-from use it too: see the command line, section 14)
     python LLM.py --help     every setting, with what it does
 
 Read it top to bottom, like a book. Each section opens with what it does and the formula
@@ -21,9 +21,11 @@ it implements, then the code:
                          craft: schedule, clipping, bf16, AdamW, early stopping, NaN stop
     9. Checkpoints       keep the trained model in one file, load it back safely, fine-tune
    10. Generation        sampling one character at a time (temperature, top-k, top-p)
-   11. Outputs           parameters.txt, table.txt, epoch_<N>.png
-   12. Chat              talk to the model, teach it what you type
-   13. Command line      main(): argparse, error messages, the whole run
+   11. Outputs           parameters.txt and table.txt: every parameter, every choice
+   12. Pictures          loss, attention maps, positional encoding, embeddings, the network
+                         epoch by epoch, and outputs/README.md, the gallery that explains them
+   13. Chat              talk to the model, teach it what you type
+   14. Command line      main(): argparse, error messages, the whole run
 
 Shape letters used in the comments, defined once here:
     B  batch size: sequences processed together
@@ -74,6 +76,9 @@ class UserError(Exception):
 # (section 11 explains every one of them in outputs/parameters.txt).
 
 
+PICTURES = ("loss", "attention", "positions", "embeddings", "evolution")  # the pictures --pictures can name
+
+
 def setting(default, help: str, flag: str | None = None):
     """A Config field with its explanation (shown by --help) and, optionally, its flag name."""
     return field(default=default, metadata={"help": help, "flag": flag})
@@ -110,6 +115,8 @@ class Config:
     epochs: int = setting(20, "passes over the training data (at most: early stopping may end sooner)")
     patience: int = setting(5, "stop after this many epochs without a better validation loss (0 = never stop early)")
     snapshot: int = setting(2, "draw outputs/epoch_<N>.png every this many epochs (0 = never)")
+    pictures: tuple = setting(PICTURES, "pictures to draw after training, among: " + " ".join(PICTURES)
+                              + " (the flag alone, with no name, draws none)")
     # --- sampling at the end of training ---
     prompts: tuple = setting(("", "No hay", "Más vale", "Quien"), "beginnings to complete at the end ('' = from nothing)")
     temperature: float = setting(0.6, "divides the logits before softmax: < 1 sharper, > 1 flatter")
@@ -143,6 +150,9 @@ def validate(cfg: Config) -> Config:
     for name in ("clip", "weight_decay"):
         if not (getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name))):
             raise UserError(f"{flag_of(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
+    unknown = [name for name in cfg.pictures if name not in PICTURES]
+    if unknown:
+        raise UserError(f"--pictures knows {' '.join(PICTURES)}; not: {' '.join(unknown)}")
     choices = {"mode": ("auto", "line", "stream"), "attention": ("fast", "exact"),
                "optimizer": ("adam", "adamw"), "precision": ("auto", "bf16", "fp32")}
     for name, allowed in choices.items():
@@ -1128,9 +1138,7 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str = "", m
 #                 formulas that give the counts, and each tensor's statistics after training.
 # table.txt       every sampling step: what the model saw, its top candidates with their
 #                 probabilities, the draw, the choice, the entropy.
-# epoch_<N>.png   a networkx picture of the network every few epochs: the architecture
-#                 (node size = parameters, colour = how much they changed since the last
-#                 picture) beside the strongest character -> next-character connections.
+# The pictures have a section of their own, next.
 
 PARAMETER_ROLES = {
     "token_embedding.weight": "one learned vector per character (row i = character id i)",
@@ -1269,6 +1277,37 @@ def sampling_table(samples: list[tuple[str, str, list[Step]]], cfg: Config) -> s
     return "\n".join(out)
 
 
+# %% ==========================================================================
+# 12. PICTURES: seeing inside the model
+# =============================================================================
+# Every picture is a file in outputs/, drawn with matplotlib (networkx for the graphs),
+# and outputs/README.md is a gallery that says how to read each one. --pictures chooses
+# which are drawn (all by default; `--pictures` with no name draws none); --snapshot 0
+# turns off the epoch pictures and their animation.
+#
+# epoch_<N>.png         every `snapshot` epochs: the architecture as a graph (node area =
+#                       parameters, colour = how much they changed since the last picture)
+#                       beside the strongest character -> next-character links.
+# evolution.gif         the epoch pictures as an animation: same layout, same colour scale.
+# loss.png              train and validation loss per epoch, the learning rate beside them.
+# attention_layer<L>.png  for one real proverb, the attention weights of every head of
+#                       layer L: row t = how much the character at t looks at each s <= t.
+#                       They come from attention() (section 5) through the model's own
+#                       forward pass, not from a re-implementation.
+# positional_encoding.png  the matrix PE(pos, i) of section 4 and a few of its columns.
+# embeddings.png        every character's embedding vector, projected to 2-D by PCA, at the
+#                       start and at the end of training.
+#
+# PCA (principal component analysis) finds the directions along which a cloud of points
+# spreads the most. Centre the rows of E (V x C), take its singular value decomposition
+# E - mean = U S V^T; the first two columns of V are those directions, and
+#
+#       xy = (E - mean) @ V[:, :2]        (V, C) @ (C, 2) -> (V, 2)
+#
+# places every character on the plane where its vector casts the longest shadow. The share
+# of the variance each direction explains is S_i^2 / sum_j S_j^2.
+
+
 class EpochPictures:
     """Draws outputs/epoch_<N>.png. The figure is built once: layout, character set and
     colour scale stay fixed, so the images can be flipped through like a film, and each
@@ -1283,6 +1322,7 @@ class EpochPictures:
         import matplotlib
         import networkx as nx
         from matplotlib import cm, colors
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.lines import Line2D
 
@@ -1301,6 +1341,7 @@ class EpochPictures:
         radius = {n: math.sqrt(counts.get(n, 0) / largest) for n in self.nodes}
         sizes = [60 + 1000 * radius[n] if n in self.groups else 90 for n in self.nodes]
         self.fig = Figure(figsize=(13, 6.6), dpi=90)
+        FigureCanvasAgg(self.fig)  # draws in memory: render() reuses the unchanging part of the picture
         ax, ax2 = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
         kind = nx.get_edge_attributes(self.graph, "kind")
         nx.draw_networkx_edges(self.graph, self.pos, ax=ax, edgelist=[e for e in kind if kind[e] == "flow"],
@@ -1350,10 +1391,11 @@ class EpochPictures:
             for side, x in (("now", 0.0), ("next", 1.0)):
                 self.char_graph.add_node((side, c))
                 self.char_pos[(side, c)] = (x, -i)
-        nx.draw_networkx_nodes(self.char_graph, self.char_pos, node_size=260, node_color="white",
-                               edgecolors="0.3", ax=ax2)
-        nx.draw_networkx_labels(self.char_graph, self.char_pos, font_size=10, ax=ax2,
-                                labels={node: show(node[1]) for node in self.char_graph.nodes})
+        char_nodes = nx.draw_networkx_nodes(self.char_graph, self.char_pos, node_size=260, node_color="white",
+                                            edgecolors="0.3", ax=ax2)
+        char_labels = nx.draw_networkx_labels(self.char_graph, self.char_pos, font_size=10, ax=ax2,
+                                              labels={node: show(node[1]) for node in self.char_graph.nodes})
+        self.over_links = [char_nodes, *char_labels.values()]  # redrawn over the links of each picture
         ax2.text(0, 0.9, "character", ha="center", fontsize=10)
         ax2.text(1, 0.9, "next character", ha="center", fontsize=10)
         ax2.set_xlim(-0.3, 1.3)
@@ -1366,6 +1408,8 @@ class EpochPictures:
                    loc="lower center", ncol=2, fontsize=9, frameon=False)
         self.ax2 = ax2
         self.link_artist = None
+        self.frames = []  # one small image per picture, for evolution.gif
+        self.background = None  # the unchanging part of the figure, drawn once (see render)
         self.title = self.fig.suptitle("", fontsize=12)
         self.fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.1, wspace=0.04)
 
@@ -1471,9 +1515,23 @@ class EpochPictures:
         return node_colors, edges, values
 
     def render(self, measured: tuple[list, list, list], epoch: int, record: dict, path: Path):
-        """Update the figure with what measure() returned and save it as a PNG."""
+        """Update the figure with what measure() returned and save it as a PNG.
+
+        Only the node colours, the links and the title change from one picture to the next.
+        So the rest (axes, labels, legends, colour bar) is drawn once and kept as an image;
+        each picture pastes that image back and draws just the changing parts on top of it
+        ("blitting"): three times faster than drawing the whole figure again."""
         import networkx as nx
+        from PIL import Image
         node_colors, edges, values = measured
+        canvas = self.fig.canvas
+        if self.background is None:
+            for artist in (self.node_artist, self.title):
+                artist.set_visible(False)
+            canvas.draw()
+            self.background = canvas.copy_from_bbox(self.fig.bbox)
+            for artist in (self.node_artist, self.title):
+                artist.set_visible(True)
         self.node_artist.set_facecolor(node_colors)
         if self.link_artist is not None:
             self.link_artist.remove()
@@ -1483,14 +1541,324 @@ class EpochPictures:
             edge_color=["tab:blue" if v > 0 else "tab:red" for v in values])
         self.title.set_text(f"Epoch {epoch}/{self.cfg.epochs}     train loss {record['train_loss']:.3f}     "
                             f"validation loss {record['val_loss']:.3f}")
-        self.fig.savefig(path)
+        canvas.restore_region(self.background)
+        for artist in (self.node_artist, self.link_artist, *self.over_links, self.title):
+            self.fig.draw_artist(artist)
+        width, height = canvas.get_width_height()
+        image = Image.frombuffer("RGBA", (width, height), bytes(canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
+        image.convert("RGB").save(path)
+        self.frames.append(image.convert("RGB").resize((round(width * 0.6), round(height * 0.6)), Image.LANCZOS)
+                           .quantize(colors=128))  # a smaller frame for evolution.gif
 
     def draw(self, model: TransformerLM, epoch: int, record: dict, path: Path):
         self.render(self.measure(model), epoch, record, path)
 
 
+def new_figure(width: float, height: float, dpi: int = 90):
+    """A matplotlib figure that is not attached to any window (no pyplot): fast, thread-free."""
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height), dpi=dpi)
+
+
+def draw_loss(history: list[dict], snapshots: list[int], path: Path, test_loss: float | None = None):
+    """loss.png: train and validation loss per epoch, the learning rate on a second axis."""
+    from matplotlib.lines import Line2D
+    epochs = [r["epoch"] for r in history]
+    best = min(history, key=lambda r: r["val_loss"])
+    fig = new_figure(9, 4.8)
+    ax = fig.subplots()
+    for epoch in snapshots:
+        ax.axvline(epoch, color="0.88", lw=1, zorder=0)
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, color="tab:blue", label="train loss")
+    ax.plot(epochs, [r["val_loss"] for r in history], "o-", ms=3, color="tab:orange", label="validation loss")
+    ax.plot([best["epoch"]], [best["val_loss"]], "*", ms=14, color="tab:orange", mec="black",
+            label=f"best epoch {best['epoch']}: {best['val_loss']:.3f} (kept in model.pt)")
+    if test_loss is not None:
+        ax.plot([best["epoch"]], [test_loss], "D", ms=7, color="tab:red", mec="black",
+                label=f"test loss of that model: {test_loss:.3f}")
+    ax.set_xlabel("epoch", fontsize=11)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("cross-entropy loss (nats per character)", fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.grid(axis="y", color="0.92")
+    lr_axis = ax.twinx()
+    lr_axis.plot(epochs, [r["lr"] for r in history], "--", color="0.45", lw=1.2)
+    lr_axis.set_ylabel("learning rate at the end of the epoch", fontsize=11, color="0.35")
+    lr_axis.tick_params(labelsize=10, colors="0.35")
+    lr_axis.set_ylim(0, max(r["lr"] for r in history) * 1.1)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], ls="--", color="0.45", label="learning rate (right axis)")]
+    if snapshots:
+        handles += [Line2D([], [], color="0.88", lw=2, label="epochs with an epoch_<N>.png")]
+    ax.legend(handles=handles, fontsize=10, loc="upper right", framealpha=0.95)
+    ax.set_title("Loss per epoch: the gap between the curves is what the model learned by heart", fontsize=12)
+    fig.subplots_adjust(left=0.09, right=0.9, top=0.92, bottom=0.11)
+    fig.savefig(path)
+
+
+def pick_example(lines: list[str], length: int = 32) -> str:
+    """A real line of about `length` characters to draw attention for (the first such)."""
+    return min(lines, key=lambda line: abs(len(line) - length))[:length + 16]  # min keeps the first of ties
+
+
+@torch.no_grad()
+def attention_maps(model: TransformerLM, tokenizer: CharTokenizer, text: str) -> tuple[list[str], list[torch.Tensor]]:
+    """The characters the model reads for `text` (⏎ first) and, per layer, the (H, T, T)
+    attention weights it computes for them: what attention_layer<L>.png draws."""
+    ids = [tokenizer.eol_id] + tokenizer.encode(text)
+    ids = ids[:model.context]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    _, weights = model(torch.tensor([ids], device=device), return_attention=True)  # N x (1, H, T, T)
+    model.train(was_training)
+    return [tokenizer.chars[i] for i in ids], [w[0].float().cpu() for w in weights]  # N x (H, T, T)
+
+
+def head_habits(weights: torch.Tensor, chars: list[str]) -> list[tuple[str, float]]:
+    """For each head of one layer, (its main habit, the mean weight it gives to it): the
+    character itself, the one 1, 2 or 3 places back, the last space (where the current word
+    began) or the ⏎ that starts the line, averaged over the rows t >= 4; 'spread out' when no
+    habit takes a quarter of the weight."""
+    H, T, _ = weights.shape
+    rows = torch.arange(4, T)
+    last_space = torch.tensor([max((s for s in range(t) if chars[s] == " "), default=-1) for t in range(T)])
+    spaced = rows[last_space[rows] >= 0]  # rows with a space somewhere before them
+    habits = []
+    for h in range(H):
+        w = weights[h]
+        shares = {"itself": float(w[rows, rows].mean()),
+                  "the previous character": float(w[rows, rows - 1].mean()),
+                  "the character 2 back": float(w[rows, rows - 2].mean()),
+                  "the character 3 back": float(w[rows, rows - 3].mean()),
+                  "the last space (where the word began)":
+                      float(w[spaced, last_space[spaced]].mean()) if len(spaced) else 0.0,
+                  "the ⏎ that starts the line": float(w[rows, 0].mean())}
+        name = max(shares, key=shares.get)
+        habits.append((name, shares[name]) if shares[name] >= 0.25 else ("spread out", shares[name]))
+    return habits
+
+
+def draw_attention(chars: list[str], weights: torch.Tensor, layer: int, path: Path):
+    """attention_layer<L>.png: one heatmap per head, the causal triangle visible."""
+    import matplotlib
+    H, T, _ = weights.shape
+    labels = [show(c) for c in chars]
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.93")  # grey above the diagonal: the future
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    fig = new_figure(4.4 * H + 1.0, 5.4)
+    axes = fig.subplots(1, H, squeeze=False)[0]
+    fig.subplots_adjust(left=0.035, right=0.935, top=0.86, bottom=0.1, wspace=0.1)
+    habits = head_habits(weights, chars)
+    for h, ax in enumerate(axes):
+        shown = weights[h].masked_fill(future, float("nan")).numpy()
+        image = ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        # The characters as plain text beside the cells (matplotlib's tick objects would
+        # cost four times as long to draw): below every map, left of the first one only.
+        below = ax.get_xaxis_transform()  # x in data units, y in axes units
+        for i, label in enumerate(labels):
+            ax.text(i, -0.01, label, transform=below, ha="center", va="top", fontsize=9)
+        if h == 0:
+            beside = ax.get_yaxis_transform()  # x in axes units, y in data units
+            for i, label in enumerate(labels):
+                ax.text(-0.01, i, label, transform=beside, ha="right", va="center", fontsize=9)
+            ax.set_ylabel("the character that looks (query position t)", fontsize=10, labelpad=14)
+        ax.set_xlabel("looks at (key position s)", fontsize=10, labelpad=14)
+        name, share = habits[h]
+        ax.set_title(f"head {h + 1}: {name}" + (f" ({share:.0%})" if name != "spread out" else ""), fontsize=11)
+    bar = fig.colorbar(image, cax=fig.add_axes([0.95, 0.18, 0.01, 0.6]))
+    bar.set_label("attention weight (each row sums to 1)", fontsize=10)
+    bar.ax.tick_params(labelsize=9)
+    fig.suptitle(f"Layer {layer}: where each character of \u201c{''.join(chars[1:])}\u201d looks; "
+                 f"grey = the future, masked", fontsize=12)
+    fig.savefig(path)
+
+
+def draw_positional_encoding(pe: torch.Tensor, path: Path, dims=(0, 10, 20, 40)):
+    """positional_encoding.png: the (T, C) matrix as a heatmap and a few columns as curves."""
+    T, C = pe.shape
+    dims = [d for d in dims if d < C]
+    fig = new_figure(12, 4.8)
+    heat, curves = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+    image = heat.imshow(pe.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    heat.set_xlabel("dimension i of the vector", fontsize=11)
+    heat.set_ylabel("position in the sequence", fontsize=11)
+    heat.tick_params(labelsize=10)
+    heat.set_title("PE(pos, i): fast waves on the left, slow on the right", fontsize=11)
+    bar = fig.colorbar(image, ax=heat, fraction=0.05, pad=0.02)
+    bar.ax.tick_params(labelsize=9)
+    for d in dims:  # even dimensions: the sines
+        period = 2 * math.pi * 10000 ** (d / C)
+        curves.plot(range(T), pe[:, d].numpy(), lw=1.8,
+                    label=f"dimension {d}: sin(pos / 10000^({d}/{C})), one turn every {period:,.0f} positions")
+    curves.set_xlabel("position in the sequence", fontsize=11)
+    curves.set_ylabel("value added to that dimension", fontsize=11)
+    curves.tick_params(labelsize=10)
+    curves.set_ylim(-1.15, 1.9)
+    curves.legend(fontsize=9, loc="upper right", framealpha=0.95)
+    curves.set_title("A few columns: each pair of dimensions is a wave of its own frequency", fontsize=11)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.92, bottom=0.11, wspace=0.32)
+    fig.savefig(path)
+
+
+def pca_2d(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V, C) rows -> ((V, 2) coordinates on the two main directions, (2,) share of the
+    variance each explains). torch.pca_lowrank with q = min(V, C) is an exact PCA; its signs
+    are fixed so that the largest coordinate on each axis is positive (same picture every run)."""
+    matrix = matrix.detach().float().cpu()
+    with torch.random.fork_rng(devices=[]):  # pca_lowrank draws random numbers: keep training's untouched
+        torch.manual_seed(0)
+        U, S, V = torch.pca_lowrank(matrix, q=min(matrix.shape), center=True)  # V: (C, q)
+    xy = (matrix - matrix.mean(dim=0)) @ V[:, :2]  # (V, C) @ (C, 2) -> (V, 2)
+    flip = torch.sign(xy.gather(0, xy.abs().argmax(dim=0, keepdim=True)))  # (1, 2)
+    explained = S[:2] ** 2 / (S ** 2).sum()  # (2,)
+    return xy * flip, explained
+
+
+VOWELS = set("aeiouáéíóúüAEIOUÁÉÍÓÚÜ")
+
+
+def character_kind(c: str) -> str:
+    if c in VOWELS:
+        return "vowel"
+    if c.isalpha():
+        return "consonant"
+    if c in (" ", EOL):
+        return "space or ⏎"
+    if unicodedata.category(c).startswith("P"):
+        return "punctuation"
+    return "other"
+
+
+KIND_COLORS = {"vowel": "tab:red", "consonant": "tab:blue", "punctuation": "tab:green",
+               "space or ⏎": "black", "other": "tab:purple"}
+
+
+def draw_embeddings(tokenizer: CharTokenizer, before: torch.Tensor, after: torch.Tensor, path: Path):
+    """embeddings.png: the embedding table in 2-D by PCA, at the start and end of training."""
+    from matplotlib.lines import Line2D
+    fig = new_figure(13, 6.2)
+    axes = fig.subplots(1, 2)
+    kinds = [character_kind(c) for c in tokenizer.chars]
+    for ax, table, when in zip(axes, (before, after), ("at the start of training", "at the end of training")):
+        xy, explained = pca_2d(table)
+        for (x, y), c, kind in zip(xy.tolist(), tokenizer.chars, kinds):
+            ax.text(x, y, show(c), color=KIND_COLORS[kind], fontsize=11, ha="center", va="center",
+                    fontweight="bold" if kind == "vowel" else "normal")
+        pad = 0.08 * float((xy.max(0).values - xy.min(0).values).max())
+        ax.set_xlim(float(xy[:, 0].min()) - pad, float(xy[:, 0].max()) + pad)
+        ax.set_ylim(float(xy[:, 1].min()) - pad, float(xy[:, 1].max()) + pad)
+        ax.set_xlabel(f"first principal direction ({explained[0]:.0%} of the variance)", fontsize=10)
+        ax.set_ylabel(f"second principal direction ({explained[1]:.0%})", fontsize=10)
+        ax.tick_params(labelsize=9)
+        ax.set_title(f"Character embeddings {when}", fontsize=12)
+    axes[1].legend(handles=[Line2D([], [], ls="", marker="s", color=color, label=kind)
+                            for kind, color in KIND_COLORS.items() if kind in kinds],
+                   fontsize=10, loc="upper right", framealpha=0.9)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.94, bottom=0.09, wspace=0.15)
+    fig.savefig(path)
+
+
+def nearest_characters(tokenizer: CharTokenizer, table: torch.Tensor, char: str, k: int = 3) -> list[str]:
+    """The k characters whose embedding vectors point most nearly the same way as char's."""
+    unit = F.normalize(table.detach().float().cpu(), dim=1)  # (V, C), rows of length 1
+    similarity = unit @ unit[tokenizer.ids[char]]  # (V, C) @ (C,) -> (V,) cosine similarities
+    order = similarity.argsort(descending=True).tolist()
+    return [tokenizer.chars[i] for i in order if tokenizer.chars[i] != char][:k]
+
+
+def write_evolution_gif(frames: list, path: Path, ms_per_frame: int = 800):
+    """evolution.gif: the epoch pictures as an animation, written by Pillow (the image library
+    matplotlib itself uses) from the frames EpochPictures kept. The last frame stays on
+    screen three times as long."""
+    durations = [ms_per_frame] * (len(frames) - 1) + [3 * ms_per_frame]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+
+
+def gallery(files: list[str], facts: dict) -> str:
+    """outputs/README.md: every file of the run, with how to read it. Only files in `files`
+    (those the run wrote) are shown or linked."""
+    lines = ["# What the model wrote: a gallery", "",
+             f"Written by `python LLM.py` on {facts['data']}: {facts['summary']}. Every file below "
+             f"is rebuilt by each run; the same seed on the same machine gives the same files.", ""]
+
+    def section(title, body, image=None):
+        lines.extend([f"## {title}", ""])
+        if image:
+            lines.extend([f"![{title}]({image})", ""])
+        lines.extend([body, ""])
+
+    if "loss.png" in files:
+        section("loss.png: learning, epoch by epoch", (
+            "Train loss (blue) and validation loss (orange) per epoch, in nats per character; the grey "
+            "dashed line is the learning rate (right axis): the short warm-up, then the cosine down to a "
+            "tenth. The star is the best epoch, the one kept in model.pt"
+            + (", and the red diamond the test loss of that model, measured once at the end" if facts.get("test_loss")
+               else "") + f". Here the best validation loss is {facts['best_val']:.3f} at epoch "
+            f"{facts['best_epoch']}. What to look for: both curves fall fast in the first epochs (spelling "
+            f"is easy), then slowly; when the validation curve stops falling while the training curve goes on, "
+            f"the model is learning the training lines by heart, and early stopping ends the run."),
+            "loss.png")
+    for name in sorted((f for f in files if f.startswith("attention_layer")), key=lambda f: int(f[15:-4])):
+        layer = int(name[15:-4])
+        habits = facts["habits"][layer - 1]
+        told = "; ".join(f"head {h + 1} spreads its weight, no habit above 25%" if what == "spread out" else
+                         f"head {h + 1} looks mostly at {what} ({share:.0%} of its weight)"
+                         for h, (what, share) in enumerate(habits))
+        section(f"{name}: where layer {layer} looks", (
+            f"The attention weights of the {len(habits)} heads of layer {layer} while the model reads "
+            f"\u201c{facts['example']}\u201d. Row t is the character that looks, column s where it looks; each "
+            f"row adds up to 1, and the grey triangle above the diagonal is the future, which the causal mask "
+            f"hides. A bright diagonal just below the main one means 'look at the previous character', a "
+            f"bright first column 'look at the start of the line'. In this run: {told}."), name)
+    if "positional_encoding.png" in files:
+        section("positional_encoding.png: how the model knows where a character stands", (
+            "Left, the matrix PE(pos, i) that section 4 adds to every character's vector: one row per "
+            "position, one column per dimension. Right, a few columns as curves: dimension 0 is "
+            "sin(pos), a turn every 6.3 positions; higher dimensions are slower waves. No two rows are "
+            "alike, so every position has a fingerprint, and nearby positions have similar ones. "
+            "Nothing here is learned: it is the same picture for every run with the same width."),
+            "positional_encoding.png")
+    if "embeddings.png" in files:
+        section("embeddings.png: what the model learned about each character", (
+            "Every character's embedding vector, projected to 2-D along the two directions in which the "
+            "vectors differ most (PCA). At the start the vectors are random and the characters are "
+            "mixed; at the end characters that play the same role sit together (colours: vowels, "
+            "consonants, punctuation, space). In this run the characters whose vectors point most nearly "
+            f"the same way as 'a' are {facts['near_a']}, and as '.' are {facts['near_dot']}. Two "
+            "directions show only part of the picture: the axis labels say how much of the spread they hold."),
+            "embeddings.png")
+    epochs = sorted((f for f in files if f.startswith("epoch_")), key=lambda f: int(f[6:-4]))
+    if epochs:
+        section("epoch_N.png: the network, epoch by epoch", (
+            "Left, the architecture as a graph, read from top to bottom; node area = number of "
+            "parameters, colour = how much those weights changed since the previous picture "
+            "(||ΔW|| / ||W||, log scale): bright early, darker as learning settles. Right, the direct "
+            "path head(norm(embedding)): which next character each frequent character makes more (blue) "
+            "or less (red) likely, before any layer helps. Files: "
+            + ", ".join(f"[{f}]({f})" for f in epochs) + "."), epochs[-1])
+    if "evolution.gif" in files:
+        section("evolution.gif: the epoch pictures as a film",
+                "The same pictures one after the other, same layout and colour scale, the last held "
+                "longer: watch the colours cool down and the character links grow.", "evolution.gif")
+    texts = [("parameters.txt", "every parameter tensor: its shape, count and role, the formulas that "
+                                "give the counts, and statistics of each tensor after training"),
+             ("table.txt", "every character the model wrote for the samples: what it saw, its top "
+                           "candidates with their probabilities, the random draw and the choice"),
+             ("model.pt", "the checkpoint (best epoch): weights, settings and vocabulary; not kept in "
+                          "git, use it with `python LLM.py --chat`, `--generate`, `--eval` or `--resume`")]
+    # model.pt is not kept in git, so it is named but not linked: every link must lead somewhere
+    listed = [(f"- `{name}`" if name == "model.pt" else f"- [{name}]({name})") + f": {what}."
+              for name, what in texts if name in files]
+    if listed:
+        section("Text files", "\n".join(listed))
+    return "\n".join(lines).rstrip() + "\n"
+
+
 # %% ==========================================================================
-# 12. CHAT: talking to the model
+# 13. CHAT: talking to the model
 # =============================================================================
 # `python LLM.py --chat` loads the checkpoint and waits: type the start of a proverb,
 # the model completes it. Slash commands change the sampling on the fly, and /train
@@ -1686,7 +2054,7 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
 
 
 # %% ==========================================================================
-# 13. COMMAND LINE AND THE WHOLE RUN
+# 14. COMMAND LINE AND THE WHOLE RUN
 # =============================================================================
 # Every Config field becomes a flag (d_model -> --d-model), with the field's explanation
 # as its --help text. Errors the user can fix are printed as one line, `error: ...`, and
@@ -1824,6 +2192,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
         f"{'bf16 autocast' if uses_bf16(cfg, device) else 'fp32'}, optimizer: {cfg.optimizer}")
 
     pictures = EpochPictures(model, data.tokenizer, data.train_text, cfg) if cfg.snapshot else None
+    initial_embedding = model.token_embedding.weight.detach().float().cpu().clone()  # (V, C), for embeddings.png
     drawn = []
 
     def on_epoch_end(epoch, record):
@@ -1852,10 +2221,59 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     known, written = corpus_word_share(samples, text_lines(text))
     log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
     (out / "table.txt").write_text(sampling_table(samples, cfg), encoding="utf-8")
+
+    started = time.perf_counter()
+    files = draw_pictures(model, data, cfg, history, drawn, pictures, initial_embedding, test_loss, out)
+    files += [p.name for p in drawn] + ["parameters.txt", "table.txt", "model.pt"]
+    (out / "README.md").write_text(gallery(files, gallery_facts(model, data, cfg, history, test_loss)),
+                                   encoding="utf-8")
+    pictures_seconds = time.perf_counter() - started
     log(f"wrote {out}/: model.pt (epoch {best['epoch']}, best validation loss {best['val_loss']:.3f}), "
-        f"parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else ""))
+        f"parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else "")
+        + "".join(f", {name}" for name in files if not name.startswith("epoch_") and name.endswith((".png", ".gif")))
+        + f" and README.md, the gallery ({pictures_seconds:.1f} s for the pictures after training)")
     return {"history": history, "samples": [s[1] for s in samples], "model": model,
-            "tokenizer": data.tokenizer, "test_loss": test_loss}
+            "tokenizer": data.tokenizer, "test_loss": test_loss, "files": files}
+
+
+def draw_pictures(model, data: Data, cfg: Config, history: list[dict], drawn: list[Path], pictures,
+                  initial_embedding: torch.Tensor, test_loss: float | None, out: Path) -> list[str]:
+    """The pictures of section 12 that cfg.pictures asks for; returns the file names."""
+    files = []
+    if "loss" in cfg.pictures:
+        draw_loss(history, [int(p.stem[6:]) for p in drawn], out / "loss.png", test_loss)
+        files.append("loss.png")
+    if "attention" in cfg.pictures:
+        chars, weights = attention_maps(model, data.tokenizer, pick_example(data.train_text))
+        for layer, layer_weights in enumerate(weights, 1):
+            draw_attention(chars, layer_weights, layer, out / f"attention_layer{layer}.png")
+            files.append(f"attention_layer{layer}.png")
+    if "positions" in cfg.pictures:
+        draw_positional_encoding(model.positional_encoding.cpu(), out / "positional_encoding.png")
+        files.append("positional_encoding.png")
+    if "embeddings" in cfg.pictures:
+        draw_embeddings(data.tokenizer, initial_embedding, model.token_embedding.weight, out / "embeddings.png")
+        files.append("embeddings.png")
+    if "evolution" in cfg.pictures and pictures is not None and pictures.frames:
+        write_evolution_gif(pictures.frames, out / "evolution.gif")
+        files.append("evolution.gif")
+    return files
+
+
+def gallery_facts(model, data: Data, cfg: Config, history: list[dict], test_loss: float | None) -> dict:
+    """The numbers outputs/README.md quotes, read from this run."""
+    best = min(history, key=lambda r: r["val_loss"])
+    example = pick_example(data.train_text)
+    chars, weights = attention_maps(model, data.tokenizer, example)
+    table = model.token_embedding.weight
+    near = lambda c: (", ".join(f"'{show(n)}'" for n in nearest_characters(data.tokenizer, table, c))
+                      if c in data.tokenizer.ids else "(not in this text)")
+    return {"data": f"`{Path(cfg.data).name}`",
+            "summary": (f"{data.n_chars:,} characters read in {data.mode} mode, a model of "
+                        f"{count_parameters(model):,} parameters, {len(history)} epochs"),
+            "best_val": best["val_loss"], "best_epoch": best["epoch"], "test_loss": test_loss,
+            "example": example, "habits": [head_habits(w, chars) for w in weights],
+            "near_a": near("a"), "near_dot": near(".")}
 
 
 def evaluate_checkpoint(cfg: Config, checkpoint: Path, data_file: str | None, log=print) -> float:
