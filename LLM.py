@@ -2217,7 +2217,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
         completion = generate(model, data.tokenizer, prompt, cfg.max_chars, cfg.temperature, cfg.top_k,
                               cfg.top_p, cfg.greedy, generator, steps, stop_at_eol=data.mode == "line")
         samples.append((prompt, completion, steps))
-        log(f"      {completion}")
+        log("      " + completion.replace(EOL, EOL + "      "))  # stream mode writes several lines
     known, written = corpus_word_share(samples, text_lines(text))
     log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
     (out / "table.txt").write_text(sampling_table(samples, cfg), encoding="utf-8")
