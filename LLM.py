@@ -280,7 +280,7 @@ def read_corpus(path: str | Path) -> list[str]:
 
 def choose_mode(text: str, context: int) -> tuple[str, str]:
     """('line' or 'stream', the reason in words) for Config.mode == 'auto'."""
-    rows = text.strip().split(EOL)
+    rows = text[:1_000_000].strip().split(EOL)  # the first million characters tell the kind of text
     blank = sum(not row.strip() for row in rows)
     fitting = sum(len(row.strip()) + 1 < context for row in rows if row.strip())
     filled = len(rows) - blank
@@ -300,17 +300,51 @@ class UnknownCharacterError(UserError):
     """Raised when a text contains characters outside the vocabulary."""
 
 
+def code_points(text: str, chunk: int = 1 << 22):
+    """The Unicode code points of text as int32 tensors, a few million at a time: a 100 MB
+    text is never held as one 400 MB tensor of 32-bit numbers."""
+    for start in range(0, len(text), chunk):
+        yield torch.frombuffer(bytearray(text[start:start + chunk].encode("utf-32-le")), dtype=torch.int32)
+
+
+def distinct_characters(text: str) -> set[str]:
+    """set(text), computed in C: count each code point with bincount, keep those seen."""
+    seen = torch.zeros(0, dtype=torch.long)
+    for points in code_points(text):
+        counts = torch.bincount(points)  # (largest code point + 1,)
+        seen = torch.cat([seen, torch.zeros(max(0, len(counts) - len(seen)), dtype=torch.long)])
+        seen[:len(counts)] += counts
+    return {chr(c) for c in seen.nonzero().flatten().tolist()}
+
+
 class CharTokenizer:
     """Characters <-> integer ids. The vocabulary is built from the corpus itself."""
 
     def __init__(self, chars):
-        self.chars = sorted(set(chars) | {EOL})  # id -> character; sorted, so ids are reproducible
+        chars = distinct_characters(chars) if isinstance(chars, str) and len(chars) > 100_000 else set(chars)
+        self.chars = sorted(chars | {EOL})  # id -> character; sorted, so ids are reproducible
         self.ids = {c: i for i, c in enumerate(self.chars)}  # character -> id
         self.eol_id = self.ids[EOL]
 
     @classmethod
     def from_lines(cls, lines: list[str]) -> "CharTokenizer":
         return cls("".join(lines))
+
+    def encode_tensor(self, text: str) -> torch.Tensor:
+        """encode(text) for long texts, vectorized: (N,) ids in the smallest integer type.
+        A table maps every code point to its id (-1 when unknown); indexing it with the
+        code points of a chunk encodes the chunk in one operation."""
+        lookup = torch.full((max(map(ord, self.chars)) + 2,), -1, dtype=torch.int32)  # code point -> id
+        lookup[torch.tensor([ord(c) for c in self.chars])] = torch.arange(len(self.chars), dtype=torch.int32)
+        ids = torch.empty(len(text), dtype=smallest_int_dtype(self.vocab_size))  # (N,)
+        start = 0
+        for points in code_points(text):
+            chunk = lookup[points.clamp(max=len(lookup) - 1)]  # beyond the table: the -1 in its last slot
+            if (chunk < 0).any():
+                self.encode(text[start:start + len(points)])  # names the unknown characters
+            ids[start:start + len(points)] = chunk.to(ids.dtype)
+            start += len(points)
+        return ids
 
     @property
     def vocab_size(self) -> int:
@@ -398,7 +432,7 @@ class StreamSplit:
         """Non-overlapping (input, target) windows starting at offset; with tail, also the
         shorter last window, so that every target of the block is counted once."""
         T = self.context
-        body = self.ids[offset:].long()  # (N - offset,)
+        body = self.ids[offset:]  # (N - offset,) still in its small integer type: batches() widens it
         n = (len(body) - 1) // T
         inputs = body[:n * T].view(n, T)  # (n, T)
         targets = body[1:n * T + 1].view(n, T)  # (n, T): the same text, one character later
@@ -413,8 +447,10 @@ def smallest_int_dtype(vocab_size: int) -> torch.dtype:
     return torch.uint8 if vocab_size <= 256 else torch.int16 if vocab_size <= 32767 else torch.int32
 
 
+
+
 def encode_stream(text: str, tokenizer: CharTokenizer, context: int) -> StreamSplit:
-    return StreamSplit(torch.tensor(tokenizer.encode(text), dtype=smallest_int_dtype(tokenizer.vocab_size)), context)
+    return StreamSplit(tokenizer.encode_tensor(text), context)
 
 
 def batches(split: LineSplit | StreamSplit, batch_size: int, generator: torch.Generator | None = None):
@@ -429,14 +465,15 @@ def batches(split: LineSplit | StreamSplit, batch_size: int, generator: torch.Ge
     if isinstance(split, StreamSplit):
         if generator is None:
             for inputs, targets in split.windows(0, tail=True):  # (n, T)
-                yield from zip(inputs.split(batch_size), targets.split(batch_size))  # (B, T) each
+                for x, y in zip(inputs.split(batch_size), targets.split(batch_size)):
+                    yield x.long(), y.long()  # (B, T) each, as the int64 that embeddings want
             return
         largest = min(split.context - 1, len(split.ids) - 2 - split.context)  # leave at least one window
         offset = int(torch.randint(largest + 1, (), generator=generator))
         inputs, targets = split.windows(offset)[0]  # (n, T)
         order = torch.randperm(len(inputs), generator=generator)  # (n,)
         for rows in order.split(batch_size):  # rows: (B,)
-            yield inputs[rows], targets[rows]  # (n, T) -> (B, T)
+            yield inputs[rows].long(), targets[rows].long()  # (n, T) -> (B, T)
         return
     if generator is None:
         order = torch.arange(len(split))
@@ -460,7 +497,7 @@ class Data:
     train: LineSplit | StreamSplit
     val: LineSplit | StreamSplit
     test: LineSplit | StreamSplit | None  # None when test_fraction == 0
-    train_text: list[str]  # the training lines (stream mode: the training block, as lines)
+    train_text: list[str]  # the training lines (stream mode: those of the first 200,000 characters)
     n_chars: int  # characters in the whole corpus
     truncated: int = 0  # line mode: lines longer than the context, cut
 
@@ -499,11 +536,14 @@ def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None,
             raise UserError(f"data file {cfg.data} is too short: it has {'a single line' if count == 1 else f'{count} lines'}"
                             f" (line mode needs at least 3: train, validation, test) and in stream mode {stream_needs}")
         raise UserError(f"data file {cfg.data} is too short for stream mode: {stream_needs}")
-    train_text = "".join(line + EOL for line in extra_train) + text[:n_train]
-    return Data(mode, reason, tokenizer, encode_stream(train_text, tokenizer, cfg.context),
-                encode_stream(text[n_train:n_train + n_val], tokenizer, cfg.context),
-                encode_stream(text[n_train + n_val:], tokenizer, cfg.context) if n_test else None,
-                text_lines(train_text), n)
+    # Encode the text once, then cut the blocks as views of the same ids: no copies.
+    extra = "".join(line + EOL for line in extra_train)
+    ids = tokenizer.encode_tensor(extra + text)  # (len(extra) + N,)
+    cut = len(extra) + n_train  # where the validation block starts
+    blocks = ids[:cut], ids[cut:cut + n_val], ids[cut + n_val:]
+    return Data(mode, reason, tokenizer, StreamSplit(blocks[0], cfg.context), StreamSplit(blocks[1], cfg.context),
+                StreamSplit(blocks[2], cfg.context) if n_test else None,
+                text_lines((extra + text[:min(n_train, 200_000)])[:200_000]), n)  # a sample of lines, for the pictures
 
 
 # %% ==========================================================================
@@ -847,20 +887,105 @@ def epoch_generator(cfg: Config, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
+               lr: float, clip: float, cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on one batch: forward, loss, backward, clip, update.
+    Returns (loss, gradient norm before clipping), both still on the device."""
+    with autocast(cfg, device):
+        logits = model(inputs)  # (B, T) -> (B, T, V)
+    loss = sequence_loss(logits, targets)  # (B, T, V) vs (B, T) -> scalar
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # ||g||, then g scaled to at most clip
+    optimizer.step()
+    return loss, norm
+
+
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
+# Scale-out. `torchrun --nproc_per_node=N LLM.py ...` starts N copies of this file; each
+# learns who it is from the environment (RANK, WORLD_SIZE). DistributedDataParallel (DDP)
+# keeps the copies in step: every copy starts from the same weights, trains on its own
+# share of every N consecutive batches, and during backward() the gradients are averaged
+# across the copies (an all-reduce), so every copy takes the very same optimizer step.
+# One step then learns from N batches at once (N times the batch size). Only rank 0 prints
+# and writes files. With one process nothing of this happens: a plain `python LLM.py`.
+
+
+@dataclass
+class Ranks:
+    """Who this process is among the processes training together."""
+    rank: int = 0  # 0 .. world - 1
+    world: int = 1  # number of processes
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def start_distributed(device: torch.device) -> tuple[Ranks, torch.device]:
+    """Join the process group when started by torchrun (gloo on CPU, nccl on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks(), device
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size()), device
+
+
+def my_share(batch_stream, ranks: Ranks):
+    """Of every `world` consecutive batches, the one with this rank's index. An unfinished
+    group at the end is dropped by every rank, so all take the same number of steps."""
+    group = []
+    for batch in batch_stream:
+        group.append(batch)
+        if len(group) == ranks.world:
+            yield group[ranks.rank]
+            group = []
+
+
+def summed_over_ranks(values: list[torch.Tensor], ranks: Ranks) -> list[torch.Tensor]:
+    """The element-wise sum of these scalars over all ranks (themselves with one process)."""
+    if ranks.world == 1:
+        return values
+    import torch.distributed as dist
+    stacked = torch.stack(values)  # (k,)
+    dist.all_reduce(stacked)
+    return list(stacked)
+
+
+def same_weights_everywhere(model: nn.Module, ranks: Ranks) -> bool:
+    """True if every rank holds exactly the same weights (checked, not assumed)."""
+    import torch.distributed as dist
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])  # (P,) on the model's device
+    gathered = [torch.empty_like(flat) for _ in range(ranks.world)]
+    dist.all_gather(gathered, flat)
+    return all(torch.equal(flat, other) for other in gathered)
+
+
 def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Path | None = None,
-          resume: dict | None = None, on_epoch_end=None, log=print, baseline: float = math.inf) -> list[dict]:
+          resume: dict | None = None, on_epoch_end=None, log=print, baseline: float = math.inf,
+          ranks: Ranks = Ranks()) -> list[dict]:
     """Train for up to cfg.epochs, with early stopping; print a progress line per epoch and
     call on_epoch_end(epoch, record). Every new best epoch is saved to `checkpoint`; at the
     end the model holds the best weights. `resume` is the "training" part of a checkpoint:
     training goes on from its epoch and step. An epoch must beat `baseline` (the validation
     loss before training) to count as best. Returns one record per epoch."""
     optimizer = make_optimizer(model, cfg, device)
-    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
+    network = model  # what the forward pass runs through: the model, or DDP around it
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size) // ranks.world
+    total_steps = cfg.epochs * max(1, steps_per_epoch)
     step, first_epoch, history, bad_epochs = 0, 1, [], 0
     best = {"epoch": 0, "val_loss": baseline}
     if resume is not None:
@@ -882,18 +1007,10 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Pat
             # running sums stay on the device: no waiting for the GPU at every step
             loss_sum, tokens, norm_sum, clipped = (torch.zeros((), device=device) for _ in range(4))
             steps = 0
-            for inputs, targets in batches(data.train, cfg.batch_size, epoch_generator(cfg, epoch)):
+            for inputs, targets in my_share(batches(data.train, cfg.batch_size, epoch_generator(cfg, epoch)), ranks):
                 inputs, targets = inputs.to(device), targets.to(device)  # (B, T), (B, T)
-                with autocast(cfg, device):
-                    logits = model(inputs)  # (B, T) -> (B, T, V)
-                loss = sequence_loss(logits, targets)  # (B, T, V) vs (B, T) -> scalar
                 lr = learning_rate(step, total_steps, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # ||g|| before clipping
-                optimizer.step()
+                loss, norm = train_step(network, optimizer, inputs, targets, lr, clip, cfg, device)
                 step += 1
                 steps += 1
                 n = (targets != IGNORE).sum()
@@ -901,6 +1018,8 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Pat
                 tokens += n
                 norm_sum += norm
                 clipped += norm > clip
+            loss_sum, tokens, norm_sum, clipped = summed_over_ranks([loss_sum, tokens, norm_sum, clipped], ranks)
+            steps *= ranks.world
             train_loss = (loss_sum / tokens).item()
             epoch_seconds = time.perf_counter() - epoch_start
             val_loss = evaluate(model, data.val, cfg.batch_size * 4, device, cfg)
@@ -2150,9 +2269,12 @@ def describe_data(data: Data, cfg: Config, log=print):
 
 def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | None = None) -> dict:
     """The whole classroom run: data, model, training, pictures, reports, samples.
-    With `resume` training goes on from that checkpoint; with `init_from` it fine-tunes it."""
-    device = pick_device(cfg.device)
-    out = prepare_output_dir(cfg.out)
+    With `resume` training goes on from that checkpoint; with `init_from` it fine-tunes it.
+    Started by torchrun, every process trains and only rank 0 prints and writes."""
+    ranks, device = start_distributed(pick_device(cfg.device))
+    if not ranks.main:
+        log = lambda *args: None  # noqa: E731  (the other ranks stay silent)
+    out = prepare_output_dir(cfg.out) if ranks.main else Path(cfg.out)
     text = read_text(cfg.data)
     tokenizer, training_state = None, None
     if resume is not None or init_from is not None:
@@ -2189,9 +2311,11 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     log(f"model: {count_parameters(model):,} parameters = V*C + N*(4*C^2 + 2*C*F + F + 9*C) + 2*C + C*V + V "
         f"with V={V}, C={C}, F={F_}, N={N} (details: {out / 'parameters.txt'})")
     log(f"device: {device}, attention path: {cfg.attention}, precision: "
-        f"{'bf16 autocast' if uses_bf16(cfg, device) else 'fp32'}, optimizer: {cfg.optimizer}")
+        f"{'bf16 autocast' if uses_bf16(cfg, device) else 'fp32'}, optimizer: {cfg.optimizer}"
+        + (f"; {ranks.world} processes (DistributedDataParallel), {ranks.world} x {cfg.batch_size} "
+           f"sequences per step" if ranks.world > 1 else ""))
 
-    pictures = EpochPictures(model, data.tokenizer, data.train_text, cfg) if cfg.snapshot else None
+    pictures = EpochPictures(model, data.tokenizer, data.train_text, cfg) if cfg.snapshot and ranks.main else None
     initial_embedding = model.token_embedding.weight.detach().float().cpu().clone()  # (V, C), for embeddings.png
     drawn = []
 
@@ -2200,9 +2324,15 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
             drawn.append(out / f"epoch_{epoch}.png")
             pictures.draw(model, epoch, record, drawn[-1])
 
-    checkpoint = out / "model.pt"
-    history = train(model, data, cfg, device, checkpoint, training_state, on_epoch_end, log)
+    checkpoint = out / "model.pt" if ranks.main else None
+    history = train(model, data, cfg, device, checkpoint, training_state, on_epoch_end, log, ranks=ranks)
     best = min(history, key=lambda r: r["val_loss"])
+    if ranks.world > 1:
+        if not same_weights_everywhere(model, ranks):
+            raise UserError(f"the {ranks.world} processes ended with different weights")
+        log(f"the {ranks.world} processes end with identical weights (compared element by element)")
+        if not ranks.main:
+            return {"history": history, "model": model, "tokenizer": data.tokenizer}
     test_loss = None
     if data.test is not None:
         test_loss = evaluate(model, data.test, cfg.batch_size * 4, device, cfg)
@@ -2218,7 +2348,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
                               cfg.top_p, cfg.greedy, generator, steps, stop_at_eol=data.mode == "line")
         samples.append((prompt, completion, steps))
         log("      " + completion.replace(EOL, EOL + "      "))  # stream mode writes several lines
-    known, written = corpus_word_share(samples, text_lines(text))
+    known, written = corpus_word_share(samples, text_lines(text[:5_000_000]))  # a long text: its first 5 MB
     log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
     (out / "table.txt").write_text(sampling_table(samples, cfg), encoding="utf-8")
 
@@ -2355,6 +2485,10 @@ def main(argv=None) -> int:
             chat(cfg, checkpoint, args.chat_log)
         else:
             run(cfg)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: leave together, cleanly
+                import torch.distributed as dist
+                dist.barrier()  # the other ranks wait here while rank 0 writes the outputs
+                dist.destroy_process_group()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

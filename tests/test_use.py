@@ -55,6 +55,17 @@ def test_stream_split_is_three_contiguous_blocks_of_the_text():
                                         round(len(text) * 0.1), round(len(text) * 0.2)]
 
 
+def test_vectorized_encoding_equals_the_character_by_character_one():
+    text = LLM.read_text(ROOT / "refranes.txt") * 6  # 138,000 characters: the vectorized path
+    tok = LLM.CharTokenizer(text)
+    assert tok.chars == sorted(set(text))  # the vocabulary found by bincount is set(text)
+    ids = tok.encode_tensor(text)
+    assert ids.dtype == torch.uint8 and ids.tolist() == tok.encode(text)
+    assert LLM.smallest_int_dtype(300) == torch.int16 and LLM.smallest_int_dtype(40_000) == torch.int32
+    with pytest.raises(LLM.UnknownCharacterError, match="EURO SIGN"):
+        tok.encode_tensor("No hay € que valga")
+
+
 def test_stream_windows_are_teacher_forced_and_evaluation_counts_every_target_once():
     text = "abcdefghij" * 30
     tok = LLM.CharTokenizer(text)
@@ -303,3 +314,20 @@ def test_an_unwritable_chat_log(capsys, trained, tmp_path):
     (tmp_path / "file").write_text("x")
     one_line_error(capsys, ["--chat", "--checkpoint", str(trained), "--chat-log", str(tmp_path / "file" / "log.txt")],
                    "cannot write the chat log")
+
+
+# --- scale-out ------------------------------------------------------------------------------------
+
+def test_torchrun_with_two_cpu_processes_keeps_the_weights_identical(tmp_path):
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "LLM.py"),
+            "--out", str(tmp_path), "--epochs", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32",
+            "--snapshot", "0", "--pictures", "loss", "--prompts", "No hay", "--max-chars", "20"]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "2 processes (DistributedDataParallel), 2 x 64 sequences per step" in out
+    assert "the 2 processes end with identical weights" in out
+    assert out.count("epoch   1/2") == 1 and out.count("wrote ") == 1  # rank 0 alone prints and writes
+    steps = len(LLM.prepare_data(LLM.read_text(ROOT / "refranes.txt"), LLM.Config()).train)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert payload["training"]["step"] == 2 * (math.ceil(steps / 64) // 2)  # each step took 2 batches
