@@ -1010,7 +1010,10 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Pat
             loss_sum, tokens, norm_sum, clipped = (torch.zeros((), device=device) for _ in range(4))
             steps = 0
             for inputs, targets in my_share(batches(data.train, cfg.batch_size, epoch_generator(cfg, epoch)), ranks):
-                inputs, targets = inputs.to(device), targets.to(device)  # (B, T), (B, T)
+                if device.type == "cuda":  # page-locked memory: the copy to the GPU runs while it computes
+                    inputs, targets = inputs.pin_memory(), targets.pin_memory()
+                inputs = inputs.to(device, non_blocking=True)  # (B, T)
+                targets = targets.to(device, non_blocking=True)  # (B, T)
                 lr = learning_rate(step, total_steps, cfg)
                 loss, norm = train_step(network, optimizer, inputs, targets, lr, clip, cfg, device)
                 step += 1
