@@ -17,3 +17,11 @@ def one_line_error(capsys, argv, *expected):
     for word in expected:
         assert word in err, err
     return err
+
+
+def run_into(tmp_path_factory, name, argv):
+    """Run LLM.main(argv) into a fresh folder (for module-scoped fixtures); returns the folder."""
+    import LLM
+    out = tmp_path_factory.mktemp(name)
+    assert LLM.main(list(argv) + ["--out", str(out)]) == 0
+    return out

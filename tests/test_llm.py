@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import LLM
-from conftest import ROOT, one_line_error
+from conftest import ROOT, one_line_error, run_into
 
 
 def tiny_config(**changes) -> LLM.Config:
@@ -250,9 +250,7 @@ TINY_RUN = ["--epochs", "2", "--snapshot", "1", "--d-model", "16", "--heads", "2
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert LLM.main(TINY_RUN + ["--out", str(out)]) == 0
-    return out
+    return run_into(tmp_path_factory, "run", TINY_RUN)
 
 
 def test_tiny_run_writes_every_output(tiny_run):

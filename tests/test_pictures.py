@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import LLM
-from conftest import ROOT, one_line_error
+from conftest import one_line_error, run_into
 
 TINY = ["--epochs", "2", "--snapshot", "1", "--d-model", "16", "--heads", "2", "--layers", "2", "--d-ff", "32",
         "--max-chars", "20", "--prompts", "No hay"]
@@ -13,9 +13,7 @@ TINY = ["--epochs", "2", "--snapshot", "1", "--d-model", "16", "--heads", "2", "
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pictures")
-    assert LLM.main(TINY + ["--out", str(out)]) == 0
-    return out
+    return run_into(tmp_path_factory, "pictures", TINY)
 
 
 def test_one_attention_picture_per_layer_and_a_gallery_that_links_only_real_files(run):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import LLM
-from conftest import ROOT, one_line_error
+from conftest import ROOT, one_line_error, run_into
 
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--snapshot", "0",
         "--max-chars", "20", "--prompts", "No hay"]
@@ -25,9 +25,7 @@ def tiny_config(**changes) -> LLM.Config:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained 3 epochs on the proverbs: outputs/model.pt and what was printed."""
-    out = tmp_path_factory.mktemp("trained")
-    assert LLM.main(TINY + ["--epochs", "3", "--out", str(out)]) == 0
-    return out / "model.pt"
+    return run_into(tmp_path_factory, "trained", TINY + ["--epochs", "3"]) / "model.pt"
 
 
 def weights(path):
