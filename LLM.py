@@ -2112,7 +2112,11 @@ class Chat:
     def train(self, epochs: int):
         """/train: more epochs on the corpus plus the typed lines, then save the model."""
         cfg = self.trained_cfg
-        logged = read_text(self.chat_log).split(EOL) if self.chat_log and self.chat_log.stat().st_size else []
+        try:
+            logged = read_text(self.chat_log).split(EOL) if self.chat_log and self.chat_log.stat().st_size else []
+        except UserError as e:  # the log was edited into something unreadable: say so, keep chatting
+            self.log(f"  cannot read the chat log: {e}")
+            return
         typed = list(dict.fromkeys(line.strip() for line in logged + self.typed if line.strip()))
         if not typed:
             self.log("  nothing typed yet: type some lines (whole proverbs teach best), then /train")
