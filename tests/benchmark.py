@@ -14,6 +14,7 @@ Rows:
   default run           wall time and peak memory of `python LLM.py`, in a fresh process
   train <shape>         tokens/s of LLM.py (fast attention and the hand-written one) and of
                         the nn.TransformerEncoder reference, at nanoGPT's CPU and GPU shapes
+                        (the GPU shape only on a GPU, or with --all-shapes: then in fp32)
   tokenize              reading and encoding a 100 MB text (tiny Shakespeare repeated):
                         seconds, and peak memory as a multiple of the file size
   generate              characters per second for one sample, and the time of one step with
@@ -91,7 +92,7 @@ def tokens_per_second(model, cfg: LLM.Config, ids: torch.Tensor, device, steps: 
         rows = torch.stack([ids[s:s + T + 1] for s in starts.tolist()]).long()  # (B, T + 1)
         return rows[:, :-1].to(device, non_blocking=True), rows[:, 1:].to(device, non_blocking=True)
 
-    warmup = 3
+    warmup = 3 if steps >= 10 else 1
     for i in range(warmup + steps):
         if i == warmup:
             sync(device)
@@ -104,6 +105,8 @@ def tokens_per_second(model, cfg: LLM.Config, ids: torch.Tensor, device, steps: 
 def train_rows(shape: str, device, steps: int, ids: torch.Tensor, vocab_size: int) -> list[tuple[str, str]]:
     spec = dict(SHAPES[shape])
     nanogpt = spec.pop("nanogpt")
+    if device.type != "cuda":
+        spec["precision"] = "fp32"  # bf16 autocast is ten times slower on a CPU without bf16 arithmetic
     cfg = LLM.Config(**spec, lr=1e-3)
     rows = []
     speeds = {}
