@@ -278,7 +278,7 @@ def test_tiny_run_writes_every_output(tiny_run):
 
 def test_parameters_txt_lists_every_tensor_and_the_right_total(tiny_run):
     text = (tiny_run / "parameters.txt").read_text(encoding="utf-8")
-    lines = LLM.read_corpus(ROOT / "refranes.txt")
+    lines = LLM.text_lines(LLM.read_text(ROOT / "refranes.txt"))
     model = LLM.TransformerLM(LLM.CharTokenizer.from_lines(lines).vocab_size,
                               LLM.Config(d_model=16, n_heads=2, n_layers=1, d_ff=32))
     total = sum(p.numel() for p in model.parameters())
