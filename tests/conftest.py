@@ -1,4 +1,4 @@
-"""Make `import LLM` work from the tests, wherever pytest is started from."""
+"""Make `import LLM` work from the tests, wherever pytest is started from; helpers the test files share."""
 import sys
 from pathlib import Path
 

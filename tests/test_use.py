@@ -24,7 +24,7 @@ def tiny_config(**changes) -> LLM.Config:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny model trained 3 epochs on the proverbs: outputs/model.pt and what was printed."""
+    """The checkpoint of a tiny model trained 3 epochs on the proverbs."""
     return run_into(tmp_path_factory, "trained", TINY + ["--epochs", "3"]) / "model.pt"
 
 
@@ -103,9 +103,10 @@ def tiny_data(cfg):
 
 def test_gradient_clipping_caps_the_step_and_reports_the_norm():
     cfg = tiny_config(epochs=1, clip=1e-3, patience=0)
+    data = tiny_data(cfg)
     torch.manual_seed(0)
-    model = LLM.TransformerLM(tiny_data(cfg).tokenizer.vocab_size, cfg)
-    history = LLM.train(model, tiny_data(cfg), cfg, torch.device("cpu"), log=lambda m: None)
+    model = LLM.TransformerLM(data.tokenizer.vocab_size, cfg)
+    history = LLM.train(model, data, cfg, torch.device("cpu"), log=lambda m: None)
     assert history[0]["clipped"] == 1.0 and history[0]["grad_norm"] > 1e-3
     # the clipped gradient has exactly norm `clip`, as the formula g * clip / ||g|| says
     p = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
@@ -326,6 +327,6 @@ def test_torchrun_with_two_cpu_processes_keeps_the_weights_identical(tmp_path):
     assert "2 processes (DistributedDataParallel), 2 x 64 sequences per step" in out
     assert "the 2 processes end with identical weights" in out
     assert out.count("epoch   1/2") == 1 and out.count("wrote ") == 1  # rank 0 alone prints and writes
-    steps = len(LLM.prepare_data(LLM.read_text(ROOT / "refranes.txt"), LLM.Config()).train)
+    lines = len(LLM.prepare_data(LLM.read_text(ROOT / "refranes.txt"), LLM.Config()).train)
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert payload["training"]["step"] == 2 * (math.ceil(steps / 64) // 2)  # each step took 2 batches
+    assert payload["training"]["step"] == 2 * (math.ceil(lines / 64) // 2)  # each step took 2 batches
