@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 import LLM  # noqa: E402
 
@@ -75,54 +76,144 @@ class ReferenceLM(nn.Module):
         return self.lm_head(self.final_norm(x))  # (B, T, V)
 
 
+class NanoGPT(nn.Module):
+    """karpathy/nanoGPT's model (model.py, MIT licence) rewritten here in its own terms, so that
+    issue 5's "1.2 x nanoGPT" is a ratio measured in the same run: a fused query/key/value
+    projection, GELU, learned positions, no biases (bias=False, as in its Shakespeare config),
+    the head tied to the embedding, and the loss computed inside forward()."""
+
+    def __init__(self, vocab_size: int, cfg: LLM.Config):
+        super().__init__()
+        C, self.n_heads = cfg.d_model, cfg.n_heads
+        self.wte, self.wpe = nn.Embedding(vocab_size, C), nn.Embedding(cfg.context, C)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(nn.ModuleDict(dict(
+            ln_1=nn.LayerNorm(C, bias=False), c_attn=nn.Linear(C, 3 * C, bias=False),
+            c_proj=nn.Linear(C, C, bias=False), ln_2=nn.LayerNorm(C, bias=False),
+            mlp=nn.Sequential(nn.Linear(C, 4 * C, bias=False), nn.GELU(), nn.Linear(4 * C, C, bias=False),
+                              nn.Dropout(cfg.dropout)))) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(C, bias=False)
+        self.lm_head = nn.Linear(C, vocab_size, bias=False)
+        self.wte.weight = self.lm_head.weight  # weight tying
+        self.dropout = cfg.dropout
+
+    def forward(self, idx, targets):
+        B, T = idx.shape
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))  # (B, T, C)
+        C, H = x.shape[-1], self.n_heads
+        for block in self.blocks:
+            q, k, v = block.c_attn(block.ln_1(x)).split(C, dim=2)  # (B, T, 3C) -> 3 x (B, T, C)
+            q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0,
+                                               is_causal=True)  # (B, H, T, D)
+            x = x + self.drop(block.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))  # (B, T, C)
+            x = x + block.mlp(block.ln_2(x))  # (B, T, C)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+
+
+def nanogpt_step(model: NanoGPT, device, compiled: bool):
+    """nanoGPT's train.py step: AdamW (betas 0.9/0.99, decay 0.1 on matrices, fused on CUDA only),
+    bf16 autocast on CUDA, gradient clipping at 1, and torch.compile when it compiles."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=1e-3, betas=(0.9, 0.99), fused=device.type == "cuda")
+    network = torch.compile(model) if compiled else model
+
+    def step(inputs, targets):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = network(inputs, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+    return step
+
+
+def llm_step(model: nn.Module, cfg: LLM.Config, device, compiled: bool):
+    """LLM.py's own training step (LLM.train_step), optionally through torch.compile."""
+    optimizer = LLM.make_optimizer(model, cfg, device)
+    network = torch.compile(model) if compiled else model
+    return lambda inputs, targets: LLM.train_step(network, optimizer, inputs, targets, cfg.lr, 1.0, cfg, device)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def tokens_per_second(model, cfg: LLM.Config, ids: torch.Tensor, device, steps: int) -> float:
-    """Train `steps` steps of LLM.train_step on random windows of ids; tokens per second."""
-    model.to(device).train()
-    optimizer = LLM.make_optimizer(model, cfg, device)
+def tokens_per_second(contenders, cfg: LLM.Config, ids: torch.Tensor, device, steps: int) -> dict:
+    """Train every contender on the same random windows of ids, in turns: a warm-up (which
+    holds any compiling), then rounds of a few steps each, one contender after the other, so
+    a machine that slows down for a while slows all of them alike. Returns, per name,
+    (median tokens per second over the rounds, seconds of warm-up)."""
     generator = torch.Generator().manual_seed(0)
     B, T = cfg.batch_size, cfg.context
 
     def batch():
         starts = torch.randint(len(ids) - T - 1, (B,), generator=generator)
         rows = torch.stack([ids[s:s + T + 1] for s in starts.tolist()]).long()  # (B, T + 1)
-        return rows[:, :-1].to(device, non_blocking=True), rows[:, 1:].to(device, non_blocking=True)
+        inputs, targets = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # (B, T) each
+        return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
 
-    warmup = 3 if steps >= 10 else 1
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync(device)
+    trainers, warmups = {}, {}
+    for name, build, make_step in contenders:
+        torch.manual_seed(0)
+        model = build().to(device).train()
+        trainers[name] = make_step(model)
+        start = time.perf_counter()
+        for _ in range(3 if steps >= 10 else 1):
+            trainers[name](*batch())
+        sync(device)
+        warmups[name] = time.perf_counter() - start
+    rounds = 5 if steps >= 10 else 1
+    per_round = max(1, steps // rounds)
+    speeds = {name: [] for name in trainers}
+    for _ in range(rounds):
+        for name, step in trainers.items():
             start = time.perf_counter()
-        LLM.train_step(model, optimizer, *batch(), cfg.lr, 1.0, cfg, device)
-    sync(device)
-    return steps * B * T / (time.perf_counter() - start)
+            for _ in range(per_round):
+                step(*batch())
+            sync(device)
+            speeds[name].append(per_round * B * T / (time.perf_counter() - start))
+    return {name: (statistics.median(speeds[name]), warmups[name]) for name in trainers}
 
 
-def train_rows(shape: str, device, steps: int, ids: torch.Tensor, vocab_size: int) -> list[tuple[str, str]]:
+def train_rows(shape: str, device, steps: int, ids: torch.Tensor, vocab_size: int,
+               compile_too: bool) -> list[tuple[str, str]]:
     spec = dict(SHAPES[shape])
     nanogpt = spec.pop("nanogpt")
     if device.type != "cuda":
         spec["precision"] = "fp32"  # bf16 autocast is ten times slower on a CPU without bf16 arithmetic
     cfg = LLM.Config(**spec, lr=1e-3)
-    rows = []
-    speeds = {}
-    for name, build in (("LLM.py, fast attention", lambda: LLM.TransformerLM(vocab_size, cfg)),
-                        ("LLM.py, hand-written attention",
-                         lambda: LLM.TransformerLM(vocab_size, LLM.Config(**{**spec, "attention": "exact"}))),
-                        ("nn.TransformerEncoder reference", lambda: ReferenceLM(vocab_size, cfg))):
-        torch.manual_seed(0)
-        speeds[name] = tokens_per_second(build(), cfg, ids, device, steps)
+    exact = LLM.Config(**{**spec, "attention": "exact"}, lr=1e-3)
+    # nanoGPT compiles on a GPU (its H100 figure) and not on a CPU (its CPU recipe says --compile=False)
+    nanogpt_compiles = device.type == "cuda"
+    contenders = [("LLM.py, fast attention", lambda: LLM.TransformerLM(vocab_size, cfg),
+                   lambda m: llm_step(m, cfg, device, False)),
+                  ("LLM.py, hand-written attention", lambda: LLM.TransformerLM(vocab_size, exact),
+                   lambda m: llm_step(m, exact, device, False))]
+    if compile_too:
+        contenders.append(("LLM.py, fast attention, --compile", lambda: LLM.TransformerLM(vocab_size, cfg),
+                           lambda m: llm_step(m, cfg, device, True)))
+    contenders += [("nn.TransformerEncoder reference", lambda: ReferenceLM(vocab_size, cfg),
+                    lambda m: llm_step(m, cfg, device, False)),
+                   ("nanoGPT's model and step, rewritten above" + (", compiled" if nanogpt_compiles else ""),
+                    lambda: NanoGPT(vocab_size, cfg), lambda m: nanogpt_step(m, device, nanogpt_compiles))]
+    measured = tokens_per_second(contenders, cfg, ids, device, steps)
+    speeds = {name: speed for name, (speed, _) in measured.items()}
     reference = speeds["nn.TransformerEncoder reference"]
+    nano = speeds[contenders[-1][0]]
     label = (f"train, nanoGPT {shape.upper()} shape ({cfg.n_layers} layers, {cfg.n_heads} heads, d {cfg.d_model}, "
              f"context {cfg.context}, batch {cfg.batch_size}, {cfg.precision})")
-    rows.append((label, ""))
+    rows = [(label, "")]
     for name, speed in speeds.items():
-        rows.append((f"  {name}", f"{speed:,.0f} tokens/s ({speed / reference:.2f}x the reference)"))
-    rows.append(("  nanoGPT on these machines (from issue 5, not measured here)", nanogpt))
+        compiling = f"; {measured[name][1]:.0f} s to compile" if "compile" in name else ""
+        rows.append((f"  {name}", f"{speed:,.0f} tokens/s = {speed / reference:.2f}x the reference, "
+                                  f"{speed / nano:.2f}x nanoGPT{compiling}"))
+    rows.append(("  nanoGPT itself on the issue's machines (issue 5, not measured here)", nanogpt))
     return rows
 
 
@@ -207,6 +298,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer steps, a 10 MB text: under a minute on 2 cores")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--all-shapes", action="store_true", help="also the GPU shape on a CPU (slow)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also LLM.py under torch.compile (always on a GPU; on a CPU it compiles for about 40 s)")
     args = parser.parse_args()
     device = LLM.pick_device(args.device)
     torch.manual_seed(0)
@@ -222,7 +315,8 @@ def main():
         shapes = ["cpu", "gpu"] if (device.type == "cuda" or args.all_shapes) else ["cpu"]
         for shape in shapes:
             steps = (10 if args.quick else 50) if shape == "cpu" or device.type == "cuda" else 3
-            rows += train_rows(shape, device, steps * (10 if device.type == "cuda" else 1), ids, tokenizer.vocab_size)
+            rows += train_rows(shape, device, steps * (10 if device.type == "cuda" else 1), ids, tokenizer.vocab_size,
+                               args.compile or device.type == "cuda")
         if "gpu" not in shapes:
             rows.append(("train, nanoGPT GPU shape", "skipped on a CPU (--all-shapes to run it anyway)"))
         rows.append(tokenize_row(10 if args.quick else 100, folder))

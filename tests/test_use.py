@@ -3,6 +3,7 @@ the training craft (clipping, bf16, AdamW, early stopping, NaN stop); bad input.
 import io
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -135,6 +136,32 @@ def test_bf16_autocast_gives_nearly_the_fp32_loss():
     fp32 = LLM.evaluate(model, data.val, 64, cpu, tiny_config(precision="fp32"))
     bf16 = LLM.evaluate(model, data.val, 64, cpu, tiny_config(precision="bf16"))
     assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=2e-2)  # different arithmetic, same answer
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
+                    reason="torch.compile needs a C++ compiler on a CPU")
+def test_compiled_training_follows_the_plain_one():
+    """--compile changes how the numbers are computed, not which: same losses, same weights."""
+    cfg = tiny_config(epochs=1, patience=0)
+    data = tiny_data(cfg)
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = LLM.TransformerLM(data.tokenizer.vocab_size, cfg)
+        history = LLM.train(model, data, LLM.replace(cfg, compile=compiled), torch.device("cpu"), log=lambda m: None)
+        results.append((history[0]["train_loss"], history[0]["val_loss"], model.state_dict()))
+    (plain_train, plain_val, plain), (compiled_train, compiled_val, compiled) = results
+    assert compiled_train == pytest.approx(plain_train, rel=1e-4)
+    assert compiled_val == pytest.approx(plain_val, rel=1e-4)
+    for name in plain:
+        torch.testing.assert_close(compiled[name], plain[name], rtol=1e-3, atol=1e-3)  # a tenth of one step
+
+
+def test_compile_without_a_cpp_compiler_is_refused_in_one_sentence(monkeypatch):
+    monkeypatch.setattr(LLM.shutil, "which", lambda name: None)
+    with pytest.raises(LLM.UserError, match="--compile needs a C\\+\\+ compiler"):
+        LLM.validate(tiny_config(compile=True, device="cpu"))
+    LLM.validate(tiny_config(device="cpu"))  # without --compile no compiler is needed
 
 
 def test_early_stopping_restores_the_weights_of_the_best_epoch(monkeypatch):
