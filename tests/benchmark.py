@@ -1,20 +1,25 @@
 """Speed and memory of LLM.py, measured side by side (not collected by pytest).
 
-    python tests/benchmark.py            the full table (a few minutes on a 2-core CPU)
+    python tests/benchmark.py            the full table (about 40 s on a 2-core CPU)
+    python tests/benchmark.py --compile  also LLM.py under torch.compile on a CPU (20 to 60 s more)
     python tests/benchmark.py --quick    the same rows, shorter and smaller (under a minute)
     python tests/benchmark.py --device cuda
 
-Every speed is printed next to a reference measured in the same run, on the same machine,
-with the same batch, context and optimizer, so the ratio means something on a noisy
-machine. The reference model is built from PyTorch's own blocks (nn.TransformerEncoder with
-norm_first=True: the same pre-norm layers as LLM.py) with LLM.py's embedding, positional
-encoding and head around them.
+Every speed is printed next to two references measured in the same run, on the same machine,
+with the same batch and context, in interleaved rounds, so the ratios mean something on a
+noisy machine:
+  - a model built from PyTorch's own blocks (nn.TransformerEncoder with norm_first=True: the
+    same pre-norm layers as LLM.py) with LLM.py's embedding, positional encoding, head and
+    training step around them;
+  - karpathy/nanoGPT's model and training step, rewritten below in a few lines (nanoGPT is not
+    installed here), run as nanoGPT runs it: AdamW, and on a GPU bf16 and torch.compile.
 
 Rows:
   default run           wall time and peak memory of `python LLM.py`, in a fresh process
-  train <shape>         tokens/s of LLM.py (fast attention and the hand-written one) and of
-                        the nn.TransformerEncoder reference, at nanoGPT's CPU and GPU shapes
-                        (the GPU shape only on a GPU, or with --all-shapes: then in fp32)
+  train <shape>         tokens/s of LLM.py (fast attention and the hand-written one; under
+                        torch.compile too on a GPU, or with --compile) and of both references,
+                        at nanoGPT's CPU and GPU shapes (the GPU shape only on a GPU, or with
+                        --all-shapes: then in fp32)
   tokenize              reading and encoding a 100 MB text (tiny Shakespeare repeated):
                         seconds, and peak memory as a multiple of the file size
   generate              characters per second for one sample, and the time of one step with
@@ -210,7 +215,8 @@ def train_rows(shape: str, device, steps: int, ids: torch.Tensor, vocab_size: in
              f"context {cfg.context}, batch {cfg.batch_size}, {cfg.precision})")
     rows = [(label, "")]
     for name, speed in speeds.items():
-        compiling = f"; {measured[name][1]:.0f} s to compile" if "compile" in name else ""
+        compiling = (f"; {measured[name][1]:.0f} s of warm-up, compiling (less when torch's compile cache has it)"
+                     if "compile" in name else "")
         rows.append((f"  {name}", f"{speed:,.0f} tokens/s = {speed / reference:.2f}x the reference, "
                                   f"{speed / nano:.2f}x nanoGPT{compiling}"))
     rows.append(("  nanoGPT itself on the issue's machines (issue 5, not measured here)", nanogpt))

@@ -138,6 +138,7 @@ def test_bf16_autocast_gives_nearly_the_fp32_loss():
     assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=2e-2)  # different arithmetic, same answer
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # from inside torch.compile, not from LLM.py
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
                     reason="torch.compile needs a C++ compiler on a CPU")
 def test_compiled_training_follows_the_plain_one():
