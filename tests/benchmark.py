@@ -139,7 +139,7 @@ def nanogpt_step(model: NanoGPT, device, compiled: bool):
 
 def llm_step(model: nn.Module, cfg: LLM.Config, device, compiled: bool):
     """LLM.py's own training step (LLM.train_step), optionally through torch.compile."""
-    optimizer = LLM.make_optimizer(model, cfg, device)
+    optimizer = LLM.make_optimizer(model, cfg)
     network = torch.compile(model) if compiled else model
     return lambda inputs, targets: LLM.train_step(network, optimizer, inputs, targets, cfg.lr, 1.0, cfg, device)
 
@@ -191,7 +191,7 @@ def train_rows(shape: str, device, steps: int, ids: torch.Tensor, vocab_size: in
     spec = dict(SHAPES[shape])
     nanogpt = spec.pop("nanogpt")
     if device.type != "cuda":
-        spec["precision"] = "fp32"  # bf16 autocast is ten times slower on a CPU without bf16 arithmetic
+        spec["precision"] = "fp32"  # bf16 autocast is several times slower on a CPU without bf16 arithmetic
     cfg = LLM.Config(**spec, lr=1e-3)
     exact = LLM.Config(**{**spec, "attention": "exact"}, lr=1e-3)
     # nanoGPT compiles on a GPU (its H100 figure) and not on a CPU (its CPU recipe says --compile=False)
