@@ -840,8 +840,9 @@ class Adam:
         p <- p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 
     m and v start at 0, so early on they are too small; dividing by 1 - beta^t undoes that.
-    The step divides by sqrt(v): a parameter whose gradient is large and noisy moves as
-    far as one whose gradient is small and steady, about lr. The arithmetic is the same as
+    Dividing m by sqrt(v) takes away the gradient's scale: a parameter whose gradients are a
+    thousand times smaller moves just as far, about lr per step while its gradient keeps its
+    sign, and less when the gradient keeps changing sign. The arithmetic is the same as
     torch.optim.Adam and AdamW (tests/test_use.py checks it step by step). It is written
     here because it is short, and because creating a torch.optim optimizer loads PyTorch's
     compiler: 1.8 s on a 2-core CPU, more than a tenth of the classroom run. Each line below
