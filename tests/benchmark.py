@@ -307,7 +307,10 @@ def main():
     parser.add_argument("--compile", action="store_true",
                         help="also LLM.py under torch.compile (always on a GPU; on a CPU it compiles for about 40 s)")
     args = parser.parse_args()
-    device = LLM.pick_device(args.device)
+    try:
+        device = LLM.pick_device(args.device)
+    except LLM.UserError as error:
+        parser.exit(2, f"error: {error}\n")
     torch.manual_seed(0)
     text = LLM.read_text(SHAKESPEARE)
     tokenizer = LLM.CharTokenizer(text)
