@@ -845,8 +845,8 @@ class Adam:
     sign, and less when the gradient keeps changing sign. The arithmetic is the same as
     torch.optim.Adam and AdamW (tests/test_use.py checks it step by step). It is written
     here because it is short, and because creating a torch.optim optimizer loads PyTorch's
-    compiler: 1.8 s on a 2-core CPU, more than a tenth of the classroom run. Each line below
-    is one `torch._foreach_*` call, which updates every tensor of a group in one go."""
+    compiler: 1.8 s on a 2-core CPU, more than a tenth of the classroom run. Each
+    `torch._foreach_*` call below updates every tensor of a group in one go."""
 
     def __init__(self, groups: list[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.param_groups = [{"params": list(g["params"]), "weight_decay": g.get("weight_decay", 0.0), "lr": lr}

@@ -176,13 +176,16 @@ def test_bf16_autocast_gives_nearly_the_fp32_loss():
                     reason="torch.compile needs a C++ compiler on a CPU")
 def test_compiled_training_follows_the_plain_one():
     """--compile changes how the numbers are computed, not which: same losses, same weights."""
+    from torch._dynamo.utils import counters  # what the compiler did: graphs it captured
     cfg = tiny_config(epochs=1, patience=0)
     data = tiny_data(cfg)
     results = []
     for compiled in (False, True):
         torch.manual_seed(0)
         model = LLM.TransformerLM(data.tokenizer.vocab_size, cfg)
+        counters.clear()
         history = LLM.train(model, data, LLM.replace(cfg, compile=compiled), torch.device("cpu"), log=lambda m: None)
+        assert (counters["stats"]["unique_graphs"] > 0) == compiled  # the compiled run really went through it
         results.append((history[0]["train_loss"], history[0]["val_loss"], model.state_dict()))
     (plain_train, plain_val, plain), (compiled_train, compiled_val, compiled) = results
     assert compiled_train == pytest.approx(plain_train, rel=1e-4)
