@@ -1,6 +1,6 @@
 """Speed and memory of LLM.py, measured side by side (not collected by pytest).
 
-    python tests/benchmark.py            the full table (about 40 s on a 2-core CPU)
+    python tests/benchmark.py            the full table (about 45 s on a 2-core CPU)
     python tests/benchmark.py --compile  also LLM.py under torch.compile on a CPU (20 to 60 s more)
     python tests/benchmark.py --quick    the same rows, shorter and smaller (under a minute)
     python tests/benchmark.py --device cuda
