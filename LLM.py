@@ -1,54 +1,48 @@
 #!/usr/bin/env python3
-"""LLM.py: a small Transformer language model that learns Spanish proverbs, in one file.
+# %% [markdown]
+# # LLM.py: a small Transformer that learns Spanish proverbs
+#
+# This file is a book in two parts.
+#
+# **Part I, the story**, is what a class reads, in the order the data flows: the settings, the
+# proverbs turned into numbers, embeddings, positions, attention, the encoder layer, the
+# model, the loss, the learning-rate schedule, Adam, the training loop, sampling, and the three
+# files in which the model explains itself. Each section opens with a few sentences and its
+# formula, then the code.
+#
+# **Part II** holds the machinery a real program needs and a first reading does not: checking
+# settings, devices, long texts, faster arithmetic, several processes, checkpoints, the
+# pictures, talking to the model, the command line. The story calls it by name where it needs
+# it; Python looks a name up when a function runs, so the story can come first.
+#
+# `python LLM.py` trains the classroom model on `refranes.txt` in about 20 seconds on a laptop
+# CPU and writes everything to `outputs/`; `python LLM.py --help` lists every setting. Opened
+# as a notebook (Jupyter with jupytext, or VS Code), *Run All* does the same and shows the
+# pictures. Importing the file runs nothing.
+#
+# Shape letters used in the comments, defined once here:
+#
+# | letter | meaning |
+# |---|---|
+# | B | batch size: sequences processed together |
+# | T | sequence length: characters in one sequence, at most `context` |
+# | C | model width $d_{model}$: the numbers that represent one character at one position |
+# | H | attention heads per layer; $D = C / H$ is the width of one head |
+# | F | hidden width of the feed-forward block, $d_{ff}$ |
+# | V | vocabulary size: the distinct characters the model knows |
 
-    python LLM.py            train on refranes.txt and write everything to outputs/
-    python LLM.py --chat     talk to the trained model (--generate, --eval, --resume and
-                             --init-from use it too: see the command line, section 14)
-    python LLM.py --help     every setting, with what it does
+# %%
+"""LLM.py: a small character-level Transformer that learns Spanish proverbs, in one file.
 
-Read it top to bottom, like a book. Each section opens with what it does and the formula
-it implements, then the code:
-
-    1. Config            every number of the run, in one dataclass
-    2. Data              read the text, characters -> numbers, line or stream mode,
-                         train/validation/test split, batches
-    3. Embeddings        a learned vector per character
-    4. Positions         the sinusoidal positional encoding
-    5. Attention         the causal mask and multi-head self-attention, written out
-    6. Encoder layer     feed-forward, residual connections, layer norm
-    7. The model         embeddings -> N layers -> norm -> linear head -> logits
-    8. Training          cross-entropy on the next character (teacher forcing), Adam written
-                         out; the craft: schedule, clipping, bf16, AdamW, torch.compile,
-                         early stopping, NaN stop
-    9. Checkpoints       keep the trained model in one file, load it back safely, fine-tune
-   10. Generation        sampling one character at a time (temperature, top-k, top-p)
-   11. Outputs           parameters.txt and table.txt: every parameter, every choice
-   12. Pictures          loss, attention maps, positional encoding, embeddings, the network
-                         epoch by epoch, and outputs/README.md, the gallery that explains them
-   13. Chat              talk to the model, teach it what you type
-   14. Command line      main(): argparse, error messages, the whole run
-
-Shape letters used in the comments, defined once here:
-    B  batch size: sequences processed together
-    T  sequence length: characters in one sequence, at most Config.context
-    C  model width, d_model: numbers in the vector of one character at one position
-    H  attention heads per layer;  D = C / H, the width of one head
-    F  width of the feed-forward hidden layer, d_ff
-    V  vocabulary size: distinct characters the model knows
-
-The `# %%` markers split the file into cells, so it also opens as a notebook
-(VS Code, Jupyter with jupytext, Spyder). Importing this file runs nothing: the run starts
-in main(), at the very bottom.
+    python LLM.py          train on refranes.txt and write everything to outputs/
+    python LLM.py --help   every setting, and the other ways to use a trained model
 """
-
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
 import re
-import shutil
 import sys
 import time
 import unicodedata
@@ -61,23 +55,23 @@ import torch.nn.functional as F
 
 
 class UserError(Exception):
-    """A problem with what the user gave us (a file, a flag, a prompt).
+    """A problem with what the user gave (a file, a setting, a prompt): the program says it in
+    one line, `error: ...`, and exits with code 2, never with a traceback."""
 
-    main() prints it as one line, `error: ...`, and exits with code 2: no traceback."""
 
-
-# %% ==========================================================================
-# 1. CONFIG
-# =============================================================================
-# Every number that shapes the run lives in one dataclass, passed explicitly to whoever
-# needs it: no hidden globals. Each field carries its own one-line explanation; the same
-# text is what `python LLM.py --help` prints, and every field has a command-line flag.
+# %% [markdown]
+# ## 1. The settings
 #
-# The defaults are the classroom run: small enough to train in seconds on a laptop CPU,
-# big enough to learn to spell Spanish. The model has about 75 thousand parameters
-# (section 11 explains every one of them in outputs/parameters.txt).
+# Every number that shapes the run lives in one dataclass, passed explicitly to whoever needs
+# it: no hidden globals. Each field carries its own one-line explanation; the same text is what
+# `python LLM.py --help` prints, and every field has a command-line flag (`d_model` is
+# `--d-model`).
+#
+# The defaults are the classroom run: small enough to train in seconds on a laptop CPU, big
+# enough to learn the shape of a Spanish proverb. The model has about 75 thousand parameters,
+# and `outputs/parameters.txt` accounts for every one of them.
 
-
+# %%
 PICTURES = ("loss", "attention", "positions", "embeddings", "evolution")  # the pictures --pictures can name
 
 
@@ -90,8 +84,9 @@ def setting(default, help: str, flag: str | None = None):
 class Config:
     # --- data and outputs ---
     data: str = setting("refranes.txt", "text file to learn from, UTF-8: one sample per line, or any running text")
-    mode: str = setting("auto", "line: every line is one sample (proverbs); stream: one long text cut into "
-                                "windows (a book); auto: line if the lines are short and no blank line separates them")
+    mode: str = setting("auto", "how the text is cut into samples: line (every line is one sample: proverbs), stream "
+                                "(one long text cut into windows: a book) or auto (line if the lines are short and "
+                                "no blank line separates them)")
     out: str = setting("outputs", "folder where every output file is written")
     val_fraction: float = setting(0.1, "share of the text held out to measure the validation loss every epoch")
     test_fraction: float = setting(0.1, "share held out, never used to choose anything, for the final test report (0 = none)")
@@ -114,8 +109,8 @@ class Config:
     clip: float = setting(1.0, "largest gradient norm: longer gradients are scaled down to it (0 = no clipping)")
     precision: str = setting("auto", "bf16: compute in bfloat16 where safe (autocast); fp32: never; "
                                      "auto: bf16 on a GPU that supports it, fp32 elsewhere")
-    compile: bool = setting(False, "train through torch.compile: it first spends tens of seconds compiling, then may "
-                                   "run faster (measured slower on a 2-core CPU; see the README)")
+    compile: bool = setting(False, "compile the training step into fused kernels first: tens of seconds of "
+                                   "compiling, then maybe faster (slower on a 2-core CPU; see tests/BENCHMARK.md)")
     epochs: int = setting(20, "passes over the training data (at most: early stopping may end sooner)")
     patience: int = setting(5, "stop after this many epochs without a better validation loss (0 = never stop early)")
     snapshot: int = setting(2, "draw outputs/epoch_<N>.png every this many epochs (0 = never)")
@@ -130,169 +125,27 @@ class Config:
     max_chars: int = setting(120, "stop a sample after this many new characters if no end of line came")
 
 
-def validate(cfg: Config) -> Config:
-    """Refuse impossible settings with one clear sentence each (raised as UserError)."""
-    positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "epochs", "max_chars"]
-    for name in positive:
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
-    if cfg.d_model % cfg.n_heads != 0:
-        raise UserError(f"--d-model ({cfg.d_model}) must be divisible by --heads ({cfg.n_heads}): "
-                        f"each head gets d_model / heads numbers")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise UserError(f"--dropout must be in [0, 1), got {cfg.dropout}")
-    if not 0.0 < cfg.val_fraction < 1.0:
-        raise UserError(f"--val-fraction must be between 0 and 1, got {cfg.val_fraction}")
-    if not (0.0 <= cfg.test_fraction < 1.0 and cfg.val_fraction + cfg.test_fraction < 1.0):
-        raise UserError(f"--test-fraction must be 0 or more, and --val-fraction + --test-fraction below 1 "
-                        f"(something must be left to train on), got {cfg.val_fraction} + {cfg.test_fraction}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise UserError(f"--lr must be a positive number, got {cfg.lr}")
-    for name in ("snapshot", "top_k", "warmup", "patience"):
-        if getattr(cfg, name) < 0:
-            raise UserError(f"{flag_of(name)} must be 0 or more, got {getattr(cfg, name)}")
-    for name in ("clip", "weight_decay"):
-        if not (getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name))):
-            raise UserError(f"{flag_of(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
-    unknown = [name for name in cfg.pictures if name not in PICTURES]
-    if unknown:
-        raise UserError(f"--pictures knows {' '.join(PICTURES)}; not: {' '.join(unknown)}")
-    choices = {"mode": ("auto", "line", "stream"), "attention": ("fast", "exact"),
-               "optimizer": ("adam", "adamw"), "precision": ("auto", "bf16", "fp32")}
-    for name, allowed in choices.items():
-        if getattr(cfg, name) not in allowed:
-            raise UserError(f"{flag_of(name)} must be " + ", ".join(f"'{a}'" for a in allowed[:-1])
-                            + f" or '{allowed[-1]}', got '{getattr(cfg, name)}'")
-    if not (cfg.temperature > 0 and math.isfinite(cfg.temperature)):
-        raise UserError(f"--temperature must be a positive number, got {cfg.temperature}")
-    if not 0.0 < cfg.top_p <= 1.0:
-        raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p}")
-    device = pick_device(cfg.device)  # raises on an unknown or absent device
-    if cfg.compile and device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "clang++", "c++")):
-        raise UserError("--compile needs a C++ compiler (g++ or clang++) on a CPU, and none was found: "
-                        "leave out --compile, or install one")
-    return cfg
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' takes a CUDA GPU if there is one, then Apple's GPU (mps), else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and (not torch.cuda.is_available()
-                                  or (device.index or 0) >= torch.cuda.device_count()):
-        raise UserError(f"device '{name}' is not available on this machine (try --device cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device '{name}' is not available on this machine (try --device cpu)")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"unsupported device '{name}': use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def flag_of(field_name: str) -> str:
-    """The command-line flag of a Config field: its own flag, or --field-name."""
-    for f in fields(Config):
-        if f.name == field_name:
-            return f.metadata["flag"] or "--" + f.name.replace("_", "-")
-    raise KeyError(field_name)
-
-
-# %% ==========================================================================
-# 2. DATA: text -> characters -> numbers -> batches
-# =============================================================================
-# The model reads numbers, not letters. A character tokenizer gives every distinct
-# character of the corpus an id: 'a' -> 21, 'b' -> 22, ... Its vocabulary is the sorted
-# set of characters plus the end-of-line character '\n' (shown as ⏎), which plays two
-# roles: written at the end of a proverb it means "this proverb is over", and put before
-# the first character it means "a new proverb starts here".
+# %% [markdown]
+# ## 2. The proverbs, as numbers
 #
-# Two ways to cut a text into training samples (Config.mode):
-#   line mode    every line is one sample, as with proverbs: ⏎ + line + ⏎.
-#   stream mode  the whole text is one long sequence (a book), and the samples are
-#                windows of `context` characters cut from it, a new random offset every
-#                epoch. ⏎ is then simply the character that ends a line of the book.
-# `auto` picks line mode when the lines are short (95% fit in the context) and no blank
-# line separates them, as in a list of proverbs; stream mode otherwise.
+# The model reads numbers, not letters. A **character tokenizer** gives every distinct
+# character of the corpus an id, in sorted order: `' '` → 1, `','` → 3, ..., `'a'` → 21. Its
+# vocabulary is the set of characters plus the end-of-line character ⏎ (`'\n'`), which plays two
+# roles: written after a proverb it means "this proverb is over", and put before the first
+# character it means "a new proverb starts here". The text is read in Unicode NFC form, so that
+# `ñ` is one character even when a file spells it as `n` plus a combining tilde.
 #
-# Teacher forcing. For one proverb the token sequence is  ⏎ N o   h a y ... . ⏎
-#     input  = tokens[:-1]  =  ⏎ N o   h a y ... .
-#     target = tokens[1:]   =  N o   h a y ... . ⏎
-# At every position t the model sees input[0..t] and must predict target[t], the next
-# character. All positions are trained at once, in parallel: the causal mask (section 5)
-# stops position t from peeking at later inputs. A stream window works the same way:
-# input = text[i : i + context], target = text[i + 1 : i + context + 1].
-#
-# Padding and truncation (line mode). Proverbs have different lengths, but a batch is one
-# rectangular tensor (B, T). Shorter lines are padded at the end: inputs with ⏎ (any id
-# would do), targets with -100, the value cross-entropy is told to ignore. Padding sits
-# after the real characters, so thanks to the causal mask it never changes the
-# prediction at a real position; and since its targets are ignored it adds nothing to
-# the loss (tests/test_llm.py checks both). Lines longer than the context are truncated:
-# cut at the context length, and the run says how many were (none in refranes.txt).
-# Stream windows all have the same length, so they need no padding.
-#
-# Train / validation / test. The validation split is measured after every epoch to pick
-# the best epoch and to stop early; the test split is used once, at the very end, so its
-# score is an honest estimate on text the whole procedure never looked at. Line mode holds
-# out whole lines chosen with the seed; stream mode holds out contiguous blocks (the end
-# of the text), because a random window would overlap its neighbours in the training text.
+# $$\text{encode}(\texttt{"sal"}) = [\,\mathrm{id}(s), \mathrm{id}(a), \mathrm{id}(l)\,], \qquad
+#   \text{decode}(\text{encode}(x)) = x$$
 
+# %%
 EOL = "\n"  # end-of-line character: ends a proverb, and starts the next one
 IGNORE = -100  # target value that cross-entropy skips (padding)
 
 
-def read_text(path: str | Path) -> str:
-    """The text of a UTF-8 file in Unicode NFC form, line ends as '\\n'; a UserError for a
-    missing, unreadable, binary, non-UTF-8 or empty file.
-
-    NFC makes 'ñ' one character even if the file spells it as 'n' + a combining tilde."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"data file not found: {path}")
-    if not path.is_file():
-        raise UserError(f"data path is not a file: {path}")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read data file {path}: {e.strerror}") from None
-    if b"\x00" in raw:
-        raise UserError(f"data file {path} looks binary (it contains zero bytes): give a UTF-8 text file")
-    skip = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # a byte-order mark some editors write: dropped
-    try:
-        text = str(memoryview(raw)[skip:], "utf-8")  # a view, not a copy: a 100 MB file is not doubled here
-    except UnicodeDecodeError as e:
-        raise UserError(f"data file {path} is not UTF-8 text (byte 0x{raw[skip + e.start]:02x} at offset "
-                        f"{skip + e.start}): save it as UTF-8") from None
-    del raw
-    text = unicodedata.normalize("NFC", text.replace("\r\n", EOL).replace("\r", EOL))
-    if not text.strip():
-        raise UserError(f"data file {path} is empty: it has no line with text")
-    return text
-
-
 def text_lines(text: str) -> list[str]:
-    """The non-blank lines of a text, stripped: the samples of line mode."""
+    """The non-blank lines of a text, stripped: one proverb each."""
     return [line.strip() for line in text.split(EOL) if line.strip()]
-
-
-def choose_mode(text: str, context: int) -> tuple[str, str]:
-    """('line' or 'stream', the reason in words) for Config.mode == 'auto'."""
-    rows = text[:1_000_000].strip().split(EOL)  # the first million characters tell the kind of text
-    blank = sum(not row.strip() for row in rows)
-    fitting = sum(len(row.strip()) + 1 < context for row in rows if row.strip())
-    filled = len(rows) - blank
-    if blank == 0 and fitting >= 0.95 * filled and filled >= 3:
-        return "line", f"{filled} lines, none blank, {fitting / filled:.0%} fit in the context"
-    if blank:
-        return "stream", f"{blank} blank lines: paragraphs of a running text"
-    return "stream", f"only {fitting} of {filled} lines fit in the context of {context}"
 
 
 def show(text: str) -> str:
@@ -302,13 +155,6 @@ def show(text: str) -> str:
 
 class UnknownCharacterError(UserError):
     """Raised when a text contains characters outside the vocabulary."""
-
-
-def code_points(text: str, chunk: int = 1 << 20):
-    """The Unicode code points of text as int32 tensors, a few million at a time: a 100 MB
-    text is never held as one 400 MB tensor of 32-bit numbers."""
-    for start in range(0, len(text), chunk):
-        yield torch.frombuffer(bytearray(text[start:start + chunk].encode("utf-32-le")), dtype=torch.int32)
 
 
 class CharTokenizer:
@@ -323,22 +169,6 @@ class CharTokenizer:
     def from_lines(cls, lines: list[str]) -> "CharTokenizer":
         return cls("".join(lines))
 
-    def encode_tensor(self, text: str) -> torch.Tensor:
-        """encode(text) for long texts, vectorized: (N,) ids in the smallest integer type.
-        A table maps every code point to its id (-1 when unknown); indexing it with the
-        code points of a chunk encodes the chunk in one operation."""
-        lookup = torch.full((max(map(ord, self.chars)) + 2,), -1, dtype=torch.int32)  # code point -> id
-        lookup[torch.tensor([ord(c) for c in self.chars])] = torch.arange(len(self.chars), dtype=torch.int32)
-        ids = torch.empty(len(text), dtype=smallest_int_dtype(self.vocab_size))  # (N,)
-        start = 0
-        for points in code_points(text):
-            chunk = lookup[points.clamp(max=len(lookup) - 1)]  # beyond the table: the -1 in its last slot
-            if (chunk < 0).any():
-                self.encode(text[start:start + len(points)])  # names the unknown characters
-            ids[start:start + len(points)] = chunk.to(ids.dtype)
-            start += len(points)
-        return ids
-
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
@@ -349,7 +179,7 @@ class CharTokenizer:
 
     def encode(self, text: str) -> list[int]:
         unknown = self.unknown(text)
-        if unknown:
+        if unknown:  # name_chars (Part II) gives each one its Unicode name
             raise UnknownCharacterError(f"the model never saw these characters: {name_chars(unknown)}; "
                                         f"it knows only: {''.join(show(c) for c in self.chars)}")
         return [self.ids[c] for c in text]
@@ -358,12 +188,31 @@ class CharTokenizer:
         return "".join(self.chars[int(i)] for i in ids)
 
 
-def name_chars(chars) -> str:
-    """'ç' (LATIN SMALL LETTER C WITH CEDILLA), ... : characters named so nobody has to guess."""
-    quote = lambda c: f'"{c}"' if c == "'" else f"'{show(c)}'"
-    return ", ".join(f"{quote(c)} ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in chars)
+# %% [markdown]
+# ## 3. Teacher forcing, padding, batches
+#
+# **Teacher forcing.** For one proverb the token sequence is `⏎ N o ␣ h a y … . ⏎`, and
+#
+# $$\text{input} = \text{tokens}[0 : L-1], \qquad \text{target} = \text{tokens}[1 : L]$$
+#
+# so at every position $t$ the model sees $\text{input}_0 \dots \text{input}_t$ and must predict
+# $\text{target}_t$, the next character. All positions are trained at once, in parallel: the
+# causal mask of section 6 stops position $t$ from peeking at later inputs.
+#
+# **Padding and truncation.** Proverbs have different lengths, but a batch is one rectangular
+# tensor (B, T). Shorter lines are padded at the end: inputs with ⏎ (any id would do), targets
+# with −100, the value the loss is told to ignore. Padding sits after the real characters, so
+# thanks to the causal mask it never changes the prediction at a real position, and since its
+# targets are ignored it adds nothing to the loss (the tests check both). Lines longer than the
+# context are cut, and the run says how many were (none in `refranes.txt`). To waste little time
+# on padding, training batches lines of similar length together.
+#
+# **Train, validation, test.** Whole proverbs are held out with the seed. The validation lines
+# are measured after every epoch to pick the best epoch and to stop early; the test lines are
+# used once, at the very end, so their score is an honest estimate on text the whole procedure
+# never looked at. (A long running text such as a book is cut differently, into windows: Part II.)
 
-
+# %%
 def split_lines(lines: list[str], val_fraction: float, seed: int,
                 test_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
     """Shuffle whole lines with the seed; the first val_fraction of them are the validation
@@ -374,14 +223,14 @@ def split_lines(lines: list[str], val_fraction: float, seed: int,
     n_test = max(1, round(len(lines) * test_fraction)) if test_fraction > 0 else 0
     if n_val + n_test >= len(lines):
         raise UserError(f"{len(lines)} lines are too few to hold out {n_val} for validation and {n_test} for "
-                        f"test and still train on some: give more lines or use --mode stream")
-    pick = lambda rows: [lines[i] for i in rows]
+                        f"test and still train on some: give more lines")
+    pick = lambda rows: [lines[i] for i in rows]  # noqa: E731
     return pick(order[n_val + n_test:]), pick(order[:n_val]), pick(order[n_val:n_val + n_test])
 
 
 @dataclass
 class LineSplit:
-    """Every line of one split (line mode), encoded once and padded into two tensors."""
+    """Every line of one split, encoded once and padded into two tensors."""
     inputs: torch.Tensor   # (N, L) token ids; N lines, L = the longest line + 1
     targets: torch.Tensor  # (N, L) next-token ids, IGNORE on the padding
     lengths: torch.Tensor  # (N,)  real (unpadded) length of each line
@@ -392,6 +241,22 @@ class LineSplit:
     @property
     def n_tokens(self) -> int:
         return int(self.lengths.sum())
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None):
+        """Yield (inputs, targets), each (B, T). With a generator (training): shuffle, sort by
+        length (a stable sort keeps equal lengths shuffled), cut into batches, shuffle the
+        batches, cut each to its longest line. Without one (measuring): the stored order."""
+        if generator is None:
+            order = torch.arange(len(self))
+        else:
+            order = torch.randperm(len(self), generator=generator)  # (N,)
+            order = order[self.lengths[order].argsort(stable=True)]  # (N,) shortest first
+        chunks = list(order.split(batch_size))
+        if generator is not None:
+            chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator)]
+        for rows in chunks:  # rows: (B,)
+            T = int(self.lengths[rows].max())
+            yield self.inputs[rows, :T], self.targets[rows, :T]  # (N, L) -> (B, T)
 
 
 def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> LineSplit:
@@ -409,145 +274,51 @@ def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> Li
 
 
 @dataclass
-class StreamSplit:
-    """One contiguous block of the text (stream mode), cut into windows when batched."""
-    ids: torch.Tensor  # (N,) token ids, in the smallest integer type that holds them
-    context: int  # window length T
-
-    def __len__(self) -> int:  # windows per epoch (at offset 0)
-        return (len(self.ids) - 1) // self.context
-
-    @property
-    def n_tokens(self) -> int:  # targets in the block: every id but the first
-        return len(self.ids) - 1
-
-    def windows(self, offset: int = 0, tail: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Non-overlapping (input, target) windows starting at offset; with tail, also the
-        shorter last window, so that every target of the block is counted once."""
-        T = self.context
-        body = self.ids[offset:]  # (N - offset,) still in its small integer type: batches() widens it
-        n = (len(body) - 1) // T
-        inputs = body[:n * T].view(n, T)  # (n, T)
-        targets = body[1:n * T + 1].view(n, T)  # (n, T): the same text, one character later
-        pieces = [(inputs, targets)]
-        if tail and len(body) - 1 > n * T:
-            pieces.append((body[n * T:-1].unsqueeze(0), body[n * T + 1:].unsqueeze(0)))  # (1, T')
-        return pieces
-
-
-def smallest_int_dtype(vocab_size: int) -> torch.dtype:
-    """uint8 for up to 256 characters, int16 or int32 beyond: a 100 MB text then takes 100 MB."""
-    return torch.uint8 if vocab_size <= 256 else torch.int16 if vocab_size <= 32767 else torch.int32
-
-
-def batches(split: LineSplit | StreamSplit, batch_size: int, generator: torch.Generator | None = None):
-    """Yield (inputs, targets), each (B, T).
-
-    Line mode: with a generator (training), lines of similar length are batched together,
-    so little time is spent on padding: shuffle, sort by length (a stable sort keeps equal
-    lengths shuffled), cut into batches, then shuffle the order of the batches, and cut
-    each batch to its longest line. Without one (measuring), lines come in stored order.
-    Stream mode: with a generator, windows from a random offset in a random order; without
-    one, every window from the start, plus the shorter last one."""
-    if isinstance(split, StreamSplit):
-        if generator is None:
-            for inputs, targets in split.windows(0, tail=True):  # (n, T)
-                for x, y in zip(inputs.split(batch_size), targets.split(batch_size)):
-                    yield x.long(), y.long()  # (B, T) each, as the int64 that embeddings want
-            return
-        largest = min(split.context - 1, len(split.ids) - 2 - split.context)  # leave at least one window
-        offset = int(torch.randint(largest + 1, (), generator=generator))
-        inputs, targets = split.windows(offset)[0]  # (n, T)
-        order = torch.randperm(len(inputs), generator=generator)  # (n,)
-        for rows in order.split(batch_size):  # rows: (B,)
-            yield inputs[rows].long(), targets[rows].long()  # (n, T) -> (B, T)
-        return
-    if generator is None:
-        order = torch.arange(len(split))
-    else:
-        order = torch.randperm(len(split), generator=generator)  # (N,)
-        order = order[split.lengths[order].argsort(stable=True)]  # (N,) shortest first
-    chunks = list(order.split(batch_size))
-    if generator is not None:
-        chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator)]
-    for rows in chunks:  # rows: (B,)
-        T = int(split.lengths[rows].max())
-        yield split.inputs[rows, :T], split.targets[rows, :T]  # (N, L) -> (B, T)
-
-
-@dataclass
 class Data:
     """A corpus ready to train on: its tokenizer and its three splits."""
-    mode: str  # "line" or "stream"
+    mode: str  # "line": one proverb per sample (Part II adds windows of a long text)
     reason: str  # why this mode, in words
     tokenizer: CharTokenizer
-    train: LineSplit | StreamSplit
-    val: LineSplit | StreamSplit
-    test: LineSplit | StreamSplit | None  # None when test_fraction == 0
-    train_text: list[str]  # the training lines (stream mode: those of the first 200,000 characters)
+    train_split: LineSplit  # each split yields batches through .batches(batch_size, generator)
+    val_split: LineSplit
+    test_split: LineSplit | None  # None when test_fraction == 0
+    train_text: list[str]  # the training lines
     n_chars: int  # characters in the whole corpus
-    truncated: int = 0  # line mode: lines longer than the context, cut
+    truncated: int = 0  # lines longer than the context, cut
 
 
-def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train: list[str] = ()) -> Data:
-    """Cut a text into train / validation / test splits as cfg says. The tokenizer is built
-    from the text unless one is given (a checkpoint's); then every character must be in it.
-    `extra_train` lines go to the training split only (the chat's /train): the held-out
-    splits stay exactly those of the text, so their losses compare with earlier ones."""
-    if cfg.mode == "auto":
-        mode, reason = choose_mode(text, cfg.context)
-    else:
-        mode, reason = cfg.mode, "chosen with --mode"
+def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
+    """Cut a text into train / validation / test splits. The tokenizer is built from the text
+    unless one is given (a checkpoint's). `extra_train` lines go to the training split only:
+    the held-out splits stay those of the text, so their losses compare with earlier ones."""
+    mode, reason = (cfg.mode, "chosen with --mode") if cfg.mode != "auto" else choose_mode(text, cfg.context)
     tokenizer = tokenizer or CharTokenizer(text)
-    if mode == "line":
-        lines = text_lines(text)
-        if len(lines) < 2 + (cfg.test_fraction > 0):
-            raise UserError(f"data file {cfg.data} has {'a single line' if len(lines) == 1 else 'too few lines'}: "
-                            f"line mode needs at least {2 + (cfg.test_fraction > 0)} (train, validation"
-                            f"{', test' if cfg.test_fraction > 0 else ''}); --mode stream reads it as one text")
-        train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
-        train_lines = train_lines + list(extra_train)
-        return Data(mode, reason, tokenizer, encode_lines(train_lines, tokenizer, cfg.context),
-                    encode_lines(val_lines, tokenizer, cfg.context),
-                    encode_lines(test_lines, tokenizer, cfg.context) if test_lines else None,
-                    train_lines, len(text), sum(len(line) + 1 > cfg.context for line in lines))
-    # stream mode: contiguous blocks, train | validation | test
-    n = len(text)
-    n_val, n_test = round(n * cfg.val_fraction), round(n * cfg.test_fraction)
-    n_train = n - n_val - n_test
-    if n_train < cfg.context + 1 or n_val < 2 or (cfg.test_fraction > 0 and n_test < 2):
-        stream_needs = (f"its {n:,} characters leave {n_train:,} to train on, fewer than the context + 1 "
-                        f"({cfg.context + 1}): give a longer text or a smaller --context")
-        if cfg.mode == "auto":  # neither mode works: say why for both
-            count = len(text_lines(text))
-            raise UserError(f"data file {cfg.data} is too short: it has {'a single line' if count == 1 else f'{count} lines'}"
-                            f" (line mode needs at least 3: train, validation, test) and in stream mode {stream_needs}")
-        raise UserError(f"data file {cfg.data} is too short for stream mode: {stream_needs}")
-    # Encode the text once, then cut the blocks as views of the same ids: no copies.
-    extra = "".join(line + EOL for line in extra_train)
-    ids = tokenizer.encode_tensor(extra + text)  # (len(extra) + N,)
-    cut = len(extra) + n_train  # where the validation block starts
-    blocks = ids[:cut], ids[cut:cut + n_val], ids[cut + n_val:]
-    return Data(mode, reason, tokenizer, StreamSplit(blocks[0], cfg.context), StreamSplit(blocks[1], cfg.context),
-                StreamSplit(blocks[2], cfg.context) if n_test else None,
-                text_lines((extra + text[:min(n_train, 200_000)])[:200_000]), n)  # a sample of lines, for the pictures
+    if mode != "line":
+        return window_data(text, cfg, tokenizer, reason, extra_train)  # a book: Part II
+    lines = text_lines(text)
+    check_line_count(lines, cfg)  # Part II: a clear error for a text of one or two lines
+    train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
+    train_lines = train_lines + list(extra_train)
+    encode = lambda rows: encode_lines(rows, tokenizer, cfg.context)  # noqa: E731
+    return Data("line", reason, tokenizer, encode(train_lines), encode(val_lines),
+                encode(test_lines) if test_lines else None, train_lines, len(text),
+                truncated=sum(len(line) + 1 > cfg.context for line in lines))
 
 
-# %% ==========================================================================
-# 3. EMBEDDINGS: a learned vector for every character
-# =============================================================================
-# An embedding is a lookup table with one row of C numbers per character: id 21 -> row 21.
-# The rows start random and training moves them so that characters that behave alike
-# end up with similar vectors. Following the Transformer paper (Vaswani et al., 2017,
-# section 3.4) the vectors are multiplied by sqrt(C):
+# %% [markdown]
+# ## 4. Embeddings: a learned vector for every character
 #
-#       x_t = E[id_t] * sqrt(C)
+# An embedding is a lookup table $E$ with one row of C numbers per character: id 21 → row 21. The
+# rows start random, and training moves them so that characters that behave alike end up with
+# similar vectors. Following the Transformer paper (Vaswani et al., 2017, §3.4) the vectors are
+# multiplied by $\sqrt{C}$:
 #
-# We start the table with standard deviation 1/sqrt(C), so after the scaling every
-# number is about 1 in size: the same size as the positional encoding added next, so
-# neither drowns the other.
+# $$x_t = E[\mathrm{id}_t]\,\sqrt{C}$$
+#
+# The table starts with standard deviation $1/\sqrt{C}$, so after the scaling every number is
+# about 1 in size: the size of the positional encoding added next, so neither drowns the other.
 
-
+# %%
 class ScaledEmbedding(nn.Embedding):
     def __init__(self, vocab_size: int, d_model: int):
         super().__init__(vocab_size, d_model)
@@ -558,25 +329,22 @@ class ScaledEmbedding(nn.Embedding):
         return super().forward(idx) * self.scale  # (B, T) -> (B, T, C)
 
 
-# %% ==========================================================================
-# 4. SINUSOIDAL POSITIONAL ENCODING: where each character stands
-# =============================================================================
-# Attention by itself does not know the order of its inputs: "sal" and "las" would look
-# the same. So we add to each character's vector a vector that depends only on its
-# position in the sequence (paper, section 3.5):
+# %% [markdown]
+# ## 5. Positional encoding: where each character stands
 #
-#       PE(pos, 2i)   = sin(pos / 10000^(2i / C))
-#       PE(pos, 2i+1) = cos(pos / 10000^(2i / C))
+# Attention by itself does not know the order of its inputs: "sal" and "las" would look the
+# same. So we add to each character's vector a vector that depends only on its position (§3.5):
 #
-# Each pair of dimensions is a sine/cosine at its own frequency, from one turn every
-# 2*pi positions (i = 0) down to very slow waves: together they give every position a
-# distinct fingerprint, and nearby positions similar ones. Nothing here is learned.
+# $$PE_{(pos,\,2i)} = \sin\!\left(\frac{pos}{10000^{2i/C}}\right), \qquad
+#   PE_{(pos,\,2i+1)} = \cos\!\left(\frac{pos}{10000^{2i/C}}\right)$$
 #
-# The encoding is a (T, C) matrix added to every sequence of the batch alike:
-# (B, T, C) + (T, C) -> (B, T, C). Position means the index t inside one sequence, never
-# the index of the sequence in the batch (tests/test_llm.py checks exactly that).
+# Each pair of dimensions is a wave of its own frequency, from one turn every $2\pi$ positions
+# ($i = 0$) down to very slow waves: together they give every position a distinct fingerprint,
+# and nearby positions similar ones. Nothing here is learned. The encoding is a (T, C) matrix
+# added to every sequence of the batch alike: position means the index $t$ inside one sequence,
+# never the index of the sequence in the batch (a test checks exactly that).
 
-
+# %%
 def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
     position = torch.arange(seq_len, dtype=torch.float32).unsqueeze(1)  # (T,) -> (T, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float32)  # (ceil(C/2),) the even dims 2i
@@ -587,38 +355,33 @@ def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
     return pe
 
 
-# %% ==========================================================================
-# 5. CAUSAL MASK AND MULTI-HEAD SELF-ATTENTION
-# =============================================================================
-# Attention lets every position gather information from other positions. Each position's
-# vector x is projected three ways (W_Q, W_K, W_V are learned C x C matrices):
+# %% [markdown]
+# ## 6. Attention, with the causal mask
 #
-#       query q = x W_Q    "what am I looking for?"
-#       key   k = x W_K    "what do I contain?"
-#       value v = x W_V    "what do I pass on to whoever looks at me?"
+# Attention lets every position gather information from the others. Each position's vector $x$
+# is projected three ways by learned C × C matrices: a **query** $q = xW_Q$ ("what am I looking
+# for?"), a **key** $k = xW_K$ ("what do I contain?") and a **value** $v = xW_V$ ("what do I pass
+# on?"). Position $t$ scores every position $s$ by how well its query matches their key, turns
+# the scores into weights that add up to 1, and takes the weighted average of the values:
 #
-# Position t scores every position s by how well its query matches their key, turns the
-# scores into weights that add up to 1, and takes the weighted average of the values:
+# $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right) V,
+#   \qquad M_{ts} = \begin{cases} 0 & s \le t \\ -\infty & s > t \end{cases}$$
 #
-#       Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V
+# Dividing by $\sqrt{d_k}$ keeps the scores from growing with the head width $d_k = D$, which
+# would make the softmax nearly one-hot. $M$ is the **causal mask**: after the softmax a position
+# gives zero weight to the future, so the model cannot read the character it must predict.
 #
-# Dividing by sqrt(d_k) keeps the scores from growing with the head width d_k = D, which
-# would make the softmax nearly one-hot. M is the causal mask: 0 where s <= t and -inf
-# where s > t, so after the softmax a position gives zero weight to the future. Without
-# it the model could read the character it is asked to predict.
+# **Multi-head**: the C numbers are split into H heads of D numbers. Each head attends on its
+# own (one may follow the previous letter, another the start of the word); the heads are
+# concatenated back to C numbers and mixed by $W_O$:
 #
-# Multi-head: the C numbers are split into H heads of D = C / H numbers. Each head
-# attends on its own (one may follow the previous letter, another the start of the
-# word), then the heads are concatenated back to C numbers and mixed by W_O:
+# $$\mathrm{MultiHead}(x) = \mathrm{concat}(\mathrm{head}_1, \dots, \mathrm{head}_H)\, W_O$$
 #
-#       MultiHead(x) = concat(head_1, ..., head_H) W_O
-#
-# Two paths compute the same numbers. `attention()` below is the formula written out,
-# and returns the weights so we can draw them. torch's F.scaled_dot_product_attention
-# fuses the same steps into one fast kernel (flash attention on a GPU) and is used
-# for training when Config.attention == "fast"; tests/test_llm.py proves both equal.
+# `attention()` is the formula written out, and returns the weights so they can be drawn.
+# PyTorch's `F.scaled_dot_product_attention` computes the same numbers in one fast kernel and is
+# what training uses by default (`--attention fast`); the tests prove the two equal.
 
-
+# %%
 def causal_mask(T: int, device=None) -> torch.Tensor:
     """(T, T) booleans: True where query position t may attend to key position s (s <= t)."""
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
@@ -659,35 +422,31 @@ class MultiHeadSelfAttention(nn.Module):
         return self.output(concat), weights  # (B, T, C) @ (C, C) -> (B, T, C); weights (B, H, T, T)
 
 
-# %% ==========================================================================
-# 6. FEED-FORWARD, RESIDUAL CONNECTIONS, LAYER NORM: the encoder layer
-# =============================================================================
-# After attention has mixed information across positions, a feed-forward block works on
-# each position alone: it widens the vector to F numbers, applies ReLU, and narrows it
-# back (paper, equation 2):
+# %% [markdown]
+# ## 7. The encoder layer: feed-forward, residual connections, layer norm
 #
-#       FFN(x) = max(0, x W_1 + b_1) W_2 + b_2
+# After attention has mixed information across positions, a **feed-forward** block works on
+# each position alone: it widens the vector to F numbers, applies ReLU, and narrows it back
+# (paper, equation 2). **Layer norm** rescales each vector to mean 0 and variance 1, then applies
+# a learned gain $\gamma$ and shift $\beta$:
 #
-# Residual connections add each block's output to its input, x <- x + block(x), so the
-# signal and the gradient can flow straight through a deep stack. Layer norm rescales
-# each vector to mean 0 and variance 1, then applies a learned gain gamma and shift beta:
+# $$\mathrm{FFN}(x) = \max(0,\, xW_1 + b_1)\,W_2 + b_2, \qquad
+#   \mathrm{LayerNorm}(x) = \gamma \odot \frac{x - \mu(x)}{\sqrt{\sigma^2(x) + \epsilon}} + \beta$$
 #
-#       LayerNorm(x) = gamma * (x - mean(x)) / sqrt(var(x) + eps) + beta
+# **Residual connections** add each block's output to its input, so the signal and the gradient
+# flow straight through a deep stack. The 2017 paper normalizes after the addition (post-norm);
+# we normalize the block's input instead (pre-norm, as GPT-2 and most models since), because it
+# trains stably at a high learning rate without a long warm-up, which lets the classroom run
+# finish in seconds. The price is one more LayerNorm at the end of the stack (section 8):
 #
-# Pre-norm or post-norm? The 2017 paper normalizes after the residual addition
-# (post-norm: x <- LayerNorm(x + block(x))). We normalize the block's input instead
-# (pre-norm, as GPT-2 and most models since):
+# $$x \leftarrow x + \mathrm{Dropout}(\mathrm{MultiHead}(\mathrm{LayerNorm}(x))), \qquad
+#   x \leftarrow x + \mathrm{Dropout}(\mathrm{FFN}(\mathrm{LayerNorm}(x)))$$
 #
-#       x <- x + Dropout(Attention(LayerNorm(x)))
-#       x <- x + Dropout(FFN(LayerNorm(x)))
-#
-# because it trains stably at a high learning rate without a warm-up phase, which is
-# what lets the classroom run finish in seconds. The price is one extra LayerNorm at the
-# very end of the stack (section 7). We call the layer an *encoder* layer as the paper's
-# encoder does; with the causal mask, a stack of them is what is usually called a
-# decoder-only (GPT-style) model: there is no second stack and no cross-attention.
+# We call it an *encoder* layer, as the paper's encoder does; with the causal mask, a stack of
+# them is what is usually called a decoder-only (GPT-style) model: no second stack, no
+# cross-attention. A test proves it equal to PyTorch's `nn.TransformerEncoderLayer(norm_first=True)`.
 
-
+# %%
 class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
@@ -715,19 +474,18 @@ class EncoderLayer(nn.Module):
         return x, weights  # (B, T, C), (B, H, T, T) or None
 
 
-# %% ==========================================================================
-# 7. THE MODEL: from character ids to next-character scores
-# =============================================================================
-#       x      = Embedding(ids) * sqrt(C) + PE          (B, T) -> (B, T, C)
-#       x      = EncoderLayer_N( ... EncoderLayer_1(x))  (B, T, C)
-#       logits = LayerNorm(x) W_head + b_head            (B, T, C) -> (B, T, V)
+# %% [markdown]
+# ## 8. The model: from character ids to next-character scores
 #
-# logits[b, t, c] is the score of "the character after position t is c"; softmax turns
-# the V scores into probabilities. The linear head is its own matrix (some models reuse
-# the embedding matrix here, "weight tying"; we keep them apart so each can be read on
-# its own in parameters.txt).
+# $$x = E[\mathrm{ids}]\sqrt{C} + PE, \qquad x \leftarrow \mathrm{EncoderLayer}_N(\cdots
+#   \mathrm{EncoderLayer}_1(x)), \qquad \mathrm{logits} = \mathrm{LayerNorm}(x)\,W_{head} + b_{head}$$
+#
+# The shapes go (B, T) → (B, T, C) → (B, T, C) → (B, T, V). `logits[b, t, c]` is the score of
+# "the character after position t is c"; softmax turns the V scores into probabilities. The head
+# is its own matrix (some models reuse the embedding table here, "weight tying"; we keep them
+# apart so each can be read on its own in `parameters.txt`).
 
-
+# %%
 class TransformerLM(nn.Module):
     def __init__(self, vocab_size: int, cfg: Config):
         super().__init__()
@@ -765,58 +523,47 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# %% ==========================================================================
-# 8. TRAINING: teacher forcing, cross-entropy, Adam
-# =============================================================================
-# For every position the model outputs V logits; the loss is the cross-entropy between
-# their softmax and the true next character, averaged over every real (unpadded)
-# position of the batch:
+# %% [markdown]
+# ## 9. The loss: how surprised the model is by the true next character
 #
-#       loss = - mean over (b, t) of  log softmax(logits[b, t])[target[b, t]]
+# For every position the model outputs V logits; the loss is the cross-entropy between their
+# softmax and the true next character, averaged over the real (unpadded) positions $\mathcal{R}$:
 #
-# A model that knows nothing spreads its bets evenly and scores ln(V), about 4.2 for 65
-# characters; each 0.69 less halves the "number of characters it hesitates between".
-# The gradient of the loss moves every parameter a little downhill; Adam (Kingma & Ba,
-# 2014) scales each step by running averages of the gradient and of its square, so every
-# parameter gets a step size that suits it. One epoch is one pass over the training
-# data in a new random order. Dropout is on while training and off when we measure.
+# $$\mathcal{L} = -\frac{1}{|\mathcal{R}|} \sum_{(b,t) \in \mathcal{R}}
+#   \log \mathrm{softmax}(\mathrm{logits}_{b,t})_{\,\mathrm{target}_{b,t}}$$
 #
-# The craft around that loop, each piece a few lines:
-#
-# * Learning-rate schedule. The rate rises linearly over the first `warmup` steps (at most a
-#   fifth of all steps), while Adam's running averages are still rough guesses, then follows
-#   half a cosine from lr down to lr / 10: big steps while the model is far from good, small
-#   ones to settle:
-#       lr(step) = lr * (step + 1) / warmup                                 during warm-up
-#       lr(step) = lr * (0.1 + 0.9 * (1 + cos(pi * progress)) / 2)       progress: 0 -> 1
-# * Gradient clipping. If the gradient, seen as one long vector g, is longer than `clip`,
-#   it is scaled down to that length:  g <- g * min(1, clip / ||g||).  One unlucky batch
-#   then cannot throw the weights far away. The progress line reports the mean ||g|| and
-#   how often it was clipped: clipping most steps means the learning rate is too high.
-# * Mixed precision. Under bf16 autocast the matrix products run in bfloat16 (8 bits of
-#   mantissa instead of 23: about 3 significant digits, but float32's range), which GPUs
-#   compute several times faster; sums, softmax and the loss stay in float32. Most CPUs
-#   have no fast bfloat16, so `auto` uses it only on a GPU that supports it.
-# * AdamW. Weight decay pulls every matrix a little towards 0 at each step,
-#   W <- W - lr * weight_decay * W, separately from the gradient step ("decoupled",
-#   Loshchilov & Hutter, 2019); biases and layer-norm gains are left alone. It matters
-#   in long runs of big models, which otherwise overfit. Plain Adam is the default here:
-#   it is the paper's optimizer, one idea less to explain, and in 20 short epochs the
-#   decay barely changes the result (the README gives the figures).
-# * Early stopping. The validation loss is measured after every epoch. When it has not
-#   improved for `patience` epochs, more training is only learning the training lines by
-#   heart: stop, and put back the weights of the best epoch (the ones in the checkpoint).
-# * torch.compile (`--compile`, off by default). It traces the model once and writes fused
-#   kernels for it: fewer trips through memory, less Python per step. The numbers are the
-#   same up to rounding. The first steps wait tens of seconds for the compiler, so it pays off
-#   only in long runs on a GPU; on a 2-core CPU it was slower (see the README).
-# * A loss that becomes NaN or infinite (too high a learning rate, usually) cannot recover:
-#   training stops with a message, and the checkpoint of the last good epoch stays.
+# It is measured in nats per character. A model that knows nothing spreads its bets evenly and
+# scores $\ln V$, about 4.2 for 65 characters. **Perplexity** $e^{\mathcal{L}}$ is the number of
+# characters the model hesitates between, as if it chose evenly among them; $\mathcal{L}/\ln 2$ is
+# in bits per character, what a compressor driven by the model would need per letter.
+
+# %%
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose target is not IGNORE (padding)."""
+    V = logits.size(-1)
+    return F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), ignore_index=IGNORE)  # (B*T, V), (B*T,)
 
 
+def perplexity_report(loss: float) -> str:
+    """Loss in nats per character, perplexity e^loss and bits per character loss / ln 2."""
+    return f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | {loss / math.log(2):.3f} bits/char"
+
+
+# %% [markdown]
+# ## 10. The learning-rate schedule
+#
+# The rate rises linearly over the first `warmup` steps (at most a fifth of all steps), while
+# Adam's running averages are still rough guesses, then follows half a cosine from `lr` down to
+# `lr / 10`: big steps while the model is far from good, small ones to settle.
+#
+# $$\eta(s) = \begin{cases} \eta_{max}\,\dfrac{s + 1}{s_{warm}} & s < s_{warm} \\[1ex]
+#   \eta_{max}\left(0.1 + 0.9\cdot\dfrac{1 + \cos(\pi p)}{2}\right),
+#   \quad p = \dfrac{s - s_{warm}}{s_{total} - s_{warm}} & \text{after} \end{cases}$$
+
+# %%
 def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
-    """Linear warm-up for cfg.warmup steps (at most a fifth of the run, for tiny texts), then a
-    cosine from cfg.lr down to cfg.lr / 10."""
+    """Linear warm-up for cfg.warmup steps (at most a fifth of the run), then a cosine from
+    cfg.lr down to cfg.lr / 10."""
     warmup = min(cfg.warmup, total_steps // 5)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
@@ -824,36 +571,621 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the positions whose target is not IGNORE (padding)."""
-    V = logits.size(-1)
-    return F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), ignore_index=IGNORE)  # (B*T, V), (B*T,)
+# %% [markdown]
+# ## 11. Adam
+#
+# The gradient $g$ of the loss says which way is downhill for every parameter. Adam (Kingma &
+# Ba, 2014) keeps two running averages per parameter, of the gradient and of its square, and
+# steps by their ratio:
+#
+# $$m \leftarrow \beta_1 m + (1-\beta_1)\, g, \qquad v \leftarrow \beta_2 v + (1-\beta_2)\, g^2,
+#   \qquad p \leftarrow p - \eta\, \frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}$$
+#
+# $m$ and $v$ start at 0, so early on they are too small; dividing by $1 - \beta^t$ undoes that.
+# Dividing $m$ by $\sqrt{v}$ takes away the gradient's scale: a parameter whose gradients are a
+# thousand times smaller moves just as far, about $\eta$ per step while its gradient keeps its
+# sign. **AdamW** (`--optimizer adamw`, Loshchilov & Hutter, 2019) also pulls every matrix a
+# little towards 0 at each step, $p \leftarrow p\,(1 - \eta\lambda)$, apart from the gradient
+# ("decoupled"); biases and layer-norm parameters are left alone. Plain Adam is the default: it is
+# the paper's optimizer, and over 20 short epochs the decay barely changes the result.
+#
+# The class below is the formula, one tensor at a time. Training runs `FastAdam` (Part II), the
+# same arithmetic applied to all tensors at once; a test proves both take `torch.optim`'s steps.
 
-
+# %%
 class Adam:
-    """Adam (Kingma & Ba, 2014), written out; a group with weight_decay > 0 gets AdamW's
-    decoupled decay. For every parameter tensor p with gradient g, at step t:
-
-        m <- beta1 * m + (1 - beta1) * g          running mean of the gradient
-        v <- beta2 * v + (1 - beta2) * g^2        running mean of its square
-        p <- p * (1 - lr * weight_decay)          AdamW only: pull towards 0
-        p <- p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
-
-    m and v start at 0, so early on they are too small; dividing by 1 - beta^t undoes that.
-    Dividing m by sqrt(v) takes away the gradient's scale: a parameter whose gradients are a
-    thousand times smaller moves just as far, about lr per step while its gradient keeps its
-    sign, and less when the gradient keeps changing sign. The arithmetic is the same as
-    torch.optim.Adam and AdamW (tests/test_use.py checks it step by step). It is written
-    here because it is short, and because creating a torch.optim optimizer loads PyTorch's
-    compiler: 1.8 s on a 2-core CPU, more than a tenth of the classroom run. Each
-    `torch._foreach_*` call below updates every tensor of a group in one go."""
+    """Adam, written out; a group with weight_decay > 0 gets AdamW's decoupled decay."""
 
     def __init__(self, groups: list[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.param_groups = [{"params": list(g["params"]), "weight_decay": g.get("weight_decay", 0.0), "lr": lr}
                              for g in groups]
-        self.betas, self.eps, self.t = betas, eps, 0
+        self.betas, self.eps, self.t = betas, eps, 0  # t counts the steps taken
         self.m = [[torch.zeros_like(p) for p in g["params"]] for g in self.param_groups]
         self.v = [[torch.zeros_like(p) for p in g["params"]] for g in self.param_groups]
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        beta1, beta2 = self.betas
+        for group, ms, vs in zip(self.param_groups, self.m, self.v):
+            lr, decay = group["lr"], group["weight_decay"]
+            for p, m, v in zip(group["params"], ms, vs):
+                g = p.grad
+                m.mul_(beta1).add_(g, alpha=1 - beta1)  # m <- beta1 m + (1 - beta1) g
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
+                if decay:
+                    p.mul_(1 - lr * decay)  # AdamW only: pull towards 0
+                m_hat = m / (1 - beta1 ** self.t)  # undo the start at 0
+                v_hat = v / (1 - beta2 ** self.t)
+                p.addcdiv_(m_hat, v_hat.sqrt() + self.eps, value=-lr)  # p <- p - lr m_hat / (sqrt(v_hat) + eps)
+
+    def zero_grad(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> Adam:
+    """Adam, or AdamW with weight decay on the matrices only: FastAdam runs these formulas."""
+    if cfg.optimizer == "adamw":
+        matrices = [p for p in model.parameters() if p.dim() >= 2]  # weights and the embedding table
+        others = [p for p in model.parameters() if p.dim() < 2]  # biases, layer-norm gains and shifts
+        groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": model.parameters()}]
+    return FastAdam(groups, lr=cfg.lr)
+
+
+# %% [markdown]
+# ## 12. One training step, and measuring
+#
+# One step on one batch: the forward pass gives the logits, the loss compares them with the
+# targets, `backward()` computes the gradient of the loss for every parameter, and Adam moves the
+# parameters. Before the update the gradient is **clipped**: seen as one long vector $g$, if it is
+# longer than `clip` it is scaled down to that length, so one unlucky batch cannot throw the
+# weights far away:
+#
+# $$g \leftarrow g \cdot \min\!\left(1, \frac{\mathrm{clip}}{\lVert g \rVert}\right)$$
+#
+# The progress line reports the mean $\lVert g \rVert$ and how often it was clipped: clipping at
+# most steps means the learning rate is too high. `evaluate` measures the mean loss over a whole
+# split with dropout off and no gradients. The forward pass runs inside `mixed_precision(...)`,
+# which does nothing on a CPU by default (Part II).
+
+# %%
+def train_step(model: nn.Module, optimizer: Adam, inputs: torch.Tensor, targets: torch.Tensor,
+               lr: float, clip: float, cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on one batch: forward, loss, backward, clip, update.
+    Returns (loss, gradient norm before clipping), both still on the device."""
+    with mixed_precision(cfg, device):
+        logits = model(inputs)  # (B, T) -> (B, T, V)
+    loss = sequence_loss(logits, targets)  # (B, T, V) vs (B, T) -> scalar
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad()
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # ||g||, then g scaled to at most clip
+    optimizer.step()
+    return loss, norm
+
+
+@torch.no_grad()
+def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, cfg: Config | None = None) -> float:
+    """Mean loss per real token over a whole split, with dropout off."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for inputs, targets in split.batches(batch_size):
+        inputs, targets = inputs.to(device), targets.to(device)
+        n = int((targets != IGNORE).sum())
+        with mixed_precision(cfg or Config(precision="fp32"), device):
+            logits = model(inputs)
+        total += sequence_loss(logits, targets).item() * n
+        count += n
+    model.train(was_training)
+    return total / count
+
+
+# %% [markdown]
+# ## 13. The training loop
+#
+# One **epoch** is one pass over the training lines in a new random order; the order depends
+# only on the seed and the epoch number. After every epoch the validation loss is measured. The
+# epoch with the lowest one is the **best**: its weights are kept (and saved), and at the end the
+# model holds them. **Early stopping**: when the validation loss has not improved for `patience`
+# epochs, more training only learns the training lines by heart, so training stops. A loss that
+# becomes NaN or infinite (too high a learning rate, usually) cannot recover: training stops with
+# a message, and the last good epoch stays.
+#
+# The loop below is all of it. `Training` (Part II) does the bookkeeping around it: the
+# optimizer, the batches on the device, running sums, the progress line, the checkpoint, Ctrl-C,
+# and resuming a run where it stopped.
+
+# %%
+def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Path | None = None,
+          resume: dict | None = None, on_epoch_end=None, log=print) -> list[dict]:
+    """Train for up to cfg.epochs with early stopping; call on_epoch_end(epoch, record) after
+    each epoch. Every new best epoch is saved to `checkpoint`; at the end the model holds the
+    best weights. `resume` is the training state of a checkpoint. Returns one record per epoch."""
+    training = Training(model, data, cfg, device, checkpoint, resume, log)
+    with training.keeping_the_best_weights():
+        for epoch in training.epochs():  # first_epoch .. cfg.epochs
+            model.train()  # dropout on
+            for inputs, targets in training.batches(epoch):  # (B, T) each, on the device
+                lr = learning_rate(training.step, training.total_steps, cfg)
+                loss, norm = train_step(training.network, training.optimizer, inputs, targets, lr,
+                                        training.clip, cfg, device)
+                training.count(loss, norm, targets, lr)
+            val_loss = evaluate(model, data.val_split, cfg.batch_size * 4, device, cfg)
+            record = training.end_epoch(epoch, val_loss)  # best? save it; print the progress line
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+            if cfg.patience and training.epochs_without_progress >= cfg.patience:
+                log(f"early stop: the validation loss has not improved for {cfg.patience} epochs")
+                break
+    return training.history
+
+
+# %% [markdown]
+# ## 14. Writing: one character at a time
+#
+# To write, the model predicts the next character, we pick one, append it and repeat, until it
+# writes ⏎ (the proverb is over) or `max_chars` is reached. Picking:
+#
+# $$p = \mathrm{softmax}(\mathrm{logits} / \tau)$$
+#
+# A temperature $\tau < 1$ sharpens $p$ (safer, more repetitive), $\tau > 1$ flattens it (more
+# surprising). Sort the characters by $p$; **top-k** keeps the k most likely, **top-p** the fewest
+# whose probabilities add up to p. Then draw $u$ uniformly in $[0, 1)$ and take the first kept
+# candidate whose cumulative probability exceeds $u \times$ (the mass of the kept candidates):
+# that samples the kept candidates in proportion to $p$, and lets `table.txt` show the draw so
+# every choice can be checked by hand. **Greedy** decoding always takes the most likely one. The
+# model never sees more than `context` characters: longer histories are cut to the most recent.
+# The entropy $H(p) = -\sum_c p_c \log_2 p_c$ says how unsure it was: 0 bits = certain.
+
+# %%
+@dataclass
+class Sampling:
+    """How to pick each next character."""
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = all characters
+    top_p: float = 1.0  # 1 = all characters
+    greedy: bool = False
+    max_chars: int = 120  # stop after this many new characters if no ⏎ came
+
+    @classmethod
+    def of(cls, cfg: Config) -> "Sampling":
+        return cls(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.max_chars)
+
+
+@dataclass
+class Choice:
+    """One pick, with everything that table.txt shows about it."""
+    id: int  # the character chosen
+    probs: torch.Tensor  # (V,) p = softmax(logits / temperature)
+    order: torch.Tensor  # (V,) character ids, most likely first
+    cumulative: torch.Tensor  # (V,) cumulative p in that order
+    kept: int  # how many candidates top-k and top-p kept
+    u: float | None  # the uniform draw (None when greedy)
+
+
+def choose_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> Choice:
+    """Pick one id from (V,) logits as `sampling` says."""
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)  # (V,)
+    sorted_p, order = probs.sort(descending=True)  # (V,), (V,)
+    cumulative = sorted_p.cumsum(0)  # (V,)
+    kept = len(probs) if sampling.top_k == 0 else min(sampling.top_k, len(probs))
+    if sampling.top_p < 1.0:  # the fewest candidates whose probabilities reach top_p
+        kept = min(kept, int((cumulative < sampling.top_p).sum()) + 1)
+    if sampling.greedy:
+        return Choice(int(order[0]), probs, order, cumulative, 1, None)
+    u = float(torch.rand((), generator=generator))
+    target = u * cumulative[kept - 1]  # u x the kept mass
+    rank = min(int(torch.searchsorted(cumulative[:kept], target, right=True)), kept - 1)
+    return Choice(int(order[rank]), probs, order, cumulative, kept, u)
+
+
+@torch.no_grad()
+def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampling: Sampling,
+             generator: torch.Generator | None = None, trace: list | None = None, stop_at_eol: bool = True) -> str:
+    """Complete `prompt` until ⏎ or sampling.max_chars new characters; returns prompt +
+    completion. With a `trace` list, one Step per character is appended (for table.txt)."""
+    ids = [tokenizer.eol_id] + tokenizer.encode(prompt)  # raises UnknownCharacterError
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    for _ in range(sampling.max_chars):
+        window = ids[-model.context:]  # crop to the context the model was trained on
+        logits = model(torch.tensor([window], device=device))[0, -1].float().cpu()  # (1, T, V) -> (V,)
+        choice = choose_next(logits, sampling, generator)
+        if trace is not None:
+            trace.append(Step.of(len(ids), window, logits, choice, tokenizer))  # Part II: a row of table.txt
+        if choice.id == tokenizer.eol_id and stop_at_eol:
+            break
+        ids.append(choice.id)
+    model.train(was_training)
+    return tokenizer.decode(ids[1:])
+
+
+# %% [markdown]
+# ## 15. The run: train, then let the model explain itself
+#
+# Everything above, in order: read the proverbs, build the model, train it, measure it once on
+# the test lines, and write the three files in which it explains itself (their code is in
+# Part II):
+#
+# 1. `parameters.txt`: every parameter tensor, its shape and role, and the formula that counts it,
+#    $N_{params} = VC + N(4C^2 + 2CF + F + 9C) + 2C + CV + V$;
+# 2. `table.txt`: every character the model wrote, with its candidates, their probabilities and
+#    the draw;
+# 3. `epoch_<N>.png`: the network drawn every `snapshot` epochs, its nodes coloured by how much
+#    their weights changed.
+#
+# Then come the other pictures (loss, attention, positions, embeddings) and `outputs/README.md`, a
+# gallery that explains them all with this run's own numbers.
+
+# %%
+def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | None = None) -> list[dict]:
+    """The whole classroom run. With `resume` training goes on from that checkpoint; with
+    `init_from` it fine-tunes it (Part II). Returns the history: one record per epoch."""
+    setup = set_up_run(cfg, log, resume, init_from)  # Part II: device, output folder, data, model
+    cfg, model, data, out = setup.cfg, setup.model, setup.data, setup.out
+    pictures = EpochPictures(model, data.tokenizer, data.train_text, cfg) if cfg.snapshot and setup.writes else None
+
+    def on_epoch_end(epoch, record):  # output 3: the network, every cfg.snapshot epochs
+        if pictures is not None and epoch % cfg.snapshot == 0:
+            pictures.draw(model, epoch, record, out / f"epoch_{epoch}.png")
+
+    history = train(model, data, cfg, setup.device, setup.checkpoint, setup.resume_state, on_epoch_end, log)
+    if not finish_training(model, setup, log):  # Part II: False in a process that writes nothing
+        return history
+    test_loss = None
+    if data.test_split is not None:
+        test_loss = evaluate(model, data.test_split, cfg.batch_size * 4, setup.device, cfg)
+        log(f"test split, never seen in training: {perplexity_report(test_loss)}")
+    save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size))  # output 1
+    samples = write_samples(model, data, cfg, setup.text, log)
+    save_text(out / "table.txt", sampling_table(samples, cfg))  # output 2
+    write_pictures_and_gallery(setup, history, pictures, test_loss, log)  # Part II
+    return history
+
+
+def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=print) -> list[tuple]:
+    """Complete every prompt of cfg.prompts; print the samples and the share of real words.
+    Returns (prompt, text, steps) triples for table.txt."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    samples = []
+    log("samples:")
+    for prompt in cfg.prompts:
+        steps: list[Step] = []
+        completion = generate(model, data.tokenizer, prompt, Sampling.of(cfg), generator, steps,
+                              stop_at_eol=data.mode == "line")
+        samples.append((prompt, completion, steps))
+        log("      " + completion.replace(EOL, EOL + "      "))  # a model of a book writes several lines
+    known, written = corpus_word_share(samples, text_lines(text[:5_000_000]))  # a long text: its first 5 MB
+    log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
+    return samples
+
+
+# %% [markdown]
+# ---
+# # APPENDIX. Part II: the machinery
+#
+# Everything a real program needs around the story, and a first reading does not. The story
+# calls these by name; nothing here changes what the model computes. Each part has its own
+# banner:
+#
+# - **A. Settings, devices, files**: `validate`, `pick_device`, reading a text file safely,
+#   writing a file in one piece, checking a prompt.
+# - **B. Long texts**: a book cut into windows instead of lines (`--mode stream`), and encoding
+#   100 MB of text in seconds.
+# - **C. Faster arithmetic**: `FastAdam`, bf16 mixed precision, `torch.compile`.
+# - **D. Several processes**: `torchrun` and `DistributedDataParallel`.
+# - **E. The training loop's bookkeeping**: the `Training` object that `train()` uses.
+# - **F. Checkpoints and fine-tuning**: `model.pt`, `--resume`, `--init-from`.
+# - **G. The outputs and the pictures**: `parameters.txt`, `table.txt`, the pictures, the gallery.
+# - **H. Talking to the model**: `--chat`.
+# - **I. The command line**: `main()`, flags, errors, and the whole run's setup.
+
+# %% [markdown]
+# ## A. Settings, devices, files
+#
+# Impossible settings are refused before anything runs, with one sentence each; so are files
+# that are missing, binary, not UTF-8 or empty. Output files are written whole or not at all.
+
+# %%
+import argparse
+import contextlib
+import shutil
+
+
+def validate(cfg: Config) -> Config:
+    """Refuse impossible settings with one clear sentence each (raised as UserError)."""
+    positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "epochs", "max_chars"]
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
+    if cfg.d_model % cfg.n_heads != 0:
+        raise UserError(f"--d-model ({cfg.d_model}) must be divisible by --heads ({cfg.n_heads}): "
+                        f"each head gets d_model / heads numbers")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {cfg.val_fraction}")
+    if not (0.0 <= cfg.test_fraction < 1.0 and cfg.val_fraction + cfg.test_fraction < 1.0):
+        raise UserError(f"--test-fraction must be 0 or more, and --val-fraction + --test-fraction below 1 "
+                        f"(something must be left to train on), got {cfg.val_fraction} + {cfg.test_fraction}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UserError(f"--lr must be a positive number, got {cfg.lr}")
+    for name in ("snapshot", "top_k", "warmup", "patience"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{flag_of(name)} must be 0 or more, got {getattr(cfg, name)}")
+    for name in ("clip", "weight_decay"):
+        if not (getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name))):
+            raise UserError(f"{flag_of(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
+    unknown = [name for name in cfg.pictures if name not in PICTURES]
+    if unknown:
+        raise UserError(f"--pictures knows {' '.join(PICTURES)}; not: {' '.join(unknown)}")
+    validate_choices_and_sampling(cfg)
+    device = pick_device(cfg.device)  # raises on an unknown or absent device
+    if cfg.compile and device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "clang++", "c++")):
+        raise UserError("--compile needs a C++ compiler (g++ or clang++) on a CPU, and none was found: "
+                        "leave out --compile, or install one")
+    return cfg
+
+
+def validate_choices_and_sampling(cfg: Config):
+    """The settings that name one of a few choices, and the sampling numbers."""
+    choices = {"mode": ("auto", "line", "stream"), "attention": ("fast", "exact"),
+               "optimizer": ("adam", "adamw"), "precision": ("auto", "bf16", "fp32")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"{flag_of(name)} must be " + ", ".join(f"'{a}'" for a in allowed[:-1])
+                            + f" or '{allowed[-1]}', got '{getattr(cfg, name)}'")
+    if not (cfg.temperature > 0 and math.isfinite(cfg.temperature)):
+        raise UserError(f"--temperature must be a positive number, got {cfg.temperature}")
+    if not 0.0 < cfg.top_p <= 1.0:
+        raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p}")
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' takes a CUDA GPU if there is one, then Apple's GPU (mps), else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"device '{name}' is not available on this machine (try --device cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device '{name}' is not available on this machine (try --device cpu)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unsupported device '{name}': use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def flag_of(field_name: str) -> str:
+    """The command-line flag of a Config field: its own flag, or --field-name."""
+    for f in fields(Config):
+        if f.name == field_name:
+            return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+    raise KeyError(field_name)
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a UTF-8 file in Unicode NFC form, line ends as '\\n'; a UserError for a
+    missing, unreadable, binary, non-UTF-8 or empty file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"data file not found: {path}")
+    if not path.is_file():
+        raise UserError(f"data path is not a file: {path}")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read data file {path}: {e.strerror}") from None
+    if b"\x00" in raw:
+        raise UserError(f"data file {path} looks binary (it contains zero bytes): give a UTF-8 text file")
+    skip = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # a byte-order mark some editors write: dropped
+    try:
+        text = str(memoryview(raw)[skip:], "utf-8")  # a view, not a copy: a 100 MB file is not doubled here
+    except UnicodeDecodeError as e:
+        raise UserError(f"data file {path} is not UTF-8 text (byte 0x{raw[skip + e.start]:02x} at offset "
+                        f"{skip + e.start}): save it as UTF-8") from None
+    del raw
+    text = unicodedata.normalize("NFC", text.replace("\r\n", EOL).replace("\r", EOL))
+    if not text.strip():
+        raise UserError(f"data file {path} is empty: it has no line with text")
+    return text
+
+
+def check_line_count(lines: list[str], cfg: Config):
+    """Line mode needs a line to train on, one to validate and (unless --test-fraction 0) one to test."""
+    needed = 2 + (cfg.test_fraction > 0)
+    if len(lines) < needed:
+        raise UserError(f"data file {cfg.data} has {'a single line' if len(lines) == 1 else 'too few lines'}: "
+                        f"line mode needs at least {needed} (train, validation"
+                        f"{', test' if cfg.test_fraction > 0 else ''}); --mode stream reads it as one text")
+
+
+def name_chars(chars) -> str:
+    """'ç' (LATIN SMALL LETTER C WITH CEDILLA), ... : characters named so nobody has to guess."""
+    quote = lambda c: f'"{c}"' if c == "'" else f"'{show(c)}'"  # noqa: E731
+    return ", ".join(f"{quote(c)} ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in chars)
+
+
+def check_prompt(tokenizer: CharTokenizer, prompt: str) -> str:
+    """The one place a prompt is checked: returns it as the model will read it, or raises an
+    UnknownCharacterError that names every character the model never saw."""
+    tokenizer.encode(prompt)
+    return prompt
+
+
+def save_text(path: Path, text: str):
+    """Write a UTF-8 text file whole or not at all: a temporary file beside it, then a rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)  # atomic: readers see the old file or the new one
+    except OSError as e:
+        temporary.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+# %% [markdown]
+# ## B. Long texts: a book cut into windows
+#
+# A list of proverbs is one sample per line (section 3). A book is one long text: **stream
+# mode** reads the whole text as one sequence, and the samples are windows of `context`
+# characters cut from it, from a new random offset every epoch; ⏎ is then simply the character
+# that ends a line of the book. A window is teacher-forced like a line:
+# input = `text[i : i + T]`, target = `text[i + 1 : i + T + 1]`; all windows have the same
+# length, so they need no padding. `--mode auto` picks line mode when the lines are short (95%
+# fit in the context) and no blank line separates them, stream mode otherwise.
+#
+# The held-out parts are contiguous blocks at the end of the text (train | validation | test),
+# because a random window would overlap its neighbours in the training text. A 100 MB book is
+# encoded through a lookup table, a million characters at a time, into the smallest integer
+# type that holds its ids: 100 MB of text takes about 100 MB of ids.
+
+# %%
+def choose_mode(text: str, context: int) -> tuple[str, str]:
+    """('line' or 'stream', the reason in words) for --mode auto."""
+    rows = text[:1_000_000].strip().split(EOL)  # the first million characters tell the kind of text
+    blank = sum(not row.strip() for row in rows)
+    fitting = sum(len(row.strip()) + 1 < context for row in rows if row.strip())
+    filled = len(rows) - blank
+    if blank == 0 and fitting >= 0.95 * filled and filled >= 3:
+        return "line", f"{filled} lines, none blank, {fitting / filled:.0%} fit in the context"
+    if blank:
+        return "stream", f"{blank} blank lines: paragraphs of a running text"
+    return "stream", f"only {fitting} of {filled} lines fit in the context of {context}"
+
+
+def code_points(text: str, chunk: int = 1 << 20):
+    """The Unicode code points of text as int32 tensors, a million at a time: a 100 MB text
+    is never held as one 400 MB tensor of 32-bit numbers."""
+    for start in range(0, len(text), chunk):
+        yield torch.frombuffer(bytearray(text[start:start + chunk].encode("utf-32-le")), dtype=torch.int32)
+
+
+def smallest_int_dtype(vocab_size: int) -> torch.dtype:
+    """uint8 for up to 256 characters, int16 or int32 beyond: a 100 MB text then takes 100 MB."""
+    return torch.uint8 if vocab_size <= 256 else torch.int16 if vocab_size <= 32767 else torch.int32
+
+
+def encode_long_text(tokenizer: CharTokenizer, text: str) -> torch.Tensor:
+    """tokenizer.encode(text) for long texts, vectorized: (N,) ids in the smallest integer
+    type. A table maps every code point to its id (-1 when unknown); indexing it with the code
+    points of a chunk encodes the chunk in one operation."""
+    lookup = torch.full((max(map(ord, tokenizer.chars)) + 2,), -1, dtype=torch.int32)  # code point -> id
+    lookup[torch.tensor([ord(c) for c in tokenizer.chars])] = torch.arange(tokenizer.vocab_size, dtype=torch.int32)
+    ids = torch.empty(len(text), dtype=smallest_int_dtype(tokenizer.vocab_size))  # (N,)
+    start = 0
+    for points in code_points(text):
+        chunk = lookup[points.clamp(max=len(lookup) - 1)]  # beyond the table: the -1 in its last slot
+        if (chunk < 0).any():
+            tokenizer.encode(text[start:start + len(points)])  # names the unknown characters
+        ids[start:start + len(points)] = chunk.to(ids.dtype)
+        start += len(points)
+    return ids
+
+
+@dataclass
+class StreamSplit:
+    """One contiguous block of the text, cut into windows when batched."""
+    ids: torch.Tensor  # (N,) token ids, in the smallest integer type that holds them
+    context: int  # window length T
+
+    def __len__(self) -> int:  # windows per epoch (at offset 0)
+        return (len(self.ids) - 1) // self.context
+
+    @property
+    def n_tokens(self) -> int:  # targets in the block: every id but the first
+        return len(self.ids) - 1
+
+    def windows(self, offset: int = 0, tail: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Non-overlapping (input, target) windows starting at offset; with tail, also the
+        shorter last window, so that every target of the block is counted once."""
+        T = self.context
+        body = self.ids[offset:]  # (N - offset,) still in its small integer type: batches() widens it
+        n = (len(body) - 1) // T
+        inputs = body[:n * T].view(n, T)  # (n, T)
+        targets = body[1:n * T + 1].view(n, T)  # (n, T): the same text, one character later
+        pieces = [(inputs, targets)]
+        if tail and len(body) - 1 > n * T:
+            pieces.append((body[n * T:-1].unsqueeze(0), body[n * T + 1:].unsqueeze(0)))  # (1, T')
+        return pieces
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None):
+        """Yield (inputs, targets), each (B, T). With a generator (training): the windows from a
+        random offset in a random order. Without one: every window from the start, plus the
+        shorter last one."""
+        if generator is None:
+            for inputs, targets in self.windows(0, tail=True):  # (n, T)
+                for x, y in zip(inputs.split(batch_size), targets.split(batch_size)):
+                    yield x.long(), y.long()  # (B, T) each, as the int64 that embeddings want
+            return
+        largest = min(self.context - 1, len(self.ids) - 2 - self.context)  # leave at least one window
+        offset = int(torch.randint(largest + 1, (), generator=generator))
+        inputs, targets = self.windows(offset)[0]  # (n, T)
+        order = torch.randperm(len(inputs), generator=generator)  # (n,)
+        for rows in order.split(batch_size):  # rows: (B,)
+            yield inputs[rows].long(), targets[rows].long()  # (n, T) -> (B, T)
+
+
+def window_data(text: str, cfg: Config, tokenizer: CharTokenizer, reason: str, extra_train=()) -> Data:
+    """Stream mode: contiguous blocks, train | validation | test, each a StreamSplit."""
+    n = len(text)
+    n_val, n_test = round(n * cfg.val_fraction), round(n * cfg.test_fraction)
+    n_train = n - n_val - n_test
+    if n_train < cfg.context + 1 or n_val < 2 or (cfg.test_fraction > 0 and n_test < 2):
+        stream_needs = (f"its {n:,} characters leave {n_train:,} to train on, fewer than the context + 1 "
+                        f"({cfg.context + 1}): give a longer text or a smaller --context")
+        if cfg.mode == "auto":  # neither mode works: say why for both
+            count = len(text_lines(text))
+            raise UserError(f"data file {cfg.data} is too short: it has {'a single line' if count == 1 else f'{count} lines'}"
+                            f" (line mode needs at least 3: train, validation, test) and in stream mode {stream_needs}")
+        raise UserError(f"data file {cfg.data} is too short for stream mode: {stream_needs}")
+    # Encode the text once, then cut the blocks as views of the same ids: no copies.
+    extra = "".join(line + EOL for line in extra_train)
+    ids = encode_long_text(tokenizer, extra + text)  # (len(extra) + N,)
+    cut = len(extra) + n_train  # where the validation block starts
+    blocks = [StreamSplit(part, cfg.context) for part in (ids[:cut], ids[cut:cut + n_val], ids[cut + n_val:])]
+    sample_lines = text_lines((extra + text[:min(n_train, 200_000)])[:200_000])  # for the pictures
+    return Data("stream", reason, tokenizer, blocks[0], blocks[1], blocks[2] if n_test else None, sample_lines, n)
+
+
+# %% [markdown]
+# ## C. Faster arithmetic: FastAdam, mixed precision, compile
+#
+# **FastAdam** is section 11's Adam with each line applied to every tensor of a group in one
+# call (`torch._foreach_*`): the same arithmetic, with far fewer trips through Python, and on a
+# GPU far fewer kernel launches. The tests check that both take `torch.optim.Adam`'s steps. It is
+# written here rather than taken from `torch.optim` because creating a `torch.optim` optimizer
+# loads PyTorch's compiler: 1.8 s on a 2-core CPU, a tenth of the classroom run.
+#
+# **Mixed precision** (`--precision`). Under bf16 autocast the matrix products run in bfloat16
+# (8 bits of mantissa instead of 23: about 3 significant digits, but float32's range), which GPUs
+# compute several times faster; sums, softmax and the loss stay in float32. Most CPUs have no fast
+# bfloat16, so `auto` uses it only on a GPU that supports it; with it off, no autocast context is
+# entered at all.
+#
+# **torch.compile** (`--compile`, off by default) traces the model once and writes fused kernels
+# for it: fewer trips through memory, less Python per step, the same numbers up to rounding. The
+# first steps wait tens of seconds for the compiler, so it pays only in long runs on a GPU; on a
+# 2-core CPU it was slower (tests/BENCHMARK.md).
+
+# %%
+class FastAdam(Adam):
+    """Adam's step (section 11) for all tensors of a group at once; also its state, for checkpoints."""
 
     @torch.no_grad()
     def step(self):
@@ -866,16 +1198,10 @@ class Adam:
             torch._foreach_addcmul_(v, grads, grads, 1 - beta2)  # v <- beta2 v + (1 - beta2) g*g
             if group["weight_decay"]:
                 torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-            correction2 = math.sqrt(1 - beta2 ** self.t)
             denominator = torch._foreach_sqrt(v)
-            torch._foreach_div_(denominator, correction2)
+            torch._foreach_div_(denominator, math.sqrt(1 - beta2 ** self.t))
             torch._foreach_add_(denominator, self.eps)  # sqrt(v / (1 - beta2^t)) + eps
             torch._foreach_addcdiv_(params, m, denominator, -group["lr"] / (1 - beta1 ** self.t))
-
-    def zero_grad(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
 
     def state_dict(self) -> dict:
         return {"t": self.t, "m": self.m, "v": self.v}
@@ -892,80 +1218,30 @@ class Adam:
         self.v = [[v.to(device) for v in group] for group in state["v"]]
 
 
-def make_optimizer(model: nn.Module, cfg: Config) -> Adam:
-    """Adam, or AdamW with weight decay on the matrices only."""
-    if cfg.optimizer == "adamw":
-        matrices = [p for p in model.parameters() if p.dim() >= 2]  # weights and the embedding table
-        others = [p for p in model.parameters() if p.dim() < 2]  # biases, layer-norm gains and shifts
-        return Adam([{"params": matrices, "weight_decay": cfg.weight_decay},
-                     {"params": others, "weight_decay": 0.0}], lr=cfg.lr)
-    return Adam([{"params": model.parameters()}], lr=cfg.lr)
-
-
 def uses_bf16(cfg: Config, device: torch.device) -> bool:
     if cfg.precision == "auto":
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
     return cfg.precision == "bf16"
 
 
-def autocast(cfg: Config, device: torch.device):
+def mixed_precision(cfg: Config, device: torch.device):
     """The context in which forward passes run: bf16 autocast, or nothing at all."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg, device))
+    if not uses_bf16(cfg, device):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-@torch.no_grad()
-def evaluate(model: TransformerLM, split: LineSplit | StreamSplit, batch_size: int, device,
-             cfg: Config | None = None) -> float:
-    """Mean loss per real token over a whole split, with dropout off."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for inputs, targets in batches(split, batch_size):
-        inputs, targets = inputs.to(device), targets.to(device)
-        n = int((targets != IGNORE).sum())
-        with autocast(cfg or Config(precision="fp32"), device):
-            logits = model(inputs)
-        total += sequence_loss(logits, targets).item() * n
-        count += n
-    model.train(was_training)
-    return total / count
+# %% [markdown]
+# ## D. Several processes: torchrun
+#
+# `torchrun --nproc_per_node=N LLM.py ...` starts N copies of this file; each learns who it is
+# from the environment (RANK, WORLD_SIZE). DistributedDataParallel (DDP) keeps the copies in
+# step: every copy starts from the same weights, trains on its own share of every N consecutive
+# batches, and during `backward()` the gradients are averaged across the copies (an all-reduce),
+# so every copy takes the very same optimizer step. One step then learns from N batches at once.
+# Only the first copy (rank 0) prints and writes files. With one process none of this happens.
 
-
-def epoch_generator(cfg: Config, epoch: int) -> torch.Generator:
-    """The random order of one epoch depends only on the seed and the epoch number, so a
-    resumed run shuffles exactly as an uninterrupted one would have."""
-    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-
-
-def train_step(model: nn.Module, optimizer: Adam, inputs: torch.Tensor, targets: torch.Tensor,
-               lr: float, clip: float, cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on one batch: forward, loss, backward, clip, update.
-    Returns (loss, gradient norm before clipping), both still on the device."""
-    with autocast(cfg, device):
-        logits = model(inputs)  # (B, T) -> (B, T, V)
-    loss = sequence_loss(logits, targets)  # (B, T, V) vs (B, T) -> scalar
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.zero_grad()
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # ||g||, then g scaled to at most clip
-    optimizer.step()
-    return loss, norm
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
-
-
-# Scale-out. `torchrun --nproc_per_node=N LLM.py ...` starts N copies of this file; each
-# learns who it is from the environment (RANK, WORLD_SIZE). DistributedDataParallel (DDP)
-# keeps the copies in step: every copy starts from the same weights, trains on its own
-# share of every N consecutive batches, and during backward() the gradients are averaged
-# across the copies (an all-reduce), so every copy takes the very same optimizer step.
-# One step then learns from N batches at once (N times the batch size). Only rank 0 prints
-# and writes files. With one process nothing of this happens: a plain `python LLM.py`.
-
-
+# %%
 @dataclass
 class Ranks:
     """Who this process is among the processes training together."""
@@ -973,7 +1249,7 @@ class Ranks:
     world: int = 1  # number of processes
 
     @property
-    def main(self) -> bool:
+    def is_writer(self) -> bool:  # rank 0 prints and writes the files
         return self.rank == 0
 
 
@@ -989,6 +1265,14 @@ def start_distributed(device: torch.device) -> tuple[Ranks, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Ranks(dist.get_rank(), dist.get_world_size()), device
+
+
+def current_ranks() -> Ranks:
+    """This process's place in the process group, or Ranks() when it trains alone."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return Ranks(dist.get_rank(), dist.get_world_size())
+    return Ranks()
 
 
 def end_distributed():
@@ -1029,134 +1313,161 @@ def same_weights_everywhere(model: nn.Module, ranks: Ranks) -> bool:
     return all(torch.equal(flat, other) for other in gathered)
 
 
-def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Path | None = None,
-          resume: dict | None = None, on_epoch_end=None, log=print, baseline: float = math.inf,
-          ranks: Ranks = Ranks()) -> list[dict]:
-    """Train for up to cfg.epochs, with early stopping; print a progress line per epoch and
-    call on_epoch_end(epoch, record). Every new best epoch is saved to `checkpoint`; at the
-    end the model holds the best weights. `resume` is the "training" part of a checkpoint:
-    training goes on from its epoch and step. An epoch must beat `baseline` (the validation
-    loss before training) to count as best. Returns one record per epoch."""
-    optimizer = make_optimizer(model, cfg)
-    network = model  # what the forward pass runs through: the model, or DDP around it
-    if ranks.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    if cfg.compile:  # training's forward and backward run as generated kernels; evaluation stays plain
-        network = torch.compile(network)
-        log("torch.compile: the first steps of each new batch shape wait for the compiler (tens of seconds)")
-    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size) // ranks.world
-    total_steps = cfg.epochs * max(1, steps_per_epoch)
-    step, first_epoch, history, bad_epochs = 0, 1, [], 0
-    best = {"epoch": 0, "val_loss": baseline}
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        step, history = resume["step"], list(resume["history"])
-        first_epoch = history[-1]["epoch"] + 1
-        best = dict(history[-1])
+# %% [markdown]
+# ## E. The training loop's bookkeeping
+#
+# `Training` is everything around the loop of section 13: the optimizer and what the forward
+# pass runs through (the model, DDP around it, compiled or not), the batches of one epoch on the
+# device (page-locked memory on a GPU, so the copy runs while it computes), running sums kept on
+# the device (no waiting for the GPU at every step), the progress line, the best epoch's weights
+# and its checkpoint, the NaN stop, Ctrl-C, and resuming exactly where a checkpoint left off.
+
+# %%
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def epoch_generator(cfg: Config, epoch: int) -> torch.Generator:
+    """The random order of one epoch depends only on the seed and the epoch number, so a
+    resumed run shuffles exactly as an uninterrupted one would have."""
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+
+
+class Training:
+    """The state of one call of train(): see the banner above."""
+
+    def __init__(self, model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Path | None,
+                 resume: dict | None, log=print):
+        self.model, self.data, self.cfg, self.device, self.checkpoint, self.log = model, data, cfg, device, checkpoint, log
+        self.ranks = current_ranks()
+        self.optimizer = make_optimizer(model, cfg)
+        self.network = model  # what the forward pass runs through
+        if self.ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        if cfg.compile:  # training's forward and backward run as generated kernels; evaluation stays plain
+            self.network = torch.compile(self.network)
+            log("torch.compile: the first steps of each new batch shape wait for the compiler (tens of seconds)")
+        steps_per_epoch = math.ceil(len(data.train_split) / cfg.batch_size) // self.ranks.world
+        self.total_steps = cfg.epochs * max(1, steps_per_epoch)
+        self.step, self.first_epoch, self.history, self.epochs_without_progress = 0, 1, [], 0
+        self.best = {"epoch": 0, "val_loss": math.inf}
+        if resume is not None:
+            self.resume_from(resume)
+        self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.clip = cfg.clip if cfg.clip > 0 else math.inf  # with inf the norm is measured but nothing is scaled
+        self.start, self.epoch, self.lr = time.perf_counter(), self.first_epoch - 1, 0.0
+
+    def resume_from(self, resume: dict):
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.step, self.history = resume["step"], list(resume["history"])
+        self.first_epoch = self.history[-1]["epoch"] + 1
+        self.best = dict(self.history[-1])
         torch.set_rng_state(resume["rng"])  # dropout continues with the same random numbers
-        if device.type == "cuda" and resume.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(resume["cuda_rng"], device)
-    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    clip = cfg.clip if cfg.clip > 0 else math.inf  # with inf the norm is measured but nothing is scaled
-    start = time.perf_counter()
-    epoch = first_epoch - 1
-    try:
-        for epoch in range(first_epoch, cfg.epochs + 1):
-            model.train()
-            epoch_start = time.perf_counter()
-            # running sums stay on the device: no waiting for the GPU at every step
-            loss_sum, tokens, norm_sum, clipped = (torch.zeros((), device=device) for _ in range(4))
-            steps = 0
-            for inputs, targets in my_share(batches(data.train, cfg.batch_size, epoch_generator(cfg, epoch)), ranks):
-                if device.type == "cuda":  # page-locked memory: the copy to the GPU runs while it computes
-                    inputs, targets = inputs.pin_memory(), targets.pin_memory()
-                inputs = inputs.to(device, non_blocking=True)  # (B, T)
-                targets = targets.to(device, non_blocking=True)  # (B, T)
-                lr = learning_rate(step, total_steps, cfg)
-                loss, norm = train_step(network, optimizer, inputs, targets, lr, clip, cfg, device)
-                step += 1
-                steps += 1
-                n = (targets != IGNORE).sum()
-                loss_sum += loss.detach() * n
-                tokens += n
-                norm_sum += norm
-                clipped += norm > clip
-            loss_sum, tokens, norm_sum, clipped = summed_over_ranks([loss_sum, tokens, norm_sum, clipped], ranks)
-            steps *= ranks.world
-            train_loss = (loss_sum / tokens).item()
-            epoch_seconds = time.perf_counter() - epoch_start
-            val_loss = evaluate(model, data.val, cfg.batch_size * 4, device, cfg)
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                bad = train_loss if not math.isfinite(train_loss) else val_loss
-                kept = (f"{checkpoint} still holds epoch {best['epoch']} (validation loss {best['val_loss']:.3f})"
-                        if checkpoint is not None and best["epoch"] else "no checkpoint was written")
-                raise TrainingDiverged(f"the loss became {bad} in epoch {epoch}: training stopped; {kept}. "
-                                       f"Try a lower --lr (now {cfg.lr:g}) or --clip 1")
-            record = {"epoch": epoch, "step": step, "train_loss": train_loss,
-                      "val_loss": val_loss, "lr": lr,
-                      "grad_norm": norm_sum.item() / steps, "clipped": clipped.item() / steps,
-                      "elapsed": time.perf_counter() - start, "tokens_per_second": tokens.item() / epoch_seconds}
-            history.append(record)
-            improved = record["val_loss"] < best["val_loss"]
-            if improved:
-                best, bad_epochs = dict(record), 0
-                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if checkpoint is not None:
-                    save_checkpoint(checkpoint, model, cfg, data.tokenizer, record,
-                                    training={"step": step, "history": history, "rng": torch.get_rng_state(),
-                                              "cuda_rng": torch.cuda.get_rng_state(device)
-                                              if device.type == "cuda" else None,
-                                              "optimizer": optimizer.state_dict()})
-            else:
-                bad_epochs += 1
-            log(f"epoch {epoch:>3}/{cfg.epochs} | train loss {train_loss:.3f} | val loss {record['val_loss']:.3f}"
-                f"{' *' if improved else '  '} | lr {lr:.1e} | grad norm {record['grad_norm']:.2f}"
-                + (f" ({record['clipped']:.0%} clipped)" if cfg.clip > 0 else "")
-                + f" | {record['elapsed']:5.1f} s | {record['tokens_per_second']:,.0f} tokens/s")
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
-            if cfg.patience and bad_epochs >= cfg.patience:
-                log(f"early stop: the validation loss has not improved for {bad_epochs} epochs")
-                break
-    except KeyboardInterrupt:
-        where = (f"{checkpoint} keeps epoch {best['epoch']} (validation loss {best['val_loss']:.3f})"
-                 if checkpoint is not None and best["epoch"] else "no checkpoint was written yet")
-        log(f"\ntraining interrupted in epoch {epoch}: {where}")
-        raise
-    finally:
-        model.load_state_dict(best_weights)  # the best epoch's weights, whatever happened
-    if best["epoch"] and best["epoch"] != history[-1]["epoch"]:
-        log(f"restored the weights of epoch {best['epoch']}, the best validation loss ({best['val_loss']:.3f})")
-    return history
+        if self.device.type == "cuda" and resume.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"], self.device)
+
+    def epochs(self):
+        for epoch in range(self.first_epoch, self.cfg.epochs + 1):
+            self.epoch, self.steps, self.epoch_start = epoch, 0, time.perf_counter()
+            self.sums = [torch.zeros((), device=self.device) for _ in range(4)]  # loss x tokens, tokens, norm, clipped
+            yield epoch
+
+    def batches(self, epoch: int):
+        """This process's batches of the epoch, on the device."""
+        batch_stream = self.data.train_split.batches(self.cfg.batch_size, epoch_generator(self.cfg, epoch))
+        for inputs, targets in my_share(batch_stream, self.ranks):
+            if self.device.type == "cuda":  # page-locked memory: the copy to the GPU runs while it computes
+                inputs, targets = inputs.pin_memory(), targets.pin_memory()
+            yield inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)  # (B, T)
+        self.train_seconds = time.perf_counter() - self.epoch_start  # the epoch's training, without measuring
+
+    def count(self, loss: torch.Tensor, norm: torch.Tensor, targets: torch.Tensor, lr: float):
+        """Add one step to the epoch's running sums (on the device: no waiting for a GPU)."""
+        self.step, self.steps, self.lr = self.step + 1, self.steps + 1, lr
+        loss_sum, tokens, norm_sum, clipped = self.sums
+        n = (targets != IGNORE).sum()
+        loss_sum += loss.detach() * n
+        tokens += n
+        norm_sum += norm
+        clipped += norm > self.clip
+
+    def end_epoch(self, epoch: int, val_loss: float) -> dict:
+        """The epoch's record; a new best is kept and saved; the progress line is printed."""
+        loss_sum, tokens, norm_sum, clipped = summed_over_ranks(self.sums, self.ranks)
+        steps = self.steps * self.ranks.world
+        train_loss = (loss_sum / tokens).item()
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise TrainingDiverged(f"the loss became {train_loss if not math.isfinite(train_loss) else val_loss} "
+                                   f"in epoch {epoch}: training stopped; {self.kept('still holds')}. "
+                                   f"Try a lower --lr (now {self.cfg.lr:g}) or --clip 1")
+        record = {"epoch": epoch, "step": self.step, "train_loss": train_loss, "val_loss": val_loss, "lr": self.lr,
+                  "grad_norm": norm_sum.item() / steps, "clipped": clipped.item() / steps,
+                  "elapsed": time.perf_counter() - self.start, "tokens_per_second": tokens.item() / self.train_seconds}
+        self.history.append(record)
+        improved = val_loss < self.best["val_loss"]
+        if improved:
+            self.best, self.epochs_without_progress = dict(record), 0
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.save(record)
+        else:
+            self.epochs_without_progress += 1
+        self.log(f"epoch {epoch:>3}/{self.cfg.epochs} | train loss {train_loss:.3f} | val loss {val_loss:.3f}"
+                 f"{' *' if improved else '  '} | lr {self.lr:.1e} | grad norm {record['grad_norm']:.2f}"
+                 + (f" ({record['clipped']:.0%} clipped)" if self.cfg.clip > 0 else "")
+                 + f" | {record['elapsed']:5.1f} s | {record['tokens_per_second']:,.0f} tokens/s")
+        return record
+
+    def save(self, record: dict):
+        if self.checkpoint is None:
+            return
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        save_checkpoint(self.checkpoint, self.model, self.cfg, self.data.tokenizer, record,
+                        training={"step": self.step, "history": self.history, "rng": torch.get_rng_state(),
+                                  "cuda_rng": cuda_rng, "optimizer": self.optimizer.state_dict()})
+
+    def kept(self, verb: str) -> str:
+        """What the checkpoint holds now, in words."""
+        if self.checkpoint is None or not self.best["epoch"]:
+            return "no checkpoint was written" + (" yet" if verb == "keeps" else "")
+        return f"{self.checkpoint} {verb} epoch {self.best['epoch']} (validation loss {self.best['val_loss']:.3f})"
+
+    @contextlib.contextmanager
+    def keeping_the_best_weights(self):
+        """Whatever happens inside, the model ends with the best epoch's weights; Ctrl-C says
+        what the checkpoint keeps."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.log(f"\ntraining interrupted in epoch {self.epoch}: {self.kept('keeps')}")
+            raise
+        finally:
+            self.model.load_state_dict(self.best_weights)
+        if self.history and self.best["epoch"] and self.best["epoch"] != self.history[-1]["epoch"]:
+            self.log(f"restored the weights of epoch {self.best['epoch']}, the best validation loss "
+                     f"({self.best['val_loss']:.3f})")
 
 
-def perplexity_report(loss: float) -> str:
-    """Loss in nats per character, perplexity e^loss (the number of characters the model is
-    as unsure as if it chose evenly among), and bits per character loss / ln 2."""
-    return f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | {loss / math.log(2):.3f} bits/char"
-
-
-# %% ==========================================================================
-# 9. CHECKPOINTS: keeping the model, resuming, fine-tuning
-# =============================================================================
-# A checkpoint is one file, outputs/model.pt, with everything needed to use the model
-# again: the weights, the Config that shaped it and the vocabulary (as plain data). The
-# run keeps the epoch with the best validation loss. It also holds what is needed to
-# resume training exactly where that epoch ended: the optimizer's running averages, the
-# step count, the history of losses and the state of the random number generator.
+# %% [markdown]
+# ## F. Checkpoints and fine-tuning
 #
-# Written atomically: torch.save writes a temporary file, and os.replace renames it over
-# the old checkpoint in one step, so a run killed at any moment leaves either the old
-# file or the new one, never half of one. Read with torch.load(weights_only=True), which
-# only accepts tensors and plain Python data: opening a checkpoint cannot run code.
+# A checkpoint is one file, `outputs/model.pt`, with everything needed to use the model again:
+# the weights, the Config that shaped it and the vocabulary (as plain data). The run keeps the
+# epoch with the best validation loss, and what is needed to resume training exactly where that
+# epoch ended: the optimizer's running averages, the step count, the history of losses and the
+# state of the random number generator.
 #
-# Fine-tuning (--init-from) starts from a trained model and trains it on a new text.
-# The new text may use characters the model never saw. Each one needs a row in the
-# embedding table (its vector) and a row in the linear head (its score): those rows are
-# new and random, while every known character keeps its learned rows, wherever the
-# sorted vocabulary now puts it. Every other weight is kept as it is.
+# It is written atomically: `torch.save` writes a temporary file and `os.replace` renames it over
+# the old checkpoint in one step, so a run killed at any moment leaves either the old file or the
+# new one, never half of one. It is read with `torch.load(weights_only=True)`, which accepts only
+# tensors and plain Python data: opening a checkpoint cannot run code.
+#
+# **Fine-tuning** (`--init-from`) starts from a trained model and trains it on a new text, which
+# may use characters the model never saw. Each needs a row in the embedding table (its vector)
+# and one in the linear head (its score): those rows are new and random, while every known
+# character keeps its learned rows, wherever the sorted vocabulary now puts it.
 
+# %%
 CHECKPOINT_FORMAT = "LLM.py checkpoint 1"
 SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context")  # fixed by the weights
 
@@ -1229,101 +1540,28 @@ def extend_vocabulary(model: TransformerLM, tokenizer: CharTokenizer, text: str,
     return grown, bigger, added
 
 
-# %% ==========================================================================
-# 10. GENERATION: writing one character at a time
-# =============================================================================
-# To write, the model predicts the next character, we pick one, append it and repeat
-# until it writes ⏎ (end of the proverb) or max_chars is reached. Picking:
+# %% [markdown]
+# ## G. The outputs and the pictures
 #
-#       p = softmax(logits / temperature)
+# - `parameters.txt`: every parameter tensor, its name, shape, count and role in plain words,
+#   the formulas that give the counts (checked against the tensors), and each tensor's
+#   statistics after training.
+# - `table.txt`: every sampling step: what the model saw, its top candidates with their
+#   probabilities, the draw, the choice, the entropy.
+# - `epoch_<N>.png`: every `snapshot` epochs, the architecture as a graph (node area =
+#   parameters, colour = how much they changed since the last picture) beside the strongest
+#   character → next-character links; `evolution.gif` is the same pictures as a film.
+# - `loss.png`, `attention_layer<L>.png` (the weights of section 6, taken from the model's own
+#   forward pass), `positional_encoding.png` (section 5), `embeddings.png`.
+# - `outputs/README.md`: a gallery that says how to read each file, with this run's numbers.
 #
-# temperature < 1 sharpens p (safer, more repetitive), > 1 flattens it (more surprising).
-# Sort the characters by p; top-k keeps the k most likely, top-p the fewest whose
-# probabilities add up to p. Then draw u uniformly in [0, 1) and take the first kept
-# candidate whose cumulative probability exceeds u x (the mass of the kept candidates):
-# that is sampling from the kept candidates in proportion to their probability, and it
-# lets table.txt show the draw so that every choice can be checked by hand. Greedy
-# decoding always takes the most likely character (top-k with k = 1).
-# The model never sees more than `context` characters: longer histories are cropped to
-# the most recent ones. The entropy  H(p) = -sum p log2 p  (in bits) measures how
-# unsure the model was: 0 bits = certain, log2(V) ~ 6 bits = no idea at all.
+# Every picture is drawn with matplotlib on a figure attached to no window (networkx lays out
+# the graphs). `embeddings.png` uses PCA: centre the rows of the (V, C) embedding table, take
+# its singular value decomposition $E - \bar{E} = U S W^\top$; the first two columns of $W$ are
+# the directions along which the vectors spread most, and $xy = (E - \bar{E})\,W_{:, :2}$ places
+# every character on that plane. Direction $i$ explains $S_i^2 / \sum_j S_j^2$ of the variance.
 
-
-@dataclass
-class Step:
-    """One generation step, everything table.txt prints about it."""
-    position: int  # index of the new character in the sequence (the opening ⏎ is 0)
-    context: str  # the characters the model saw
-    candidates: list  # the candidates shown, most likely first: (character, logit, p, cumulative p)
-    kept: int  # how many candidates were kept (top-k / top-p)
-    kept_mass: float  # their total probability
-    u: float | None  # the uniform draw (None when greedy)
-    chosen: str  # the character taken
-    chosen_p: float  # its probability p
-    entropy_bits: float  # H(p) in bits
-
-
-def choose_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, greedy: bool,
-                generator: torch.Generator):
-    """From (V,) logits pick one id. Returns (id, probabilities, sorted ids, cumulative p, kept, u)."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (V,)
-    sorted_p, order = probs.sort(descending=True)  # (V,), (V,)
-    cumulative = sorted_p.cumsum(0)  # (V,)
-    kept = len(probs) if top_k == 0 else min(top_k, len(probs))
-    if top_p < 1.0:  # the fewest candidates whose probabilities reach top_p
-        kept = min(kept, int((cumulative < top_p).sum()) + 1)
-    if greedy:
-        return int(order[0]), probs, order, cumulative, 1, None
-    u = float(torch.rand((), generator=generator))
-    target = u * cumulative[kept - 1]
-    rank = min(int(torch.searchsorted(cumulative[:kept], target, right=True)), kept - 1)
-    return int(order[rank]), probs, order, cumulative, kept, u
-
-
-@torch.no_grad()
-def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str = "", max_chars: int = 120,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-             generator: torch.Generator | None = None, trace: list | None = None, stop_at_eol: bool = True) -> str:
-    """Complete `prompt` until ⏎ or max_chars new characters; returns prompt + completion.
-    If `trace` is a list, one Step per generated character is appended to it. A model of
-    stream mode (a book) writes through line ends: pass stop_at_eol=False."""
-    ids = [tokenizer.eol_id] + tokenizer.encode(prompt)  # raises UnknownCharacterError
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    for _ in range(max_chars):
-        window = ids[-model.context:]  # crop to the context the model was trained on
-        logits = model(torch.tensor([window], device=device))[0, -1].float().cpu()  # (1, T, V) -> (V,)
-        next_id, probs, order, cumulative, kept, u = choose_next(logits, temperature, top_k, top_p, greedy, generator)
-        if trace is not None:
-            chosen_rank = int((order == next_id).nonzero()) + 1
-            # the kept candidates and two rejected ones (or the top 10 when all are kept),
-            # and always as far down as the chosen one
-            shown = min(len(probs), max(kept + 2 if kept < len(probs) else 10, chosen_rank))
-            trace.append(Step(
-                position=len(ids), context=tokenizer.decode(window),
-                candidates=[(tokenizer.chars[int(i)], float(logits[i]), float(probs[i]), float(c))
-                            for i, c in zip(order[:shown], cumulative[:shown])],
-                kept=kept, kept_mass=float(cumulative[kept - 1]), u=u, chosen=tokenizer.chars[next_id],
-                chosen_p=float(probs[next_id]),
-                entropy_bits=float(-(probs * torch.log2(probs.clamp_min(1e-30))).sum())))
-        if next_id == tokenizer.eol_id and stop_at_eol:
-            break
-        ids.append(next_id)
-    model.train(was_training)
-    return tokenizer.decode(ids[1:])
-
-
-# %% ==========================================================================
-# 11. OUTPUTS: the model explains itself
-# =============================================================================
-# parameters.txt  every parameter tensor: name, shape, count, role in plain words, the
-#                 formulas that give the counts, and each tensor's statistics after training.
-# table.txt       every sampling step: what the model saw, its top candidates with their
-#                 probabilities, the draw, the choice, the entropy.
-# The pictures have a section of their own, next.
-
+# %%
 PARAMETER_ROLES = {
     "token_embedding.weight": "one learned vector per character (row i = character id i)",
     "attention_norm.weight": "LayerNorm gain (gamma) applied before attention",
@@ -1358,13 +1596,13 @@ def parameter_role(name: str) -> str:
 
 def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int) -> str:
     """The text of parameters.txt: every tensor, the formulas behind the counts, statistics."""
-    V, C, F_, N, H = vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.n_heads
+    V, C, d_ff, N, H = vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.n_heads
     named = list(model.named_parameters())
     total = sum(p.numel() for _, p in named)
     lines = ["PARAMETERS OF THE MODEL",
              "=======================",
              f"V = {V} characters, C = d_model = {C}, H = {H} heads of D = C/H = {C // H}, "
-             f"N = {N} layers, F = d_ff = {F_}, context = {cfg.context}",
+             f"N = {N} layers, F = d_ff = {d_ff}, context = {cfg.context}",
              "A Linear layer from a inputs to b outputs has a*b weights plus b biases; "
              "a LayerNorm over C numbers has C gains plus C shifts.",
              "The positional encoding is a fixed formula, not a parameter: it adds 0.", ""]
@@ -1378,7 +1616,7 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int) -> str:
         return sum(p.numel() for n, p in named if n.startswith(prefix))
 
     attention_count = 4 * C * C + 4 * C
-    ffn_count = 2 * C * F_ + F_ + C
+    ffn_count = 2 * C * d_ff + d_ff + C
     layer_count = attention_count + ffn_count + 4 * C
     rows = [  # (component, formula, value by formula, value counted from the tensors)
         ("token embedding", "V*C", V * C, actual("token_embedding.")),
@@ -1404,7 +1642,7 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int) -> str:
         lines.append(f"{component:<26} {formula:<52} {by_formula:>11,} {counted:>9,}{mark}")
     lines += ["", f"Total parameters: {total:,} (= sum of p.numel() over all {len(named)} tensors)",
               f"Per layer: attention {attention_count:,} = 4*{C}^2 + 4*{C}; "
-              f"feed-forward {ffn_count:,} = 2*{C}*{F_} + {F_} + {C}; norms {4 * C} = 4*{C}",
+              f"feed-forward {ffn_count:,} = 2*{C}*{d_ff} + {d_ff} + {C}; norms {4 * C} = 4*{C}",
               f"Attention heads split C; they add no parameters: {H} heads x D = {C // H} "
               f"uses the same 4*C^2 + 4*C.",
               "", "STATISTICS OF EVERY TENSOR AT THE END OF TRAINING",
@@ -1424,6 +1662,36 @@ def corpus_word_share(samples: list[tuple[str, str, list]], lines: list[str]) ->
     known = {w.lower() for line in lines for w in re.findall(r"\w+", line)}
     written = [w.lower() for prompt, text, _ in samples for w in re.findall(r"\w+", text[len(prompt):])]
     return sum(w in known for w in written), len(written)
+
+
+
+@dataclass
+class Step:
+    """One generation step, everything table.txt prints about it."""
+    position: int  # index of the new character in the sequence (the opening ⏎ is 0)
+    context: str  # the characters the model saw
+    candidates: list  # the candidates shown, most likely first: (character, logit, p, cumulative p)
+    kept: int  # how many candidates were kept (top-k / top-p)
+    kept_mass: float  # their total probability
+    u: float | None  # the uniform draw (None when greedy)
+    chosen: str  # the character taken
+    chosen_p: float  # its probability p
+    entropy_bits: float  # H(p) in bits
+
+    @classmethod
+    def of(cls, position: int, window: list[int], logits: torch.Tensor, choice: Choice,
+           tokenizer: CharTokenizer) -> "Step":
+        """The row of table.txt for one choice: the kept candidates and two rejected ones (or
+        the top 10 when all are kept), and always as far down as the chosen one."""
+        probs, order, cumulative, kept = choice.probs, choice.order, choice.cumulative, choice.kept
+        chosen_rank = int((order == choice.id).nonzero()) + 1
+        shown = min(len(probs), max(kept + 2 if kept < len(probs) else 10, chosen_rank))
+        return cls(position=position, context=tokenizer.decode(window),
+                   candidates=[(tokenizer.chars[int(i)], float(logits[i]), float(probs[i]), float(c))
+                               for i, c in zip(order[:shown], cumulative[:shown])],
+                   kept=kept, kept_mass=float(cumulative[kept - 1]), u=choice.u, chosen=tokenizer.chars[choice.id],
+                   chosen_p=float(probs[choice.id]),
+                   entropy_bits=float(-(probs * torch.log2(probs.clamp_min(1e-30))).sum()))
 
 
 def sampling_table(samples: list[tuple[str, str, list[Step]]], cfg: Config) -> str:
@@ -1461,37 +1729,6 @@ def sampling_table(samples: list[tuple[str, str, list[Step]]], cfg: Config) -> s
     return "\n".join(out)
 
 
-# %% ==========================================================================
-# 12. PICTURES: seeing inside the model
-# =============================================================================
-# Every picture is a file in outputs/, drawn with matplotlib (networkx for the graphs),
-# and outputs/README.md is a gallery that says how to read each one. --pictures chooses
-# which are drawn (all by default; `--pictures` with no name draws none); --snapshot 0
-# turns off the epoch pictures and their animation.
-#
-# epoch_<N>.png         every `snapshot` epochs: the architecture as a graph (node area =
-#                       parameters, colour = how much they changed since the last picture)
-#                       beside the strongest character -> next-character links.
-# evolution.gif         the epoch pictures as an animation: same layout, same colour scale.
-# loss.png              train and validation loss per epoch, the learning rate beside them.
-# attention_layer<L>.png  for one real proverb, the attention weights of every head of
-#                       layer L: row t = how much the character at t looks at each s <= t.
-#                       They come from attention() (section 5) through the model's own
-#                       forward pass, not from a re-implementation.
-# positional_encoding.png  the matrix PE(pos, i) of section 4 and a few of its columns.
-# embeddings.png        every character's embedding vector, projected to 2-D by PCA, at the
-#                       start and at the end of training.
-#
-# PCA (principal component analysis) finds the directions along which a cloud of points
-# spreads the most. Centre the rows of E (V x C), take its singular value decomposition
-# E - mean = U S V^T; the first two columns of V are those directions, and
-#
-#       xy = (E - mean) @ V[:, :2]        (V, C) @ (C, 2) -> (V, 2)
-#
-# places every character on the plane where its vector casts the longest shadow. The share
-# of the variance each direction explains is S_i^2 / sum_j S_j^2.
-
-
 class EpochPictures:
     """Draws outputs/epoch_<N>.png. The figure is built once: layout, character set and
     colour scale stay fixed, so the images can be flipped through like a film, and each
@@ -1504,29 +1741,36 @@ class EpochPictures:
 
     def __init__(self, model: TransformerLM, tokenizer: CharTokenizer, train_lines: list[str], cfg: Config):
         import matplotlib
-        import networkx as nx
-        from matplotlib import cm, colors
+        from matplotlib import colors
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.lines import Line2D
 
-        self.cfg = cfg
-        self.tokenizer = tokenizer
+        self.cfg, self.tokenizer = cfg, tokenizer
         self.groups = self._parameter_groups(cfg)
         self.graph, self.pos = self._architecture(cfg)
         self.previous = self._weights(model)
         self.norm = colors.LogNorm(*self.CHANGE_RANGE)
         self.cmap = matplotlib.colormaps["viridis"]
+        self.fig = Figure(figsize=(13, 6.6), dpi=90)
+        FigureCanvasAgg(self.fig)  # draws in memory: render() reuses the unchanging part of the picture
+        ax, self.ax2 = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
+        self._draw_architecture(ax)
+        self._draw_character_sides(self.ax2, train_lines)
+        self.link_artist = None
+        self.frames = []  # one small image per picture, for evolution.gif
+        self.drawn: list[Path] = []  # the files written so far
+        self.background = None  # the unchanging part of the figure, drawn once (see render)
+        self.title = self.fig.suptitle("", fontsize=12)
+        self.fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.1, wspace=0.04)
 
-        # Left: the architecture. Node area grows with the parameter count.
+    def _draw_architecture(self, ax):
+        """Left: the architecture. Node area grows with the parameter count."""
+        import networkx as nx
         self.nodes = list(self.graph.nodes)
         counts = {n: sum(t.numel() for t in self._group_tensors(self.previous, n)) for n in self.groups}
         largest = max(counts.values())
         radius = {n: math.sqrt(counts.get(n, 0) / largest) for n in self.nodes}
         sizes = [60 + 1000 * radius[n] if n in self.groups else 90 for n in self.nodes]
-        self.fig = Figure(figsize=(13, 6.6), dpi=90)
-        FigureCanvasAgg(self.fig)  # draws in memory: render() reuses the unchanging part of the picture
-        ax, ax2 = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
         kind = nx.get_edge_attributes(self.graph, "kind")
         nx.draw_networkx_edges(self.graph, self.pos, ax=ax, edgelist=[e for e in kind if kind[e] == "flow"],
                                edge_color="0.6", arrows=False)  # data flows downwards
@@ -1543,13 +1787,18 @@ class EpochPictures:
                 ax.text(x, y - 0.42, label, ha="center", va="center", fontsize=9)
             else:
                 ax.text(x + 0.1 + 0.22 * radius[n], y, label, ha="left", va="center", fontsize=9)
-        for i in range(cfg.n_layers):
+        for i in range(self.cfg.n_layers):
             ax.text(1.3 * (i + 1), 0.6, f"layer {i + 1}", ha="center", fontsize=10, fontweight="bold")
-        ax.set_xlim(-0.3, 1.3 * (cfg.n_layers + 1) + 0.8)
+        ax.set_xlim(-0.3, 1.3 * (self.cfg.n_layers + 1) + 0.8)
         ax.set_ylim(-7.0, 0.9)
         ax.axis("off")
-        ax.set_title("Architecture: node area = parameters, colour = change since the last picture",
-                     fontsize=10)
+        ax.set_title("Architecture: node area = parameters, colour = change since the last picture", fontsize=10)
+        self._architecture_legend(ax)
+
+    def _architecture_legend(self, ax):
+        """The colour bar of the change and the legend of the lines, under the architecture."""
+        from matplotlib import cm
+        from matplotlib.lines import Line2D
         bar = self.fig.colorbar(cm.ScalarMappable(norm=self.norm, cmap=self.cmap), ax=ax, orientation="horizontal",
                                 fraction=0.04, pad=0.02, aspect=40, shrink=0.7)
         bar.set_label("relative change of the weights since the last picture, ||ΔW|| / ||W||", fontsize=9)
@@ -1562,13 +1811,16 @@ class EpochPictures:
                                   label="no parameters")],
                   loc="lower left", fontsize=9, frameon=False)
 
-        # Right: characters on both sides, links drawn per snapshot.
+    def _draw_character_sides(self, ax2, train_lines: list[str]):
+        """Right: the most frequent characters on both sides; the links are drawn per snapshot."""
+        import networkx as nx
+        from matplotlib.lines import Line2D
         char_counts = {}
         for line in train_lines:
             for c in line + EOL:
                 char_counts[c] = char_counts.get(c, 0) + 1
         top = sorted(char_counts, key=lambda c: (-char_counts[c], c))[:self.N_CHARS]
-        self.chars = sorted(top, key=lambda c: tokenizer.ids[c])
+        self.chars = sorted(top, key=lambda c: self.tokenizer.ids[c])
         self.char_graph = nx.DiGraph()
         self.char_pos = {}
         for i, c in enumerate(self.chars):
@@ -1590,12 +1842,6 @@ class EpochPictures:
         ax2.legend(handles=[Line2D([], [], color="tab:blue", lw=2, label="next more likely"),
                             Line2D([], [], color="tab:red", lw=2, label="next less likely")],
                    loc="lower center", ncol=2, fontsize=9, frameon=False)
-        self.ax2 = ax2
-        self.link_artist = None
-        self.frames = []  # one small image per picture, for evolution.gif
-        self.background = None  # the unchanging part of the figure, drawn once (see render)
-        self.title = self.fig.suptitle("", fontsize=12)
-        self.fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.1, wspace=0.04)
 
     @staticmethod
     def _parameter_groups(cfg):
@@ -1736,6 +1982,7 @@ class EpochPictures:
 
     def draw(self, model: TransformerLM, epoch: int, record: dict, path: Path):
         self.render(self.measure(model), epoch, record, path)
+        self.drawn.append(path)
 
 
 def new_figure(width: float, height: float, dpi: int = 90):
@@ -1961,72 +2208,23 @@ def write_evolution_gif(frames: list, path: Path, ms_per_frame: int = 800):
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
 
 
+
 def gallery(files: list[str], facts: dict) -> str:
     """outputs/README.md: every file of the run, with how to read it. Only files in `files`
     (those the run wrote) are shown or linked."""
     lines = ["# What the model wrote: a gallery", "",
              f"Written by `python LLM.py` on {facts['data']}: {facts['summary']}. Every file below "
              f"is rebuilt by each run; the same seed on the same machine gives the same files.", ""]
+    for title, body, image in gallery_sections(files, facts):
+        lines.extend([f"## {title}", ""] + ([f"![{title}]({image})", ""] if image else []) + [body, ""])
+    return "\n".join(lines).rstrip() + "\n"
 
-    def section(title, body, image=None):
-        lines.extend([f"## {title}", ""])
-        if image:
-            lines.extend([f"![{title}]({image})", ""])
-        lines.extend([body, ""])
 
-    if "loss.png" in files:
-        section("loss.png: learning, epoch by epoch", (
-            "Train loss (blue) and validation loss (orange) per epoch, in nats per character; the grey "
-            "dashed line is the learning rate (right axis): the short warm-up, then the cosine down to a "
-            "tenth. The star is the best epoch, the one kept in model.pt"
-            + (", and the red diamond the test loss of that model, measured once at the end" if facts.get("test_loss")
-               else "") + f". Here the best validation loss is {facts['best_val']:.3f} at epoch "
-            f"{facts['best_epoch']}. What to look for: both curves fall fast in the first epochs (spelling "
-            f"is easy), then slowly; when the validation curve stops falling while the training curve goes on, "
-            f"the model is learning the training lines by heart, and early stopping ends the run."),
-            "loss.png")
-    for name in sorted((f for f in files if f.startswith("attention_layer")), key=lambda f: int(f[15:-4])):
-        layer = int(name[15:-4])
-        habits = facts["habits"][layer - 1]
-        told = "; ".join(f"head {h + 1} spreads its weight, no habit above 25%" if what == "spread out" else
-                         f"head {h + 1} looks mostly at {what} ({share:.0%} of its weight)"
-                         for h, (what, share) in enumerate(habits))
-        section(f"{name}: where layer {layer} looks", (
-            f"The attention weights of the {len(habits)} heads of layer {layer} while the model reads "
-            f"\u201c{facts['example']}\u201d. Row t is the character that looks, column s where it looks; each "
-            f"row adds up to 1, and the grey triangle above the diagonal is the future, which the causal mask "
-            f"hides. A bright diagonal just below the main one means 'look at the previous character', a "
-            f"bright first column 'look at the start of the line'. In this run: {told}."), name)
-    if "positional_encoding.png" in files:
-        section("positional_encoding.png: how the model knows where a character stands", (
-            "Left, the matrix PE(pos, i) that section 4 adds to every character's vector: one row per "
-            "position, one column per dimension. Right, a few columns as curves: dimension 0 is "
-            "sin(pos), a turn every 6.3 positions; higher dimensions are slower waves. No two rows are "
-            "alike, so every position has a fingerprint, and nearby positions have similar ones. "
-            "Nothing here is learned: it is the same picture for every run with the same width."),
-            "positional_encoding.png")
-    if "embeddings.png" in files:
-        section("embeddings.png: what the model learned about each character", (
-            "Every character's embedding vector, projected to 2-D along the two directions in which the "
-            "vectors differ most (PCA). At the start the vectors are random and the characters are "
-            "mixed; at the end characters that play the same role sit together (colours: vowels, "
-            "consonants, punctuation, space). In this run the characters whose vectors point most nearly "
-            f"the same way as 'a' are {facts['near_a']}, and as '.' are {facts['near_dot']}. Two "
-            "directions show only part of the picture: the axis labels say how much of the spread they hold."),
-            "embeddings.png")
-    epochs = sorted((f for f in files if f.startswith("epoch_")), key=lambda f: int(f[6:-4]))
-    if epochs:
-        section("epoch_N.png: the network, epoch by epoch", (
-            "Left, the architecture as a graph, read from top to bottom; node area = number of "
-            "parameters, colour = how much those weights changed since the previous picture "
-            "(||ΔW|| / ||W||, log scale): bright early, darker as learning settles. Right, the direct "
-            "path head(norm(embedding)): which next character each frequent character makes more (blue) "
-            "or less (red) likely, before any layer helps. Files: "
-            + ", ".join(f"[{f}]({f})" for f in epochs) + "."), epochs[-1])
-    if "evolution.gif" in files:
-        section("evolution.gif: the epoch pictures as a film",
-                "The same pictures one after the other, same layout and colour scale, the last held "
-                "longer: watch the colours cool down and the character links grow.", "evolution.gif")
+def gallery_sections(files: list[str], facts: dict):
+    """(title, body, image or None) for every file the run wrote, in reading order."""
+    yield from loss_and_attention_sections(files, facts)
+    yield from encoding_sections(files, facts)
+    yield from epoch_sections(files)
     texts = [("parameters.txt", "every parameter tensor: its shape, count and role, the formulas that "
                                 "give the counts, and statistics of each tensor after training"),
              ("table.txt", "every character the model wrote for the samples: what it saw, its top "
@@ -2037,25 +2235,143 @@ def gallery(files: list[str], facts: dict) -> str:
     listed = [(f"- `{name}`" if name == "model.pt" else f"- [{name}]({name})") + f": {what}."
               for name, what in texts if name in files]
     if listed:
-        section("Text files", "\n".join(listed))
-    return "\n".join(lines).rstrip() + "\n"
+        yield "Text files", "\n".join(listed), None
 
 
-# %% ==========================================================================
-# 13. CHAT: talking to the model
-# =============================================================================
-# `python LLM.py --chat` loads the checkpoint and waits: type the start of a proverb,
-# the model completes it. Slash commands change the sampling on the fly, and /train
-# teaches the model what you typed: it trains a few more epochs on the corpus plus the
-# lines of this session (and of the --chat-log file), growing the vocabulary if you used
-# new characters (as fine-tuning does, section 9), saves the result beside the checkpoint
-# (model-chat.pt: the classroom model is never overwritten) and chats on.
-# Type whole proverbs if you want it to learn proverbs: a half line teaches a half line.
+def loss_and_attention_sections(files: list[str], facts: dict):
+    if "loss.png" in files:
+        yield "loss.png: learning, epoch by epoch", (
+            "Train loss (blue) and validation loss (orange) per epoch, in nats per character; the grey "
+            "dashed line is the learning rate (right axis): the short warm-up, then the cosine down to a "
+            "tenth. The star is the best epoch, the one kept in model.pt"
+            + (", and the red diamond the test loss of that model, measured once at the end" if facts.get("test_loss")
+               else "") + f". Here the best validation loss is {facts['best_val']:.3f} at epoch "
+            f"{facts['best_epoch']}. What to look for: both curves fall fast in the first epochs (spelling "
+            f"is easy), then slowly; when the validation curve stops falling while the training curve goes on, "
+            f"the model is learning the training lines by heart, and early stopping ends the run."), "loss.png"
+    for name in sorted((f for f in files if f.startswith("attention_layer")), key=lambda f: int(f[15:-4])):
+        layer = int(name[15:-4])
+        habits = facts["habits"][layer - 1]
+        told = "; ".join(f"head {h + 1} spreads its weight, no habit above 25%" if what == "spread out" else
+                         f"head {h + 1} looks mostly at {what} ({share:.0%} of its weight)"
+                         for h, (what, share) in enumerate(habits))
+        yield f"{name}: where layer {layer} looks", (
+            f"The attention weights of the {len(habits)} heads of layer {layer} while the model reads "
+            f"\u201c{facts['example']}\u201d. Row t is the character that looks, column s where it looks; each "
+            f"row adds up to 1, and the grey triangle above the diagonal is the future, which the causal mask "
+            f"hides. A bright diagonal just below the main one means 'look at the previous character', a "
+            f"bright first column 'look at the start of the line'. In this run: {told}."), name
+
+
+def encoding_sections(files: list[str], facts: dict):
+    if "positional_encoding.png" in files:
+        yield "positional_encoding.png: how the model knows where a character stands", (
+            "Left, the matrix PE(pos, i) that section 5 adds to every character's vector: one row per "
+            "position, one column per dimension. Right, a few columns as curves: dimension 0 is "
+            "sin(pos), a turn every 6.3 positions; higher dimensions are slower waves. No two rows are "
+            "alike, so every position has a fingerprint, and nearby positions have similar ones. "
+            "Nothing here is learned: it is the same picture for every run with the same width."), \
+            "positional_encoding.png"
+    if "embeddings.png" in files:
+        yield "embeddings.png: what the model learned about each character", (
+            "Every character's embedding vector, projected to 2-D along the two directions in which the "
+            "vectors differ most (PCA). At the start the vectors are random and the characters are "
+            "mixed; at the end characters that play the same role sit together (colours: vowels, "
+            "consonants, punctuation, space). In this run the characters whose vectors point most nearly "
+            f"the same way as 'a' are {facts['near_a']}, and as '.' are {facts['near_dot']}. Two "
+            "directions show only part of the picture: the axis labels say how much of the spread they hold."), \
+            "embeddings.png"
+
+
+def epoch_sections(files: list[str]):
+    epochs = sorted((f for f in files if f.startswith("epoch_")), key=lambda f: int(f[6:-4]))
+    if epochs:
+        yield "epoch_N.png: the network, epoch by epoch", (
+            "Left, the architecture as a graph, read from top to bottom; node area = number of "
+            "parameters, colour = how much those weights changed since the previous picture "
+            "(||ΔW|| / ||W||, log scale): bright early, darker as learning settles. Right, the direct "
+            "path head(norm(embedding)): which next character each frequent character makes more (blue) "
+            "or less (red) likely, before any layer helps. Files: "
+            + ", ".join(f"[{f}]({f})" for f in epochs) + "."), epochs[-1]
+    if "evolution.gif" in files:
+        yield ("evolution.gif: the epoch pictures as a film",
+               "The same pictures one after the other, same layout and colour scale, the last held "
+               "longer: watch the colours cool down and the character links grow.", "evolution.gif")
+
+
+def draw_pictures(setup: Setup, history: list[dict], pictures: EpochPictures | None, test_loss: float | None,
+                  chars: list[str], weights: list[torch.Tensor]) -> list[str]:
+    """The pictures that cfg.pictures asks for, besides the epoch pictures; returns the file names."""
+    model, cfg, out, files = setup.model, setup.cfg, setup.out, []
+    drawn = pictures.drawn if pictures is not None else []
+    if "loss" in cfg.pictures:
+        draw_loss(history, [int(p.stem[6:]) for p in drawn], out / "loss.png", test_loss)
+        files.append("loss.png")
+    if "attention" in cfg.pictures:
+        for layer, layer_weights in enumerate(weights, 1):
+            draw_attention(chars, layer_weights, layer, out / f"attention_layer{layer}.png")
+            files.append(f"attention_layer{layer}.png")
+    if "positions" in cfg.pictures:
+        draw_positional_encoding(model.positional_encoding.cpu(), out / "positional_encoding.png")
+        files.append("positional_encoding.png")
+    if "embeddings" in cfg.pictures:
+        draw_embeddings(setup.data.tokenizer, setup.initial_embedding, model.token_embedding.weight,
+                        out / "embeddings.png")
+        files.append("embeddings.png")
+    if "evolution" in cfg.pictures and pictures is not None and pictures.frames:
+        write_evolution_gif(pictures.frames, out / "evolution.gif")
+        files.append("evolution.gif")
+    return files
+
+
+def gallery_facts(setup: Setup, history: list[dict], test_loss: float | None, example: str,
+                  chars: list[str], weights: list[torch.Tensor]) -> dict:
+    """The numbers outputs/README.md quotes, read from this run."""
+    model, data, cfg = setup.model, setup.data, setup.cfg
+    best = min(history, key=lambda r: r["val_loss"])
+    table = model.token_embedding.weight
+    near = lambda c: (", ".join(f"'{show(n)}'" for n in nearest_characters(data.tokenizer, table, c))  # noqa: E731
+                      if c in data.tokenizer.ids else "(not in this text)")
+    return {"data": f"`{Path(cfg.data).name}`",
+            "summary": (f"{data.n_chars:,} characters read in {data.mode} mode, a model of "
+                        f"{count_parameters(model):,} parameters, {len(history)} epochs"),
+            "best_val": best["val_loss"], "best_epoch": best["epoch"], "test_loss": test_loss,
+            "example": example, "habits": [head_habits(w, chars) for w in weights],
+            "near_a": near("a"), "near_dot": near(".")}
+
+
+def write_pictures_and_gallery(setup: Setup, history: list[dict], pictures: EpochPictures | None,
+                               test_loss: float | None, log=print):
+    """The end of the run (section 15): the other pictures, outputs/README.md, the last line."""
+    out, started = setup.out, time.perf_counter()
+    example = pick_example(setup.data.train_text)
+    chars, weights = attention_maps(setup.model, setup.data.tokenizer, example)  # for the pictures and the gallery
+    drawn = pictures.drawn if pictures is not None else []
+    files = draw_pictures(setup, history, pictures, test_loss, chars, weights)
+    files += [p.name for p in drawn] + ["parameters.txt", "table.txt", "model.pt"]
+    save_text(out / "README.md", gallery(files, gallery_facts(setup, history, test_loss, example, chars, weights)))
+    best = min(history, key=lambda r: r["val_loss"])
+    log(f"wrote {out}/: model.pt (epoch {best['epoch']}, best validation loss {best['val_loss']:.3f}), "
+        f"parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else "")
+        + "".join(f", {name}" for name in files if not name.startswith("epoch_") and name.endswith((".png", ".gif")))
+        + f" and README.md, the gallery ({time.perf_counter() - started:.1f} s for the pictures after training)")
+
+
+# %% [markdown]
+# ## H. Talking to the model: --chat
 #
-# The chat log keeps only what you typed, one line each, so it is itself a corpus for a
-# later --data or /train. The model's answers are left out on purpose: a model trained on
-# its own writing learns its own mistakes back.
+# `python LLM.py --chat` loads the checkpoint and waits: type the start of a proverb, the model
+# completes it. Slash commands change the sampling on the fly, and `/train` teaches the model
+# what you typed: it trains a few more epochs on the corpus plus the lines of this session (and
+# of the `--chat-log` file), growing the vocabulary for new characters (as fine-tuning does),
+# saves the result beside the checkpoint (`model-chat.pt`: the classroom model is never
+# overwritten) and chats on. Type whole proverbs: a half line teaches a half line.
+#
+# The chat log keeps only what you typed, one line each, so it is itself a corpus for a later
+# `--data` or `/train`. The model's answers are left out on purpose: a model trained on its own
+# writing learns its own mistakes back.
 
+# %%
 CHAT_HELP = """Type the start of a proverb and press Enter; the model completes it (an empty line: from nothing).
   /temp 0.8     sampling temperature: lower is safer, higher is wilder (now {temperature})
   /topk 5       sample among the k most likely characters, 0 = all (now {top_k})
@@ -2086,6 +2402,8 @@ def chat_lines(stream, log=print):
             yield line
 
 
+
+
 class Chat:
     """The state of one chat session: the model, the sampling settings, what was typed."""
 
@@ -2095,9 +2413,7 @@ class Chat:
         self.device = pick_device(cfg.device)
         self.checkpoint, self.log = checkpoint, log
         self.model, self.tokenizer, self.trained_cfg, payload = load_checkpoint(checkpoint, self.device)
-        self.sampling = {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p,
-                         "greedy": cfg.greedy}
-        self.max_chars = cfg.max_chars
+        self.sampling = Sampling.of(cfg)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.typed: list[str] = []
         self.chat_log = Path(chat_log) if chat_log else None
@@ -2117,14 +2433,13 @@ class Chat:
         if self.chat_log is not None and line.strip():
             with self.chat_log.open("a", encoding="utf-8") as f:
                 f.write(line.strip() + EOL)
-        unknown = self.tokenizer.unknown(line)
-        if unknown:
-            self.log(f"  the model never saw {name_chars(unknown)}: it cannot read this line yet; "
-                     f"/train teaches it the line")
+        try:
+            prompt = check_prompt(self.tokenizer, line)
+        except UnknownCharacterError:
+            self.log(f"  the model never saw {name_chars(self.tokenizer.unknown(line))}: it cannot read this line "
+                     f"yet; /train teaches it the line")
             return
-        s = self.sampling
-        self.log("  " + generate(self.model, self.tokenizer, line, self.max_chars, s["temperature"], s["top_k"],
-                                 s["top_p"], s["greedy"], self.generator,
+        self.log("  " + generate(self.model, self.tokenizer, prompt, self.sampling, self.generator,
                                  stop_at_eol=self.trained_cfg.mode != "stream"))
 
     def command(self, line: str) -> bool:
@@ -2136,33 +2451,33 @@ class Chat:
             if name in ("exit", "quit", "/exit", "/quit"):
                 return False
             if name == "/help":
-                self.log(CHAT_HELP.format(**{**s, "greedy": "on" if s["greedy"] else "off"}))
+                self.log(CHAT_HELP.format(**{**asdict(s), "greedy": "on" if s.greedy else "off"}))
             elif name == "/temp":
                 value = float(argument)
                 if not (value > 0 and math.isfinite(value)):
                     raise ValueError
-                s["temperature"] = value
+                s.temperature = value
                 self.log(f"  temperature = {value}")
             elif name == "/topk":
                 value = int(argument)
                 if value < 0:
                     raise ValueError
-                s["top_k"] = value
+                s.top_k = value
                 self.log(f"  top-k = {value or 'off (all characters)'}")
             elif name == "/topp":
                 value = float(argument)
                 if not 0 < value <= 1:
                     raise ValueError
-                s["top_p"] = value
+                s.top_p = value
                 self.log(f"  top-p = {value}")
             elif name == "/greedy":
-                s["greedy"] = not s["greedy"]
-                self.log(f"  greedy = {'on' if s['greedy'] else 'off'}")
+                s.greedy = not s.greedy
+                self.log(f"  greedy = {'on' if s.greedy else 'off'}")
             elif name == "/train":
                 epochs = int(argument) if argument is not None else 3
                 if epochs <= 0:
                     raise ValueError
-                self.train(epochs)
+                self.teach(epochs)
             else:
                 self.log(f"  unknown command {name}: /help lists the commands")
         except (TypeError, ValueError):  # a missing or impossible value
@@ -2170,7 +2485,7 @@ class Chat:
                      + {"/temp": "/temp 0.8", "/topk": "/topk 5", "/topp": "/topp 0.9", "/train": "/train 3"}[name])
         return True
 
-    def train(self, epochs: int):
+    def teach(self, epochs: int):
         """/train: more epochs on the corpus plus the typed lines, then save the model."""
         cfg = self.trained_cfg
         try:
@@ -2201,7 +2516,7 @@ class Chat:
             self.log(f"  cannot train: {e}")
             return
         yours = encode_lines(typed, self.tokenizer, cfg.context)
-        before = [evaluate(self.model, split, cfg.batch_size * 4, self.device, cfg) for split in (yours, data.val)]
+        before = [evaluate(self.model, split, cfg.batch_size * 4, self.device, cfg) for split in (yours, data.val_split)]
         self.log(f"  training {epochs} epoch{'s' * (epochs > 1)} on {cfg.data} plus {len(typed)} typed "
                  f"line{'s' * (len(typed) != 1)}")
         try:
@@ -2211,7 +2526,7 @@ class Chat:
         except TrainingDiverged as e:
             self.log(f"  {e}")
         self.model.eval()
-        after = [evaluate(self.model, split, cfg.batch_size * 4, self.device, cfg) for split in (yours, data.val)]
+        after = [evaluate(self.model, split, cfg.batch_size * 4, self.device, cfg) for split in (yours, data.val_split)]
         self.log(f"  loss on your lines {before[0]:.3f} -> {after[0]:.3f}; "
                  f"on the validation proverbs {before[1]:.3f} -> {after[1]:.3f}")
         # Save beside the checkpoint, never over it: the model of the classroom run stays.
@@ -2242,21 +2557,22 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
     log("bye")
 
 
-# %% ==========================================================================
-# 14. COMMAND LINE AND THE WHOLE RUN
-# =============================================================================
-# Every Config field becomes a flag (d_model -> --d-model), with the field's explanation
-# as its --help text. Errors the user can fix are printed as one line, `error: ...`, and
-# the program exits with code 2, never with a traceback.
+
+# %% [markdown]
+# ## I. The command line
 #
-#   python LLM.py                       train from scratch, write outputs/
-#   python LLM.py --resume              go on training outputs/model.pt from its epoch
-#   python LLM.py --init-from M --data F  fine-tune the model M on the text F
-#   python LLM.py --eval                test-split loss, perplexity, bits per character
-#   python LLM.py --generate "No hay"   complete a prompt with the trained model
-#   python LLM.py --chat                talk to it
+# Every Config field becomes a flag (`d_model` → `--d-model`), with the field's explanation as
+# its `--help` text. Errors the user can fix are printed as one line, `error: ...`, and the
+# program exits with code 2, never with a traceback.
+#
+#     python LLM.py                         train from scratch, write outputs/
+#     python LLM.py --resume                go on training outputs/model.pt from its epoch
+#     python LLM.py --init-from M --data F  fine-tune the model M on the text F
+#     python LLM.py --eval                  test-split loss, perplexity, bits per character
+#     python LLM.py --generate "No hay"     complete a prompt with the trained model
+#     python LLM.py --chat                  talk to it
 
-
+# %%
 class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print the whole usage; we say one line
         raise UserError(f"{message} (see python LLM.py --help)")
@@ -2315,167 +2631,115 @@ def prepare_output_dir(path: str) -> Path:
     return out
 
 
+
 def describe_data(data: Data, cfg: Config, log=print):
     """The data lines of the run: mode, sizes, splits, one teacher-forcing example."""
-    test_size = len(data.test) if data.test is not None else 0
+    test_size = len(data.test_split) if data.test_split is not None else 0
     log(f"data: {cfg.data}: {data.n_chars:,} characters, vocabulary of {data.tokenizer.vocab_size} characters")
     if data.mode == "line":
-        log(f"      line mode ({data.reason}): {len(data.train)} lines to train on, {len(data.val)} for "
+        log(f"      line mode ({data.reason}): {len(data.train_split)} lines to train on, {len(data.val_split)} for "
             f"validation, {test_size} for the final test")
         if data.truncated:
             log(f"      note: {data.truncated} lines are longer than the context ({cfg.context}) and were cut")
-        inputs = data.train.inputs[0, :data.train.lengths[0]]
-        targets = data.train.targets[0, :data.train.lengths[0]]
+        inputs = data.train_split.inputs[0, :data.train_split.lengths[0]]
+        targets = data.train_split.targets[0, :data.train_split.lengths[0]]
     else:
-        test_tokens = data.test.n_tokens + 1 if data.test is not None else 0
-        log(f"      stream mode ({data.reason}): blocks of {data.train.n_tokens + 1:,} characters to train on, "
-            f"{data.val.n_tokens + 1:,} for validation, {test_tokens:,} for the final test; "
+        test_tokens = data.test_split.n_tokens + 1 if data.test_split is not None else 0
+        log(f"      stream mode ({data.reason}): blocks of {data.train_split.n_tokens + 1:,} characters to train on, "
+            f"{data.val_split.n_tokens + 1:,} for validation, {test_tokens:,} for the final test; "
             f"windows of {cfg.context}")
-        inputs, targets = (t[0, :min(cfg.context, 60)] for t in data.train.windows(0)[0])
+        inputs, targets = (t[0, :min(cfg.context, 60)] for t in data.train_split.windows(0)[0])
     log("teacher forcing, one real example (the model reads the input and must write the target):")
     log(f"      input  = tokens[:-1] = {show(data.tokenizer.decode(inputs))}")
     log(f"      target = tokens[1:]  = {show(data.tokenizer.decode(targets))}")
 
 
-def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | None = None) -> list[dict]:
-    """The whole classroom run: data, model, training, pictures, reports, samples.
-    With `resume` training goes on from that checkpoint; with `init_from` it fine-tunes it.
-    Started by torchrun, every process trains and only rank 0 prints and writes.
-    Returns the history: one record per epoch."""
+def describe_model(model: TransformerLM, cfg: Config, vocab_size: int, device, ranks: Ranks, out: Path, log=print):
+    V, C, d_ff, N = vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers
+    log(f"model: {count_parameters(model):,} parameters = V*C + N*(4*C^2 + 2*C*F + F + 9*C) + 2*C + C*V + V "
+        f"with V={V}, C={C}, F={d_ff}, N={N} (details: {out / 'parameters.txt'})")
+    log(f"device: {device}, attention path: {cfg.attention}, precision: "
+        f"{'bf16 autocast' if uses_bf16(cfg, device) else 'fp32'}, optimizer: {cfg.optimizer}"
+        + (f"; {ranks.world} processes (DistributedDataParallel), {ranks.world} x {cfg.batch_size} "
+           f"sequences per step" if ranks.world > 1 else ""))
+
+
+@dataclass
+class Setup:
+    """What run() (section 15) starts from."""
+    cfg: Config  # the settings, with the mode that auto chose
+    device: torch.device
+    ranks: Ranks
+    writes: bool  # False in the torchrun processes that neither print nor write
+    log: object  # print, or a function that prints nothing (those other processes)
+    out: Path
+    text: str  # the whole corpus
+    data: Data
+    model: TransformerLM
+    checkpoint: Path | None  # where the best epoch is saved
+    resume_state: dict | None  # the training state of --resume
+    initial_embedding: torch.Tensor  # (V, C) before training, for embeddings.png
+
+
+def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | None = None) -> Setup:
+    """Device and processes, output folder, data, and the model: new, resumed or fine-tuned."""
     ranks, device = start_distributed(pick_device(cfg.device))
-    if not ranks.main:
+    if not ranks.is_writer:
         log = lambda *args: None  # noqa: E731  (the other ranks stay silent)
-    out = prepare_output_dir(cfg.out) if ranks.main else Path(cfg.out)
+    out = prepare_output_dir(cfg.out) if ranks.is_writer else Path(cfg.out)
     text = read_text(cfg.data)
-    tokenizer, training_state = None, None
-    if resume is not None or init_from is not None:
-        model, tokenizer, _, payload = load_checkpoint(resume or init_from, device)
-    if resume is not None:
-        unknown = tokenizer.unknown(text)
-        if unknown:
-            raise UserError(f"{cfg.data} has characters the checkpoint never saw ({name_chars(unknown)}): "
-                            f"to train on a new text use --init-from {resume} --data {cfg.data}")
-        training_state = payload.get("training")
-        if not training_state:
-            raise UserError(f"{resume} holds no training state to resume from")
-        if payload["epoch"] >= cfg.epochs:
-            raise UserError(f"{resume} already holds epoch {payload['epoch']} of {cfg.epochs}: to train longer "
-                            f"ask for more, for example --resume --epochs {payload['epoch'] + 10}")
-        log(f"resuming {resume} from the end of epoch {payload['epoch']} (step {training_state['step']}, "
-            f"validation loss {payload['val_loss']:.3f})")
-    elif init_from is not None:
+    model, tokenizer, resume_state = start_from_checkpoint(cfg, text, device, log, resume, init_from)
+    data = prepare_data(text, cfg, tokenizer)
+    cfg = replace(cfg, mode=data.mode)  # the checkpoint records the mode auto chose
+    for prompt in cfg.prompts:
+        check_prompt(data.tokenizer, prompt)  # fail now, not after training
+    describe_data(data, cfg, log)
+    if model is None:
+        torch.manual_seed(cfg.seed)
+        model = TransformerLM(data.tokenizer.vocab_size, cfg).to(device)
+    describe_model(model, cfg, data.tokenizer.vocab_size, device, ranks, out, log)
+    return Setup(cfg, device, ranks, ranks.is_writer, log, out, text, data, model,
+                 out / "model.pt" if ranks.is_writer else None, resume_state,
+                 model.token_embedding.weight.detach().float().cpu().clone())
+
+
+def start_from_checkpoint(cfg: Config, text: str, device, log, resume: Path | None, init_from: Path | None):
+    """(model, tokenizer, training state) to start from: all None for a new model; the
+    checkpoint's for --resume; the checkpoint's grown to the new text's characters for --init-from."""
+    if resume is None and init_from is None:
+        return None, None, None
+    model, tokenizer, _, payload = load_checkpoint(resume or init_from, device)
+    if init_from is not None:
         old_size = tokenizer.vocab_size
         model, tokenizer, added = extend_vocabulary(model, tokenizer, text, cfg)
         log(f"fine-tuning {init_from} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}) on "
             f"{cfg.data}: the {old_size} known characters keep their weights; "
             + (f"{len(added)} new ones get new embedding and output rows: {name_chars(added)}" if added
                else "no new characters"))
-    data = prepare_data(text, cfg, tokenizer)
-    cfg = replace(cfg, mode=data.mode)  # the checkpoint records the mode auto chose
-    for prompt in cfg.prompts:
-        data.tokenizer.encode(prompt)  # fail now, not after training, on a prompt with unknown characters
-    describe_data(data, cfg, log)
-    if resume is None and init_from is None:
-        torch.manual_seed(cfg.seed)
-        model = TransformerLM(data.tokenizer.vocab_size, cfg).to(device)
-    V, C, F_, N = data.tokenizer.vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers
-    log(f"model: {count_parameters(model):,} parameters = V*C + N*(4*C^2 + 2*C*F + F + 9*C) + 2*C + C*V + V "
-        f"with V={V}, C={C}, F={F_}, N={N} (details: {out / 'parameters.txt'})")
-    log(f"device: {device}, attention path: {cfg.attention}, precision: "
-        f"{'bf16 autocast' if uses_bf16(cfg, device) else 'fp32'}, optimizer: {cfg.optimizer}"
-        + (f"; {ranks.world} processes (DistributedDataParallel), {ranks.world} x {cfg.batch_size} "
-           f"sequences per step" if ranks.world > 1 else ""))
-
-    pictures = EpochPictures(model, data.tokenizer, data.train_text, cfg) if cfg.snapshot and ranks.main else None
-    initial_embedding = model.token_embedding.weight.detach().float().cpu().clone()  # (V, C), for embeddings.png
-    drawn = []
-
-    def on_epoch_end(epoch, record):
-        if pictures is not None and epoch % cfg.snapshot == 0:
-            drawn.append(out / f"epoch_{epoch}.png")
-            pictures.draw(model, epoch, record, drawn[-1])
-
-    checkpoint = out / "model.pt" if ranks.main else None
-    history = train(model, data, cfg, device, checkpoint, training_state, on_epoch_end, log, ranks=ranks)
-    best = min(history, key=lambda r: r["val_loss"])
-    if ranks.world > 1:
-        if not same_weights_everywhere(model, ranks):
-            raise UserError(f"the {ranks.world} processes ended with different weights")
-        log(f"the {ranks.world} processes end with identical weights (compared element by element)")
-        if not ranks.main:
-            return history
-    test_loss = None
-    if data.test is not None:
-        test_loss = evaluate(model, data.test, cfg.batch_size * 4, device, cfg)
-        log(f"test split, never seen in training: {perplexity_report(test_loss)}")
-
-    (out / "parameters.txt").write_text(parameter_report(model, cfg, data.tokenizer.vocab_size), encoding="utf-8")
-    generator = torch.Generator().manual_seed(cfg.seed)
-    samples = []
-    log("samples:")
-    for prompt in cfg.prompts:
-        steps: list[Step] = []
-        completion = generate(model, data.tokenizer, prompt, cfg.max_chars, cfg.temperature, cfg.top_k,
-                              cfg.top_p, cfg.greedy, generator, steps, stop_at_eol=data.mode == "line")
-        samples.append((prompt, completion, steps))
-        log("      " + completion.replace(EOL, EOL + "      "))  # stream mode writes several lines
-    known, written = corpus_word_share(samples, text_lines(text[:5_000_000]))  # a long text: its first 5 MB
-    log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
-    (out / "table.txt").write_text(sampling_table(samples, cfg), encoding="utf-8")
-
-    started = time.perf_counter()
-    example = pick_example(data.train_text)
-    chars, weights = attention_maps(model, data.tokenizer, example)  # for the pictures and the gallery
-    files = draw_pictures(model, data, cfg, history, drawn, pictures, initial_embedding, test_loss, out,
-                          chars, weights)
-    files += [p.name for p in drawn] + ["parameters.txt", "table.txt", "model.pt"]
-    facts = gallery_facts(model, data, cfg, history, test_loss, example, chars, weights)
-    (out / "README.md").write_text(gallery(files, facts), encoding="utf-8")
-    pictures_seconds = time.perf_counter() - started
-    log(f"wrote {out}/: model.pt (epoch {best['epoch']}, best validation loss {best['val_loss']:.3f}), "
-        f"parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else "")
-        + "".join(f", {name}" for name in files if not name.startswith("epoch_") and name.endswith((".png", ".gif")))
-        + f" and README.md, the gallery ({pictures_seconds:.1f} s for the pictures after training)")
-    return history
+        return model, tokenizer, None
+    unknown = tokenizer.unknown(text)
+    if unknown:
+        raise UserError(f"{cfg.data} has characters the checkpoint never saw ({name_chars(unknown)}): "
+                        f"to train on a new text use --init-from {resume} --data {cfg.data}")
+    training_state = payload.get("training")
+    if not training_state:
+        raise UserError(f"{resume} holds no training state to resume from")
+    if payload["epoch"] >= cfg.epochs:
+        raise UserError(f"{resume} already holds epoch {payload['epoch']} of {cfg.epochs}: to train longer "
+                        f"ask for more, for example --resume --epochs {payload['epoch'] + 10}")
+    log(f"resuming {resume} from the end of epoch {payload['epoch']} (step {training_state['step']}, "
+        f"validation loss {payload['val_loss']:.3f})")
+    return model, tokenizer, training_state
 
 
-def draw_pictures(model, data: Data, cfg: Config, history: list[dict], drawn: list[Path], pictures,
-                  initial_embedding: torch.Tensor, test_loss: float | None, out: Path,
-                  chars: list[str], weights: list[torch.Tensor]) -> list[str]:
-    """The pictures of section 12 that cfg.pictures asks for; returns the file names."""
-    files = []
-    if "loss" in cfg.pictures:
-        draw_loss(history, [int(p.stem[6:]) for p in drawn], out / "loss.png", test_loss)
-        files.append("loss.png")
-    if "attention" in cfg.pictures:
-        for layer, layer_weights in enumerate(weights, 1):
-            draw_attention(chars, layer_weights, layer, out / f"attention_layer{layer}.png")
-            files.append(f"attention_layer{layer}.png")
-    if "positions" in cfg.pictures:
-        draw_positional_encoding(model.positional_encoding.cpu(), out / "positional_encoding.png")
-        files.append("positional_encoding.png")
-    if "embeddings" in cfg.pictures:
-        draw_embeddings(data.tokenizer, initial_embedding, model.token_embedding.weight, out / "embeddings.png")
-        files.append("embeddings.png")
-    if "evolution" in cfg.pictures and pictures is not None and pictures.frames:
-        write_evolution_gif(pictures.frames, out / "evolution.gif")
-        files.append("evolution.gif")
-    return files
-
-
-def gallery_facts(model, data: Data, cfg: Config, history: list[dict], test_loss: float | None,
-                  example: str, chars: list[str], weights: list[torch.Tensor]) -> dict:
-    """The numbers outputs/README.md quotes, read from this run."""
-    best = min(history, key=lambda r: r["val_loss"])
-    table = model.token_embedding.weight
-    near = lambda c: (", ".join(f"'{show(n)}'" for n in nearest_characters(data.tokenizer, table, c))
-                      if c in data.tokenizer.ids else "(not in this text)")
-    return {"data": f"`{Path(cfg.data).name}`",
-            "summary": (f"{data.n_chars:,} characters read in {data.mode} mode, a model of "
-                        f"{count_parameters(model):,} parameters, {len(history)} epochs"),
-            "best_val": best["val_loss"], "best_epoch": best["epoch"], "test_loss": test_loss,
-            "example": example, "habits": [head_habits(w, chars) for w in weights],
-            "near_a": near("a"), "near_dot": near(".")}
+def finish_training(model: TransformerLM, setup: Setup, log=print) -> bool:
+    """After training: with several processes, check that they all hold the same weights.
+    True in the process that goes on to measure and write the outputs."""
+    if setup.ranks.world > 1:
+        if not same_weights_everywhere(model, setup.ranks):
+            raise UserError(f"the {setup.ranks.world} processes ended with different weights")
+        log(f"the {setup.ranks.world} processes end with identical weights (compared element by element)")
+    return setup.writes
 
 
 def evaluate_checkpoint(cfg: Config, checkpoint: Path, data_file: str | None, log=print):
@@ -2492,7 +2756,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, data_file: str | None, lo
     data = prepare_data(text, trained_cfg, tokenizer)
     log(f"{checkpoint}: epoch {payload['epoch']}, {count_parameters(model):,} parameters; data {trained_cfg.data} "
         f"in {data.mode} mode, split with seed {trained_cfg.seed}")
-    for name, split in (("validation", data.val), ("test", data.test)):
+    for name, split in (("validation", data.val_split), ("test", data.test_split)):
         loss = evaluate(model, split, cfg.batch_size * 4, device, trained_cfg)
         log(f"{name:>10} ({split.n_tokens:,} characters): {perplexity_report(loss)}")
 
@@ -2502,11 +2766,10 @@ def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint:
     if samples <= 0:
         raise UserError(f"--samples must be a positive whole number, got {samples}")
     model, tokenizer, trained_cfg, _ = load_checkpoint(checkpoint, pick_device(cfg.device))
-    tokenizer.encode(prompt)  # a clear error before anything else
+    prompt = check_prompt(tokenizer, prompt)  # a clear error before anything else
     generator = torch.Generator().manual_seed(cfg.seed)
     for _ in range(samples):
-        log(generate(model, tokenizer, prompt, cfg.max_chars, cfg.temperature, cfg.top_k, cfg.top_p,
-                     cfg.greedy, generator, stop_at_eol=trained_cfg.mode != "stream"))
+        log(generate(model, tokenizer, prompt, Sampling.of(cfg), generator, stop_at_eol=trained_cfg.mode != "stream"))
 
 
 RESUME_FIXED = ("data", "mode", "val_fraction", "test_fraction", "seed", "optimizer")  # the split and the optimizer
@@ -2532,10 +2795,35 @@ def config_for_checkpoint(typed: Config, explicit: set, saved: Config, resume: b
     return replace(typed, **{name: getattr(saved, name) for name in SHAPE_FIELDS})
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (Jupyter, VS Code's notebooks), where sys.argv holds the
+    kernel's own arguments and the plots should show in the notebook."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def show_pictures_inline(out: Path):
+    """In a notebook: show the run's main pictures below the cell."""
+    from IPython.display import Image, Markdown, display
+    epochs = sorted(out.glob("epoch_*.png"), key=lambda p: int(p.stem[6:]))
+    names = ["loss.png", *sorted(p.name for p in out.glob("attention_layer*.png")), "positional_encoding.png",
+             "embeddings.png"] + ([epochs[-1].name] if epochs else [])
+    for name in names:
+        if (out / name).is_file():
+            display(Markdown(f"**{out / name}**"), Image(filename=str(out / name)))
+
+
 def main(argv=None) -> int:
-    import matplotlib
-    matplotlib.use("Agg")  # draw into files only: never open a window, never block
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The command line: parse the flags, do what they ask, turn a UserError into one line and
+    exit code 2. In a notebook, with no argv, it runs the classroom run with the defaults."""
+    notebook = in_notebook()
+    if not notebook:
+        import matplotlib
+        matplotlib.use("Agg")  # draw into files only: never open a window, never block
+    if argv is None:
+        argv = [] if notebook else sys.argv[1:]  # a kernel's own arguments are not ours
+    argv = list(argv)
     try:
         args = build_parser().parse_args(argv)
         explicit = set(vars(build_parser(defaults=False).parse_args(argv))) & {f.name for f in fields(Config)}
@@ -2558,6 +2846,8 @@ def main(argv=None) -> int:
         else:
             run(cfg)
             end_distributed()
+            if notebook:
+                show_pictures_inline(Path(cfg.out))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -2567,5 +2857,14 @@ def main(argv=None) -> int:
     return 0
 
 
+# %% [markdown]
+# ## The run
+#
+# `python LLM.py` starts here. In a notebook this cell trains the classroom run with the
+# default settings and shows its pictures below.
+
+# %%
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if not in_notebook():
+        sys.exit(exit_code)
