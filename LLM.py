@@ -611,13 +611,12 @@ class Adam:
             lr, decay = group["lr"], group["weight_decay"]
             for p, m, v in zip(group["params"], ms, vs):
                 g = p.grad
-                m.mul_(beta1).add_(g, alpha=1 - beta1)  # m <- beta1 m + (1 - beta1) g
+                m.lerp_(g, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
                 if decay:
                     p.mul_(1 - lr * decay)  # AdamW only: pull towards 0
-                m_hat = m / (1 - beta1 ** self.t)  # undo the start at 0
-                v_hat = v / (1 - beta2 ** self.t)
-                p.addcdiv_(m_hat, v_hat.sqrt() + self.eps, value=-lr)  # p <- p - lr m_hat / (sqrt(v_hat) + eps)
+                denominator = v.sqrt() / math.sqrt(1 - beta2 ** self.t) + self.eps  # sqrt(v / (1 - beta2^t)) + eps
+                p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** self.t))  # p <- p - lr m / (1 - beta1^t) / ...
 
     def zero_grad(self):
         for group in self.param_groups:
@@ -830,7 +829,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     """The whole classroom run. With `resume` training goes on from that checkpoint; with
     `init_from` it fine-tunes it (Part II). Returns the history: one record per epoch."""
     setup = set_up_run(cfg, log, resume, init_from)  # Part II: device, output folder, data, model
-    cfg, model, data, out = setup.cfg, setup.model, setup.data, setup.out
+    cfg, model, data, out, log = setup.cfg, setup.model, setup.data, setup.out, setup.log  # log: silent in helpers
     pictures = EpochPictures(model, data.tokenizer, data.train_text, cfg) if cfg.snapshot and setup.writes else None
 
     def on_epoch_end(epoch, record):  # output 3: the network, every cfg.snapshot epochs

@@ -1,15 +1,36 @@
-"""Make `import LLM` work from the tests, wherever pytest is started from; helpers the test files share."""
+"""What the test files share: `import LLM` from anywhere, one tiny configuration, one tiny run,
+and the check that bad input fails the way a user should see."""
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import LLM  # noqa: E402
+
+# The one tiny configuration of the tests: the classroom model's shape, made small enough that a
+# whole run takes a few seconds. TINY_ARGV is the same on the command line.
+TINY = dict(d_model=16, n_heads=2, n_layers=2, d_ff=32, context=24, dropout=0.0, seed=0, snapshot=0)
+TINY_ARGV = ["--d-model", "16", "--heads", "2", "--layers", "2", "--d-ff", "32", "--snapshot", "0",
+             "--max-chars", "20", "--prompts", "No hay"]
+# The shared run: 3 epochs, a picture every epoch, two prompts (one from nothing).
+TINY_RUN = TINY_ARGV + ["--epochs", "3", "--snapshot", "1", "--prompts", "", "No hay"]
+
+
+def tiny_config(**changes) -> "LLM.Config":
+    return LLM.Config(**{**TINY, **changes})
+
+
+def tiny_model(vocab_size=11, **changes) -> "LLM.TransformerLM":
+    LLM.torch.manual_seed(0)
+    return LLM.TransformerLM(vocab_size, tiny_config(**changes)).eval()
 
 
 def one_line_error(capsys, argv, *expected):
     """Run LLM.main(argv) and check it failed the way a user should see: exit code 2 and a
     single line `error: ...` on stderr that contains every expected piece of text."""
-    import LLM
     code = LLM.main(argv)
     err = capsys.readouterr().err
     assert code == 2, err
@@ -21,7 +42,13 @@ def one_line_error(capsys, argv, *expected):
 
 def run_into(tmp_path_factory, name, argv):
     """Run LLM.main(argv) into a fresh folder (for module-scoped fixtures); returns the folder."""
-    import LLM
     out = tmp_path_factory.mktemp(name)
     assert LLM.main(list(argv) + ["--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The output folder of one tiny run of the whole program (TINY_RUN), shared by every test
+    that reads outputs or a trained checkpoint. Tests that write there remove what they wrote."""
+    return run_into(tmp_path_factory, "run", TINY_RUN)
