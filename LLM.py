@@ -616,7 +616,7 @@ class Adam:
                 if decay:
                     p.mul_(1 - lr * decay)  # AdamW only: pull towards 0
                 denominator = v.sqrt() / math.sqrt(1 - beta2 ** self.t) + self.eps  # sqrt(v / (1 - beta2^t)) + eps
-                p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** self.t))  # p <- p - lr m / (1 - beta1^t) / ...
+                p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** self.t))  # p <- p - lr m / (1 - beta1^t) / denominator
 
     def zero_grad(self):
         for group in self.param_groups:
@@ -829,7 +829,8 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     """The whole classroom run. With `resume` training goes on from that checkpoint; with
     `init_from` it fine-tunes it (Part II). Returns the history: one record per epoch."""
     setup = set_up_run(cfg, log, resume, init_from)  # Part II: device, output folder, data, model
-    cfg, model, data, out, log = setup.cfg, setup.model, setup.data, setup.out, setup.log  # log: silent in helpers
+    cfg, model, data, out = setup.cfg, setup.model, setup.data, setup.out
+    log = setup.log  # prints nothing in a process that writes nothing
     pictures = EpochPictures(model, data.tokenizer, data.train_text, cfg) if cfg.snapshot and setup.writes else None
 
     def on_epoch_end(epoch, record):  # output 3: the network, every cfg.snapshot epochs
