@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -24,7 +25,7 @@ def tiny_config(**changes) -> "LLM.Config":
 
 
 def tiny_model(vocab_size=11, **changes) -> "LLM.TransformerLM":
-    LLM.torch.manual_seed(0)
+    torch.manual_seed(0)
     return LLM.TransformerLM(vocab_size, tiny_config(**changes)).eval()
 
 
