@@ -897,10 +897,15 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=
 # %%
 import argparse
 import contextlib
+import hashlib
 import shutil
 
 
-def validate(cfg: Config) -> Config:
+MAX_CHARS = 100_000  # the longest sample --max-chars allows
+TEMPERATURE_RANGE = (0.01, 100.0)  # the sampling temperatures allowed
+
+
+def validate(cfg: Config, check_device: bool = True) -> Config:
     """Refuse impossible settings with one clear sentence each (raised as UserError)."""
     positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "epochs", "max_chars"]
     for name in positive:
@@ -916,6 +921,10 @@ def validate(cfg: Config) -> Config:
     if not (0.0 <= cfg.test_fraction < 1.0 and cfg.val_fraction + cfg.test_fraction < 1.0):
         raise UserError(f"--test-fraction must be 0 or more, and --val-fraction + --test-fraction below 1 "
                         f"(something must be left to train on), got {cfg.val_fraction} + {cfg.test_fraction}")
+    if not 0 <= cfg.seed < 2 ** 32:
+        raise UserError(f"--seed must be a whole number from 0 to {2 ** 32 - 1}, got {cfg.seed}")
+    if cfg.max_chars > MAX_CHARS:
+        raise UserError(f"--max-chars can be at most {MAX_CHARS:,} (a sample that long is a book), got {cfg.max_chars}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"--lr must be a positive number, got {cfg.lr}")
     for name in ("snapshot", "top_k", "warmup", "patience"):
@@ -928,6 +937,8 @@ def validate(cfg: Config) -> Config:
     if unknown:
         raise UserError(f"--pictures knows {' '.join(PICTURES)}; not: {' '.join(unknown)}")
     validate_choices_and_sampling(cfg)
+    if not check_device:  # the settings saved in a checkpoint: the machine may be another one
+        return cfg
     device = pick_device(cfg.device)  # raises on an unknown or absent device
     if cfg.compile and device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "clang++", "c++")):
         raise UserError("--compile needs a C++ compiler (g++ or clang++) on a CPU, and none was found: "
@@ -943,10 +954,54 @@ def validate_choices_and_sampling(cfg: Config):
         if getattr(cfg, name) not in allowed:
             raise UserError(f"{flag_of(name)} must be " + ", ".join(f"'{a}'" for a in allowed[:-1])
                             + f" or '{allowed[-1]}', got '{getattr(cfg, name)}'")
-    if not (cfg.temperature > 0 and math.isfinite(cfg.temperature)):
-        raise UserError(f"--temperature must be a positive number, got {cfg.temperature}")
+    problem = temperature_problem(cfg.temperature)
+    if problem:
+        raise UserError(f"--temperature {problem}")
     if not 0.0 < cfg.top_p <= 1.0:
         raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p}")
+
+
+def temperature_problem(value: float) -> str | None:
+    """What is wrong with a sampling temperature, or None. Below 0.01 the logits divided by it
+    overflow float32 and the probabilities become NaN: that is greedy sampling (--greedy)."""
+    if not (math.isfinite(value) and TEMPERATURE_RANGE[0] <= value <= TEMPERATURE_RANGE[1]):
+        return (f"must be a number from {TEMPERATURE_RANGE[0]} to {TEMPERATURE_RANGE[1]:g} "
+                f"(for always the most likely character use --greedy), got {value}")
+    return None
+
+
+def memory_needed(cfg: Config, vocab_size: int, batch: int, T: int) -> int:
+    """Bytes a training run of this shape needs at most, roughly: the buffers (positional
+    encoding, causal masks), the parameters with their gradients, Adam's two averages and the
+    best epoch's copy, and the activations of one batch of `batch` sequences of T tokens kept
+    for the backward pass (the (T, T) attention matrices only on the exact path)."""
+    C, F_, N, H, V = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.n_heads, vocab_size
+    parameters = V * C + N * (4 * C * C + 2 * C * F_ + F_ + 9 * C) + 2 * C + C * V + V  # section 8
+    buffers = 4 * cfg.context * C + N * cfg.context ** 2  # float32 (context, C), N bool (context, context)
+    per_token = N * (16 * C + 3 * F_) + 4 * V  # activations kept per token, in float32 numbers
+    per_sequence = T * per_token + (3 * N * H * T * T if cfg.attention == "exact" else 0)
+    return buffers + 4 * 6 * parameters + 4 * batch * per_sequence
+
+
+def memory_of(device: torch.device) -> int | None:
+    """Bytes of memory the device has: the GPU's own, or the machine's RAM (None if unknown:
+    Windows, where this check is skipped)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(cfg: Config, vocab_size: int, batch: int, T: int, device: torch.device):
+    """Refuse a shape that cannot fit before allocating it, instead of dying inside torch.empty."""
+    needed, have = memory_needed(cfg, vocab_size, batch, T), memory_of(device)
+    if have is not None and needed > 0.9 * have:
+        where = str(device) if device.type == "cuda" else "this machine"
+        raise UserError(f"this model would need about {needed / 2 ** 30:,.1f} GiB of memory and {where} has "
+                        f"{have / 2 ** 30:,.1f} GiB: make --context, --d-model, --d-ff, --layers or "
+                        f"--batch-size smaller")
 
 
 def pick_device(name: str) -> torch.device:
@@ -1022,21 +1077,125 @@ def name_chars(chars) -> str:
 
 
 def check_prompt(tokenizer: CharTokenizer, prompt: str) -> str:
-    """The one place a prompt is checked: returns it as the model will read it, or raises an
-    UnknownCharacterError that names every character the model never saw."""
+    """The one place a prompt is checked: returns it as the model will read it, in NFC like the
+    data (an accent typed as a separate combining mark is joined to its letter), or raises a
+    UserError for bytes that are not UTF-8 and an UnknownCharacterError that names every
+    character the model never saw."""
+    check_utf8(prompt, "the prompt")
+    prompt = unicodedata.normalize("NFC", prompt)
     tokenizer.encode(prompt)
     return prompt
 
 
-def save_text(path: Path, text: str):
-    """Write a UTF-8 text file whole or not at all: a temporary file beside it, then a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def check_utf8(text: str, what: str):
+    """Bytes that were not UTF-8 reach Python as lone surrogates (U+DC80 to U+DCFF, one per
+    byte): refuse them, naming the first byte."""
+    bad = next((c for c in text if "\udc80" <= c <= "\udcff"), None)
+    if bad is not None:
+        raise UserError(f"{what} is not UTF-8 text (byte 0x{ord(bad) - 0xDC00:02x}): type it again, "
+                        f"or set the terminal to UTF-8")
+
+
+def write_file(path: Path, write):
+    """Write one output file whole or not at all: `write(file)` fills a temporary file of its own
+    beside `path` (a name no other run can pick), which is then renamed over `path` in one step.
+    Readers see the old file or the new one, never half of one. On any failure the temporary
+    file is removed; a failed write (a full disk, a lost permission, torch's "file write failed")
+    becomes a UserError that says what is left at `path`."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)  # atomic: readers see the old file or the new one
+        with open(temporary, "xb") as file:  # x: fails rather than share a file with another run
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())  # on the disk before the rename makes it the real file
+        os.replace(temporary, path)  # atomic
+    except BaseException as error:  # Ctrl-C included: never leave a temporary file behind
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if isinstance(error, (OSError, RuntimeError)):
+            reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+            left = "the earlier file there is untouched" if path.exists() else "nothing was written there"
+            raise UserError(f"cannot write {path} ({reason}): {left}") from None
+        raise
+
+
+def save_text(path: Path, text: str):
+    """A UTF-8 text file, written whole or not at all."""
+    write_file(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def save_figure(fig, path: Path):
+    """A matplotlib figure as a PNG, written whole or not at all."""
+    write_file(path, lambda file: fig.savefig(file, format="png"))
+
+
+def append_line(path: Path, line: str):
+    """Add one line to a text file (the chat log) by writing the whole file again, atomically:
+    a failure leaves the file as it was, never half a line."""
+    earlier = path.read_bytes() if path.is_file() else b""
+    if earlier and not earlier.endswith(b"\n"):
+        earlier += b"\n"
+    write_file(path, lambda file: file.write(earlier + (line + EOL).encode("utf-8")))
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when two paths name one file (through '..', links or another spelling)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+@contextlib.contextmanager
+def writing_folder(out: Path):
+    """One run at a time writes a folder: a second run started while the first writes the same
+    --out is refused, so what each run says about its files stays true. The lock is the
+    operating system's (flock; msvcrt on Windows) on the file .lock in the folder: it ends with
+    the process, however the process ends."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / ".lock", "a+b")
     except OSError as e:
-        temporary.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+        raise UserError(f"cannot write to the output folder {out}: {e.strerror or e}") from None
+    with lock:
+        try:
+            if os.name == "nt":
+                import msvcrt
+                lock.seek(0)
+                msvcrt.locking(lock.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"another run is writing {out}/ right now: wait for it to end, "
+                            f"or give this run another --out") from None
+        yield
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: a `kill`, a scheduler's time limit, a closing terminal."""
+
+
+@contextlib.contextmanager
+def sigterm_like_ctrl_c():
+    """While inside, SIGTERM stops the program the way Ctrl-C does: training says which epoch
+    the checkpoint keeps, and no file is left half written."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # %% [markdown]
@@ -1211,8 +1370,12 @@ class FastAdam(Adam):
 
     def load_state_dict(self, state: dict):
         shapes = [[p.shape for p in g["params"]] for g in self.param_groups]
-        if not (isinstance(state, dict) and state.keys() == {"t", "m", "v"}
-                and [[m.shape for m in group] for group in state["m"]] == shapes):
+        tensors = lambda groups: isinstance(groups, list) and all(  # noqa: E731
+            isinstance(group, list) and all(isinstance(t, torch.Tensor) for t in group) for group in groups)
+        if not (isinstance(state, dict) and state.keys() == {"t", "m", "v"} and isinstance(state["t"], int)
+                and state["t"] >= 0 and tensors(state["m"]) and tensors(state["v"])
+                and [[m.shape for m in group] for group in state["m"]] == shapes
+                and [[v.shape for v in group] for group in state["v"]] == shapes):
             raise UserError("the checkpoint's optimizer state does not fit this model and --optimizer "
                             "(or comes from an older LLM.py): start a new run from its weights with --init-from")
         device = self.param_groups[0]["params"][0].device
@@ -1410,9 +1573,9 @@ class Training:
         self.history.append(record)
         improved = val_loss < self.best["val_loss"]
         if improved:
+            self.save(record)  # first: if it fails, self.best still names what the file holds
             self.best, self.epochs_without_progress = dict(record), 0
             self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.save(record)
         else:
             self.epochs_without_progress += 1
         self.log(f"epoch {epoch:>3}/{self.cfg.epochs} | train loss {train_loss:.3f} | val loss {val_loss:.3f}"
@@ -1425,9 +1588,13 @@ class Training:
         if self.checkpoint is None:
             return
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        save_checkpoint(self.checkpoint, self.model, self.cfg, self.data.tokenizer, record,
-                        training={"step": self.step, "history": self.history, "rng": torch.get_rng_state(),
-                                  "cuda_rng": cuda_rng, "optimizer": self.optimizer.state_dict()})
+        try:
+            save_checkpoint(self.checkpoint, self.model, self.cfg, self.data.tokenizer, record,
+                            training={"step": self.step, "history": self.history, "rng": torch.get_rng_state(),
+                                      "cuda_rng": cuda_rng, "optimizer": self.optimizer.state_dict()})
+        except UserError as e:
+            raise UserError(f"{e}; training stopped in epoch {record['epoch']}"
+                            + (f" and {self.kept('still holds')}" if self.best["epoch"] else "")) from None
 
     def kept(self, verb: str) -> str:
         """What the checkpoint holds now, in words."""
@@ -1441,8 +1608,9 @@ class Training:
         what the checkpoint keeps."""
         try:
             yield
-        except KeyboardInterrupt:
-            self.log(f"\ntraining interrupted in epoch {self.epoch}: {self.kept('keeps')}")
+        except KeyboardInterrupt as stop:
+            how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+            self.log(f"\ntraining {how} in epoch {self.epoch}: {self.kept('keeps')}")
             raise
         finally:
             self.model.load_state_dict(self.best_weights)
@@ -1471,7 +1639,7 @@ class Training:
 # character keeps its learned rows, wherever the sorted vocabulary now puts it.
 
 # %%
-CHECKPOINT_FORMAT = "LLM.py checkpoint 1"
+CHECKPOINT_FORMAT = "LLM.py checkpoint 2"  # 2: with the checksum of its tensors
 SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context")  # fixed by the weights
 
 
@@ -1486,6 +1654,30 @@ def to_cpu(value):
     return value
 
 
+def named_tensors(value, name: str = ""):
+    """('/model/lm_head.bias', tensor), ...: every tensor inside nested dicts and lists."""
+    if isinstance(value, torch.Tensor):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from named_tensors(item, f"{name}/{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from named_tensors(item, f"{name}/{index}")
+
+
+def tensors_checksum(payload: dict) -> str:
+    """SHA-256 of every tensor of a checkpoint: its name, dtype, shape and bytes, in name order.
+    One flipped bit in a weight changes it; the settings are plain data, checked on loading
+    like typed flags instead."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(named_tensors(payload), key=lambda item: item[0]):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: Path, model: TransformerLM, cfg: Config, tokenizer: CharTokenizer, record: dict,
                     training: dict | None = None):
     payload = {"format": CHECKPOINT_FORMAT,
@@ -1494,13 +1686,14 @@ def save_checkpoint(path: Path, model: TransformerLM, cfg: Config, tokenizer: Ch
                "model": to_cpu(model.state_dict()),
                "epoch": record["epoch"], "val_loss": record["val_loss"],
                "training": to_cpu(training)}  # for --resume: step, history, rng, optimizer
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)  # atomic: readers see the old file or the new one
+    payload["checksum"] = tensors_checksum(payload)
+    write_file(path, lambda file: torch.save(payload, file))  # atomic: the old file or the new one
 
 
 def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokenizer, Config, dict]:
-    """(model, tokenizer, config, payload) from a checkpoint; a UserError for anything wrong."""
+    """(model, tokenizer, config, payload) from a checkpoint that proves itself: readable,
+    unchanged since it was written (the checksum), with settings a fresh run would accept and
+    finite weights. Anything else is a UserError, never a traceback."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (train one first: python LLM.py)")
@@ -1509,17 +1702,50 @@ def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokeni
     except Exception:
         raise UserError(f"{path} is not a readable checkpoint (corrupt, cut short or another format)") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} is not an LLM.py checkpoint")
+        older = isinstance(payload, dict) and str(payload.get("format", "")).startswith("LLM.py checkpoint")
+        raise UserError(f"{path} is a checkpoint of an older LLM.py, without a checksum: train it again"
+                        if older else f"{path} is not an LLM.py checkpoint")
+    if payload.get("checksum") != tensors_checksum({k: v for k, v in payload.items() if k != "checksum"}):
+        raise UserError(f"{path} is damaged: its numbers no longer match the checksum saved with them "
+                        f"(the file changed after it was written); use another copy or train again")
+    cfg, tokenizer = checkpoint_settings(path, payload)
     try:
-        known = {f.name for f in fields(Config)}
-        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items() if k in known})
-        tokenizer = CharTokenizer(payload["vocabulary"])
         model = TransformerLM(tokenizer.vocab_size, cfg)
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} does not match the model it describes: {reason}") from None
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+        raise UserError(f"{path} holds weights that are not finite numbers (NaN or infinity): it cannot be used")
     return model.to(device).eval(), tokenizer, cfg, payload
+
+
+def checkpoint_settings(path: Path, payload: dict) -> tuple[Config, CharTokenizer]:
+    """The Config and vocabulary a checkpoint stores, checked with the rules of a fresh run
+    (validate), so that a hand-edited file is refused in one line instead of crashing later."""
+    saved, chars = payload.get("config"), payload.get("vocabulary")
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} has no settings")
+    kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple": (list, tuple)}
+    values = {}
+    for f in fields(Config):
+        value = saved.get(f.name)
+        if (not isinstance(value, kinds[f.type]) or (f.type in ("int", "float") and isinstance(value, bool))
+                or (f.type == "tuple" and not all(isinstance(v, str) for v in value))):
+            raise UserError(f"{path} has no valid setting {f.name} (found {value!r})")
+        values[f.name] = tuple(value) if f.type == "tuple" else value
+    try:
+        cfg = validate(Config(**values), check_device=False)
+    except UserError as e:
+        raise UserError(f"{path} has an impossible setting: {e}") from None
+    if not (isinstance(chars, list) and chars and all(isinstance(c, str) and len(c) == 1 for c in chars)
+            and len(set(chars)) == len(chars)):
+        raise UserError(f"{path} has no valid vocabulary (a list of distinct single characters)")
+    check_memory(cfg, len(chars), 1, 1, torch.device("cpu"))  # the model is built on the CPU first
+    for name, kind in (("epoch", int), ("val_loss", float)):
+        if not isinstance(payload.get(name), kind):
+            raise UserError(f"{path} has no valid {name}")
+    return cfg, CharTokenizer(chars)
 
 
 def extend_vocabulary(model: TransformerLM, tokenizer: CharTokenizer, text: str,
@@ -1979,7 +2205,7 @@ class EpochPictures:
             self.fig.draw_artist(artist)
         width, height = canvas.get_width_height()
         image = Image.frombuffer("RGBA", (width, height), bytes(canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
-        image.convert("RGB").save(path)
+        write_file(path, lambda file: image.convert("RGB").save(file, format="PNG"))
         self.frames.append(image.convert("RGB").resize((round(width * 0.6), round(height * 0.6)), Image.LANCZOS)
                            .quantize(colors=128))  # a smaller frame for evolution.gif
 
@@ -2027,7 +2253,7 @@ def draw_loss(history: list[dict], snapshots: list[int], path: Path, test_loss: 
     ax.legend(handles=handles, fontsize=10, loc="upper right", framealpha=0.95)
     ax.set_title("Loss per epoch: the gap between the curves is what the model learned by heart", fontsize=12)
     fig.subplots_adjust(left=0.09, right=0.9, top=0.92, bottom=0.11)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def pick_example(lines: list[str], length: int = 32) -> str:
@@ -2055,6 +2281,8 @@ def head_habits(weights: torch.Tensor, chars: list[str]) -> list[tuple[str, floa
     began) or the ⏎ that starts the line, averaged over the rows t >= 4; 'spread out' when no
     habit takes a quarter of the weight."""
     H, T, _ = weights.shape
+    if T < 5:  # a context of 4 or fewer characters: no row t >= 4 to average over
+        return [("too few characters to tell", 0.0)] * H
     rows = torch.arange(4, T)
     last_space = torch.tensor([max((s for s in range(t) if chars[s] == " "), default=-1) for t in range(T)])
     spaced = rows[last_space[rows] >= 0]  # rows with a space somewhere before them
@@ -2107,7 +2335,7 @@ def draw_attention(chars: list[str], weights: torch.Tensor, layer: int, path: Pa
     bar.ax.tick_params(labelsize=9)
     fig.suptitle(f"Layer {layer}: where each character of \u201c{''.join(chars[1:])}\u201d looks; "
                  f"grey = the future, masked", fontsize=12)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def draw_positional_encoding(pe: torch.Tensor, path: Path, dims=(0, 10, 20, 40)):
@@ -2134,7 +2362,7 @@ def draw_positional_encoding(pe: torch.Tensor, path: Path, dims=(0, 10, 20, 40))
     curves.legend(fontsize=9, loc="upper right", framealpha=0.95)
     curves.set_title("A few columns: each pair of dimensions is a wave of its own frequency", fontsize=11)
     fig.subplots_adjust(left=0.06, right=0.98, top=0.92, bottom=0.11, wspace=0.32)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def pca_2d(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -2192,7 +2420,7 @@ def draw_embeddings(tokenizer: CharTokenizer, before: torch.Tensor, after: torch
                             for kind, color in KIND_COLORS.items() if kind in kinds],
                    fontsize=10, loc="upper right", framealpha=0.9)
     fig.subplots_adjust(left=0.06, right=0.98, top=0.94, bottom=0.09, wspace=0.15)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def nearest_characters(tokenizer: CharTokenizer, table: torch.Tensor, char: str, k: int = 3) -> list[str]:
@@ -2208,7 +2436,8 @@ def write_evolution_gif(frames: list, path: Path, ms_per_frame: int = 800):
     matplotlib itself uses) from the frames EpochPictures kept. The last frame stays on
     screen three times as long."""
     durations = [ms_per_frame] * (len(frames) - 1) + [3 * ms_per_frame]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    write_file(path, lambda file: frames[0].save(file, format="GIF", save_all=True, append_images=frames[1:],
+                                                 duration=durations, loop=0))
 
 
 
@@ -2256,6 +2485,7 @@ def loss_and_attention_sections(files: list[str], facts: dict):
         layer = int(name[15:-4])
         habits = facts["habits"][layer - 1]
         told = "; ".join(f"head {h + 1} spreads its weight, no habit above 25%" if what == "spread out" else
+                         f"head {h + 1}: {what}, with a context this short" if share == 0 else
                          f"head {h + 1} looks mostly at {what} ({share:.0%} of its weight)"
                          for h, (what, share) in enumerate(habits))
         yield f"{name}: where layer {layer} looks", (
@@ -2380,7 +2610,8 @@ CHAT_HELP = """Type the start of a proverb and press Enter; the model completes 
   /topk 5       sample among the k most likely characters, 0 = all (now {top_k})
   /topp 0.9     sample among the most likely characters that add up to p, 1 = all (now {top_p})
   /greedy       always take the most likely character: on / off (now {greedy})
-  /train [N]    train N more epochs (default 3) on the corpus plus what you typed, then chat on
+  /train [N]    train N more epochs (default 3) on the corpus plus what you typed, save, chat on
+  /save [FILE]  save the model as it is now (default: {target})
   /help         this text
   exit, quit    leave (Ctrl-D and Ctrl-C too)"""
 
@@ -2420,22 +2651,41 @@ class Chat:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.typed: list[str] = []
         self.chat_log = Path(chat_log) if chat_log else None
-        if self.chat_log is not None:
-            try:
-                with self.chat_log.open("a", encoding="utf-8"):
-                    pass
-            except OSError as e:
-                raise UserError(f"cannot write the chat log {self.chat_log}: {e.strerror}") from None
-        self.epoch = payload["epoch"]
+        if self.chat_log is not None and not (self.chat_log.parent.is_dir()
+                                              and os.access(self.chat_log.parent, os.W_OK)):
+            raise UserError(f"cannot write the chat log {self.chat_log}: its folder is missing or read-only")
+        if self.chat_log is not None and self.chat_log.exists():  # it will be written again whole: text only
+            if same_file(self.chat_log, checkpoint) or self.chat_log.stat().st_size and not self.read_chat_log():
+                raise UserError(f"the chat log {self.chat_log} must be a UTF-8 text file (one typed line each)")
+        self.target = chat_checkpoint(checkpoint)  # where /train saves: never the file read above
+        self.epoch, self.val_loss, self.saved_cfg = payload["epoch"], payload["val_loss"], self.trained_cfg
         log(f"chatting with {checkpoint} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}, "
             f"{count_parameters(self.model):,} parameters). /help lists the commands; exit leaves.")
 
+    def read_chat_log(self) -> list[str] | None:
+        """The lines of the chat log (NFC, like every text read), or None if it is not UTF-8 text."""
+        try:
+            return text_lines(read_text(self.chat_log))
+        except UserError as e:
+            if "is empty" in str(e):
+                return []
+            self.log(f"  cannot read the chat log: {e}")
+            return None
+
     def answer(self, line: str):
         """A line that is not a command: remember it, then complete it."""
+        try:
+            check_utf8(line, "this line")
+        except UserError as e:
+            self.log(f"  {e}; it was not used")
+            return
+        line = unicodedata.normalize("NFC", line)  # like the data: one code point per accented letter
         self.typed.append(line)
         if self.chat_log is not None and line.strip():
-            with self.chat_log.open("a", encoding="utf-8") as f:
-                f.write(line.strip() + EOL)
+            try:
+                append_line(self.chat_log, line.strip())
+            except (UserError, OSError) as e:
+                self.log(f"  not logged: {e}")
         try:
             prompt = check_prompt(self.tokenizer, line)
         except UnknownCharacterError:
@@ -2454,10 +2704,11 @@ class Chat:
             if name in ("exit", "quit", "/exit", "/quit"):
                 return False
             if name == "/help":
-                self.log(CHAT_HELP.format(**{**asdict(s), "greedy": "on" if s.greedy else "off"}))
+                self.log(CHAT_HELP.format(**{**asdict(s), "greedy": "on" if s.greedy else "off",
+                                             "target": self.target}))
             elif name == "/temp":
                 value = float(argument)
-                if not (value > 0 and math.isfinite(value)):
+                if temperature_problem(value):
                     raise ValueError
                 s.temperature = value
                 self.log(f"  temperature = {value}")
@@ -2481,20 +2732,20 @@ class Chat:
                 if epochs <= 0:
                     raise ValueError
                 self.teach(epochs)
+            elif name == "/save":
+                self.save(Path(argument) if argument else self.target)
             else:
                 self.log(f"  unknown command {name}: /help lists the commands")
         except (TypeError, ValueError):  # a missing or impossible value
             self.log(f"  {name} needs a valid value, for example: "
-                     + {"/temp": "/temp 0.8", "/topk": "/topk 5", "/topp": "/topp 0.9", "/train": "/train 3"}[name])
+                     + {"/temp": "/temp 0.8 (from 0.01 to 100)", "/topk": "/topk 5", "/topp": "/topp 0.9", "/train": "/train 3"}[name])
         return True
 
     def teach(self, epochs: int):
         """/train: more epochs on the corpus plus the typed lines, then save the model."""
         cfg = self.trained_cfg
-        try:
-            logged = read_text(self.chat_log).split(EOL) if self.chat_log and self.chat_log.stat().st_size else []
-        except UserError as e:  # the log was edited into something unreadable: say so, keep chatting
-            self.log(f"  cannot read the chat log: {e}")
+        logged = self.read_chat_log() if self.chat_log and self.chat_log.exists() else []
+        if logged is None:  # the log was edited into something unreadable: said so; keep chatting
             return
         typed = list(dict.fromkeys(line.strip() for line in logged + self.typed if line.strip()))
         if not typed:
@@ -2532,20 +2783,37 @@ class Chat:
         after = [evaluate(self.model, split, cfg.batch_size * 4, self.device, cfg) for split in (yours, data.val_split)]
         self.log(f"  loss on your lines {before[0]:.3f} -> {after[0]:.3f}; "
                  f"on the validation proverbs {before[1]:.3f} -> {after[1]:.3f}")
-        # Save beside the checkpoint, never over it: the model of the classroom run stays.
-        target = self.checkpoint if self.checkpoint.stem.endswith("-chat") else \
-            self.checkpoint.with_name(self.checkpoint.stem + "-chat" + self.checkpoint.suffix)
-        try:
-            save_checkpoint(target, self.model, cfg, self.tokenizer,
-                            {"epoch": self.epoch + epochs, "val_loss": after[1]})
-        except OSError as e:
-            self.log(f"  could not save {target}: {e.strerror}")
+        self.epoch, self.saved_cfg, self.val_loss = self.epoch + epochs, cfg, after[1]
+        self.save(self.target)
+
+    def save(self, target: Path):
+        """Save the chat's model (after /train, or /save FILE); a failure leaves the chat going."""
+        if same_file(target, self.checkpoint):
+            self.log(f"  {target} is the checkpoint this chat started from: it stays as it is; /save OTHER.pt")
             return
-        self.epoch += epochs
+        try:
+            save_checkpoint(target, self.model, self.saved_cfg, self.tokenizer,
+                            {"epoch": self.epoch, "val_loss": self.val_loss})
+        except UserError as e:
+            self.log(f"  {e}. The model is still here: /save FILE saves it somewhere else (another disk or folder)")
+            return
         self.log(f"  saved {target} (python LLM.py --chat --checkpoint {target}); chat on")
 
 
+def chat_checkpoint(source: Path) -> Path:
+    """Where /train saves: beside the checkpoint, never over it. model.pt -> model-chat.pt; a
+    chat that started from model-chat.pt saves model-chat-2.pt, and so on."""
+    base = re.sub(r"-chat(-\d+)?$", "", source.stem)
+    target, n = source.with_name(f"{base}-chat{source.suffix}"), 1
+    while same_file(target, source):
+        n += 1
+        target = source.with_name(f"{base}-chat-{n}{source.suffix}")
+    return target
+
+
 def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None, log=print) -> None:
+    if stream is None and hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8: refused line by line
     session = Chat(cfg, checkpoint, chat_log, log)
     try:
         for line in chat_lines(stream or sys.stdin, log):
@@ -2626,7 +2894,7 @@ def prepare_output_dir(path: str) -> Path:
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -2689,13 +2957,15 @@ def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Pa
     ranks, device = start_distributed(pick_device(cfg.device))
     if not ranks.is_writer:
         log = lambda *args: None  # noqa: E731  (the other ranks stay silent)
+    check_not_an_output(cfg)
     out = prepare_output_dir(cfg.out) if ranks.is_writer else Path(cfg.out)
     text = read_text(cfg.data)
     model, tokenizer, resume_state = start_from_checkpoint(cfg, text, device, log, resume, init_from)
     data = prepare_data(text, cfg, tokenizer)
     cfg = replace(cfg, mode=data.mode)  # the checkpoint records the mode auto chose
-    for prompt in cfg.prompts:
-        check_prompt(data.tokenizer, prompt)  # fail now, not after training
+    longest = data.train_split.inputs.shape[1] if data.mode == "line" else cfg.context
+    check_memory(cfg, data.tokenizer.vocab_size, min(cfg.batch_size, len(data.train_split)), longest, device)
+    cfg = replace(cfg, prompts=tuple(check_prompt(data.tokenizer, p) for p in cfg.prompts))  # fail now, not later
     describe_data(data, cfg, log)
     if model is None:
         torch.manual_seed(cfg.seed)
@@ -2716,7 +2986,8 @@ def start_from_checkpoint(cfg: Config, text: str, device, log, resume: Path | No
         old_size = tokenizer.vocab_size
         model, tokenizer, added = extend_vocabulary(model, tokenizer, text, cfg)
         log(f"fine-tuning {init_from} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}) on "
-            f"{cfg.data}: the {old_size} known characters keep their weights; "
+            f"{cfg.data}, writing into {cfg.out}/ ({init_from} stays as it is): the {old_size} known characters "
+            f"keep their weights; "
             + (f"{len(added)} new ones get new embedding and output rows: {name_chars(added)}" if added
                else "no new characters"))
         return model, tokenizer, None
@@ -2727,12 +2998,39 @@ def start_from_checkpoint(cfg: Config, text: str, device, log, resume: Path | No
     training_state = payload.get("training")
     if not training_state:
         raise UserError(f"{resume} holds no training state to resume from")
+    check_training_state(resume, training_state, model, cfg)
     if payload["epoch"] >= cfg.epochs:
         raise UserError(f"{resume} already holds epoch {payload['epoch']} of {cfg.epochs}: to train longer "
                         f"ask for more, for example --resume --epochs {payload['epoch'] + 10}")
     log(f"resuming {resume} from the end of epoch {payload['epoch']} (step {training_state['step']}, "
         f"validation loss {payload['val_loss']:.3f})")
     return model, tokenizer, training_state
+
+
+HISTORY_FIELDS = ("epoch", "step", "train_loss", "val_loss", "lr", "grad_norm", "clipped", "elapsed",
+                  "tokens_per_second")  # one record of the history, as Training.end_epoch writes it
+
+
+def check_training_state(path: Path, state: dict, model: TransformerLM, cfg: Config):
+    """--resume: the step, the history, the random state and the optimizer's averages of a
+    checkpoint, checked before training starts (a hand-edited file is bad input)."""
+    history, rng = state.get("history"), state.get("rng")
+    problem = None
+    if not (isinstance(state.get("step"), int) and state["step"] >= 0):
+        problem = "its step count"
+    elif not (isinstance(history, list) and history and all(
+            isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in HISTORY_FIELDS) for r in history)):
+        problem = "its history of losses"
+    elif not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.shape == torch.get_rng_state().shape):
+        problem = "its random-number state"
+    else:
+        try:
+            make_optimizer(model, cfg).load_state_dict(state.get("optimizer"))
+        except UserError:
+            problem = "its optimizer state (or it was saved with another --optimizer)"
+    if problem:
+        raise UserError(f"{path} has a damaged training state ({problem}): it cannot be resumed; "
+                        f"--init-from {path} starts a new run from its weights")
 
 
 def finish_training(model: TransformerLM, setup: Setup, log=print) -> bool:
@@ -2798,6 +3096,42 @@ def config_for_checkpoint(typed: Config, explicit: set, saved: Config, resume: b
     return replace(typed, **{name: getattr(saved, name) for name in SHAPE_FIELDS})
 
 
+def folder_for_fine_tuning(cfg: Config, typed_out: bool, source: Path) -> Config:
+    """--init-from never writes over the checkpoint it starts from. Without --out the run writes
+    into a folder named after its text inside the usual one (--data otro.txt: outputs/otro/),
+    so the classroom run's files stay as they are; an --out whose model.pt is the source is
+    refused."""
+    if typed_out:
+        if same_file(Path(cfg.out) / "model.pt", source):
+            raise UserError(f"--out {cfg.out} would write over {source}, the checkpoint this run starts from: "
+                            f"leave out --out (the run then writes {Path(cfg.out) / Path(cfg.data).stem}/) "
+                            f"or name another folder")
+        return cfg
+    base = Path(cfg.out) / Path(cfg.data).stem
+    out, n = base, 1
+    while same_file(out / "model.pt", source):  # outputs/otro/model.pt fine-tuned on otro.txt again
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return replace(cfg, out=str(out))
+
+
+def writing_folder_of(cfg: Config):
+    """The lock on cfg.out (writing_folder) in the process that writes; with torchrun the other
+    processes write nothing and take none."""
+    return writing_folder(Path(cfg.out)) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+
+
+def check_not_an_output(cfg: Config):
+    """A run never writes the file it reads: --data cannot be one of the files it writes."""
+    out = Path(cfg.out)
+    if any(same_file(Path(cfg.data), out / name) for name in OUTPUT_TEXTS):
+        raise UserError(f"--data {cfg.data} is a file this run writes (into {out}/): copy it elsewhere first, "
+                        f"or give another --out")
+
+
+OUTPUT_TEXTS = ("parameters.txt", "table.txt", "README.md")  # the text files a run writes
+
+
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (Jupyter, VS Code's notebooks), where sys.argv holds the
     kernel's own arguments and the plots should show in the notebook."""
@@ -2838,7 +3172,10 @@ def main(argv=None) -> int:
             source = checkpoint if args.resume else Path(args.init_from)
             _, _, saved, _ = load_checkpoint(source, "cpu")
             cfg = validate(config_for_checkpoint(cfg, explicit, saved, args.resume))
-            run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
+            if args.init_from:
+                cfg = folder_for_fine_tuning(cfg, "out" in explicit, source)
+            with sigterm_like_ctrl_c(), writing_folder_of(cfg):
+                run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
             end_distributed()
         elif args.eval:
             evaluate_checkpoint(cfg, checkpoint, cfg.data if "data" in explicit else None)
@@ -2847,16 +3184,18 @@ def main(argv=None) -> int:
         elif args.chat:
             chat(cfg, checkpoint, args.chat_log)
         else:
-            run(cfg)
+            with sigterm_like_ctrl_c(), writing_folder_of(cfg):
+                run(cfg)
             end_distributed()
             if notebook:
                 show_pictures_inline(Path(cfg.out))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print("\nstopped by SIGTERM" if terminated else "\ninterrupted", file=sys.stderr)
+        return 143 if terminated else 130  # 128 + the signal's number, as shells report it
     return 0
 
 

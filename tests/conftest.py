@@ -1,5 +1,6 @@
 """What the test files share: `import LLM` from anywhere, one tiny configuration, one tiny run,
 and the check that bad input fails the way a user should see."""
+import shutil
 import sys
 from pathlib import Path
 
@@ -53,3 +54,19 @@ def tiny_run(tmp_path_factory):
     """The output folder of one tiny run of the whole program (TINY_RUN), shared by every test
     that reads outputs or a trained checkpoint. Tests that write there remove what they wrote."""
     return run_into(tmp_path_factory, "run", TINY_RUN)
+
+
+@pytest.fixture
+def trained(tiny_run):
+    """The checkpoint of the shared tiny run (3 epochs on the proverbs)."""
+    return tiny_run / "model.pt"
+
+
+@pytest.fixture
+def trained_copy(tiny_run, tmp_path):
+    """A copy of that checkpoint in a folder of this test's own, tmp/outputs/model.pt, for tests
+    that write beside it."""
+    out = tmp_path / "outputs"
+    out.mkdir()
+    shutil.copy(tiny_run / "model.pt", out / "model.pt")
+    return out / "model.pt"

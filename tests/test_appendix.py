@@ -15,12 +15,6 @@ import LLM
 from conftest import ROOT, TINY_ARGV as TINY, one_line_error, tiny_config
 
 
-@pytest.fixture
-def trained(tiny_run):
-    """The checkpoint of the shared tiny run (3 epochs on the proverbs)."""
-    return tiny_run / "model.pt"
-
-
 def weights(path):
     return torch.load(path, weights_only=True)["model"]
 

@@ -1,0 +1,316 @@
+"""Nothing lost, nothing crashes: the promise of LLM.py's appendix, class by class. A run never
+writes over the file it reads; every write is whole or nothing, and a failed one is one line
+`error: ...` that says what is left; a checkpoint proves itself before it is used; text typed by
+a person is read like the data; every number is checked where it enters; SIGTERM stops a run
+like Ctrl-C. Faults are made without root: a write that raises, a file-size limit, a checkpoint
+edited here, two processes started together."""
+import errno
+import io
+import os
+import signal
+import subprocess
+import sys
+import unicodedata
+
+import pytest
+import torch
+
+import LLM
+from conftest import ROOT, TINY_ARGV, one_line_error, tiny_config
+
+POSIX = os.name == "posix"
+
+
+def run_llm(*argv, cwd=ROOT, **kwargs):
+    return subprocess.run([sys.executable, str(ROOT / "LLM.py"), *argv], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, **kwargs)
+
+
+def assert_one_line_error(result, *expected):
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    for word in expected:
+        assert word in result.stderr, result.stderr
+
+
+def leftovers(folder):
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- 1. A run never writes over the file it reads ------------------------------------------------
+
+def test_fine_tuning_as_the_guide_shows_keeps_the_model_it_starts_from(trained_copy, tmp_path, capsys):
+    """python LLM.py --init-from outputs/model.pt --data otro.txt: outputs/model.pt is untouched,
+    the fine-tuned run writes outputs/otro/."""
+    out = trained_copy.parent
+    before = trained_copy.read_bytes()
+    (tmp_path / "otro.txt").write_text("Dime con quién andas.\nA mal tiempo, buena cara.\n" * 20, encoding="utf-8")
+    one_line_error(capsys, ["--init-from", str(trained_copy), "--data", str(tmp_path / "otro.txt"), "--out", str(out)],
+                   "would write over", "leave out --out")  # --out typed as the source's folder: refused
+    result = run_llm("--init-from", str(trained_copy), "--data", str(tmp_path / "otro.txt"),
+                     "--epochs", "1", "--max-chars", "10", "--pictures", "--snapshot", "0", cwd=out.parent)
+    assert result.returncode == 0, result.stderr
+    assert f"writing into outputs{os.sep}otro/" in result.stdout
+    assert trained_copy.read_bytes() == before
+    assert LLM.load_checkpoint(out / "otro" / "model.pt", "cpu")[3]["epoch"] == 1
+
+
+def test_fine_tuning_the_fine_tuned_model_again_picks_a_new_folder(tmp_path):
+    source = tmp_path / "outputs" / "otro" / "model.pt"
+    cfg = LLM.Config(data="otro.txt", out=str(tmp_path / "outputs"))
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"x")
+    assert LLM.folder_for_fine_tuning(cfg, False, source).out == str(tmp_path / "outputs" / "otro-2")
+    assert LLM.folder_for_fine_tuning(cfg, True, source).out == str(tmp_path / "outputs")  # another file: fine
+
+
+def test_the_chat_saves_beside_its_checkpoint_never_over_it(tmp_path):
+    assert LLM.chat_checkpoint(tmp_path / "model.pt") == tmp_path / "model-chat.pt"
+    assert LLM.chat_checkpoint(tmp_path / "model-chat.pt") == tmp_path / "model-chat-2.pt"
+    assert LLM.chat_checkpoint(tmp_path / "model-chat-2.pt") == tmp_path / "model-chat.pt"
+
+
+def test_data_that_the_run_would_write_is_refused(capsys, trained):
+    one_line_error(capsys, ["--data", str(trained.parent / "table.txt"), "--out", str(trained.parent)],
+                   "is a file this run writes")
+
+
+def test_two_runs_into_one_folder_the_second_is_refused(tmp_path):
+    argv = [sys.executable, str(ROOT / "LLM.py"), *TINY_ARGV, "--epochs", "4", "--out", str(tmp_path)]
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            for _ in range(2)]
+    results = [(run.wait(timeout=300), run.stdout.read(), run.stderr.read()) for run in runs]
+    for run in runs:
+        run.stdout.close()
+        run.stderr.close()
+    assert sorted(code for code, _, _ in results) == [0, 2], results
+    loser = next(err for code, _, err in results if code == 2)
+    assert loser.startswith("error: another run is writing") and loser.count("\n") == 1
+    assert LLM.load_checkpoint(tmp_path / "model.pt", "cpu")[3]["epoch"] >= 1
+
+
+# --- 2. Every write is whole or nothing, and a failed one says what is left ----------------------
+
+@pytest.mark.parametrize("fault", [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+                                   RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")])
+def test_a_failed_write_leaves_the_earlier_file_and_no_debris(tmp_path, fault):
+    target = tmp_path / "table.txt"
+    target.write_text("the earlier table", encoding="utf-8")
+
+    def write_then_fail(file):
+        file.write(b"half of a new ")
+        raise fault
+
+    with pytest.raises(LLM.UserError, match="cannot write .*table.txt .*: the earlier file there is untouched"):
+        LLM.write_file(target, write_then_fail)
+    assert target.read_text(encoding="utf-8") == "the earlier table" and leftovers(tmp_path) == []
+    with pytest.raises(LLM.UserError, match="nothing was written there"):
+        LLM.write_file(tmp_path / "new.txt", write_then_fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.txt"]
+
+
+def test_ctrl_c_during_a_write_leaves_no_debris(tmp_path):
+    def interrupted(file):
+        file.write(b"x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        LLM.write_file(tmp_path / "model.pt", interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not POSIX, reason="the file-size limit (RLIMIT_FSIZE) is POSIX")
+def test_a_full_disk_during_training_is_one_line_and_keeps_the_earlier_checkpoint(trained_copy):
+    """A real failing write: the kernel refuses every byte past 40 kB (EFBIG, as ENOSPC would)."""
+    import resource
+    out, before = trained_copy.parent, trained_copy.read_bytes()
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))  # noqa: E731
+    result = run_llm(*TINY_ARGV, "--epochs", "2", "--out", str(out), preexec_fn=limit)
+    assert_one_line_error(result, f"cannot write {out / 'model.pt'}", "the earlier file there is untouched",
+                          "training stopped in epoch 1")
+    assert trained_copy.read_bytes() == before and leftovers(out) == []
+
+
+def test_the_chat_survives_a_failed_save_and_saves_elsewhere(trained_copy, tmp_path, monkeypatch):
+    real_save, calls = torch.save, []
+
+    def disk_full_once(obj, file):
+        calls.append(file)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, file)
+
+    monkeypatch.setattr(LLM.torch, "save", disk_full_once)
+    elsewhere = tmp_path / "elsewhere.pt"
+    transcript = []
+    typed = f"Perro que ladra no muerde.\n/train 1\n/save {elsewhere}\nNo hay\nexit\n"
+    LLM.chat(tiny_config(max_chars=10), trained_copy, None, io.StringIO(typed), transcript.append)
+    said = "\n".join(transcript)
+    assert "No space left on device" in said and "/save FILE saves it somewhere else" in said
+    assert transcript[-1] == "bye" and not trained_copy.with_name("model-chat.pt").exists()
+    assert LLM.load_checkpoint(elsewhere, "cpu")[3]["epoch"] == 4  # the 3 epochs of the run, plus 1
+
+
+def test_a_chat_log_is_written_whole_and_must_be_text(capsys, trained, tmp_path):
+    log = tmp_path / "chat.txt"
+    log.write_bytes("Más vale tarde".encode())  # no final line end: the next line still starts a line
+    LLM.chat(tiny_config(max_chars=5), trained, str(log), io.StringIO("Que nunca\nexit\n"), lambda *a: None)
+    assert log.read_text(encoding="utf-8") == "Más vale tarde\nQue nunca\n" and leftovers(tmp_path) == []
+    one_line_error(capsys, ["--chat", "--checkpoint", str(trained), "--chat-log", str(trained)], "UTF-8 text file")
+
+
+# --- 3. A checkpoint proves itself ---------------------------------------------------------------
+
+def edited(trained, tmp_path, change, name="edited.pt", checksum=True):
+    """A copy of the checkpoint after `change(payload)`, its checksum made right again (so that
+    only the validation of its fields can refuse it) unless checksum=False."""
+    payload = torch.load(trained, weights_only=True)
+    change(payload)
+    if checksum:
+        payload["checksum"] = LLM.tensors_checksum({k: v for k, v in payload.items() if k != "checksum"})
+    torch.save(payload, tmp_path / name)
+    return tmp_path / name
+
+
+def test_a_bit_flipped_inside_a_weight_is_refused(capsys, trained, tmp_path):
+    raw = trained.read_bytes()
+    bias = torch.load(trained, weights_only=True)["model"]["lm_head.bias"]
+    at = raw.find(bias.numpy().tobytes())  # the stored bytes of that tensor, uncompressed in the file
+    assert at > 0
+    damaged = bytearray(raw)
+    damaged[at + 5] ^= 0x10  # one bit of one number
+    (tmp_path / "damaged.pt").write_bytes(bytes(damaged))
+    for action in (["--generate", "No"], ["--eval"], ["--chat"], ["--resume", "--epochs", "9"]):
+        one_line_error(capsys, action + ["--checkpoint", str(tmp_path / "damaged.pt"), "--out", str(tmp_path)],
+                       "is damaged", "checksum")
+    one_line_error(capsys, ["--init-from", str(tmp_path / "damaged.pt"), "--out", str(tmp_path / "o")], "is damaged")
+
+
+def test_non_finite_weights_are_refused_even_with_a_right_checksum(capsys, trained, tmp_path):
+    path = edited(trained, tmp_path, lambda p: p["model"]["lm_head.weight"].__setitem__((0, 0), float("nan")))
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(path)], "not finite")
+
+
+def test_a_checkpoint_without_a_checksum_is_refused(capsys, trained, tmp_path):
+    path = edited(trained, tmp_path, lambda p: p.pop("checksum"), checksum=False)
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(path)], "is damaged")
+    path = edited(trained, tmp_path, lambda p: p.update(format="LLM.py checkpoint 1"))
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(path)], "older LLM.py", "train it again")
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda p: p["config"].update(n_heads=0), "--heads must be a positive whole number"),
+    (lambda p: p["config"].update(n_heads=3), "must be divisible by --heads"),
+    (lambda p: p["config"].update(context="long"), "no valid setting context"),
+    (lambda p: p["config"].update(dropout=True), "no valid setting dropout"),
+    (lambda p: p["config"].update(temperature=0.0), "--temperature must be a number from 0.01"),
+    (lambda p: p["config"].update(context=10 ** 8), "GiB of memory"),
+    (lambda p: p["config"].pop("lr"), "no valid setting lr"),
+    (lambda p: p.update(config=None), "has no settings"),
+    (lambda p: p.update(vocabulary=p["vocabulary"][:-1] + [p["vocabulary"][0]]), "no valid vocabulary"),
+    (lambda p: p.update(vocabulary=["ab"] + p["vocabulary"][1:]), "no valid vocabulary"),
+    (lambda p: p.update(epoch="3"), "no valid epoch"),
+    (lambda p: p["model"].pop("lm_head.bias"), "does not match the model"),
+])
+def test_a_hand_edited_checkpoint_is_bad_input(capsys, trained, tmp_path, change, expected):
+    path = edited(trained, tmp_path, change)
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(path)], expected)
+
+
+def test_a_hand_edited_training_state_cannot_be_resumed(capsys, trained, tmp_path):
+    for change in (lambda p: p["training"]["optimizer"].update(t=-1),
+                   lambda p: p["training"]["optimizer"].update(m="zeros"),
+                   lambda p: p["training"].update(step=None),
+                   lambda p: p["training"].update(history=[]),
+                   lambda p: p["training"].update(rng=torch.zeros(3))):
+        path = edited(trained, tmp_path, change)
+        one_line_error(capsys, ["--resume", "--epochs", "9", "--checkpoint", str(path), "--out", str(tmp_path / "o")],
+                       "training state")
+
+
+# --- 4. People's text is read like the data ------------------------------------------------------
+
+def test_a_decomposed_prompt_is_read_as_the_data_is(trained, capsys):
+    decomposed = unicodedata.normalize("NFD", "Más")  # 'a' + COMBINING ACUTE ACCENT, as macOS may type it
+    assert len(decomposed) == 4
+    assert LLM.main(["--generate", decomposed, "--checkpoint", str(trained), "--max-chars", "5"]) == 0
+    assert capsys.readouterr().out.startswith("Más")  # NFC, the way the model learned it
+
+
+def test_chat_lines_are_normalised_and_bytes_that_are_not_utf8_refused(trained, tmp_path):
+    log = tmp_path / "chat.txt"
+    typed = unicodedata.normalize("NFD", "Más vale").encode() + b"\n" + b"M\xe1s\n" + b"exit\n"
+    result = run_llm("--chat", "--checkpoint", str(trained), "--chat-log", str(log), "--max-chars", "5",
+                     input=typed.decode("utf-8", "surrogateescape"), encoding="utf-8", errors="surrogateescape")
+    assert result.returncode == 0, result.stderr
+    assert "this line is not UTF-8 text (byte 0xe1)" in result.stdout and "it was not used" in result.stdout
+    assert log.read_bytes() == "Más vale\n".encode()  # NFC, and nothing of the bad line
+
+
+@pytest.mark.skipif(not POSIX, reason="arguments that are not UTF-8 exist on POSIX only")
+def test_a_prompt_argument_that_is_not_utf8_is_one_line(trained):
+    result = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--generate", b"M\xe1s", "--checkpoint",
+                             str(trained)], capture_output=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith(b"error: the prompt is not UTF-8 text (byte 0xe1)")
+
+
+# --- 5. Every number is checked where it enters --------------------------------------------------
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--seed", "-1"], "--seed must be a whole number from 0 to 4294967295"),
+    (["--seed", str(2 ** 63)], "--seed"),
+    (["--temperature", "1e-50"], "--temperature must be a number from 0.01 to 100"),
+    (["--temperature", "inf"], "--temperature"),
+    (["--max-chars", "10000000"], "--max-chars can be at most"),
+    (["--context", "100000000"], "GiB of memory"),
+    (["--d-model", "1000000", "--heads", "1"], "GiB of memory"),
+])
+def test_numbers_that_would_crash_later_are_refused_first(capsys, tmp_path, argv, expected):
+    one_line_error(capsys, TINY_ARGV + argv + ["--out", str(tmp_path)], expected)
+
+
+def test_the_memory_estimate_is_near_what_a_run_takes():
+    """The estimate refuses only shapes that cannot fit: for the classroom shape and a big one it
+    is within a factor of 3 of a measured footprint (parameters, Adam, activations)."""
+    cfg = LLM.Config()
+    small = LLM.memory_needed(cfg, 65, 64, 70)
+    big = LLM.memory_needed(LLM.Config(d_model=256, d_ff=1024, n_layers=4), 65, 64, 70)
+    assert 20e6 < small < 200e6 and 200e6 < big < 2e9  # measured: about 94 MB and 514 MB above torch itself
+    assert LLM.memory_needed(LLM.Config(context=10 ** 6), 65, 1, 1) > 2 * 10 ** 12  # two (T, T) masks
+
+
+@pytest.mark.parametrize("context", ["1", "4"])
+def test_a_tiny_context_runs_to_the_end_with_every_picture(tmp_path, context, capsys):
+    """Up to 4 characters there is no row t >= 4 for the gallery's head habits."""
+    assert LLM.main(TINY_ARGV + ["--epochs", "1", "--snapshot", "1", "--context", context, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "attention_layer1.png").exists() and "too few characters to tell" in \
+        (tmp_path / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_chat_refuses_a_temperature_that_underflows(trained):
+    transcript = []
+    LLM.chat(tiny_config(max_chars=5), trained, None, io.StringIO("/temp 1e-50\n/temp 0.5\nexit\n"), transcript.append)
+    assert "  /temp needs a valid value, for example: /temp 0.8 (from 0.01 to 100)" in transcript
+    assert "  temperature = 0.5" in transcript
+
+
+# --- 6. SIGTERM stops a run like Ctrl-C ----------------------------------------------------------
+
+@pytest.mark.skipif(not POSIX, reason="Windows has no SIGTERM to send")
+def test_sigterm_says_which_epoch_the_checkpoint_keeps(tmp_path):
+    argv = [sys.executable, str(ROOT / "LLM.py"), *TINY_ARGV, "--epochs", "500", "--patience", "0",
+            "--out", str(tmp_path)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # each line as it is printed
+    try:
+        for line in process.stdout:
+            if line.startswith("epoch   2/"):
+                break
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and err.strip().endswith("stopped by SIGTERM"), err
+    kept = next(line for line in out.splitlines() if line.startswith("training stopped by SIGTERM in epoch"))
+    epoch = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")[3]["epoch"]
+    assert f"model.pt keeps epoch {epoch} " in kept and leftovers(tmp_path) == []
