@@ -877,7 +877,8 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=
 # banner:
 #
 # - **A. Settings, devices, files**: `validate`, `pick_device`, reading a text file safely,
-#   writing a file in one piece, checking a prompt.
+#   writing a file in one piece, checking a prompt, the memory a shape needs, one run per
+#   folder, SIGTERM.
 # - **B. Long texts**: a book cut into windows instead of lines (`--mode stream`), and encoding
 #   100 MB of text in seconds.
 # - **C. Faster arithmetic**: `FastAdam`, bf16 mixed precision, `torch.compile`.
@@ -892,7 +893,13 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=
 # ## A. Settings, devices, files
 #
 # Impossible settings are refused before anything runs, with one sentence each; so are files
-# that are missing, binary, not UTF-8 or empty. Output files are written whole or not at all.
+# that are missing, binary, not UTF-8 or empty, numbers that would crash later (a seed too big
+# for the generator, a temperature so small the probabilities underflow) and shapes that cannot
+# fit in memory. Text typed by a person is read like the data (NFC, UTF-8 checked).
+#
+# Every output file is written by `write_file`: whole or not at all, and a failure (a full disk)
+# is one line that says what is left. One run at a time writes a folder (`writing_folder`), and
+# SIGTERM stops a run the way Ctrl-C does.
 
 # %%
 import argparse
@@ -1115,7 +1122,7 @@ def write_file(path: Path, write):
             temporary.unlink()
         if isinstance(error, (OSError, RuntimeError)):
             reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
-            left = "the earlier file there is untouched" if path.exists() else "nothing was written there"
+            left = "the earlier file there is untouched" if path.is_file() else "nothing was written there"
             raise UserError(f"cannot write {path} ({reason}): {left}") from None
         raise
 
@@ -1154,6 +1161,8 @@ def writing_folder(out: Path):
     operating system's (flock; msvcrt on Windows) on the file .lock in the folder: it ends with
     the process, however the process ends."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: name a folder for the outputs")
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = open(out / ".lock", "a+b")
@@ -1628,10 +1637,18 @@ class Training:
 # epoch ended: the optimizer's running averages, the step count, the history of losses and the
 # state of the random number generator.
 #
-# It is written atomically: `torch.save` writes a temporary file and `os.replace` renames it over
-# the old checkpoint in one step, so a run killed at any moment leaves either the old file or the
-# new one, never half of one. It is read with `torch.load(weights_only=True)`, which accepts only
-# tensors and plain Python data: opening a checkpoint cannot run code.
+# It is written atomically, like every output (`write_file`, part A), so a run killed at any
+# moment leaves either the old file or the new one, never half of one. It is read with
+# `torch.load(weights_only=True)`, which accepts only tensors and plain Python data: opening a
+# checkpoint cannot run code. Then it has to prove itself: it carries a SHA-256 of all its
+# tensors, so one bit changed on the disk is caught; its weights must be finite; and its settings
+# and vocabulary pass the same checks as typed flags (`validate`), so a hand-edited file is bad
+# input, refused in one line, not a crash three functions later.
+#
+# A run never writes over the checkpoint it starts from: `--init-from outputs/model.pt --data
+# otro.txt` writes `outputs/otro/`, and the chat's `/train` saves `model-chat.pt` beside the
+# file it read. The one exception is `--resume`, the same run going on: its file is replaced
+# only by a later epoch with a lower validation loss.
 #
 # **Fine-tuning** (`--init-from`) starts from a trained model and trains it on a new text, which
 # may use characters the model never saw. Each needs a row in the embedding table (its vector)
@@ -2597,8 +2614,9 @@ def write_pictures_and_gallery(setup: Setup, history: list[dict], pictures: Epoc
 # completes it. Slash commands change the sampling on the fly, and `/train` teaches the model
 # what you typed: it trains a few more epochs on the corpus plus the lines of this session (and
 # of the `--chat-log` file), growing the vocabulary for new characters (as fine-tuning does),
-# saves the result beside the checkpoint (`model-chat.pt`: the classroom model is never
-# overwritten) and chats on. Type whole proverbs: a half line teaches a half line.
+# saves the result beside the checkpoint (`model-chat.pt`: the checkpoint the chat read is never
+# overwritten) and chats on; if that save fails, the chat says so and `/save FILE` puts the model
+# elsewhere. Typed lines are read like the data: NFC, and refused if their bytes are not UTF-8. Type whole proverbs: a half line teaches a half line.
 #
 # The chat log keeps only what you typed, one line each, so it is itself a corpus for a later
 # `--data` or `/train`. The model's answers are left out on purpose: a model trained on its own
