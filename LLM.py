@@ -114,6 +114,8 @@ class Config:
     epochs: int = setting(20, "passes over the training data (at most: early stopping may end sooner)")
     patience: int = setting(5, "stop after this many epochs without a better validation loss (0 = never stop early)")
     snapshot: int = setting(2, "draw outputs/epoch_<N>.png every this many epochs (0 = never)")
+    progress: float = setting(10.0, "in an epoch that lasts longer, say how far it is every this many seconds "
+                                    "(0 = never)")
     pictures: tuple = setting(PICTURES, "pictures to draw after training, among: " + " ".join(PICTURES)
                               + " (the flag alone, with no name, draws none)")
     # --- sampling at the end of training ---
@@ -903,6 +905,7 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=
 
 # %%
 import argparse
+import codecs
 import contextlib
 import hashlib
 import shutil
@@ -937,7 +940,7 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
     for name in ("snapshot", "top_k", "warmup", "patience"):
         if getattr(cfg, name) < 0:
             raise UserError(f"{flag_of(name)} must be 0 or more, got {getattr(cfg, name)}")
-    for name in ("clip", "weight_decay"):
+    for name in ("clip", "weight_decay", "progress"):
         if not (getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name))):
             raise UserError(f"{flag_of(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
     unknown = [name for name in cfg.pictures if name not in PICTURES]
@@ -1181,6 +1184,38 @@ def writing_folder(out: Path):
             raise UserError(f"another run is writing {out}/ right now: wait for it to end, "
                             f"or give this run another --out") from None
         yield
+
+
+def stand_in(error: UnicodeEncodeError) -> tuple[str, int]:
+    """What a console that cannot show a character prints instead: ⏎ as <eol>, ␣ as _, a letter
+    with an accent as the letter alone (é as e), anything else as ?."""
+    text = error.object[error.start:error.end]
+    return "".join(STAND_INS.get(c) or unicodedata.normalize("NFKD", c).encode("ascii", "ignore").decode() or "?"
+                   for c in text), error.end
+
+
+STAND_INS = {"⏎": "<eol>", "␣": "_", "→": "->", "≈": "~"}  # for a console without these signs
+
+
+def console_stand_ins():
+    """Printing never stops on a character the console cannot encode (Windows' cp1252 when the
+    output is redirected, some IDE consoles): it prints a stand-in. Files are UTF-8 whatever
+    the console."""
+    codecs.register_error("stand-ins", stand_in)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name
+        if encoding != "utf-8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="stand-ins")
+
+
+def find_default_data(cfg: Config, typed: bool) -> Config:
+    """The default corpus is looked for next to LLM.py when the working folder has none, so
+    `python path/to/LLM.py` runs from any folder."""
+    here = globals().get("__file__")  # not defined in a notebook, which runs in the file's folder
+    if typed or here is None or Path(cfg.data).exists():
+        return cfg
+    beside = Path(here).resolve().parent / cfg.data
+    return replace(cfg, data=str(beside)) if beside.is_file() else cfg
 
 
 class Terminated(KeyboardInterrupt):
@@ -1523,8 +1558,10 @@ class Training:
         if cfg.compile:  # training's forward and backward run as generated kernels; evaluation stays plain
             self.network = torch.compile(self.network)
             log("torch.compile: the first steps of each new batch shape wait for the compiler (tens of seconds)")
-        steps_per_epoch = math.ceil(len(data.train_split) / cfg.batch_size) // self.ranks.world
-        self.total_steps = cfg.epochs * max(1, steps_per_epoch)
+        self.steps_per_epoch = max(1, math.ceil(len(data.train_split) / cfg.batch_size) // self.ranks.world)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.in_place = log is print and sys.stdout.isatty()  # progress inside an epoch: redrawn on one line
+        self.progress_width = 0  # length of the progress line on screen (0: none)
         self.step, self.first_epoch, self.history, self.epochs_without_progress = 0, 1, [], 0
         self.best = {"epoch": 0, "val_loss": math.inf}
         if resume is not None:
@@ -1546,6 +1583,7 @@ class Training:
         for epoch in range(self.first_epoch, self.cfg.epochs + 1):
             self.epoch, self.steps, self.epoch_start = epoch, 0, time.perf_counter()
             self.sums = [torch.zeros((), device=self.device) for _ in range(4)]  # loss x tokens, tokens, norm, clipped
+            self.next_progress = self.epoch_start + self.cfg.progress if self.cfg.progress else math.inf
             yield epoch
 
     def batches(self, epoch: int):
@@ -1566,9 +1604,30 @@ class Training:
         tokens += n
         norm_sum += norm
         clipped += norm > self.clip
+        if time.perf_counter() >= self.next_progress:
+            self.show_progress()
+
+    def show_progress(self):
+        """How far a long epoch is, every cfg.progress seconds: redrawn in place on a terminal,
+        a plain line in a file or a notebook (reading the sums waits for a GPU, so not every step)."""
+        now = time.perf_counter()
+        elapsed, loss_sum, tokens = now - self.epoch_start, self.sums[0].item(), self.sums[1].item()
+        done = min(self.steps / self.steps_per_epoch, 1.0)
+        line = (f"  epoch {self.epoch}/{self.cfg.epochs}: {done:4.0%} ({self.steps:,}/{self.steps_per_epoch:,} steps)"
+                f" | running loss {loss_sum / max(tokens, 1):.3f} | {tokens / elapsed:,.0f} tokens/s"
+                f" | about {elapsed / done - elapsed:,.0f} s left")
+        if self.in_place:
+            print("\r" + line.ljust(self.progress_width), end="", flush=True)
+            self.progress_width = len(line)
+        else:
+            self.log(line)
+        self.next_progress = now + self.cfg.progress
 
     def end_epoch(self, epoch: int, val_loss: float) -> dict:
-        """The epoch's record; a new best is kept and saved; the progress line is printed."""
+        """The epoch's record; a new best is kept and saved; the epoch's line is printed."""
+        if self.progress_width:  # wipe the progress line: the epoch's line takes its place
+            print("\r" + " " * self.progress_width + "\r", end="", flush=True)
+            self.progress_width = 0
         loss_sum, tokens, norm_sum, clipped = summed_over_ranks(self.sums, self.ranks)
         steps = self.steps * self.ranks.world
         train_loss = (loss_sum / tokens).item()
@@ -1698,7 +1757,8 @@ def tensors_checksum(payload: dict) -> str:
 def save_checkpoint(path: Path, model: TransformerLM, cfg: Config, tokenizer: CharTokenizer, record: dict,
                     training: dict | None = None):
     payload = {"format": CHECKPOINT_FORMAT,
-               "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+               "config": {k: list(v) if isinstance(v, tuple) else v  # data as a full path: usable from any folder
+                          for k, v in asdict(replace(cfg, data=str(Path(cfg.data).resolve()))).items()},
                "vocabulary": tokenizer.chars,
                "model": to_cpu(model.state_dict()),
                "epoch": record["epoch"], "val_loss": record["val_loss"],
@@ -1746,7 +1806,7 @@ def checkpoint_settings(path: Path, payload: dict) -> tuple[Config, CharTokenize
     kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple": (list, tuple)}
     values = {}
     for f in fields(Config):
-        value = saved.get(f.name)
+        value = saved.get(f.name, f.default)  # a setting newer than the checkpoint: its default
         if (not isinstance(value, kinds[f.type]) or (f.type in ("int", "float") and isinstance(value, bool))
                 or (f.type == "tuple" and not all(isinstance(v, str) for v in value))):
             raise UserError(f"{path} has no valid setting {f.name} (found {value!r})")
@@ -2661,10 +2721,12 @@ class Chat:
 
     TYPED_WEIGHT = 10  # /train: each typed line is trained on this many times per epoch
 
-    def __init__(self, cfg: Config, checkpoint: Path, chat_log: str | None, log=print):
+    def __init__(self, cfg: Config, checkpoint: Path, chat_log: str | None, log=print, data: str | None = None):
         self.device = pick_device(cfg.device)
         self.checkpoint, self.log = checkpoint, log
         self.model, self.tokenizer, self.trained_cfg, payload = load_checkpoint(checkpoint, self.device)
+        if data is not None:  # --data: /train reads this corpus instead of the checkpoint's
+            self.trained_cfg = replace(self.trained_cfg, data=data)
         self.sampling = Sampling.of(cfg)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.typed: list[str] = []
@@ -2772,7 +2834,8 @@ class Chat:
         try:
             corpus = read_text(cfg.data)
         except UserError as e:
-            self.log(f"  cannot train: {e}")
+            moved = "" if Path(cfg.data).exists() else " (moved? start the chat with --data ITS_NEW_PLACE)"
+            self.log(f"  cannot train: {e}{moved}")
             return
         self.model, self.tokenizer, added = extend_vocabulary(self.model, self.tokenizer,
                                                               corpus + "".join(typed), cfg)
@@ -2829,10 +2892,11 @@ def chat_checkpoint(source: Path) -> Path:
     return target
 
 
-def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None, log=print) -> None:
+def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None, log=print,
+         data: str | None = None) -> None:
     if stream is None and hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8: refused line by line
-    session = Chat(cfg, checkpoint, chat_log, log)
+    session = Chat(cfg, checkpoint, chat_log, log, data)
     try:
         for line in chat_lines(stream or sys.stdin, log):
             text = line.strip()
@@ -3065,6 +3129,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, data_file: str | None, lo
     """--eval: the checkpoint's loss on the test split of its data (or of --data)."""
     device = pick_device(cfg.device)
     model, tokenizer, trained_cfg, payload = load_checkpoint(checkpoint, device)
+    if data_file is None and not Path(trained_cfg.data).exists():
+        raise UserError(f"{checkpoint} was trained on {trained_cfg.data}, which is not there any more (moved or "
+                        f"renamed?): give its new place with --data")
     trained_cfg = replace(trained_cfg, data=data_file or trained_cfg.data)
     if trained_cfg.test_fraction == 0:
         raise UserError(f"{checkpoint} was trained with --test-fraction 0: it has no test split")
@@ -3105,12 +3172,15 @@ def config_for_checkpoint(typed: Config, explicit: set, saved: Config, resume: b
     Either way, settings the checkpoint fixes cannot be changed."""
     fixed = SHAPE_FIELDS + (RESUME_FIXED if resume else ())
     for name in fixed:
+        if name == "data" and name in explicit and (same_file(typed.data, saved.data) or not Path(saved.data).exists()):
+            continue  # the same file by another path, or the text has moved and this is its new place
         if name in explicit and getattr(typed, name) != getattr(saved, name):
             raise UserError(f"{flag_of(name)} cannot change when {'resuming' if resume else 'fine-tuning'}: the "
                             f"checkpoint has {getattr(saved, name)}"
                             + ("; to train on another text use --init-from" if name == "data" else ""))
     if resume:
-        return replace(saved, **{name: getattr(typed, name) for name in explicit if name not in fixed})
+        moved = {"data": typed.data} if "data" in explicit else {}
+        return replace(saved, **{name: getattr(typed, name) for name in explicit if name not in fixed}, **moved)
     return replace(typed, **{name: getattr(saved, name) for name in SHAPE_FIELDS})
 
 
@@ -3173,6 +3243,7 @@ def main(argv=None) -> int:
     """The command line: parse the flags, do what they ask, turn a UserError into one line and
     exit code 2. In a notebook, with no argv, it runs the classroom run with the defaults."""
     notebook = in_notebook()
+    console_stand_ins()
     if not notebook:
         import matplotlib
         matplotlib.use("Agg")  # draw into files only: never open a window, never block
@@ -3182,7 +3253,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         explicit = set(vars(build_parser(defaults=False).parse_args(argv))) & {f.name for f in fields(Config)}
-        cfg = validate(config_from_args(args))
+        cfg = find_default_data(validate(config_from_args(args)), "data" in explicit)
         checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
         if args.chat_log and not args.chat:
             raise UserError("--chat-log works only with --chat")
@@ -3200,7 +3271,7 @@ def main(argv=None) -> int:
         elif args.generate is not None:
             generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
         elif args.chat:
-            chat(cfg, checkpoint, args.chat_log)
+            chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
         else:
             with sigterm_like_ctrl_c(), writing_folder_of(cfg):
                 run(cfg)

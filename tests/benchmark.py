@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -223,15 +222,48 @@ def train_rows(shape: str, device, steps: int, ids: torch.Tensor, vocab_size: in
     return rows
 
 
+PEAK_MEMORY = """
+import atexit, sys
+def peak_bytes():  # this process's peak resident memory, on Linux, macOS and Windows
+    if sys.platform == "win32":
+        import ctypes
+        from ctypes import wintypes
+        class Counters(ctypes.Structure):
+            _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD)] + [
+                (name, ctypes.c_size_t) for name in ("PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage",
+                                                     "QuotaPagedPoolUsage", "QuotaPeakNonPagedPoolUsage",
+                                                     "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage")]
+        counters = Counters(cb=ctypes.sizeof(Counters))
+        ctypes.windll.psapi.GetProcessMemoryInfo(ctypes.windll.kernel32.GetCurrentProcess(), ctypes.byref(counters),
+                                                 counters.cb)
+        return counters.PeakWorkingSetSize
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux kilobytes
+atexit.register(lambda: sys.stderr.write(f"\\nPEAK {peak_bytes()}\\n"))
+"""
+
+
 def measure_in_child(code: str) -> tuple[str, int]:
-    """Run code in a fresh Python, return (its stdout, its peak resident memory in bytes)."""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    """Run code in a fresh Python, return (its stdout, its own peak resident memory in bytes)."""
+    result = subprocess.run([sys.executable, "-c", PEAK_MEMORY + code], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
-    return result.stdout.strip(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return result.stdout.strip(), int(result.stderr.rsplit("PEAK ", 1)[1])
+
+
+def run_llm_measured(argv: list[str]) -> tuple[float, int, str]:
+    """python LLM.py ARGV in a fresh Python: (wall seconds, its peak memory in bytes, its stdout)."""
+    code = (f"import runpy; sys.argv = [{str(ROOT / 'LLM.py')!r}] + {argv!r}\n"
+            f"runpy.run_path(sys.argv[0], run_name='__main__')")
+    start = time.perf_counter()
+    out, peak = measure_in_child(code)
+    return time.perf_counter() - start, peak, out
 
 
 def tokenize_row(megabytes: int, folder: Path) -> tuple[str, str]:
+    if not Path("/proc/self/clear_refs").exists():
+        return f"tokenize {megabytes} MB", "skipped: it reads the kernel's memory counters of Linux"
     text = SHAKESPEARE.read_text(encoding="utf-8")
     big = folder / f"shakespeare_{megabytes}mb.txt"
     with big.open("w", encoding="utf-8") as f:
@@ -258,16 +290,8 @@ print(seconds, (status("VmHWM:") - base) * 1024, data.mode, data.train_split.ids
 
 
 def default_run_row(folder: Path) -> tuple[str, str]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--out", str(folder / "outputs")],
-                            capture_output=True, text=True, cwd=ROOT)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    note = "" if peak > before else " (or less: an earlier child used more)"
-    return "default run: python LLM.py, every output", f"{seconds:.1f} s wall, peak {peak / 1024:,.0f} MB{note}"
+    seconds, peak, _ = run_llm_measured(["--out", str(folder / "outputs")])
+    return "default run: python LLM.py, every output", f"{seconds:.1f} s wall, peak {peak / 2 ** 20:,.0f} MB"
 
 
 def generate_rows(device) -> list[tuple[str, str]]:

@@ -205,7 +205,7 @@ def test_a_checkpoint_without_a_checksum_is_refused(capsys, trained, tmp_path):
     (lambda p: p["config"].update(dropout=True), "no valid setting dropout"),
     (lambda p: p["config"].update(temperature=0.0), "--temperature must be a number from 0.01"),
     (lambda p: p["config"].update(context=10 ** 8), "GiB of memory"),
-    (lambda p: p["config"].pop("lr"), "no valid setting lr"),
+    (lambda p: p["config"].update(lr=None), "no valid setting lr"),
     (lambda p: p.update(config=None), "has no settings"),
     (lambda p: p.update(vocabulary=p["vocabulary"][:-1] + [p["vocabulary"][0]]), "no valid vocabulary"),
     (lambda p: p.update(vocabulary=["ab"] + p["vocabulary"][1:]), "no valid vocabulary"),
