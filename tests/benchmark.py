@@ -1,6 +1,6 @@
 """Speed and memory of LLM.py, measured side by side (not collected by pytest).
 
-    python tests/benchmark.py            the full table (about 45 s on a 2-core CPU)
+    python tests/benchmark.py            the full table (about 4 minutes on a 2-core CPU)
     python tests/benchmark.py --compile  also LLM.py under torch.compile on a CPU (20 to 60 s more)
     python tests/benchmark.py --quick    the same rows, shorter and smaller (under a minute)
     python tests/benchmark.py --device cuda
@@ -15,7 +15,10 @@ noisy machine:
     installed here), run as nanoGPT runs it: AdamW, and on a GPU bf16 and torch.compile.
 
 Rows:
-  default run           wall time and peak memory of `python LLM.py`, in a fresh process
+  classroom run,        `python LLM.py` and the README's longer run (not with --quick), each
+  longer run            in a fresh process: wall time, peak memory, test loss, the share of
+                        the sampled words that are words of the corpus, and how many samples
+                        were memorised, rediscovered or new
   train <shape>         tokens/s of LLM.py (fast attention and the hand-written one; under
                         torch.compile too on a GPU, or with --compile) and of both references,
                         at nanoGPT's CPU and GPU shapes (the GPU shape only on a GPU, or with
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -289,9 +293,28 @@ print(seconds, (status("VmHWM:") - base) * 1024, data.mode, data.train_split.ids
             f"{int(extra) / size:.2f}x the file; {mode} mode, ids {dtype}, {vocab} characters")
 
 
-def default_run_row(folder: Path) -> tuple[str, str]:
-    seconds, peak, _ = run_llm_measured(["--out", str(folder / "outputs")])
-    return "default run: python LLM.py, every output", f"{seconds:.1f} s wall, peak {peak / 2 ** 20:,.0f} MB"
+# The README's longer run, for a teacher to run before class (and the gallery it writes).
+LONGER_RUN = ["--layers", "3", "--d-model", "128", "--d-ff", "512", "--dropout", "0.1", "--lr", "3e-3",
+              "--batch-size", "32", "--epochs", "8", "--snapshot", "2"]
+
+
+def corpus_run_rows(folder: Path, longer: bool) -> list[tuple[str, str]]:
+    """The classroom run and the longer one, each in a fresh process: wall time, peak memory,
+    test loss and the share of the words in its samples that are words of the corpus."""
+    rows = []
+    runs = [("classroom run: python LLM.py", [])] + ([("longer run: python LLM.py " + " ".join(LONGER_RUN),
+                                                       LONGER_RUN)] if longer else [])
+    for number, (name, argv) in enumerate(runs):
+        seconds, peak, out = run_llm_measured(argv + ["--out", str(folder / f"outputs{number}")])
+        test_loss = re.search(r"test split, never seen in training: loss ([\d.]+)", out).group(1)
+        known, written = re.search(r"(\d+) of the (\d+) words written", out).groups()
+        kinds = {kind: out.count(f"[{kind}]") for kind in ("memorised", "rediscovered", "new")}
+        rows.append((name, f"{seconds:.1f} s wall, peak {peak / 2 ** 20:,.0f} MB, test loss {test_loss}, "
+                           f"{known} of {written} sampled words in the corpus ({int(known) / int(written):.0%}); "
+                           f"samples: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())))
+    if not longer:
+        rows.append(("longer run", "skipped with --quick"))
+    return rows
 
 
 def generate_rows(device) -> list[tuple[str, str]]:
@@ -344,7 +367,7 @@ def main():
             ("date", time.strftime("%Y-%m-%d"))]
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        rows.append(default_run_row(folder))
+        rows += corpus_run_rows(folder, longer=not args.quick)
         shapes = ["cpu", "gpu"] if (device.type == "cuda" or args.all_shapes) else ["cpu"]
         for shape in shapes:
             steps = (10 if args.quick else 50) if shape == "cpu" or device.type == "cuda" else 3

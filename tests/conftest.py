@@ -1,7 +1,9 @@
 """What the test files share: `import LLM` from anywhere, one tiny configuration, one tiny run,
 and the check that bad input fails the way a user should see."""
+import atexit
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,18 @@ sys.path.insert(0, str(ROOT))
 
 import LLM  # noqa: E402
 
+# The tests train on the first 600 proverbs of refranes.txt (a copy in a temporary folder): a
+# tiny run then takes a few seconds, whatever the size of the shipped corpus.
+PROVERBS = Path(tempfile.mkdtemp(prefix="llm-tests-")) / "proverbs_600.txt"
+PROVERBS.write_text("\n".join((ROOT / "refranes.txt").read_text(encoding="utf-8").split("\n")[:600]) + "\n",
+                    encoding="utf-8")
+atexit.register(shutil.rmtree, PROVERBS.parent, True)
+
 # The one tiny configuration of the tests: the classroom model's shape, made small enough that a
-# whole run takes a few seconds. TINY_ARGV is the same on the command line.
-TINY = dict(d_model=16, n_heads=2, n_layers=2, d_ff=32, context=24, dropout=0.0, seed=0, snapshot=0)
+# whole run takes a few seconds. TINY_ARGV is the same on the command line, with those proverbs.
+TINY = dict(d_model=16, n_heads=2, n_layers=2, d_ff=32, context=24, dropout=0.0, seed=0, snapshot=0, batch_size=64)
 TINY_ARGV = ["--d-model", "16", "--heads", "2", "--layers", "2", "--d-ff", "32", "--snapshot", "0",
-             "--max-chars", "20", "--prompts", "No hay"]
+             "--batch-size", "64", "--max-chars", "20", "--data", str(PROVERBS), "--prompts", "No hay"]
 # The shared run: 3 epochs, a picture every epoch, two prompts (one from nothing).
 TINY_RUN = TINY_ARGV + ["--epochs", "3", "--snapshot", "1", "--prompts", "", "No hay"]
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import LLM
-from conftest import ROOT, TINY_ARGV as TINY, one_line_error, tiny_config
+from conftest import PROVERBS, ROOT, TINY_ARGV as TINY, one_line_error, tiny_config
 
 
 def weights(path):
@@ -24,7 +24,7 @@ def weights(path):
 def tiny_data(cfg):
     """The proverbs; with the tiny context of 24 most lines do not fit, so auto reads them in
     stream mode: these tests run the stream path of train() too."""
-    return LLM.prepare_data(LLM.read_text(ROOT / "refranes.txt"), cfg)
+    return LLM.prepare_data(LLM.read_text(PROVERBS), cfg)
 
 
 # --- A. Settings, devices, files --------------------------------------------------------------
@@ -123,7 +123,7 @@ def test_stream_split_is_three_contiguous_blocks_of_the_text():
 
 
 def test_vectorized_encoding_equals_the_character_by_character_one():
-    text = LLM.read_text(ROOT / "refranes.txt") * 50  # 1.15 M characters: two chunks of code points
+    text = LLM.read_text(PROVERBS) * 50  # 1.15 M characters: two chunks of code points
     tok = LLM.CharTokenizer(text)
     assert tok.chars == sorted(set(text)) and "\n" in tok.chars
     ids = LLM.encode_long_text(tok, text)
@@ -196,14 +196,15 @@ def test_compile_without_a_cpp_compiler_is_refused_in_one_sentence(monkeypatch):
 def test_torchrun_with_two_cpu_processes_keeps_the_weights_identical(tmp_path):
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "LLM.py"),
             "--out", str(tmp_path), "--epochs", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32",
-            "--snapshot", "0", "--pictures", "loss", "--prompts", "No hay", "--max-chars", "20"]
+            "--snapshot", "0", "--pictures", "loss", "--prompts", "No hay", "--max-chars", "20",
+            "--data", str(PROVERBS), "--batch-size", "64"]
     result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "2 processes (DistributedDataParallel), 2 x 64 sequences per step" in out
     assert "the 2 processes end with identical weights" in out
     assert out.count("epoch   1/2") == 1 and out.count("wrote ") == 1  # rank 0 alone prints and writes
-    lines = len(LLM.prepare_data(LLM.read_text(ROOT / "refranes.txt"), LLM.Config()).train_split)
+    lines = len(LLM.prepare_data(LLM.read_text(PROVERBS), LLM.Config()).train_split)
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     assert payload["training"]["step"] == 2 * (math.ceil(lines / 64) // 2)  # each step took 2 batches
 
@@ -224,7 +225,7 @@ def test_resume_continues_from_the_saved_epoch_and_step_as_if_never_stopped(tmp_
     straight = capsys.readouterr().out
     assert "restored" not in straight  # every epoch was better than the last: the checkpoint is epoch 4
 
-    steps_per_epoch = math.ceil(len(LLM.prepare_data(LLM.read_text(ROOT / "refranes.txt"), LLM.Config()).train_split) / 64)
+    steps_per_epoch = math.ceil(len(LLM.prepare_data(LLM.read_text(PROVERBS), LLM.Config()).train_split) / 64)
     real = LLM.learning_rate
 
     def ctrl_c_in_epoch_3(step, total, cfg):
@@ -352,7 +353,7 @@ def test_eval_reports_loss_perplexity_and_bits_per_character(trained, capsys):
     loss, perplexity, bits = map(float, found.groups())
     assert perplexity == pytest.approx(math.exp(loss), abs=6e-3) and bits == pytest.approx(loss / math.log(2), abs=2e-3)
     model, tok, cfg, _ = LLM.load_checkpoint(trained, "cpu")  # and it is the loss of the test split
-    data = LLM.prepare_data(LLM.read_text(ROOT / "refranes.txt"), cfg, tok)
+    data = LLM.prepare_data(LLM.read_text(PROVERBS), cfg, tok)
     assert LLM.evaluate(model, data.test_split, 64, torch.device("cpu"), cfg) == pytest.approx(loss, abs=6e-4)
 
 

@@ -39,7 +39,8 @@ def test_a_cp1252_console_runs_to_the_end_and_files_stay_utf8(tmp_path):
 def test_runs_from_another_folder_and_its_checkpoint_works_from_a_third(tmp_path):
     elsewhere, third = tmp_path / "elsewhere", tmp_path / "third"
     elsewhere.mkdir(), third.mkdir()
-    result = run_llm(*TINY_ARGV, "--epochs", "1", "--pictures", cwd=elsewhere)  # no refranes.txt here
+    argv = TINY_ARGV[:TINY_ARGV.index("--data")] + TINY_ARGV[TINY_ARGV.index("--data") + 2:]  # the default data
+    result = run_llm(*argv, "--epochs", "1", "--pictures", cwd=elsewhere)  # no refranes.txt here
     assert result.returncode == 0, result.stderr.decode()
     assert f"data: {ROOT / 'refranes.txt'}:" in result.stdout.decode()  # found next to LLM.py
     checkpoint = elsewhere / "outputs" / "model.pt"
@@ -99,3 +100,14 @@ def test_autocast_is_not_entered_when_mixed_precision_is_off(monkeypatch):
     cfg = LLM.Config(precision="fp32")
     with LLM.mixed_precision(cfg, torch.device("cpu")):
         pass
+
+
+def test_the_spanish_default_prompts_give_way_on_another_language(tmp_path, capsys):
+    text = tmp_path / "english.txt"
+    text.write_text("An apple a day keeps the doctor away.\nNo pain, no gain.\nQuiet waters run deep.\n" * 10,
+                    encoding="utf-8")
+    argv = TINY_ARGV[:TINY_ARGV.index("--prompts")] + ["--epochs", "1", "--pictures", "--data", str(text),
+                                                        "--out", str(tmp_path)]
+    assert LLM.main(argv) == 0
+    assert "note: the default prompts 'Más vale', " in capsys.readouterr().out  # á: not in this text
+    one_line_error(capsys, argv + ["--prompts", "Más"], "'á' (LATIN SMALL LETTER A WITH ACUTE)")  # typed: refused

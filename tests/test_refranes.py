@@ -1,7 +1,11 @@
-"""The corpus: real proverbs, one per line, UTF-8, no blanks, no duplicates."""
+"""The corpus: real proverbs, one per line, UTF-8, no blanks, no duplicates, nothing a school
+could not show; made by tests/curate_refranes.py from the classroom's proverbs and Debian's."""
 import re
 import unicodedata
 
+import pytest
+
+import curate_refranes as curation
 from conftest import ROOT
 
 PATH = ROOT / "refranes.txt"
@@ -25,9 +29,9 @@ def test_file_is_utf8_and_ends_with_a_newline():
     assert raw.endswith(b"\n") and not raw.startswith(b"\xef\xbb\xbf")  # no byte-order mark
 
 
-def test_at_least_500_proverbs_without_blank_or_padded_lines():
+def test_at_least_4000_proverbs_without_blank_or_padded_lines():
     body = lines()[:-1]  # the text after the final newline is empty
-    assert len(body) >= 500
+    assert len(body) >= 4000
     assert all(line.strip() == line and line for line in body)
     assert all("\r" not in line and "\t" not in line for line in body)
 
@@ -56,3 +60,45 @@ def test_well_known_proverbs_are_there():
     for proverb in ["No hay mal que por bien no venga.", "Más vale tarde que nunca.",
                     "A quien madruga, Dios le ayuda.", "Dime con quién andas y te diré quién eres."]:
         assert proverb + "\n" in text
+
+
+def test_every_proverb_ends_in_its_punctuation():
+    assert all(line[-1] in '.!?"»)' for line in lines()[:-1])
+
+
+def test_no_word_a_school_could_not_show():
+    """The rule of curate_refranes.py: no line holds a word of EXCLUDED_WORDS (vulgar words,
+    and names of groups that old proverbs mock), nor one of the lines read and left out."""
+    body = lines()[:-1]
+    for line in body:
+        assert not set(curation.words(line)) & curation.EXCLUDED_WORDS, line
+        assert line not in curation.EXCLUDED_LINES
+    assert {"puta", "culo", "mierda", "judio", "moro", "gitano", "mujer"} <= curation.EXCLUDED_WORDS
+
+
+def test_the_rule_catches_what_it_names():
+    """The rule applied to lines it must refuse and to ordinary words it must keep."""
+    assert curation.why_excluded("A buen culo, buen pedo.") == "the word 'culo'"
+    assert curation.why_excluded("Abad, judío y madona, jamás perdona.") == "the word 'judio'"
+    assert curation.why_excluded("Buenas judías la Mancha las cría.") is None  # beans
+    assert curation.why_excluded("El que a orilla del río mora, mucho bebe y mucho llora.") is None  # dwells
+    assert curation.why_excluded("Sacar lo que el negro en el sermón.") == "a line read and left out"
+
+
+def test_tidying_and_variants():
+    assert curation.tidy("a bien obrar bien pagar .") == "A bien obrar bien pagar."
+    assert curation.tidy("Aullar contra el ciervo,es perder voces y tiempo") == \
+        "Aullar contra el ciervo, es perder voces y tiempo."
+    kept, left_out = curation.curate(["Cría cuervos y te sacarán los ojos."],
+                                     ["Cría cuervo y te sacaran los ojos.", "Cuando el sabio llerra, el necio se alegra.",
+                                      "Cuando el sabio yerra, el necio se alegra.", "El sabio yerra poco."])
+    assert kept == ["Cría cuervos y te sacarán los ojos.", "Cuando el sabio yerra, el necio se alegra.",
+                    "El sabio yerra poco."]  # 'yerra' is in two lines, 'llerra' in one: the typo goes
+    assert [why.split(":")[0] for _, why in left_out] == ["a variant of", "a variant of"]
+
+
+@pytest.mark.skipif(not curation.SOURCE.exists(), reason="the Debian source is not beside the project")
+def test_the_curation_makes_exactly_this_corpus():
+    kept, left_out = curation.curate(lines(), curation.read_lines(curation.SOURCE))
+    assert kept == lines()[:-1]
+    assert sum(why.startswith(("the word", "a line read")) for _, why in left_out) >= 100

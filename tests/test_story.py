@@ -9,11 +9,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import LLM
-from conftest import ROOT, TINY_RUN, tiny_config, tiny_model
+from conftest import PROVERBS, TINY_RUN, tiny_config, tiny_model
 
 
 def proverbs_data(cfg):
-    return LLM.prepare_data(LLM.read_text(ROOT / "refranes.txt"), cfg)
+    return LLM.prepare_data(LLM.read_text(PROVERBS), cfg)
 
 
 # --- 1. the settings ------------------------------------------------------------------------
@@ -464,7 +464,7 @@ def test_tiny_run_writes_every_output(tiny_run):
 
 def test_parameters_txt_lists_every_tensor_and_the_right_total(tiny_run):
     text = (tiny_run / "parameters.txt").read_text(encoding="utf-8")
-    lines = LLM.text_lines(LLM.read_text(ROOT / "refranes.txt"))
+    lines = LLM.text_lines(LLM.read_text(PROVERBS))
     model = LLM.TransformerLM(LLM.CharTokenizer.from_lines(lines).vocab_size, tiny_config(context=80))
     total = sum(p.numel() for p in model.parameters())
     V, C, N, d_ff = len(set("".join(lines)) | {"\n"}), 16, 2, 32
@@ -509,3 +509,12 @@ def test_same_seed_same_outputs(tiny_run, tmp_path):
 def test_corpus_word_share_counts_only_what_the_model_wrote():
     samples = [("No hay", "No hay mal que pirulo", []), ("", "Quien calla xq", [])]
     assert LLM.corpus_word_share(samples, ["No hay mal que por bien no venga.", "Quien calla, otorga."]) == (4, 6)
+
+
+def test_samples_are_marked_memorised_rediscovered_or_new():
+    tok = LLM.CharTokenizer.from_lines(["abc"])
+    data = LLM.Data("line", "", tok, None, None, None, ["Más vale tarde que nunca."], 0,
+                    held_out_text=["No hay mal que por bien no venga."])
+    assert LLM.sample_kind("Más vale tarde que nunca.", data) == "memorised"
+    assert LLM.sample_kind("No hay mal que por bien no venga.", data) == "rediscovered"
+    assert LLM.sample_kind("Más vale tarde que nunca", data) == "new"  # not the same line
