@@ -295,7 +295,7 @@ print(seconds, (status("VmHWM:") - base) * 1024, data.mode, data.train_split.ids
 
 # The README's longer run, for a teacher to run before class (and the gallery it writes).
 LONGER_RUN = ["--layers", "3", "--d-model", "128", "--d-ff", "512", "--dropout", "0.1", "--lr", "3e-3",
-              "--batch-size", "32", "--epochs", "8", "--snapshot", "2"]
+              "--batch-size", "32", "--epochs", "15", "--snapshot", "3"]
 
 
 def corpus_run_rows(folder: Path, longer: bool) -> list[tuple[str, str]]:
