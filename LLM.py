@@ -2752,7 +2752,7 @@ class Chat:
                                               and os.access(self.chat_log.parent, os.W_OK)):
             raise UserError(f"cannot write the chat log {self.chat_log}: its folder is missing or read-only")
         if self.chat_log is not None and self.chat_log.exists():  # it will be written again whole: text only
-            if same_file(self.chat_log, checkpoint) or self.chat_log.stat().st_size and not self.read_chat_log():
+            if same_file(self.chat_log, checkpoint) or self.read_chat_log() is None:
                 raise UserError(f"the chat log {self.chat_log} must be a UTF-8 text file (one typed line each)")
         self.target = chat_checkpoint(checkpoint)  # where /train saves: never the file read above
         self.epoch, self.val_loss, self.saved_cfg = payload["epoch"], payload["val_loss"], self.trained_cfg
@@ -2762,10 +2762,8 @@ class Chat:
     def read_chat_log(self) -> list[str] | None:
         """The lines of the chat log (NFC, like every text read), or None if it is not UTF-8 text."""
         try:
-            return text_lines(read_text(self.chat_log))
-        except UserError as e:
-            if "is empty" in str(e):
-                return []
+            return text_lines(read_text(self.chat_log)) if self.chat_log.read_bytes().strip() else []
+        except (UserError, OSError) as e:
             self.log(f"  cannot read the chat log: {e}")
             return None
 
