@@ -294,8 +294,8 @@ print(seconds, (status("VmHWM:") - base) * 1024, data.mode, data.train_split.ids
 
 
 # The README's longer run, for a teacher to run before class (and the gallery it writes).
-LONGER_RUN = ["--layers", "3", "--d-model", "128", "--d-ff", "512", "--dropout", "0.1", "--lr", "3e-3",
-              "--batch-size", "32", "--epochs", "15", "--snapshot", "3"]
+LONGER_RUN = ["--d-model", "128", "--d-ff", "512", "--dropout", "0.05", "--optimizer", "adamw", "--lr", "3e-3",
+              "--epochs", "16", "--snapshot", "4"]
 
 
 def corpus_run_rows(folder: Path, longer: bool) -> list[tuple[str, str]]:

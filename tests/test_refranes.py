@@ -102,3 +102,13 @@ def test_the_curation_makes_exactly_this_corpus():
     kept, left_out = curation.curate(lines(), curation.read_lines(curation.SOURCE))
     assert kept == lines()[:-1]
     assert sum(why.startswith(("the word", "a line read")) for _, why in left_out) >= 100
+
+
+def test_the_readme_shows_the_longer_run_the_benchmark_measures():
+    import LLM
+    from benchmark import LONGER_RUN
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"^python LLM\.py (.*) --out outputs/longer$", readme, re.M)
+    assert commands and all(command.split() == LONGER_RUN for command in commands)
+    cfg = LLM.validate(LLM.config_from_args(LLM.build_parser().parse_args(LONGER_RUN)))
+    assert cfg.epochs > LLM.Config().epochs and cfg.d_model > LLM.Config().d_model
