@@ -1,6 +1,6 @@
 """Speed and memory of LLM.py, measured side by side (not collected by pytest).
 
-    python tests/benchmark.py            the full table (4 to 6 minutes on a 2-core CPU: the longer run is 3)
+    python tests/benchmark.py            the full table (4 to 6 minutes on a 2-core CPU, the longer run included)
     python tests/benchmark.py --compile  also LLM.py under torch.compile on a CPU (20 to 60 s more)
     python tests/benchmark.py --quick    the same rows, shorter and smaller (under a minute)
     python tests/benchmark.py --device cuda
