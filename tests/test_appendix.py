@@ -51,12 +51,6 @@ def test_missing_empty_binary_and_non_utf8_data(capsys, tmp_path):
     (["--epochs", "many"], "invalid int"),
     (["--attention", "approximate"], "--attention"),
     (["--prompts", "Çà"], "'Ç'"),
-])
-def test_bad_settings_and_prompts_give_one_line(capsys, tmp_path, argv, expected):
-    one_line_error(capsys, argv + ["--out", str(tmp_path / "o")], expected)
-
-
-@pytest.mark.parametrize("argv,expected", [
     (["--mode", "paragraph"], "--mode must be 'auto', 'line' or 'stream'"),
     (["--optimizer", "sgd"], "--optimizer"),
     (["--precision", "fp8"], "--precision"),
@@ -66,9 +60,8 @@ def test_bad_settings_and_prompts_give_one_line(capsys, tmp_path, argv, expected
     (["--val-fraction", "0.5", "--test-fraction", "0.5"], "--test-fraction"),
     (["--chat-log", "x.txt"], "--chat-log works only with --chat"),
     (["--chat", "--generate", "No"], "not allowed with"),
-    (["--device", "cuda:3"], "not available"),
 ])
-def test_impossible_settings_give_one_line(capsys, tmp_path, argv, expected):
+def test_bad_or_impossible_settings_and_prompts_give_one_line(capsys, tmp_path, argv, expected):
     one_line_error(capsys, argv + ["--out", str(tmp_path / "o")], expected)
 
 
