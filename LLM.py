@@ -6,30 +6,33 @@
 #
 # **Part I, the story**, is what a class reads, in the order the data flows: the settings, the
 # proverbs turned into numbers, embeddings, positions, attention, the encoder layer, the
-# model, the loss, the learning-rate schedule, Adam, the training loop, sampling, and the three
-# files in which the model explains itself. Each section opens with a few sentences and its
-# formula, then the code.
+# model, the loss, the learning-rate schedule, Adam, the training loop, sampling, and the whole
+# story run end to end. Each section opens with a few sentences and, where there is one, its
+# formula, then the code. Part I runs on its own: execute its cells alone (in a notebook, or
+# pasted into Python) and its last cell trains the classroom model for an epoch and lets it
+# write, with nothing but the code above it.
 #
-# **Part II** holds the machinery a real program needs and a first reading does not: checking
-# settings, devices, long texts, faster arithmetic, several processes, checkpoints, the
-# pictures, talking to the model, the command line. The story calls it by name where it needs
-# it; Python looks a name up when a function runs, so the story can come first.
+# **Part II**, after the appendix banner, holds the machinery a real program needs and a
+# first reading does not: checking settings, devices, long texts, mixed precision, several
+# processes, checkpoints, the pictures, talking to the model, the command line. The story never
+# calls it: Part II plugs into the story's hooks (section 13), the places where training lets
+# other code in.
 #
-# `python LLM.py` trains the classroom model on `refranes.txt` in 15 to 20 seconds on a laptop
-# CPU and writes everything to `outputs/`; `python LLM.py --help` lists every setting. Opened
-# as a notebook (Jupyter with jupytext, or VS Code), *Run All* does the same and shows the
-# pictures. Importing the file runs nothing.
+# `python LLM.py` trains the classroom model on `refranes.txt` in well under a minute on a
+# laptop CPU (it prints its own time) and writes everything to `outputs/`; `python LLM.py
+# --help` lists every setting. Opened as a notebook (Jupyter with jupytext, or VS Code),
+# *Run All* does the same and shows the pictures. Importing the file runs nothing.
 #
 # Shape letters used in the comments, defined once here:
 #
 # | letter | meaning |
 # |---|---|
 # | B | batch size: sequences processed together |
-# | T | sequence length: characters in one sequence, at most `context` |
-# | C | model width $d_{model}$: the numbers that represent one character at one position |
+# | T | sequence length: tokens (here characters) in one sequence, at most `context` |
+# | C | model width $d_{model}$: the numbers that represent one token at one position |
 # | H | attention heads per layer; $D = C / H$ is the width of one head |
 # | F | hidden width of the feed-forward block, $d_{ff}$ |
-# | V | vocabulary size: the distinct characters the model knows |
+# | V | vocabulary size: the distinct tokens the model knows (here characters) |
 
 # %%
 """LLM.py: a small character-level Transformer that learns Spanish proverbs, in one file.
@@ -39,6 +42,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -67,14 +71,13 @@ class UserError(Exception):
 # `python LLM.py --help` prints, and every field has a command-line flag (`d_model` is
 # `--d-model`).
 #
-# The defaults are the classroom run: three passes over 4,887 proverbs, small enough to train
-# in seconds on a laptop CPU, big enough to learn to spell most Spanish words. The model has
-# about 110 thousand parameters, and `outputs/parameters.txt` accounts for every one of them.
+# The defaults are the classroom run: three passes over the 4,887 proverbs of `refranes.txt`,
+# small enough to train in seconds on a laptop CPU, big enough to learn to spell most Spanish
+# words. The model has about 110 thousand parameters, and `outputs/parameters.txt` accounts for
+# every one of them. A **preset** names a set of changes to the defaults: `--preset longer` is
+# a bigger model trained for 16 epochs, for a teacher to run before class.
 
 # %%
-PICTURES = ("loss", "attention", "positions", "embeddings", "evolution")  # the pictures --pictures can name
-
-
 def setting(default, help: str, flag: str | None = None):
     """A Config field with its explanation (shown by --help) and, optionally, its flag name."""
     return field(default=default, metadata={"help": help, "flag": flag})
@@ -102,10 +105,18 @@ class Config:
     attention: str = setting("fast", "fast: torch's scaled_dot_product_attention; exact: the hand-written formula")
     # --- training ---
     batch_size: int = setting(16, "B: sequences (lines or windows) per optimizer step")
+    eval_batch: int = setting(64, "sequences per batch when a split is measured (no gradients are kept, "
+                                  "so it can be larger than --batch-size)")
     optimizer: str = setting("adam", "adam: the paper's optimizer; adamw: Adam with decoupled weight decay")
     lr: float = setting(4e-3, "peak learning rate of the optimizer")
-    weight_decay: float = setting(0.1, "adamw only: how strongly matrices are pulled towards 0 at every step")
+    lr_floor: float = setting(0.1, "the learning rate ends at this fraction of --lr (the cosine goes down to it)")
     warmup: int = setting(10, "optimizer steps over which the learning rate rises from 0 to --lr")
+    warmup_cap: float = setting(0.2, "the warm-up takes at most this share of all the steps of the run")
+    beta1: float = setting(0.9, "Adam: how slowly the running average of the gradient forgets (0 = not at all kept)")
+    beta2: float = setting(0.999, "Adam: the same for the running average of the squared gradient")
+    eps: float = setting(1e-8, "Adam: added to the denominator, so that a parameter with no gradient yet does "
+                               "not divide by 0")
+    weight_decay: float = setting(0.1, "adamw only: how strongly matrices are pulled towards 0 at every step")
     clip: float = setting(1.0, "largest gradient norm: longer gradients are scaled down to it (0 = no clipping)")
     precision: str = setting("auto", "bf16: compute in bfloat16 where safe (autocast); fp32: never; "
                                      "auto: bf16 on a GPU that supports it, fp32 elsewhere")
@@ -116,8 +127,8 @@ class Config:
     snapshot: int = setting(1, "draw outputs/epoch_<N>.png every this many epochs (0 = never)")
     progress: float = setting(10.0, "in an epoch that lasts longer, say how far it is every this many seconds "
                                     "(0 = never)")
-    pictures: tuple = setting(PICTURES, "pictures to draw after training, among: " + " ".join(PICTURES)
-                              + " (the flag alone, with no name, draws none)")
+    pictures: tuple = setting(("all",), "pictures to draw after training: all, or some of the names listed "
+                                        "at the end of --help (the flag alone, with no name, draws none)")
     # --- sampling at the end of training ---
     prompts: tuple = setting(("", "No hay", "Más vale", "Quien", "El que", "Cada"),
                              "beginnings to complete at the end ('' = from nothing)")
@@ -126,20 +137,37 @@ class Config:
     top_p: float = setting(1.0, "sample only among the most likely characters that add up to p (1 = all)")
     greedy: bool = setting(False, "always take the most likely character instead of sampling")
     max_chars: int = setting(120, "stop a sample after this many new characters if no end of line came")
+    # --- the chat's /train ---
+    chat_epochs: int = setting(3, "epochs that /train trains when it is given no number")
+    chat_weight: int = setting(10, "/train counts every typed line this many times per epoch, so that a few "
+                                   "lines weigh something next to thousands of proverbs")
+    chat_lr_divisor: float = setting(3.0, "/train trains at --lr divided by this: a trained model only needs nudging")
+
+
+PRESETS = {  # name -> the settings it changes; flags typed on the command line change them again
+    "classroom": {},  # the defaults above
+    "longer": {"d_model": 128, "d_ff": 512, "dropout": 0.05, "optimizer": "adamw", "lr": 3e-3, "epochs": 16,
+               "snapshot": 4, "out": "outputs/longer"},  # a few minutes, before class: better samples
+}
 
 
 # %% [markdown]
 # ## 2. The proverbs, as numbers
 #
-# The model reads numbers, not letters. A **character tokenizer** gives every distinct
-# character of the corpus an id, in sorted order: `' '` → 1, `','` → 3, ..., `'a'` → 21. Its
-# vocabulary is the set of characters plus the end-of-line character ⏎ (`'\n'`), which plays two
-# roles: written after a proverb it means "this proverb is over", and put before the first
-# character it means "a new proverb starts here". The text is read in Unicode NFC form, so that
-# `ñ` is one character even when a file spells it as `n` plus a combining tilde.
+# The model reads numbers, not letters. A **tokenizer** cuts a text into tokens and gives every
+# distinct token an id; here one token is one character. Its vocabulary is the characters of the
+# corpus, in sorted order, plus the end-of-line character ⏎ (`'\n'`), which sorts first and plays
+# two roles: written after a proverb it means "this proverb is over", and put before the first
+# character it means "a new proverb starts here". For `refranes.txt` that gives ⏎ → 0,
+# `' '` → 1, `','` → 6, ..., `'a'` → 38. The text is read in Unicode NFC form, so that `ñ` is one
+# character even when a file spells it as `n` plus a combining tilde.
 #
 # $$\text{encode}(\texttt{"sal"}) = [\,\mathrm{id}(s), \mathrm{id}(a), \mathrm{id}(l)\,], \qquad
 #   \text{decode}(\text{encode}(x)) = x$$
+#
+# The rest of the file asks a tokenizer only what `CharTokenizer` answers below (encode, decode,
+# the vocabulary size, the end-of-line id, the text of a token, what a checkpoint stores), so
+# another way of cutting text into tokens plugs in beside it.
 
 # %%
 EOL = "\n"  # end-of-line character: ends a proverb, and starts the next one
@@ -156,12 +184,21 @@ def show(text: str) -> str:
     return text.replace(EOL, "⏎").replace(" ", "␣")
 
 
+def name_chars(chars) -> str:
+    """'ç' (LATIN SMALL LETTER C WITH CEDILLA), ... : characters named so nobody has to guess."""
+    quote = lambda c: f'"{c}"' if c == "'" else f"'{show(c)}'"  # noqa: E731
+    return ", ".join(f"{quote(c)} ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in chars)
+
+
 class UnknownCharacterError(UserError):
     """Raised when a text contains characters outside the vocabulary."""
 
 
 class CharTokenizer:
-    """Characters <-> integer ids. The vocabulary is built from the corpus itself."""
+    """Characters <-> integer ids; the vocabulary is built from the corpus itself. Its methods
+    are the whole of what the rest of the file asks of a tokenizer."""
+    kind = "char"  # its name in a checkpoint
+    unit = "character"  # what one token is, in words
 
     def __init__(self, chars):
         self.chars = sorted(set(chars) | {EOL})  # id -> character; sorted, so ids are reproducible
@@ -176,13 +213,21 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return len(self.chars)
 
+    def token_text(self, i: int) -> str:
+        """The text of token i (for tables and pictures: show() makes spaces visible)."""
+        return self.chars[int(i)]
+
+    def token_id(self, text: str) -> int | None:
+        """The id of the token whose text is exactly `text`, or None."""
+        return self.ids.get(text)
+
     def unknown(self, text: str) -> list[str]:
         """The characters of text that are not in the vocabulary, sorted."""
         return sorted(set(text) - self.ids.keys())
 
     def encode(self, text: str) -> list[int]:
         unknown = self.unknown(text)
-        if unknown:  # name_chars (Part II) gives each one its Unicode name
+        if unknown:
             raise UnknownCharacterError(f"the model never saw these characters: {name_chars(unknown)}; "
                                         f"it knows only: {''.join(show(c) for c in self.chars)}")
         return [self.ids[c] for c in text]
@@ -190,7 +235,22 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
+    def extended(self, text: str) -> tuple["CharTokenizer", list[str]]:
+        """A tokenizer that also knows the characters of `text` (fine-tuning), and those it added."""
+        added = self.unknown(text)
+        return (CharTokenizer(self.chars + added) if added else self), added
 
+    def to_dict(self) -> dict:
+        """What a checkpoint stores: plain data, no code."""
+        return {"kind": self.kind, "chars": list(self.chars)}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "CharTokenizer":
+        chars = stored.get("chars")
+        if not (isinstance(chars, list) and EOL in chars and chars == sorted(set(chars))
+                and all(isinstance(c, str) and len(c) == 1 for c in chars)):
+            raise ValueError("a list of distinct single characters, sorted, with the end of line")
+        return cls(chars)
 # %% [markdown]
 # ## 3. Teacher forcing, padding, batches
 #
@@ -279,7 +339,7 @@ def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> Li
 @dataclass
 class Data:
     """A corpus ready to train on: its tokenizer and its three splits."""
-    mode: str  # "line": one proverb per sample (Part II adds windows of a long text)
+    mode: str  # "line": one proverb per sample (Part II adds "stream": windows of a long text)
     reason: str  # why this mode, in words
     tokenizer: CharTokenizer
     train_split: LineSplit  # each split yields batches through .batches(batch_size, generator)
@@ -292,19 +352,16 @@ class Data:
 
 
 def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
-    """Cut a text into train / validation / test splits. The tokenizer is built from the text
-    unless one is given (a checkpoint's). `extra_train` lines go to the training split only:
-    the held-out splits stay those of the text, so their losses compare with earlier ones."""
-    mode, reason = (cfg.mode, "chosen with --mode") if cfg.mode != "auto" else choose_mode(text, cfg.context)
+    """Cut a text of one proverb per line into train / validation / test splits. The tokenizer
+    is built from the text unless one is given (a checkpoint's). `extra_train` lines go to the
+    training split only: the held-out splits stay those of the text, so their losses compare
+    with earlier ones."""
     tokenizer = tokenizer or CharTokenizer(text)
-    if mode != "line":
-        return window_data(text, cfg, tokenizer, reason, extra_train)  # a book: Part II
     lines = text_lines(text)
-    check_line_count(lines, cfg)  # Part II: a clear error for a text of one or two lines
     train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
     train_lines = train_lines + list(extra_train)
     encode = lambda rows: encode_lines(rows, tokenizer, cfg.context)  # noqa: E731
-    return Data("line", reason, tokenizer, encode(train_lines), encode(val_lines),
+    return Data("line", "one proverb per line", tokenizer, encode(train_lines), encode(val_lines),
                 encode(test_lines) if test_lines else None, train_lines, len(text),
                 truncated=sum(len(line) + 1 > cfg.context for line in lines), held_out_text=val_lines + test_lines)
 
@@ -554,26 +611,29 @@ def perplexity_report(loss: float) -> str:
     return f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | {loss / math.log(2):.3f} bits/char"
 
 
+
 # %% [markdown]
 # ## 10. The learning-rate schedule
 #
-# The rate rises linearly over the first `warmup` steps (at most a fifth of all steps), while
-# Adam's running averages are still rough guesses, then follows half a cosine from `lr` down to
-# `lr / 10`: big steps while the model is far from good, small ones to settle.
+# The rate rises linearly over the first `warmup` steps (at most `warmup_cap`, a fifth, of all
+# steps), while Adam's running averages are still rough guesses, then follows half a cosine from
+# `lr` down to `lr_floor` × `lr` (a tenth): big steps while the model is far from good, small
+# ones to settle. With $f$ = `lr_floor`:
 #
 # $$\eta(s) = \begin{cases} \eta_{max}\,\dfrac{s + 1}{s_{warm}} & s < s_{warm} \\[1ex]
-#   \eta_{max}\left(0.1 + 0.9\cdot\dfrac{1 + \cos(\pi p)}{2}\right),
+#   \eta_{max}\left(f + (1 - f)\cdot\dfrac{1 + \cos(\pi p)}{2}\right),
 #   \quad p = \dfrac{s - s_{warm}}{s_{total} - s_{warm}} & \text{after} \end{cases}$$
 
 # %%
 def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
-    """Linear warm-up for cfg.warmup steps (at most a fifth of the run), then a cosine from
-    cfg.lr down to cfg.lr / 10."""
-    warmup = min(cfg.warmup, total_steps // 5)
+    """Linear warm-up for cfg.warmup steps (at most cfg.warmup_cap of the run), then a cosine
+    from cfg.lr down to cfg.lr * cfg.lr_floor."""
+    warmup = min(cfg.warmup, int(total_steps * cfg.warmup_cap))
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)  # 0 -> 1
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    floor = cfg.lr_floor
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 # %% [markdown]
@@ -591,11 +651,13 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
 # thousand times smaller moves just as far, about $\eta$ per step while its gradient keeps its
 # sign. **AdamW** (`--optimizer adamw`, Loshchilov & Hutter, 2019) also pulls every matrix a
 # little towards 0 at each step, $p \leftarrow p\,(1 - \eta\lambda)$, apart from the gradient
-# ("decoupled"); biases and layer-norm parameters are left alone. Plain Adam is the default: it is
-# the paper's optimizer, and over 20 short epochs the decay barely changes the result.
+# ("decoupled"); biases and layer-norm parameters are left alone. Plain Adam is the default: it
+# is the paper's optimizer; the README's training-craft table measures what AdamW changes.
 #
-# The class below is the formula, one tensor at a time. Training runs `FastAdam` (Part II), the
-# same arithmetic applied to all tensors at once; a test proves both take `torch.optim`'s steps.
+# `Adam` below is the formula, one tensor at a time. `FastAdam` is the same five lines, each
+# applied to every tensor of a group in one call (`torch._foreach_*`): on a GPU every call is a
+# kernel launch, so that is about 6 launches per group instead of 6 per tensor. Training runs
+# `FastAdam`; a test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.
 
 # %%
 class Adam:
@@ -629,15 +691,35 @@ class Adam:
                 p.grad = None
 
 
-def make_optimizer(model: nn.Module, cfg: Config) -> Adam:
-    """Adam, or AdamW with weight decay on the matrices only: FastAdam runs these formulas."""
+class FastAdam(Adam):
+    """Adam's step for all tensors of a group at once: the same lines, on lists of tensors."""
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        beta1, beta2 = self.betas
+        for group, m, v in zip(self.param_groups, self.m, self.v):
+            params, grads = group["params"], [p.grad for p in group["params"]]
+            torch._foreach_lerp_(m, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, 1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])  # AdamW only
+            denominator = torch._foreach_sqrt(v)
+            torch._foreach_div_(denominator, math.sqrt(1 - beta2 ** self.t))
+            torch._foreach_add_(denominator, self.eps)  # sqrt(v / (1 - beta2^t)) + eps
+            torch._foreach_addcdiv_(params, m, denominator, -group["lr"] / (1 - beta1 ** self.t))
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> FastAdam:
+    """Adam, or AdamW with weight decay on the matrices only."""
     if cfg.optimizer == "adamw":
         matrices = [p for p in model.parameters() if p.dim() >= 2]  # weights and the embedding table
         others = [p for p in model.parameters() if p.dim() < 2]  # biases, layer-norm gains and shifts
         groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]
     else:
         groups = [{"params": model.parameters()}]
-    return FastAdam(groups, lr=cfg.lr)
+    return FastAdam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 
 # %% [markdown]
@@ -647,34 +729,35 @@ def make_optimizer(model: nn.Module, cfg: Config) -> Adam:
 # targets, `backward()` computes the gradient of the loss for every parameter, and Adam moves the
 # parameters. Before the update the gradient is **clipped**: seen as one long vector $g$, if it is
 # longer than `clip` it is scaled down to that length, so one unlucky batch cannot throw the
-# weights far away:
+# weights far away (`clip` 0: never scaled, only measured):
 #
 # $$g \leftarrow g \cdot \min\!\left(1, \frac{\mathrm{clip}}{\lVert g \rVert}\right)$$
 #
-# The progress line reports the mean $\lVert g \rVert$ and how often it was clipped: clipping at
+# The epoch's line reports the mean $\lVert g \rVert$ and how often it was clipped: clipping at
 # most steps means the learning rate is too high. `evaluate` measures the mean loss over a whole
-# split with dropout off and no gradients. The forward pass runs inside `mixed_precision(...)`,
-# which does nothing on a CPU by default (Part II).
+# split with dropout off and no gradients. Both run the forward pass inside `autocast()`, which
+# by default does nothing: it is the hook where lower-precision arithmetic plugs in.
 
 # %%
 def train_step(model: nn.Module, optimizer: Adam, inputs: torch.Tensor, targets: torch.Tensor,
-               lr: float, clip: float, cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+               lr: float, clip: float, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch: forward, loss, backward, clip, update.
     Returns (loss, gradient norm before clipping), both still on the device."""
-    with mixed_precision(cfg, device):
+    with autocast():
         logits = model(inputs)  # (B, T) -> (B, T, V)
     loss = sequence_loss(logits, targets)  # (B, T, V) vs (B, T) -> scalar
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad()
     loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # ||g||, then g scaled to at most clip
+    longest = clip if clip > 0 else math.inf  # clip 0: measure ||g||, scale nothing (min(1, inf) = 1)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), longest)  # ||g||, then g scaled to at most clip
     optimizer.step()
     return loss, norm
 
 
 @torch.no_grad()
-def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, cfg: Config | None = None) -> float:
+def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, autocast=contextlib.nullcontext) -> float:
     """Mean loss per real token over a whole split, with dropout off."""
     was_training = model.training
     model.eval()
@@ -682,7 +765,7 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, cf
     for inputs, targets in split.batches(batch_size):
         inputs, targets = inputs.to(device), targets.to(device)
         n = int((targets != IGNORE).sum())
-        with mixed_precision(cfg or Config(precision="fp32"), device):
+        with autocast():
             logits = model(inputs)
         total += sequence_loss(logits, targets).item() * n
         count += n
@@ -695,39 +778,151 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, cf
 #
 # One **epoch** is one pass over the training lines in a new random order; the order depends
 # only on the seed and the epoch number. After every epoch the validation loss is measured. The
-# epoch with the lowest one is the **best**: its weights are kept (and saved), and at the end the
-# model holds them. **Early stopping**: when the validation loss has not improved for `patience`
-# epochs, more training only learns the training lines by heart, so training stops. A loss that
-# becomes NaN or infinite (too high a learning rate, usually) cannot recover: training stops with
-# a message, and the last good epoch stays.
+# epoch with the lowest one is the **best**: its weights are kept, and at the end the model holds
+# them. **Early stopping**: when the validation loss has not improved for `patience` epochs, more
+# training only learns the training lines by heart, so training stops. A loss that becomes NaN or
+# infinite (too high a learning rate, usually) cannot recover: training stops with a message,
+# and the model keeps the last good epoch. `train()` below does all of it.
 #
-# The loop below is all of it. `Training` (Part II) does the bookkeeping around it: the
-# optimizer, the batches on the device, running sums, the progress line, the checkpoint, Ctrl-C,
-# and resuming a run where it stopped.
+# **Hooks.** A real program needs more around this loop: several processes, a GPU, a
+# progress line, a checkpoint of every new best epoch, pictures. Those live in Part II, and reach
+# the loop only through a `Hooks` object: each method below is called at one moment of training
+# and, here, does nothing (or the plain thing), so the story runs on its own. Part II passes
+# hooks of its own that do more at the same moments.
 
 # %%
-def train(model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Path | None = None,
-          resume: dict | None = None, on_epoch_end=None, log=print) -> list[dict]:
-    """Train for up to cfg.epochs with early stopping; call on_epoch_end(epoch, record) after
-    each epoch. Every new best epoch is saved to `checkpoint`; at the end the model holds the
-    best weights. `resume` is the training state of a checkpoint. Returns one record per epoch."""
-    training = Training(model, data, cfg, device, checkpoint, resume, log)
-    with training.keeping_the_best_weights():
-        for epoch in training.epochs():  # first_epoch .. cfg.epochs
+class Hooks:
+    """The moments at which Part II plugs into training. The defaults change nothing."""
+    processes = 1  # processes training together: each takes 1 of every `processes` batches
+
+    def network(self, model):  # what the forward pass runs through
+        return model
+
+    def autocast(self):  # the context every forward pass runs in
+        return contextlib.nullcontext()
+
+    def batches(self, batch_stream):  # this process's batches of one epoch
+        return batch_stream
+
+    def totals(self, sums: torch.Tensor) -> torch.Tensor:  # the epoch's sums over all processes
+        return sums
+
+    def on_start(self, optimizer: Adam, state: "TrainingState"):  # before the first step
+        pass
+
+    def on_step(self, state: "TrainingState"):  # after every optimizer step
+        pass
+
+    def on_new_best(self, state: "TrainingState", record: dict):  # an epoch better than all before
+        pass
+
+    def on_epoch_end(self, state: "TrainingState", record: dict):  # after every epoch
+        pass
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def epoch_generator(cfg: Config, epoch: int) -> torch.Generator:
+    """The random order of one epoch depends only on the seed and the epoch number, so a
+    resumed run shuffles exactly as an uninterrupted one would have."""
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+
+
+@dataclass
+class TrainingState:
+    """Where training stands, for the hooks to read (a checkpoint keeps it to resume from)."""
+    step: int = 0  # optimizer steps taken
+    history: list = field(default_factory=list)  # one record per finished epoch
+    best: dict = field(default_factory=lambda: {"epoch": 0, "val_loss": math.inf})  # the best epoch's record
+    epochs_without_progress: int = 0
+    epoch: int = 0  # the epoch under way
+    steps_per_epoch: int = 0
+    epoch_steps: int = 0  # steps taken in this epoch
+    lr: float = 0.0  # the learning rate of the last step
+    sums: list = field(default_factory=list)  # this epoch's loss x tokens, tokens, sum of ||g||, clipped steps
+    started: float = field(default_factory=time.perf_counter)  # when training started
+    epoch_started: float = 0.0
+
+    def start_epoch(self, epoch: int, device):
+        self.epoch, self.epoch_steps, self.epoch_started = epoch, 0, time.perf_counter()
+        self.sums = [torch.zeros((), device=device) for _ in range(4)]  # on the device: no waiting for a GPU
+
+    def count(self, loss: torch.Tensor, norm: torch.Tensor, targets: torch.Tensor, lr: float, clip: float):
+        loss_sum, tokens, norm_sum, clipped = self.sums
+        n = (targets != IGNORE).sum()  # the real (unpadded) targets of the batch
+        loss_sum += loss.detach() * n
+        tokens += n
+        norm_sum += norm
+        if clip > 0:
+            clipped += norm > clip
+        self.step, self.epoch_steps, self.lr = self.step + 1, self.epoch_steps + 1, lr
+
+    def record(self, sums: list, val_loss: float, seconds: float, processes: int) -> dict:
+        """The epoch in numbers, from its sums over every process; `seconds` of training."""
+        loss_sum, tokens, norm_sum, clipped = sums
+        steps = max(1, self.epoch_steps * processes)
+        return {"epoch": self.epoch, "step": self.step, "train_loss": (loss_sum / tokens).item(),
+                "val_loss": val_loss, "lr": self.lr, "grad_norm": norm_sum.item() / steps,
+                "clipped": clipped.item() / steps, "elapsed": time.perf_counter() - self.started,
+                "tokens_per_second": tokens.item() / seconds}
+
+
+def epoch_line(record: dict, improved: bool, cfg: Config) -> str:
+    return (f"epoch {record['epoch']:>3}/{cfg.epochs} | train loss {record['train_loss']:.3f} | val loss "
+            f"{record['val_loss']:.3f}{' *' if improved else '  '} | lr {record['lr']:.1e} | grad norm "
+            f"{record['grad_norm']:.2f}" + (f" ({record['clipped']:.0%} clipped)" if cfg.clip > 0 else "")
+            + f" | {record['elapsed']:5.1f} s | {record['tokens_per_second']:,.0f} tokens/s")
+
+
+def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | None = None,
+          state: TrainingState | None = None, log=print) -> list[dict]:
+    """Train for up to cfg.epochs, keep the best epoch, stop early; returns one record per epoch."""
+    hooks, state = hooks or Hooks(), state or TrainingState()
+    optimizer = make_optimizer(model, cfg)
+    hooks.on_start(optimizer, state)  # a resumed run loads the optimizer's averages here
+    network = hooks.network(model)
+    state.steps_per_epoch = max(1, math.ceil(len(data.train_split) / cfg.batch_size) // hooks.processes)
+    total_steps = cfg.epochs * state.steps_per_epoch
+    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    try:
+        for epoch in range(state.history[-1]["epoch"] + 1 if state.history else 1, cfg.epochs + 1):
             model.train()  # dropout on
-            for inputs, targets in training.batches(epoch):  # (B, T) each, on the device
-                lr = learning_rate(training.step, training.total_steps, cfg)
-                loss, norm = train_step(training.network, training.optimizer, inputs, targets, lr,
-                                        training.clip, cfg, device)
-                training.count(loss, norm, targets, lr)
-            val_loss = evaluate(model, data.val_split, cfg.batch_size * 4, device, cfg)
-            record = training.end_epoch(epoch, val_loss)  # best? save it; print the progress line
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
-            if cfg.patience and training.epochs_without_progress >= cfg.patience:
+            state.start_epoch(epoch, device)
+            for inputs, targets in hooks.batches(data.train_split.batches(cfg.batch_size, epoch_generator(cfg, epoch))):
+                inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)  # (B, T)
+                lr = learning_rate(state.step, total_steps, cfg)
+                loss, norm = train_step(network, optimizer, inputs, targets, lr, cfg.clip, hooks.autocast)
+                state.count(loss, norm, targets, lr, cfg.clip)
+                hooks.on_step(state)
+            seconds = time.perf_counter() - state.epoch_started  # the epoch's training, without measuring
+            val_loss = evaluate(model, data.val_split, cfg.eval_batch, device, hooks.autocast)
+            record = state.record(hooks.totals(state.sums), val_loss, seconds, hooks.processes)
+            if not (math.isfinite(record["train_loss"]) and math.isfinite(val_loss)):  # NaN or infinity
+                bad = record["train_loss"] if not math.isfinite(record["train_loss"]) else val_loss
+                kept = f"epoch {state.best['epoch']}" if state.best["epoch"] else "its starting weights"
+                raise TrainingDiverged(f"the loss became {bad} in epoch {epoch}: training stopped, the model keeps "
+                                       f"{kept}. Try a lower --lr (now {cfg.lr:g}) or --clip 1")
+            state.history.append(record)
+            improved = val_loss < state.best["val_loss"]
+            if improved:  # the best epoch so far: keep its weights
+                hooks.on_new_best(state, record)
+                state.best, state.epochs_without_progress = record, 0
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                state.epochs_without_progress += 1
+            log(epoch_line(record, improved, cfg))
+            hooks.on_epoch_end(state, record)
+            if cfg.patience and state.epochs_without_progress >= cfg.patience:  # early stopping
                 log(f"early stop: the validation loss has not improved for {cfg.patience} epochs")
                 break
-    return training.history
+    finally:
+        model.load_state_dict(best_weights)  # whatever happened (Ctrl-C too), the model ends with the best epoch
+    if state.history and state.best["epoch"] and state.best["epoch"] != state.history[-1]["epoch"]:
+        log(f"restored the weights of epoch {state.best['epoch']}, the best validation loss "
+            f"({state.best['val_loss']:.3f})")
+    return state.history
 
 
 # %% [markdown]
@@ -766,6 +961,7 @@ class Sampling:
 class Choice:
     """One pick, with everything that table.txt shows about it."""
     id: int  # the character chosen
+    logits: torch.Tensor  # (V,) the model's scores
     probs: torch.Tensor  # (V,) p = softmax(logits / temperature)
     order: torch.Tensor  # (V,) character ids, most likely first
     cumulative: torch.Tensor  # (V,) cumulative p in that order
@@ -782,18 +978,26 @@ def choose_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
     if sampling.top_p < 1.0:  # the fewest candidates whose probabilities reach top_p
         kept = min(kept, int((cumulative < sampling.top_p).sum()) + 1)
     if sampling.greedy:
-        return Choice(int(order[0]), probs, order, cumulative, 1, None)
+        return Choice(int(order[0]), logits, probs, order, cumulative, 1, None)
     u = float(torch.rand((), generator=generator))
     target = u * cumulative[kept - 1]  # u x the kept mass
     rank = min(int(torch.searchsorted(cumulative[:kept], target, right=True)), kept - 1)
-    return Choice(int(order[rank]), probs, order, cumulative, kept, u)
+    return Choice(int(order[rank]), logits, probs, order, cumulative, kept, u)
+
+
+@dataclass
+class Pick:
+    """One character written, as generate() records it for table.txt."""
+    position: int  # index of the new character in the sequence (the opening ⏎ is 0)
+    window: list[int]  # the ids the model saw
+    choice: Choice
 
 
 @torch.no_grad()
 def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampling: Sampling,
              generator: torch.Generator | None = None, trace: list | None = None, stop_at_eol: bool = True) -> str:
     """Complete `prompt` until ⏎ or sampling.max_chars new characters; returns prompt +
-    completion. With a `trace` list, one Step per character is appended (for table.txt)."""
+    completion. With a `trace` list, one Pick per character is appended."""
     ids = [tokenizer.eol_id] + tokenizer.encode(prompt)  # raises UnknownCharacterError
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
@@ -804,7 +1008,7 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampli
         logits = model(torch.tensor([window], device=device))[0, -1].float().cpu()  # (1, T, V) -> (V,)
         choice = choose_next(logits, sampling, generator)
         if trace is not None:
-            trace.append(Step.of(len(ids), window, logits, choice, tokenizer))  # Part II: a row of table.txt
+            trace.append(Pick(len(ids), window, choice))
         if choice.id == tokenizer.eol_id and stop_at_eol:
             break
         ids.append(choice.id)
@@ -813,70 +1017,44 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampli
 
 
 # %% [markdown]
-# ## 15. The run: train, then let the model explain itself
+# ## 15. The whole story, end to end
 #
-# Everything above, in order: read the proverbs, build the model, train it, measure it once on
-# the test lines, and write the three files in which it explains itself (their code is in
-# Part II):
+# Everything above, in order: read the proverbs, cut them into splits, build the model, train
+# it, measure it once on the test lines, and let it write. Each sample is marked
+# **memorised** when it is a proverb of the training text (learned by heart), **rediscovered**
+# when it is one of the held-out proverbs the model never trained on, **new** otherwise; and the
+# run counts how many of the words written are words of the corpus. Learning by heart gives
+# memorised lines; learning to spell gives new lines made of real words.
+#
+# The cell after the code runs the story this way when Part I runs on its own (in a notebook,
+# or pasted into Python), for one epoch: a first look in seconds. `python LLM.py` runs the same
+# story through Part II's hooks, for all the epochs, and adds the files in which the model
+# explains itself:
 #
 # 1. `parameters.txt`: every parameter tensor, its shape and role, and the formula that counts it,
 #    $N_{params} = VC + N(4C^2 + 2CF + F + 9C) + 2C + CV + V$;
 # 2. `table.txt`: every character the model wrote, with its candidates, their probabilities and
 #    the draw;
 # 3. `epoch_<N>.png`: the network drawn every `snapshot` epochs, its nodes coloured by how much
-#    their weights changed.
-#
-# Each sample is marked: **memorised** when it is a proverb of the training text (learned by
-# heart), **rediscovered** when it is one of the held-out proverbs the model never trained on,
-# **new** otherwise; and the run counts how many of the words written are words of the corpus.
-# Learning by heart gives memorised lines; learning to spell gives new lines made of real words.
-#
-# Then come the other pictures (loss, attention, positions, embeddings) and `outputs/README.md`, a
-# gallery that explains them all with this run's own numbers.
+#    their weights changed; then the pictures of the loss, the attention, the positions and the
+#    embeddings, and `outputs/README.md`, a gallery that explains them with the run's own numbers.
 
 # %%
-def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | None = None) -> list[dict]:
-    """The whole classroom run. With `resume` training goes on from that checkpoint; with
-    `init_from` it fine-tunes it (Part II). Returns the history: one record per epoch."""
-    setup = set_up_run(cfg, log, resume, init_from)  # Part II: device, output folder, data, model
-    cfg, model, data, out = setup.cfg, setup.model, setup.data, setup.out
-    log = setup.log  # prints nothing in a process that writes nothing
-    pictures = EpochPictures(model, data.tokenizer, data.train_text, cfg) if cfg.snapshot and setup.writes else None
-
-    def on_epoch_end(epoch, record):  # output 3: the network, every cfg.snapshot epochs
-        if pictures is not None and epoch % cfg.snapshot == 0:
-            pictures.draw(model, epoch, record, out / f"epoch_{epoch}.png")
-
-    history = train(model, data, cfg, setup.device, setup.checkpoint, setup.resume_state, on_epoch_end, log)
-    if not finish_training(model, setup, log):  # Part II: False in a process that writes nothing
-        return history
-    test_loss = None
-    if data.test_split is not None:
-        test_loss = evaluate(model, data.test_split, cfg.batch_size * 4, setup.device, cfg)
-        log(f"test split, never seen in training: {perplexity_report(test_loss)}")
-    save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size))  # output 1
-    samples = write_samples(model, data, cfg, setup.text, log)
-    save_text(out / "table.txt", sampling_table(samples, cfg))  # output 2
-    write_pictures_and_gallery(setup, history, pictures, test_loss, log)  # Part II
-    return history
+@dataclass
+class Sample:
+    """One thing the model wrote, from one prompt."""
+    prompt: str
+    text: str  # prompt + completion
+    kind: str  # memorised, rediscovered or new (line mode); "" for a long text
+    picks: list  # one Pick per character written
 
 
-def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=print) -> list[tuple]:
-    """Complete every prompt of cfg.prompts; print the samples and the share of real words.
-    Returns (prompt, text, steps) triples for table.txt."""
-    generator = torch.Generator().manual_seed(cfg.seed)
-    samples = []
-    log("samples (memorised: a proverb it trained on; rediscovered: a held-out one it never saw):")
-    for prompt in cfg.prompts:
-        steps: list[Step] = []
-        completion = generate(model, data.tokenizer, prompt, Sampling.of(cfg), generator, steps,
-                              stop_at_eol=data.mode == "line")
-        samples.append((prompt, completion, steps))
-        kind = f"   [{sample_kind(completion, data)}]" if data.mode == "line" else ""
-        log("      " + completion.replace(EOL, EOL + "      ") + kind)  # a model of a book writes several lines
-    known, written = corpus_word_share(samples, text_lines(text[:5_000_000]))  # a long text: its first 5 MB
-    log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
-    return samples
+def corpus_word_share(samples: list[Sample], lines: list[str]) -> tuple[int, int]:
+    """(words the model wrote that are words of the corpus, words it wrote), prompts excluded.
+    A rough measure of "does it write Spanish?": invented words are not in the corpus."""
+    known = {w.lower() for line in lines for w in re.findall(r"\w+", line)}
+    written = [w.lower() for s in samples for w in re.findall(r"\w+", s.text[len(s.prompt):])]
+    return sum(w in known for w in written), len(written)
 
 
 def sample_kind(sample: str, data: Data) -> str:
@@ -887,26 +1065,66 @@ def sample_kind(sample: str, data: Data) -> str:
     return "rediscovered" if sample in data.held_out_text else "new"
 
 
+def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=print) -> list[Sample]:
+    """Complete every prompt of cfg.prompts; print the samples and the share of real words."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    samples = []
+    log("samples (memorised: a proverb it trained on; rediscovered: a held-out one it never saw):")
+    for prompt in cfg.prompts:
+        picks: list[Pick] = []
+        completion = generate(model, data.tokenizer, prompt, Sampling.of(cfg), generator, picks,
+                              stop_at_eol=data.mode == "line")
+        kind = sample_kind(completion, data) if data.mode == "line" else ""
+        samples.append(Sample(prompt, completion, kind, picks))
+        log("      " + completion.replace(EOL, EOL + "      ") + (f"   [{kind}]" if kind else ""))  # a book: many lines
+    known, written = corpus_word_share(samples, text_lines(text[:5_000_000]))  # a long text: its first 5 MB
+    log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
+    return samples
+
+
+def train_and_write(cfg: Config, log=print) -> tuple[TransformerLM, Data]:
+    """The story with nothing but Part I: the proverbs of cfg.data, a new model, training with
+    the default hooks, the test loss, the samples."""
+    text = unicodedata.normalize("NFC", Path(cfg.data).read_text(encoding="utf-8"))
+    data = prepare_data(text, cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    model = TransformerLM(data.tokenizer.vocab_size, cfg).to(device)
+    log(f"{len(data.train_split):,} proverbs to train on, a vocabulary of {data.tokenizer.vocab_size} characters, "
+        f"a model of {count_parameters(model):,} parameters, on {device}")
+    train(model, data, cfg, device, log=log)
+    if data.test_split is not None:
+        log(f"test split, never seen in training: {perplexity_report(evaluate(model, data.test_split, cfg.eval_batch, device))}")
+    write_samples(model, data, cfg, text, log)
+    return model, data
+
+
+# %%
+if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own: a notebook, or pasted
+    story_model, story_data = train_and_write(replace(Config(), epochs=1))
+
 # %% [markdown]
 # ---
 # # APPENDIX. Part II: the machinery
 #
 # Everything a real program needs around the story, and a first reading does not. The story
-# calls these by name; nothing here changes what the model computes. Each part has its own
-# banner:
+# never calls it; it plugs in through the story's hooks (section 13) and calls the story's
+# functions. Nothing here changes what the model computes. Each part has its own banner:
 #
 # - **A. Settings, devices, files**: `validate`, `pick_device`, reading a text file safely,
 #   writing a file in one piece, checking a prompt, the memory a shape needs, one run per
 #   folder, SIGTERM.
 # - **B. Long texts**: a book cut into windows instead of lines (`--mode stream`), and encoding
 #   100 MB of text in seconds.
-# - **C. Faster arithmetic**: `FastAdam`, bf16 mixed precision, `torch.compile`.
+# - **C. Faster arithmetic**: bf16 mixed precision, `torch.compile`.
 # - **D. Several processes**: `torchrun` and `DistributedDataParallel`.
-# - **E. The training loop's bookkeeping**: the `Training` object that `train()` uses.
+# - **E. The run's hooks**: what `python LLM.py` plugs into the training loop: the device, the
+#   processes, the progress line, the checkpoint of every new best epoch, resuming.
 # - **F. Checkpoints and fine-tuning**: `model.pt`, `--resume`, `--init-from`.
-# - **G. The outputs and the pictures**: `parameters.txt`, `table.txt`, the pictures, the gallery.
+# - **G. The outputs and the pictures**: `parameters.txt`, `table.txt`, the pictures and their
+#   registry, the gallery.
 # - **H. Talking to the model**: `--chat`.
-# - **I. The command line**: `main()`, flags, errors, and the whole run's setup.
+# - **I. The command line**: `main()`, flags, presets, errors, and the whole run.
 
 # %% [markdown]
 # ## A. Settings, devices, files
@@ -934,7 +1152,8 @@ TEMPERATURE_RANGE = (0.01, 100.0)  # the sampling temperatures allowed
 
 def validate(cfg: Config, check_device: bool = True) -> Config:
     """Refuse impossible settings with one clear sentence each (raised as UserError)."""
-    positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "epochs", "max_chars"]
+    positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "eval_batch", "epochs", "max_chars",
+                "chat_epochs", "chat_weight"]
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
@@ -954,15 +1173,23 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
         raise UserError(f"--max-chars can be at most {MAX_CHARS:,} (a sample that long is a book), got {cfg.max_chars}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"--lr must be a positive number, got {cfg.lr}")
+    inside = {"beta1": ("[0, 1)", 0 <= cfg.beta1 < 1), "beta2": ("[0, 1)", 0 <= cfg.beta2 < 1),
+              "lr_floor": ("[0, 1]", 0 <= cfg.lr_floor <= 1), "warmup_cap": ("(0, 1]", 0 < cfg.warmup_cap <= 1)}
+    for name, (interval, ok) in inside.items():
+        if not ok:  # NaN fails every comparison, so it is refused too
+            raise UserError(f"{flag_of(name)} must be in {interval}, got {getattr(cfg, name)}")
+    for name in ("eps", "chat_lr_divisor"):
+        if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
+            raise UserError(f"{flag_of(name)} must be a positive number, got {getattr(cfg, name)}")
     for name in ("snapshot", "top_k", "warmup", "patience"):
         if getattr(cfg, name) < 0:
             raise UserError(f"{flag_of(name)} must be 0 or more, got {getattr(cfg, name)}")
     for name in ("clip", "weight_decay", "progress"):
         if not (getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name))):
             raise UserError(f"{flag_of(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
-    unknown = [name for name in cfg.pictures if name not in PICTURES]
+    unknown = [name for name in cfg.pictures if name not in PICTURES and name != "all"]
     if unknown:
-        raise UserError(f"--pictures knows {' '.join(PICTURES)}; not: {' '.join(unknown)}")
+        raise UserError(f"--pictures knows all {' '.join(PICTURES)}; not: {' '.join(unknown)}")
     validate_choices_and_sampling(cfg)
     if not check_device:  # the settings saved in a checkpoint: the machine may be another one
         return cfg
@@ -1096,12 +1323,6 @@ def check_line_count(lines: list[str], cfg: Config):
         raise UserError(f"data file {cfg.data} has {'a single line' if len(lines) == 1 else 'too few lines'}: "
                         f"line mode needs at least {needed} (train, validation"
                         f"{', test' if cfg.test_fraction > 0 else ''}); --mode stream reads it as one text")
-
-
-def name_chars(chars) -> str:
-    """'ç' (LATIN SMALL LETTER C WITH CEDILLA), ... : characters named so nobody has to guess."""
-    quote = lambda c: f'"{c}"' if c == "'" else f"'{show(c)}'"  # noqa: E731
-    return ", ".join(f"{quote(c)} ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in chars)
 
 
 def check_prompt(tokenizer: CharTokenizer, prompt: str) -> str:
@@ -1306,6 +1527,8 @@ def encode_long_text(tokenizer: CharTokenizer, text: str) -> torch.Tensor:
     """tokenizer.encode(text) for long texts, vectorized: (N,) ids in the smallest integer
     type. A table maps every code point to its id (-1 when unknown); indexing it with the code
     points of a chunk encodes the chunk in one operation."""
+    if not isinstance(tokenizer, CharTokenizer):  # the lookup table is for characters; others encode as they do
+        return torch.tensor(tokenizer.encode(text), dtype=smallest_int_dtype(tokenizer.vocab_size))
     lookup = torch.full((max(map(ord, tokenizer.chars)) + 2,), -1, dtype=torch.int32)  # code point -> id
     lookup[torch.tensor([ord(c) for c in tokenizer.chars])] = torch.arange(tokenizer.vocab_size, dtype=torch.int32)
     ids = torch.empty(len(text), dtype=smallest_int_dtype(tokenizer.vocab_size))  # (N,)
@@ -1384,68 +1607,39 @@ def window_data(text: str, cfg: Config, tokenizer: CharTokenizer, reason: str, e
     return Data("stream", reason, tokenizer, blocks[0], blocks[1], blocks[2] if n_test else None, sample_lines, n)
 
 
+def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
+    """prepare_data (section 3) for any text: the mode of cfg.mode, or the one --mode auto
+    picks; a book goes to stream mode, proverbs to the story's line mode."""
+    mode, reason = (cfg.mode, "chosen with --mode") if cfg.mode != "auto" else choose_mode(text, cfg.context)
+    tokenizer = tokenizer or CharTokenizer(text)
+    if mode == "stream":
+        return window_data(text, cfg, tokenizer, reason, extra_train)
+    check_line_count(text_lines(text), cfg)  # a clear error for a text of one or two lines
+    return replace(prepare_data(text, cfg, tokenizer, extra_train), reason=reason)
+
+
 # %% [markdown]
-# ## C. Faster arithmetic: FastAdam, mixed precision, compile
+# ## C. Faster arithmetic: mixed precision, compile
 #
-# **FastAdam** is section 11's Adam with each line applied to every tensor of a group in one
-# call (`torch._foreach_*`): the same arithmetic (the tests check that both take
-# `torch.optim.Adam`'s steps), with one call per line instead of one per tensor. On a 2-core CPU
-# that saves little: 0.80 ms per step instead of 1.52 at the classroom shape (37 tensors), 3.48
-# instead of 3.67 at nanoGPT's CPU shape (2026-11-23). It is there for GPUs, where every call is
-# a kernel launch: about 6 per tensor per step in section 11's loop, against 6 per group here.
-# Adam is written out rather than taken from `torch.optim` because creating a `torch.optim`
-# optimizer loads PyTorch's compiler: 1.8 s on a 2-core CPU, a tenth of the classroom run.
+# **Adam, fast.** Section 11's `FastAdam` applies each line of Adam to every tensor of a group
+# in one call. On a 2-core CPU that saves little: 0.80 ms per step instead of 1.52 at the
+# classroom shape (37 tensors), 3.48 instead of 3.67 at nanoGPT's CPU shape (2026-11-23). It is
+# there for GPUs, where every call is a kernel launch. Adam is written out rather than taken from
+# `torch.optim` because creating a `torch.optim` optimizer loads PyTorch's compiler: 1.8 s on a
+# 2-core CPU, a tenth of the classroom run.
 #
 # **Mixed precision** (`--precision`). Under bf16 autocast the matrix products run in bfloat16
 # (8 bits of mantissa instead of 23: about 3 significant digits, but float32's range), which GPUs
 # compute several times faster; sums, softmax and the loss stay in float32. Most CPUs have no fast
 # bfloat16, so `auto` uses it only on a GPU that supports it; with it off, no autocast context is
-# entered at all.
+# entered at all. It plugs into the story's `autocast` hook.
 #
 # **torch.compile** (`--compile`, off by default) traces the model once and writes fused kernels
 # for it: fewer trips through memory, less Python per step, the same numbers up to rounding. The
 # first steps wait tens of seconds for the compiler, so it pays only in long runs on a GPU; on a
-# 2-core CPU it was slower (tests/BENCHMARK.md).
+# 2-core CPU it was slower (tests/BENCHMARK.md). It plugs into the `network` hook.
 
 # %%
-class FastAdam(Adam):
-    """Adam's step (section 11) for all tensors of a group at once; also its state, for checkpoints."""
-
-    @torch.no_grad()
-    def step(self):
-        self.t += 1
-        beta1, beta2 = self.betas
-        for group, m, v in zip(self.param_groups, self.m, self.v):
-            params, grads = group["params"], [p.grad for p in group["params"]]
-            torch._foreach_lerp_(m, grads, 1 - beta1)  # m <- m + (1 - beta1)(g - m)
-            torch._foreach_mul_(v, beta2)
-            torch._foreach_addcmul_(v, grads, grads, 1 - beta2)  # v <- beta2 v + (1 - beta2) g*g
-            if group["weight_decay"]:
-                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-            denominator = torch._foreach_sqrt(v)
-            torch._foreach_div_(denominator, math.sqrt(1 - beta2 ** self.t))
-            torch._foreach_add_(denominator, self.eps)  # sqrt(v / (1 - beta2^t)) + eps
-            torch._foreach_addcdiv_(params, m, denominator, -group["lr"] / (1 - beta1 ** self.t))
-
-    def state_dict(self) -> dict:
-        return {"t": self.t, "m": self.m, "v": self.v}
-
-    def load_state_dict(self, state: dict):
-        shapes = [[p.shape for p in g["params"]] for g in self.param_groups]
-        tensors = lambda groups: isinstance(groups, list) and all(  # noqa: E731
-            isinstance(group, list) and all(isinstance(t, torch.Tensor) for t in group) for group in groups)
-        if not (isinstance(state, dict) and state.keys() == {"t", "m", "v"} and isinstance(state["t"], int)
-                and state["t"] >= 0 and tensors(state["m"]) and tensors(state["v"])
-                and [[m.shape for m in group] for group in state["m"]] == shapes
-                and [[v.shape for v in group] for group in state["v"]] == shapes):
-            raise UserError("the checkpoint's optimizer state does not fit this model and --optimizer "
-                            "(or comes from an older LLM.py): start a new run from its weights with --init-from")
-        device = self.param_groups[0]["params"][0].device
-        self.t = state["t"]
-        self.m = [[m.to(device) for m in group] for group in state["m"]]
-        self.v = [[v.to(device) for v in group] for group in state["v"]]
-
-
 def uses_bf16(cfg: Config, device: torch.device) -> bool:
     if cfg.precision == "auto":
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -1542,98 +1736,93 @@ def same_weights_everywhere(model: nn.Module, ranks: Ranks) -> bool:
 
 
 # %% [markdown]
-# ## E. The training loop's bookkeeping
+# ## E. The run's hooks
 #
-# `Training` is everything around the loop of section 13: the optimizer and what the forward
-# pass runs through (the model, DDP around it, compiled or not), the batches of one epoch on the
-# device (page-locked memory on a GPU, so the copy runs while it computes), running sums kept on
-# the device (no waiting for the GPU at every step), the progress line, the best epoch's weights
-# and its checkpoint, the NaN stop, Ctrl-C, and resuming exactly where a checkpoint left off.
+# The story's training loop (section 13) lets other code in at a few moments, through a `Hooks`
+# object. `DeviceHooks` is what any training on a device needs: bf16 where asked, and on a GPU
+# the batches in page-locked memory, so the copy to the GPU runs while it computes (the chat's
+# `/train` uses it). `RunHooks` is what `python LLM.py` adds: DDP and `torch.compile` around the
+# model, this process's share of the batches and the sums over all processes, the progress line
+# inside a long epoch, the checkpoint of every new best epoch, the epoch pictures, and resuming
+# exactly where a checkpoint left off.
 
 # %%
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
+class DeviceHooks(Hooks):
+    """bf16 autocast where asked; page-locked batches on a GPU."""
 
+    def __init__(self, cfg: Config, device: torch.device):
+        self.cfg, self.device = cfg, device
 
-def epoch_generator(cfg: Config, epoch: int) -> torch.Generator:
-    """The random order of one epoch depends only on the seed and the epoch number, so a
-    resumed run shuffles exactly as an uninterrupted one would have."""
-    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    def autocast(self):
+        return mixed_precision(self.cfg, self.device)
 
-
-class Training:
-    """The state of one call of train(): see the banner above."""
-
-    def __init__(self, model: TransformerLM, data: Data, cfg: Config, device, checkpoint: Path | None,
-                 resume: dict | None, log=print):
-        self.model, self.data, self.cfg, self.device, self.checkpoint, self.log = model, data, cfg, device, checkpoint, log
-        self.ranks = current_ranks()
-        self.optimizer = make_optimizer(model, cfg)
-        self.network = model  # what the forward pass runs through
-        if self.ranks.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self.network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        if cfg.compile:  # training's forward and backward run as generated kernels; evaluation stays plain
-            self.network = torch.compile(self.network)
-            log("torch.compile: the first steps of each new batch shape wait for the compiler (tens of seconds)")
-        self.steps_per_epoch = max(1, math.ceil(len(data.train_split) / cfg.batch_size) // self.ranks.world)
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.in_place = log is print and sys.stdout.isatty()  # progress inside an epoch: redrawn on one line
-        self.progress_width = 0  # length of the progress line on screen (0: none)
-        self.step, self.first_epoch, self.history, self.epochs_without_progress = 0, 1, [], 0
-        self.best = {"epoch": 0, "val_loss": math.inf}
-        if resume is not None:
-            self.resume_from(resume)
-        self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.clip = cfg.clip if cfg.clip > 0 else math.inf  # with inf the norm is measured but nothing is scaled
-        self.start, self.epoch, self.lr = time.perf_counter(), self.first_epoch - 1, 0.0
-
-    def resume_from(self, resume: dict):
-        self.optimizer.load_state_dict(resume["optimizer"])
-        self.step, self.history = resume["step"], list(resume["history"])
-        self.first_epoch = self.history[-1]["epoch"] + 1
-        self.best = dict(self.history[-1])
-        torch.set_rng_state(resume["rng"])  # dropout continues with the same random numbers
-        if self.device.type == "cuda" and resume.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(resume["cuda_rng"], self.device)
-
-    def epochs(self):
-        for epoch in range(self.first_epoch, self.cfg.epochs + 1):
-            self.epoch, self.steps, self.epoch_start = epoch, 0, time.perf_counter()
-            self.sums = [torch.zeros((), device=self.device) for _ in range(4)]  # loss x tokens, tokens, norm, clipped
-            self.next_progress = self.epoch_start + self.cfg.progress if self.cfg.progress else math.inf
-            yield epoch
-
-    def batches(self, epoch: int):
-        """This process's batches of the epoch, on the device."""
-        batch_stream = self.data.train_split.batches(self.cfg.batch_size, epoch_generator(self.cfg, epoch))
-        for inputs, targets in my_share(batch_stream, self.ranks):
+    def batches(self, batch_stream):
+        for inputs, targets in batch_stream:
             if self.device.type == "cuda":  # page-locked memory: the copy to the GPU runs while it computes
                 inputs, targets = inputs.pin_memory(), targets.pin_memory()
-            yield inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)  # (B, T)
-        self.train_seconds = time.perf_counter() - self.epoch_start  # the epoch's training, without measuring
+            yield inputs, targets
 
-    def count(self, loss: torch.Tensor, norm: torch.Tensor, targets: torch.Tensor, lr: float):
-        """Add one step to the epoch's running sums (on the device: no waiting for a GPU)."""
-        self.step, self.steps, self.lr = self.step + 1, self.steps + 1, lr
-        loss_sum, tokens, norm_sum, clipped = self.sums
-        n = (targets != IGNORE).sum()
-        loss_sum += loss.detach() * n
-        tokens += n
-        norm_sum += norm
-        clipped += norm > self.clip
+
+class RunHooks(DeviceHooks):
+    """Everything `python LLM.py` plugs into train(): see the banner above."""
+
+    def __init__(self, setup: Setup, pictures):
+        super().__init__(setup.cfg, setup.device)
+        self.ranks, self.checkpoint, self.tokenizer = setup.ranks, setup.checkpoint, setup.data.tokenizer
+        self.processes, self.resume, self.pictures, self.out_log = setup.ranks.world, setup.resume_state, pictures, setup.log
+        self.in_place = setup.log is print and sys.stdout.isatty()  # progress inside an epoch: redrawn on one line
+        self.progress_width, self.progress_epoch, self.next_progress = 0, 0, math.inf
+        self.state, self.optimizer, self.model = TrainingState(), None, None
+
+    def log(self, message: str):
+        """Print a line; a progress line drawn in place is wiped first."""
+        if self.progress_width:
+            print("\r" + " " * self.progress_width + "\r", end="", flush=True)
+            self.progress_width = 0
+        self.out_log(message)
+
+    def network(self, model):
+        self.model, network = model, model
+        if self.ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            network = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        if self.cfg.compile:  # training's forward and backward run as generated kernels; evaluation stays plain
+            network = torch.compile(network)
+            self.log("torch.compile: the first steps of each new batch shape wait for the compiler (tens of seconds)")
+        return network
+
+    def batches(self, batch_stream):
+        return super().batches(my_share(batch_stream, self.ranks))
+
+    def totals(self, sums):
+        return summed_over_ranks(sums, self.ranks)
+
+    def on_start(self, optimizer: Adam, state: TrainingState):
+        self.optimizer, self.state = optimizer, state
+        if self.resume is not None:  # the checkpoint's epoch ended here: go on exactly from there
+            load_optimizer_state(optimizer, self.resume["optimizer"])
+            state.step, state.history = self.resume["step"], list(self.resume["history"])
+            state.best = dict(state.history[-1])
+            torch.set_rng_state(self.resume["rng"])  # dropout continues with the same random numbers
+            if self.device.type == "cuda" and self.resume.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(self.resume["cuda_rng"], self.device)
+
+    def on_step(self, state: TrainingState):
+        if self.progress_epoch != state.epoch:
+            self.progress_epoch = state.epoch
+            self.next_progress = state.epoch_started + self.cfg.progress if self.cfg.progress else math.inf
         if time.perf_counter() >= self.next_progress:
-            self.show_progress()
+            self.show_progress(state)
 
-    def show_progress(self):
+    def show_progress(self, state: TrainingState):
         """How far a long epoch is, every cfg.progress seconds: redrawn in place on a terminal,
         a plain line in a file or a notebook (reading the sums waits for a GPU, so not every step)."""
         now = time.perf_counter()
-        elapsed, loss_sum, tokens = now - self.epoch_start, self.sums[0].item(), self.sums[1].item()
-        done = min(self.steps / self.steps_per_epoch, 1.0)
-        line = (f"  epoch {self.epoch}/{self.cfg.epochs}: {done:4.0%} ({self.steps:,}/{self.steps_per_epoch:,} steps)"
-                f" | running loss {loss_sum / max(tokens, 1):.3f} | {tokens / elapsed:,.0f} tokens/s"
-                f" | about {elapsed / done - elapsed:,.0f} s left")
+        elapsed, loss_sum, tokens = now - state.epoch_started, state.sums[0].item(), state.sums[1].item()
+        done = min(state.epoch_steps / state.steps_per_epoch, 1.0)
+        line = (f"  epoch {state.epoch}/{self.cfg.epochs}: {done:4.0%} ({state.epoch_steps:,}/"
+                f"{state.steps_per_epoch:,} steps) | running loss {loss_sum / max(tokens, 1):.3f} | "
+                f"{tokens / elapsed:,.0f} tokens/s | about {elapsed / done - elapsed:,.0f} s left")
         if self.in_place:
             print("\r" + line.ljust(self.progress_width), end="", flush=True)
             self.progress_width = len(line)
@@ -1641,68 +1830,29 @@ class Training:
             self.log(line)
         self.next_progress = now + self.cfg.progress
 
-    def end_epoch(self, epoch: int, val_loss: float) -> dict:
-        """The epoch's record; a new best is kept and saved; the epoch's line is printed."""
-        if self.progress_width:  # wipe the progress line: the epoch's line takes its place
-            print("\r" + " " * self.progress_width + "\r", end="", flush=True)
-            self.progress_width = 0
-        loss_sum, tokens, norm_sum, clipped = summed_over_ranks(self.sums, self.ranks)
-        steps = self.steps * self.ranks.world
-        train_loss = (loss_sum / tokens).item()
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise TrainingDiverged(f"the loss became {train_loss if not math.isfinite(train_loss) else val_loss} "
-                                   f"in epoch {epoch}: training stopped; {self.kept('still holds')}. "
-                                   f"Try a lower --lr (now {self.cfg.lr:g}) or --clip 1")
-        record = {"epoch": epoch, "step": self.step, "train_loss": train_loss, "val_loss": val_loss, "lr": self.lr,
-                  "grad_norm": norm_sum.item() / steps, "clipped": clipped.item() / steps,
-                  "elapsed": time.perf_counter() - self.start, "tokens_per_second": tokens.item() / self.train_seconds}
-        self.history.append(record)
-        improved = val_loss < self.best["val_loss"]
-        if improved:
-            self.save(record)  # first: if it fails, self.best still names what the file holds
-            self.best, self.epochs_without_progress = dict(record), 0
-            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        else:
-            self.epochs_without_progress += 1
-        self.log(f"epoch {epoch:>3}/{self.cfg.epochs} | train loss {train_loss:.3f} | val loss {val_loss:.3f}"
-                 f"{' *' if improved else '  '} | lr {self.lr:.1e} | grad norm {record['grad_norm']:.2f}"
-                 + (f" ({record['clipped']:.0%} clipped)" if self.cfg.clip > 0 else "")
-                 + f" | {record['elapsed']:5.1f} s | {record['tokens_per_second']:,.0f} tokens/s")
-        return record
-
-    def save(self, record: dict):
+    def on_new_best(self, state: TrainingState, record: dict):
+        """Save the new best epoch; if that fails, say what the checkpoint still holds."""
         if self.checkpoint is None:
             return
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         try:
-            save_checkpoint(self.checkpoint, self.model, self.cfg, self.data.tokenizer, record,
-                            training={"step": self.step, "history": self.history, "rng": torch.get_rng_state(),
-                                      "cuda_rng": cuda_rng, "optimizer": self.optimizer.state_dict()})
+            save_checkpoint(self.checkpoint, self.model, self.cfg, self.tokenizer, record,
+                            training={"step": state.step, "history": state.history, "rng": torch.get_rng_state(),
+                                      "cuda_rng": cuda_rng, "optimizer": optimizer_state(self.optimizer)})
         except UserError as e:
             raise UserError(f"{e}; training stopped in epoch {record['epoch']}"
-                            + (f" and {self.kept('still holds')}" if self.best["epoch"] else "")) from None
+                            + (f" and {self.kept('still holds')}" if state.best["epoch"] else "")) from None
+
+    def on_epoch_end(self, state: TrainingState, record: dict):
+        if self.pictures is not None and record["epoch"] % self.cfg.snapshot == 0:
+            self.pictures.draw(self.model, record, self.cfg)
 
     def kept(self, verb: str) -> str:
         """What the checkpoint holds now, in words."""
-        if self.checkpoint is None or not self.best["epoch"]:
+        if self.checkpoint is None or not self.state.best["epoch"]:
             return "no checkpoint was written" + (" yet" if verb == "keeps" else "")
-        return f"{self.checkpoint} {verb} epoch {self.best['epoch']} (validation loss {self.best['val_loss']:.3f})"
-
-    @contextlib.contextmanager
-    def keeping_the_best_weights(self):
-        """Whatever happens inside, the model ends with the best epoch's weights; Ctrl-C says
-        what the checkpoint keeps."""
-        try:
-            yield
-        except KeyboardInterrupt as stop:
-            how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
-            self.log(f"\ntraining {how} in epoch {self.epoch}: {self.kept('keeps')}")
-            raise
-        finally:
-            self.model.load_state_dict(self.best_weights)
-        if self.history and self.best["epoch"] and self.best["epoch"] != self.history[-1]["epoch"]:
-            self.log(f"restored the weights of epoch {self.best['epoch']}, the best validation loss "
-                     f"({self.best['val_loss']:.3f})")
+        best = self.state.best
+        return f"{self.checkpoint} {verb} epoch {best['epoch']} (validation loss {best['val_loss']:.3f})"
 
 
 # %% [markdown]
@@ -1733,7 +1883,8 @@ class Training:
 # character keeps its learned rows, wherever the sorted vocabulary now puts it.
 
 # %%
-CHECKPOINT_FORMAT = "LLM.py checkpoint 2"  # 2: with the checksum of its tensors
+CHECKPOINT_FORMAT = "LLM.py checkpoint 3"  # 2: with the checksum of its tensors; 3: the tokenizer by name
+TOKENIZERS = {"char": CharTokenizer}  # a checkpoint's tokenizer kind -> its class (from_dict rebuilds it)
 SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context")  # fixed by the weights
 
 
@@ -1777,7 +1928,7 @@ def save_checkpoint(path: Path, model: TransformerLM, cfg: Config, tokenizer: Ch
     payload = {"format": CHECKPOINT_FORMAT,
                "config": {k: list(v) if isinstance(v, tuple) else v  # data as a full path: usable from any folder
                           for k, v in asdict(replace(cfg, data=str(Path(cfg.data).resolve()))).items()},
-               "vocabulary": tokenizer.chars,
+               "tokenizer": tokenizer.to_dict(),
                "model": to_cpu(model.state_dict()),
                "epoch": record["epoch"], "val_loss": record["val_loss"],
                "training": to_cpu(training)}  # for --resume: step, history, rng, optimizer
@@ -1818,7 +1969,7 @@ def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokeni
 def checkpoint_settings(path: Path, payload: dict) -> tuple[Config, CharTokenizer]:
     """The Config and vocabulary a checkpoint stores, checked with the rules of a fresh run
     (validate), so that a hand-edited file is refused in one line instead of crashing later."""
-    saved, chars = payload.get("config"), payload.get("vocabulary")
+    saved, stored = payload.get("config"), payload.get("tokenizer")
     if not isinstance(saved, dict):
         raise UserError(f"{path} has no settings")
     kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple": (list, tuple)}
@@ -1833,35 +1984,62 @@ def checkpoint_settings(path: Path, payload: dict) -> tuple[Config, CharTokenize
         cfg = validate(Config(**values), check_device=False)
     except UserError as e:
         raise UserError(f"{path} has an impossible setting: {e}") from None
-    if not (isinstance(chars, list) and chars and all(isinstance(c, str) and len(c) == 1 for c in chars)
-            and len(set(chars)) == len(chars)):
-        raise UserError(f"{path} has no valid vocabulary (a list of distinct single characters)")
-    check_memory(cfg, len(chars), 1, 1, torch.device("cpu"))  # the model is built on the CPU first
+    kind = TOKENIZERS.get(stored.get("kind")) if isinstance(stored, dict) else None
+    try:
+        tokenizer = kind.from_dict(stored) if kind is not None else None
+    except ValueError as e:
+        raise UserError(f"{path} has no valid vocabulary ({e})") from None
+    if tokenizer is None:
+        raise UserError(f"{path} has no valid vocabulary (no tokenizer of a kind this LLM.py knows: "
+                        f"{', '.join(TOKENIZERS)})")
+    check_memory(cfg, tokenizer.vocab_size, 1, 1, torch.device("cpu"))  # the model is built on the CPU first
     for name, kind in (("epoch", int), ("val_loss", float)):
         if not isinstance(payload.get(name), kind):
             raise UserError(f"{path} has no valid {name}")
-    return cfg, CharTokenizer(chars)
+    return cfg, tokenizer
 
 
 def extend_vocabulary(model: TransformerLM, tokenizer: CharTokenizer, text: str,
                       cfg: Config) -> tuple[TransformerLM, CharTokenizer, list[str]]:
     """Make room for the characters of `text` that the model never saw: new embedding and
     head rows for them, the learned rows for the others. Returns (model, tokenizer, added)."""
-    added = tokenizer.unknown(text)
+    bigger, added = tokenizer.extended(text)
     if not added:
         return model, tokenizer, []
-    bigger = CharTokenizer(tokenizer.chars + added)
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)
     grown = TransformerLM(bigger.vocab_size, cfg).to(device)  # its new rows are freshly initialized
     state, fresh = model.state_dict(), grown.state_dict()
-    old_rows = torch.tensor([bigger.ids[c] for c in tokenizer.chars], device=device)  # (V_old,) new id of each
+    old_rows = torch.tensor([bigger.token_id(tokenizer.token_text(i)) for i in range(tokenizer.vocab_size)],
+                            device=device)  # (V_old,) the new id of every known token
     for name in ("token_embedding.weight", "lm_head.weight", "lm_head.bias"):
         rows = fresh[name].clone()  # (V_new, C) or (V_new,)
-        rows[old_rows] = state[name]  # known characters keep their learned rows
+        rows[old_rows] = state[name]  # known tokens keep their learned rows
         state[name] = rows
     grown.load_state_dict(state)
     return grown, bigger, added
+
+
+def optimizer_state(optimizer: Adam) -> dict:
+    """What a checkpoint keeps of Adam: its step count and running averages."""
+    return {"t": optimizer.t, "m": optimizer.m, "v": optimizer.v}
+
+
+def load_optimizer_state(optimizer: Adam, state: dict):
+    """Put a checkpoint's Adam state back, after checking that it fits this model."""
+    shapes = [[p.shape for p in g["params"]] for g in optimizer.param_groups]
+    tensors = lambda groups: isinstance(groups, list) and all(  # noqa: E731
+        isinstance(group, list) and all(isinstance(t, torch.Tensor) for t in group) for group in groups)
+    if not (isinstance(state, dict) and state.keys() == {"t", "m", "v"} and isinstance(state["t"], int)
+            and state["t"] >= 0 and tensors(state["m"]) and tensors(state["v"])
+            and [[m.shape for m in group] for group in state["m"]] == shapes
+            and [[v.shape for v in group] for group in state["v"]] == shapes):
+        raise UserError("the checkpoint's optimizer state does not fit this model and --optimizer "
+                        "(or comes from an older LLM.py): start a new run from its weights with --init-from")
+    device = optimizer.param_groups[0]["params"][0].device
+    optimizer.t = state["t"]
+    optimizer.m = [[m.to(device) for m in group] for group in state["m"]]
+    optimizer.v = [[v.to(device) for v in group] for group in state["v"]]
 
 
 # %% [markdown]
@@ -1872,18 +2050,24 @@ def extend_vocabulary(model: TransformerLM, tokenizer: CharTokenizer, text: str,
 #   statistics after training.
 # - `table.txt`: every sampling step: what the model saw, its top candidates with their
 #   probabilities, the draw, the choice, the entropy.
-# - `epoch_<N>.png`: every `snapshot` epochs, the architecture as a graph (node area =
-#   parameters, colour = how much they changed since the last picture) beside the strongest
-#   character → next-character links; `evolution.gif` is the same pictures as a film.
-# - `loss.png`, `attention_layer<L>.png` (the weights of section 6, taken from the model's own
-#   forward pass), `positional_encoding.png` (section 5), `embeddings.png`.
-# - `outputs/README.md`: a gallery that says how to read each file, with this run's numbers.
+# - The pictures, each registered under its `--pictures` name: `epoch_<N>.png` (every `snapshot`
+#   epochs, the architecture as a graph, node area = parameters, colour = how much they changed
+#   since the last picture, beside the strongest token → next-token links) and `evolution.gif`,
+#   the same pictures as a film; `loss.png`, `attention_layer<L>.png` (the weights of section 6,
+#   taken from the model's own forward pass), `positional_encoding.png` (section 5),
+#   `embeddings.png`.
+# - `outputs/README.md`: a gallery that says how to read each picture, with this run's numbers.
+#
+# **A new picture** is one function, registered with `@picture("name")`: it draws from the
+# finished run into the output folder and returns a `Drawing` per file (its name, the gallery's
+# heading and text, whether a notebook shows it). `--pictures name` then draws it, and the
+# gallery and the notebook show it; nothing else changes.
 #
 # Every picture is drawn with matplotlib on a figure attached to no window (networkx lays out
 # the graphs). `embeddings.png` uses PCA: centre the rows of the (V, C) embedding table, take
 # its singular value decomposition $E - \bar{E} = U S W^\top$; the first two columns of $W$ are
 # the directions along which the vectors spread most, and $xy = (E - \bar{E})\,W_{:, :2}$ places
-# every character on that plane. Direction $i$ explains $S_i^2 / \sum_j S_j^2$ of the variance.
+# every token on that plane. Direction $i$ explains $S_i^2 / \sum_j S_j^2$ of the variance.
 
 # %%
 PARAMETER_ROLES = {
@@ -1918,14 +2102,14 @@ def parameter_role(name: str) -> str:
     return PARAMETER_ROLES[key]
 
 
-def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int) -> str:
+def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: str = "character") -> str:
     """The text of parameters.txt: every tensor, the formulas behind the counts, statistics."""
     V, C, d_ff, N, H = vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.n_heads
     named = list(model.named_parameters())
     total = sum(p.numel() for _, p in named)
     lines = ["PARAMETERS OF THE MODEL",
              "=======================",
-             f"V = {V} characters, C = d_model = {C}, H = {H} heads of D = C/H = {C // H}, "
+             f"V = {V} {unit}s, C = d_model = {C}, H = {H} heads of D = C/H = {C // H}, "
              f"N = {N} layers, F = d_ff = {d_ff}, context = {cfg.context}",
              "A Linear layer from a inputs to b outputs has a*b weights plus b biases; "
              "a LayerNorm over C numbers has C gains plus C shifts.",
@@ -1980,46 +2164,36 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def corpus_word_share(samples: list[tuple[str, str, list]], lines: list[str]) -> tuple[int, int]:
-    """(words the model wrote that are words of the corpus, words it wrote), prompts excluded.
-    A rough measure of "does it write Spanish?": invented words are not in the corpus."""
-    known = {w.lower() for line in lines for w in re.findall(r"\w+", line)}
-    written = [w.lower() for prompt, text, _ in samples for w in re.findall(r"\w+", text[len(prompt):])]
-    return sum(w in known for w in written), len(written)
-
-
-
 @dataclass
 class Step:
     """One generation step, everything table.txt prints about it."""
-    position: int  # index of the new character in the sequence (the opening ⏎ is 0)
-    context: str  # the characters the model saw
-    candidates: list  # the candidates shown, most likely first: (character, logit, p, cumulative p)
+    position: int  # index of the new token in the sequence (the opening ⏎ is 0)
+    context: str  # the text the model saw
+    candidates: list  # the candidates shown, most likely first: (token text, logit, p, cumulative p)
     kept: int  # how many candidates were kept (top-k / top-p)
     kept_mass: float  # their total probability
     u: float | None  # the uniform draw (None when greedy)
-    chosen: str  # the character taken
+    chosen: str  # the token taken
     chosen_p: float  # its probability p
     entropy_bits: float  # H(p) in bits
 
     @classmethod
-    def of(cls, position: int, window: list[int], logits: torch.Tensor, choice: Choice,
-           tokenizer: CharTokenizer) -> "Step":
-        """The row of table.txt for one choice: the kept candidates and two rejected ones (or
-        the top 10 when all are kept), and always as far down as the chosen one."""
-        probs, order, cumulative, kept = choice.probs, choice.order, choice.cumulative, choice.kept
-        chosen_rank = int((order == choice.id).nonzero()) + 1
-        shown = min(len(probs), max(kept + 2 if kept < len(probs) else 10, chosen_rank))
-        return cls(position=position, context=tokenizer.decode(window),
-                   candidates=[(tokenizer.chars[int(i)], float(logits[i]), float(probs[i]), float(c))
-                               for i, c in zip(order[:shown], cumulative[:shown])],
-                   kept=kept, kept_mass=float(cumulative[kept - 1]), u=choice.u, chosen=tokenizer.chars[choice.id],
-                   chosen_p=float(probs[choice.id]),
-                   entropy_bits=float(-(probs * torch.log2(probs.clamp_min(1e-30))).sum()))
+    def of(cls, pick: Pick, tokenizer: CharTokenizer) -> "Step":
+        """The row of table.txt for one pick: the kept candidates and two rejected ones (or the
+        top 10 when all are kept), and always as far down as the chosen one."""
+        c = pick.choice
+        chosen_rank = int((c.order == c.id).nonzero()) + 1
+        shown = min(len(c.probs), max(c.kept + 2 if c.kept < len(c.probs) else 10, chosen_rank))
+        return cls(position=pick.position, context=tokenizer.decode(pick.window),
+                   candidates=[(tokenizer.token_text(i), float(c.logits[i]), float(c.probs[i]), float(cum))
+                               for i, cum in zip(c.order[:shown], c.cumulative[:shown])],
+                   kept=c.kept, kept_mass=float(c.cumulative[c.kept - 1]), u=c.u, chosen=tokenizer.token_text(c.id),
+                   chosen_p=float(c.probs[c.id]),
+                   entropy_bits=float(-(c.probs * torch.log2(c.probs.clamp_min(1e-30))).sum()))
 
 
-def sampling_table(samples: list[tuple[str, str, list[Step]]], cfg: Config) -> str:
-    """The text of table.txt from (prompt, generated text, steps) triples."""
+def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer) -> str:
+    """The text of table.txt: every step of every sample."""
     if cfg.greedy:
         how = "greedy: always the most likely character"
     else:
@@ -2032,46 +2206,44 @@ def sampling_table(samples: list[tuple[str, str, list[Step]]], cfg: Config) -> s
            "␣ = space). The candidates are sorted by p = softmax(logit / temperature); 'cum p' adds",
            "them up. Kept candidates are marked with *. To sample, draw u in [0, 1), multiply it by",
            "the kept mass, and take the first kept candidate whose cum p is above that number.",
-           "Entropy H = -sum p log2 p over all characters, in bits: 0 = certain.", ""]
-    for n, (prompt, text, steps) in enumerate(samples, 1):
-        out += [f"SAMPLE {n}: prompt \"{prompt}\"", f"result: {text}", "=" * 72]
-        for s in steps:
-            out.append(f"step {s.position - len(prompt):>3} | position {s.position:>3} | context: {show(s.context)}")
+           f"Entropy H = -sum p log2 p over all {tokenizer.unit}s, in bits: 0 = certain.", ""]
+    for n, sample in enumerate(samples, 1):
+        out += [f"SAMPLE {n}: prompt \"{sample.prompt}\"", f"result: {sample.text}", "=" * 72]
+        for s in (Step.of(pick, tokenizer) for pick in sample.picks):
+            out.append(f"step {s.position - len(sample.prompt):>3} | position {s.position:>3} | context: {show(s.context)}")
             out.append("      rank  char        logit        p    cum p")
-            kept = round(s.kept_mass, 6)
-            for rank, (char, logit, p, cum) in enumerate(s.candidates, 1):
+            for rank, (text, logit, p, cum) in enumerate(s.candidates, 1):
                 mark = "*" if rank <= s.kept else " "
-                out.append(f"    {mark} {rank:>4}  {show(char):<4} {logit:>11.3f} {p:>8.4f} {cum:>8.4f}")
+                out.append(f"    {mark} {rank:>4}  {show(text):<4} {logit:>11.3f} {p:>8.4f} {cum:>8.4f}")
             if s.u is None:
                 draw = "greedy: the most likely"
             else:
-                draw = f"u = {s.u:.4f}, u x kept mass {kept:.4f} = {s.u * s.kept_mass:.4f}"
-            out.append(f"      {draw} -> chose '{show(s.chosen)}' (p = {s.chosen_p:.4f}), "
-                       f"entropy {s.entropy_bits:.2f} bits")
-            out.append("")
+                draw = f"u = {s.u:.4f}, u x kept mass {round(s.kept_mass, 6):.4f} = {s.u * s.kept_mass:.4f}"
+            out += [f"      {draw} -> chose '{show(s.chosen)}' (p = {s.chosen_p:.4f}), entropy {s.entropy_bits:.2f} bits",
+                    ""]
         out.append("")
     return "\n".join(out)
 
 
 class EpochPictures:
-    """Draws outputs/epoch_<N>.png. The figure is built once: layout, character set and
+    """Draws outputs/epoch_<N>.png. The figure is built once: layout, token set and
     colour scale stay fixed, so the images can be flipped through like a film, and each
     snapshot only recolours the nodes, redraws the links and retitles (fast)."""
 
     CHANGE_RANGE = (1e-3, 1.0)  # colour scale of the relative change ||dW|| / ||W||, log scale
     EDGE_SCALE = 10.0  # a link of this strength (in logits) gets the widest line
-    N_CHARS = 14  # characters on each side of the character graph
-    N_EDGES = 36  # links drawn in the character graph
+    N_CHARS = 14  # tokens on each side of the token graph
+    N_EDGES = 36  # links drawn in the token graph
 
-    def __init__(self, model: TransformerLM, tokenizer: CharTokenizer, train_lines: list[str], cfg: Config):
+    def __init__(self, model: TransformerLM, data: Data, cfg: Config, out: Path):
         import matplotlib
         from matplotlib import colors
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        self.cfg, self.tokenizer = cfg, tokenizer
+        self.cfg, self.tokenizer, self.out = cfg, data.tokenizer, out
         self.groups = self._parameter_groups(cfg)
-        self.graph, self.pos = self._architecture(cfg)
+        self.graph, self.pos = self._architecture(cfg, self.tokenizer.unit)
         self.previous = self._weights(model)
         self.norm = colors.LogNorm(*self.CHANGE_RANGE)
         self.cmap = matplotlib.colormaps["viridis"]
@@ -2079,10 +2251,10 @@ class EpochPictures:
         FigureCanvasAgg(self.fig)  # draws in memory: render() reuses the unchanging part of the picture
         ax, self.ax2 = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
         self._draw_architecture(ax)
-        self._draw_character_sides(self.ax2, train_lines)
+        self._draw_token_sides(self.ax2, data.train_text)
         self.link_artist = None
         self.frames = []  # one small image per picture, for evolution.gif
-        self.drawn: list[Path] = []  # the files written so far
+        self.drawn: list[tuple[int, str]] = []  # (epoch, file name) of the pictures written so far
         self.background = None  # the unchanging part of the figure, drawn once (see render)
         self.title = self.fig.suptitle("", fontsize=12)
         self.fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.1, wspace=0.04)
@@ -2135,34 +2307,32 @@ class EpochPictures:
                                   label="no parameters")],
                   loc="lower left", fontsize=9, frameon=False)
 
-    def _draw_character_sides(self, ax2, train_lines: list[str]):
-        """Right: the most frequent characters on both sides; the links are drawn per snapshot."""
+    def _draw_token_sides(self, ax2, train_lines: list[str]):
+        """Right: the most frequent tokens on both sides; the links are drawn per snapshot."""
         import networkx as nx
+        from collections import Counter
         from matplotlib.lines import Line2D
-        char_counts = {}
-        for line in train_lines:
-            for c in line + EOL:
-                char_counts[c] = char_counts.get(c, 0) + 1
-        top = sorted(char_counts, key=lambda c: (-char_counts[c], c))[:self.N_CHARS]
-        self.chars = sorted(top, key=lambda c: self.tokenizer.ids[c])
+        counts = Counter(i for line in train_lines for i in self.tokenizer.encode(line + EOL))
+        self.ids = sorted(sorted(counts, key=lambda i: (-counts[i], i))[:self.N_CHARS])  # the most frequent, by id
         self.char_graph = nx.DiGraph()
         self.char_pos = {}
-        for i, c in enumerate(self.chars):
+        for row, i in enumerate(self.ids):
             for side, x in (("now", 0.0), ("next", 1.0)):
-                self.char_graph.add_node((side, c))
-                self.char_pos[(side, c)] = (x, -i)
+                self.char_graph.add_node((side, i))
+                self.char_pos[(side, i)] = (x, -row)
         char_nodes = nx.draw_networkx_nodes(self.char_graph, self.char_pos, node_size=260, node_color="white",
                                             edgecolors="0.3", ax=ax2)
         char_labels = nx.draw_networkx_labels(self.char_graph, self.char_pos, font_size=10, ax=ax2,
-                                              labels={node: show(node[1]) for node in self.char_graph.nodes})
+                                              labels={node: show(self.tokenizer.token_text(node[1]))
+                                                      for node in self.char_graph.nodes})
         self.over_links = [char_nodes, *char_labels.values()]  # redrawn over the links of each picture
-        ax2.text(0, 0.9, "character", ha="center", fontsize=10)
-        ax2.text(1, 0.9, "next character", ha="center", fontsize=10)
+        ax2.text(0, 0.9, self.tokenizer.unit, ha="center", fontsize=10)
+        ax2.text(1, 0.9, f"next {self.tokenizer.unit}", ha="center", fontsize=10)
         ax2.set_xlim(-0.3, 1.3)
-        ax2.set_ylim(-len(self.chars) - 0.6, 1.4)
+        ax2.set_ylim(-len(self.ids) - 0.6, 1.4)
         ax2.axis("off")
         ax2.set_title(f"Direct path, skipping the layers: head(norm(embedding)),\n"
-                      f"the {self.N_EDGES} strongest links between frequent characters", fontsize=10)
+                      f"the {self.N_EDGES} strongest links between frequent {self.tokenizer.unit}s", fontsize=10)
         ax2.legend(handles=[Line2D([], [], color="tab:blue", lw=2, label="next more likely"),
                             Line2D([], [], color="tab:red", lw=2, label="next less likely")],
                    loc="lower center", ncol=2, fontsize=9, frameon=False)
@@ -2187,7 +2357,7 @@ class EpochPictures:
         return groups
 
     @staticmethod
-    def _architecture(cfg):
+    def _architecture(cfg, unit: str):
         """The network as a directed graph with fixed positions: one column per layer."""
         import networkx as nx
         G = nx.DiGraph()
@@ -2197,7 +2367,7 @@ class EpochPictures:
             G.add_node(node, label=label)
             pos[node] = (x, y)
 
-        add("ids", 0, 0, "character ids")
+        add("ids", 0, 0, f"{unit} ids")
         add("embedding", 0, -1.2, "embedding")
         add("+PE", 0, -2.4, "+ positional\n   encoding")
         G.add_edges_from([("ids", "embedding"), ("embedding", "+PE")], kind="flow")
@@ -2260,11 +2430,11 @@ class EpochPictures:
             node_colors.append(self.cmap(self.norm(min(max(change / scale, self.CHANGE_RANGE[0]),
                                                        self.CHANGE_RANGE[1]))))
         self.previous = current
-        ids = [self.tokenizer.ids[c] for c in self.chars]
+        ids = self.ids
         links = self.direct_path(model)[ids][:, ids]  # (n, n)
         n = len(ids)
         strongest = links.abs().flatten().argsort(descending=True)[:self.N_EDGES]
-        edges = [(("now", self.chars[int(f) // n]), ("next", self.chars[int(f) % n])) for f in strongest]
+        edges = [(("now", ids[int(f) // n]), ("next", ids[int(f) % n])) for f in strongest]
         values = [float(links.flatten()[f]) for f in strongest]
         return node_colors, edges, values
 
@@ -2304,9 +2474,10 @@ class EpochPictures:
         self.frames.append(image.convert("RGB").resize((round(width * 0.6), round(height * 0.6)), Image.LANCZOS)
                            .quantize(colors=128))  # a smaller frame for evolution.gif
 
-    def draw(self, model: TransformerLM, epoch: int, record: dict, path: Path):
-        self.render(self.measure(model), epoch, record, path)
-        self.drawn.append(path)
+    def draw(self, model: TransformerLM, record: dict, cfg: Config):
+        name = f"epoch_{record['epoch']}.png"
+        self.render(self.measure(model), record["epoch"], record, self.out / name)
+        self.drawn.append((record["epoch"], name))
 
 
 def new_figure(width: float, height: float, dpi: int = 90):
@@ -2367,7 +2538,7 @@ def attention_maps(model: TransformerLM, tokenizer: CharTokenizer, text: str) ->
     model.eval()
     _, weights = model(torch.tensor([ids], device=device), return_attention=True)  # N x (1, H, T, T)
     model.train(was_training)
-    return [tokenizer.chars[i] for i in ids], [w[0].float().cpu() for w in weights]  # N x (H, T, T)
+    return [tokenizer.token_text(i) for i in ids], [w[0].float().cpu() for w in weights]  # N x (H, T, T)
 
 
 def head_habits(weights: torch.Tensor, chars: list[str]) -> list[tuple[str, float]]:
@@ -2379,7 +2550,7 @@ def head_habits(weights: torch.Tensor, chars: list[str]) -> list[tuple[str, floa
     if T < 5:  # a context of 4 or fewer characters: no row t >= 4 to average over
         return [("too few characters to tell", 0.0)] * H
     rows = torch.arange(4, T)
-    last_space = torch.tensor([max((s for s in range(t) if chars[s] == " "), default=-1) for t in range(T)])
+    last_space = torch.tensor([max((s for s in range(t) if " " in chars[s]), default=-1) for t in range(T)])
     spaced = rows[last_space[rows] >= 0]  # rows with a space somewhere before them
     habits = []
     for h in range(H):
@@ -2478,6 +2649,9 @@ VOWELS = set("aeiouáéíóúüAEIOUÁÉÍÓÚÜ")
 
 
 def character_kind(c: str) -> str:
+    """The colour group of a token's text in embeddings.png."""
+    if len(c) > 1:
+        return "word piece"
     if c in VOWELS:
         return "vowel"
     if c.isalpha():
@@ -2490,7 +2664,7 @@ def character_kind(c: str) -> str:
 
 
 KIND_COLORS = {"vowel": "tab:red", "consonant": "tab:blue", "punctuation": "tab:green",
-               "space or ⏎": "black", "other": "tab:purple"}
+               "space or ⏎": "black", "word piece": "tab:orange", "other": "tab:purple"}
 
 
 def draw_embeddings(tokenizer: CharTokenizer, before: torch.Tensor, after: torch.Tensor, path: Path):
@@ -2498,10 +2672,11 @@ def draw_embeddings(tokenizer: CharTokenizer, before: torch.Tensor, after: torch
     from matplotlib.lines import Line2D
     fig = new_figure(13, 6.2)
     axes = fig.subplots(1, 2)
-    kinds = [character_kind(c) for c in tokenizer.chars]
+    texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
+    kinds = [character_kind(c) for c in texts]
     for ax, table, when in zip(axes, (before, after), ("at the start of training", "at the end of training")):
         xy, explained = pca_2d(table)
-        for (x, y), c, kind in zip(xy.tolist(), tokenizer.chars, kinds):
+        for (x, y), c, kind in zip(xy.tolist(), texts, kinds):
             ax.text(x, y, show(c), color=KIND_COLORS[kind], fontsize=11, ha="center", va="center",
                     fontweight="bold" if kind == "vowel" else "normal")
         pad = 0.08 * float((xy.max(0).values - xy.min(0).values).max())
@@ -2510,7 +2685,7 @@ def draw_embeddings(tokenizer: CharTokenizer, before: torch.Tensor, after: torch
         ax.set_xlabel(f"first principal direction ({explained[0]:.0%} of the variance)", fontsize=10)
         ax.set_ylabel(f"second principal direction ({explained[1]:.0%})", fontsize=10)
         ax.tick_params(labelsize=9)
-        ax.set_title(f"Character embeddings {when}", fontsize=12)
+        ax.set_title(f"{tokenizer.unit.capitalize()} embeddings {when}", fontsize=12)
     axes[1].legend(handles=[Line2D([], [], ls="", marker="s", color=color, label=kind)
                             for kind, color in KIND_COLORS.items() if kind in kinds],
                    fontsize=10, loc="upper right", framealpha=0.9)
@@ -2518,12 +2693,12 @@ def draw_embeddings(tokenizer: CharTokenizer, before: torch.Tensor, after: torch
     save_figure(fig, path)
 
 
-def nearest_characters(tokenizer: CharTokenizer, table: torch.Tensor, char: str, k: int = 3) -> list[str]:
-    """The k characters whose embedding vectors point most nearly the same way as char's."""
+def nearest_tokens(tokenizer: CharTokenizer, table: torch.Tensor, text: str, k: int = 3) -> list[str]:
+    """The k tokens whose embedding vectors point most nearly the same way as the token `text`'s."""
     unit = F.normalize(table.detach().float().cpu(), dim=1)  # (V, C), rows of length 1
-    similarity = unit @ unit[tokenizer.ids[char]]  # (V, C) @ (C,) -> (V,) cosine similarities
-    order = similarity.argsort(descending=True).tolist()
-    return [tokenizer.chars[i] for i in order if tokenizer.chars[i] != char][:k]
+    me = tokenizer.token_id(text)
+    similarity = unit @ unit[me]  # (V, C) @ (C,) -> (V,) cosine similarities
+    return [tokenizer.token_text(i) for i in similarity.argsort(descending=True).tolist() if i != me][:k]
 
 
 def write_evolution_gif(frames: list, path: Path, ms_per_frame: int = 800):
@@ -2536,153 +2711,161 @@ def write_evolution_gif(frames: list, path: Path, ms_per_frame: int = 800):
 
 
 
-def gallery(files: list[str], facts: dict) -> str:
-    """outputs/README.md: every file of the run, with how to read it. Only files in `files`
-    (those the run wrote) are shown or linked."""
-    lines = ["# What the model wrote: a gallery", "",
-             f"Written by `python LLM.py` on {facts['data']}: {facts['summary']}. Every file below "
-             f"is rebuilt by each run; the same seed on the same machine gives the same files.", ""]
-    for title, body, image in gallery_sections(files, facts):
-        lines.extend([f"## {title}", ""] + ([f"![{title}]({image})", ""] if image else []) + [body, ""])
-    return "\n".join(lines).rstrip() + "\n"
+@dataclass
+class Drawing:
+    """One picture a run wrote, and what the gallery says about it."""
+    file: str  # its name in the output folder: the gallery shows it
+    title: str  # the gallery's heading
+    text: str  # how to read it, with this run's numbers (markdown)
+    inline: bool = True  # shown under the run in a notebook
+    named: str = ""  # how the run's last line names it (default: the file)
 
 
-def gallery_sections(files: list[str], facts: dict):
-    """(title, body, image or None) for every file the run wrote, in reading order."""
-    yield from loss_and_attention_sections(files, facts)
-    yield from encoding_sections(files, facts)
-    yield from epoch_sections(files)
-    texts = [("parameters.txt", "every parameter tensor: its shape, count and role, the formulas that "
-                                "give the counts, and statistics of each tensor after training"),
-             ("table.txt", "every character the model wrote for the samples: what it saw, its top "
-                           "candidates with their probabilities, the random draw and the choice"),
-             ("model.pt", "the checkpoint (best epoch): weights, settings and vocabulary; not kept in "
-                          "git, use it with `python LLM.py --chat`, `--generate`, `--eval` or `--resume`")]
-    # model.pt is not kept in git, so it is named but not linked: every link must lead somewhere
-    listed = [(f"- `{name}`" if name == "model.pt" else f"- [{name}]({name})") + f": {what}."
-              for name, what in texts if name in files]
-    if listed:
-        yield "Text files", "\n".join(listed), None
+@dataclass
+class Finished:
+    """What a picture is drawn from: the run, once trained."""
+    setup: Setup
+    history: list[dict]
+    test_loss: float | None
+    epochs: EpochPictures | None  # the epoch pictures drawn during training
+    drawings: list = field(default_factory=list)  # what write_pictures_and_gallery drew
+
+    @property
+    def best(self) -> dict:
+        return min(self.history, key=lambda r: r["val_loss"])
 
 
-def loss_and_attention_sections(files: list[str], facts: dict):
-    if "loss.png" in files:
-        yield "loss.png: learning, epoch by epoch", (
-            "Train loss (blue) and validation loss (orange) per epoch, in nats per character; the grey "
-            "dashed line is the learning rate (right axis): the short warm-up, then the cosine down to a "
-            "tenth. The star is the best epoch, the one kept in model.pt"
-            + (", and the red diamond the test loss of that model, measured once at the end" if facts.get("test_loss")
-               else "") + f". Here the best validation loss is {facts['best_val']:.3f} at epoch "
-            f"{facts['best_epoch']}. What to look for: both curves fall fast in the first epochs (spelling "
-            f"is easy), then slowly; when the validation curve stops falling while the training curve goes on, "
-            f"the model is learning the training lines by heart, and early stopping ends the run."), "loss.png"
-    for name in sorted((f for f in files if f.startswith("attention_layer")), key=lambda f: int(f[15:-4])):
-        layer = int(name[15:-4])
-        habits = facts["habits"][layer - 1]
+PICTURES = {}  # --pictures name -> function(Finished) -> list[Drawing]; the gallery follows this order
+
+
+def picture(name: str):
+    """Register a picture: a function that draws into run.setup.out and returns its Drawings."""
+    def register(draw):
+        PICTURES[name] = draw
+        return draw
+    return register
+
+
+def wanted(cfg: Config, name: str) -> bool:
+    return name in cfg.pictures or "all" in cfg.pictures
+
+
+@picture("loss")
+def loss_picture(run: Finished) -> list[Drawing]:
+    snapshots = [epoch for epoch, _ in run.epochs.drawn] if run.epochs else []
+    draw_loss(run.history, snapshots, run.setup.out / "loss.png", run.test_loss)
+    tested = ", and the red diamond the test loss of that model, measured once at the end" if run.test_loss else ""
+    return [Drawing("loss.png", "loss.png: learning, epoch by epoch", (
+        "Train loss (blue) and validation loss (orange) per epoch, in nats per character; the grey dashed line "
+        "is the learning rate (right axis): the short warm-up, then the cosine down to its floor. The star is the "
+        f"best epoch, the one kept in model.pt{tested}. Here the best validation loss is "
+        f"{run.best['val_loss']:.3f} at epoch {run.best['epoch']}. What to look for: both curves fall fast in the "
+        "first epochs (spelling is easy), then slowly; when the validation curve stops falling while the training "
+        "curve goes on, the model is learning the training lines by heart, and early stopping ends the run."))]
+
+
+@picture("attention")
+def attention_pictures(run: Finished) -> list[Drawing]:
+    example = pick_example(run.setup.data.train_text)
+    tokens, weights = attention_maps(run.setup.model, run.setup.data.tokenizer, example)
+    drawings = []
+    for layer, layer_weights in enumerate(weights, 1):
+        name = f"attention_layer{layer}.png"
+        draw_attention(tokens, layer_weights, layer, run.setup.out / name)
         told = "; ".join(f"head {h + 1} spreads its weight, no habit above 25%" if what == "spread out" else
                          f"head {h + 1}: {what}, with a context this short" if share == 0 else
                          f"head {h + 1} looks mostly at {what} ({share:.0%} of its weight)"
-                         for h, (what, share) in enumerate(habits))
-        yield f"{name}: where layer {layer} looks", (
-            f"The attention weights of the {len(habits)} heads of layer {layer} while the model reads "
-            f"\u201c{facts['example']}\u201d. Row t is the character that looks, column s where it looks; each "
-            f"row adds up to 1, and the grey triangle above the diagonal is the future, which the causal mask "
-            f"hides. A bright diagonal just below the main one means 'look at the previous character', a "
-            f"bright first column 'look at the start of the line'. In this run: {told}."), name
+                         for h, (what, share) in enumerate(head_habits(layer_weights, tokens)))
+        drawings.append(Drawing(name, f"{name}: where layer {layer} looks", (
+            f"The attention weights of the {len(layer_weights)} heads of layer {layer} while the model reads "
+            f"\u201c{example}\u201d. Row t is the {run.setup.data.tokenizer.unit} that looks, column s where it looks; "
+            "each row adds up to 1, and the grey triangle above the diagonal is the future, which the causal mask "
+            "hides. A bright diagonal just below the main one means 'look at the previous character', a bright "
+            f"first column 'look at the start of the line'. In this run: {told}.")))
+    return drawings
 
 
-def encoding_sections(files: list[str], facts: dict):
-    if "positional_encoding.png" in files:
-        yield "positional_encoding.png: how the model knows where a character stands", (
-            "Left, the matrix PE(pos, i) that section 5 adds to every character's vector: one row per "
-            "position, one column per dimension. Right, a few columns as curves: dimension 0 is "
-            "sin(pos), a turn every 6.3 positions; higher dimensions are slower waves. No two rows are "
-            "alike, so every position has a fingerprint, and nearby positions have similar ones. "
-            "Nothing here is learned: it is the same picture for every run with the same width."), \
-            "positional_encoding.png"
-    if "embeddings.png" in files:
-        yield "embeddings.png: what the model learned about each character", (
-            "Every character's embedding vector, projected to 2-D along the two directions in which the "
-            "vectors differ most (PCA). At the start the vectors are random and the characters are "
-            "mixed; at the end characters that play the same role sit together (colours: vowels, "
-            "consonants, punctuation, space). In this run the characters whose vectors point most nearly "
-            f"the same way as 'a' are {facts['near_a']}, and as '.' are {facts['near_dot']}. Two "
-            "directions show only part of the picture: the axis labels say how much of the spread they hold."), \
-            "embeddings.png"
+@picture("positions")
+def positions_picture(run: Finished) -> list[Drawing]:
+    draw_positional_encoding(run.setup.model.positional_encoding.cpu(), run.setup.out / "positional_encoding.png")
+    return [Drawing("positional_encoding.png", "positional_encoding.png: how the model knows where a character stands", (
+        "Left, the matrix PE(pos, i) that section 5 adds to every character's vector: one row per position, one "
+        "column per dimension. Right, a few columns as curves: dimension 0 is sin(pos), a turn every 6.3 positions; "
+        "higher dimensions are slower waves. No two rows are alike, so every position has a fingerprint, and "
+        "nearby positions have similar ones. Nothing here is learned: it is the same picture for every run with "
+        "the same width."))]
 
 
-def epoch_sections(files: list[str]):
-    epochs = sorted((f for f in files if f.startswith("epoch_")), key=lambda f: int(f[6:-4]))
-    if epochs:
-        yield "epoch_N.png: the network, epoch by epoch", (
-            "Left, the architecture as a graph, read from top to bottom; node area = number of "
-            "parameters, colour = how much those weights changed since the previous picture "
-            "(||ΔW|| / ||W||, log scale): bright early, darker as learning settles. Right, the direct "
-            "path head(norm(embedding)): which next character each frequent character makes more (blue) "
-            "or less (red) likely, before any layer helps. Files: "
-            + ", ".join(f"[{f}]({f})" for f in epochs) + "."), epochs[-1]
-    if "evolution.gif" in files:
-        yield ("evolution.gif: the epoch pictures as a film",
-               "The same pictures one after the other, same layout and colour scale, the last held "
-               "longer: watch the colours cool down and the character links grow.", "evolution.gif")
+@picture("embeddings")
+def embeddings_picture(run: Finished) -> list[Drawing]:
+    tokenizer, table = run.setup.data.tokenizer, run.setup.model.token_embedding.weight
+    draw_embeddings(tokenizer, run.setup.initial_embedding, table, run.setup.out / "embeddings.png")
+    near = lambda text: (", ".join(f"'{show(n)}'" for n in nearest_tokens(tokenizer, table, text))  # noqa: E731
+                         if tokenizer.token_id(text) is not None else "(not in this text)")
+    return [Drawing("embeddings.png", "embeddings.png: what the model learned about each character", (
+        "Every token's embedding vector, projected to 2-D along the two directions in which the vectors differ "
+        "most (PCA). At the start the vectors are random and the characters are mixed; at the end characters that "
+        "play the same role sit together (colours: vowels, consonants, punctuation, space). In this run the "
+        f"characters whose vectors point most nearly the same way as 'a' are {near('a')}, and as '.' are "
+        f"{near('.')}. Two directions show only part of the picture: the axis labels say how much of the spread "
+        "they hold."))]
 
 
-def draw_pictures(setup: Setup, history: list[dict], pictures: EpochPictures | None, test_loss: float | None,
-                  chars: list[str], weights: list[torch.Tensor]) -> list[str]:
-    """The pictures that cfg.pictures asks for, besides the epoch pictures; returns the file names."""
-    model, cfg, out, files = setup.model, setup.cfg, setup.out, []
-    drawn = pictures.drawn if pictures is not None else []
-    if "loss" in cfg.pictures:
-        draw_loss(history, [int(p.stem[6:]) for p in drawn], out / "loss.png", test_loss)
-        files.append("loss.png")
-    if "attention" in cfg.pictures:
-        for layer, layer_weights in enumerate(weights, 1):
-            draw_attention(chars, layer_weights, layer, out / f"attention_layer{layer}.png")
-            files.append(f"attention_layer{layer}.png")
-    if "positions" in cfg.pictures:
-        draw_positional_encoding(model.positional_encoding.cpu(), out / "positional_encoding.png")
-        files.append("positional_encoding.png")
-    if "embeddings" in cfg.pictures:
-        draw_embeddings(setup.data.tokenizer, setup.initial_embedding, model.token_embedding.weight,
-                        out / "embeddings.png")
-        files.append("embeddings.png")
-    if "evolution" in cfg.pictures and pictures is not None and pictures.frames:
-        write_evolution_gif(pictures.frames, out / "evolution.gif")
-        files.append("evolution.gif")
-    return files
+@picture("epochs")
+def epoch_pictures(run: Finished) -> list[Drawing]:
+    if run.epochs is None or not run.epochs.drawn:  # --snapshot 0, or no epoch reached a multiple of it
+        return []
+    files = [name for _, name in run.epochs.drawn]
+    return [Drawing(files[-1], "epoch_N.png: the network, epoch by epoch", (
+        "Left, the architecture as a graph, read from top to bottom; node area = number of parameters, colour = "
+        "how much those weights changed since the previous picture (||ΔW|| / ||W||, log scale): bright early, "
+        "darker as learning settles. Right, the direct path head(norm(embedding)): which next character each "
+        "frequent character makes more (blue) or less (red) likely, before any layer helps. Files: "
+        + ", ".join(f"[{f}]({f})" for f in files) + "."), named=f"{len(files)} epoch_<N>.png")]
 
 
-def gallery_facts(setup: Setup, history: list[dict], test_loss: float | None, example: str,
-                  chars: list[str], weights: list[torch.Tensor]) -> dict:
-    """The numbers outputs/README.md quotes, read from this run."""
-    model, data, cfg = setup.model, setup.data, setup.cfg
-    best = min(history, key=lambda r: r["val_loss"])
-    table = model.token_embedding.weight
-    near = lambda c: (", ".join(f"'{show(n)}'" for n in nearest_characters(data.tokenizer, table, c))  # noqa: E731
-                      if c in data.tokenizer.ids else "(not in this text)")
-    return {"data": f"`{Path(cfg.data).name}`",
-            "summary": (f"{data.n_chars:,} characters read in {data.mode} mode, a model of "
-                        f"{count_parameters(model):,} parameters, {len(history)} epochs"),
-            "best_val": best["val_loss"], "best_epoch": best["epoch"], "test_loss": test_loss,
-            "example": example, "habits": [head_habits(w, chars) for w in weights],
-            "near_a": near("a"), "near_dot": near(".")}
+@picture("evolution")
+def evolution_film(run: Finished) -> list[Drawing]:
+    if run.epochs is None or not run.epochs.frames:
+        return []
+    write_evolution_gif(run.epochs.frames, run.setup.out / "evolution.gif")
+    return [Drawing("evolution.gif", "evolution.gif: the epoch pictures as a film", (
+        "The same pictures one after the other, same layout and colour scale, the last held longer: watch the "
+        "colours cool down and the character links grow."), inline=False)]
 
 
-def write_pictures_and_gallery(setup: Setup, history: list[dict], pictures: EpochPictures | None,
-                               test_loss: float | None, log=print):
-    """The end of the run (section 15): the other pictures, outputs/README.md, the last line."""
-    out, started = setup.out, time.perf_counter()
-    example = pick_example(setup.data.train_text)
-    chars, weights = attention_maps(setup.model, setup.data.tokenizer, example)  # for the pictures and the gallery
-    drawn = pictures.drawn if pictures is not None else []
-    files = draw_pictures(setup, history, pictures, test_loss, chars, weights)
-    files += [p.name for p in drawn] + ["parameters.txt", "table.txt", "model.pt"]
-    save_text(out / "README.md", gallery(files, gallery_facts(setup, history, test_loss, example, chars, weights)))
-    best = min(history, key=lambda r: r["val_loss"])
-    log(f"wrote {out}/: model.pt (epoch {best['epoch']}, best validation loss {best['val_loss']:.3f}), "
-        f"parameters.txt, table.txt" + (f", {len(drawn)} epoch_<N>.png" if drawn else "")
-        + "".join(f", {name}" for name in files if not name.startswith("epoch_") and name.endswith((".png", ".gif")))
+TEXT_FILES = {"parameters.txt": "every parameter tensor: its shape, count and role, the formulas that give the counts, "
+                                "and statistics of each tensor after training",
+              "table.txt": "every character the model wrote for the samples: what it saw, its top candidates with "
+                           "their probabilities, the random draw and the choice",
+              "model.pt": "the checkpoint (best epoch): weights, settings and vocabulary; not kept in git, use it "
+                          "with `python LLM.py --chat`, `--generate`, `--eval` or `--resume`"}
+
+
+def gallery(run: Finished, drawings: list[Drawing]) -> str:
+    """outputs/README.md: every file of the run, with how to read it."""
+    data, cfg = run.setup.data, run.setup.cfg
+    lines = ["# What the model wrote: a gallery", "",
+             f"Written by `python LLM.py` on `{Path(cfg.data).name}`: {data.n_chars:,} characters read in {data.mode} "
+             f"mode, a model of {count_parameters(run.setup.model):,} parameters, {len(run.history)} epochs. Every "
+             f"file below is rebuilt by each run; the same seed on the same machine gives the same files.", ""]
+    for d in drawings:
+        lines += [f"## {d.title}", "", f"![{d.title}]({d.file})", "", d.text, ""]
+    # model.pt is not kept in git, so it is named but not linked: every link must lead somewhere
+    listed = [(f"- `{name}`" if name == "model.pt" else f"- [{name}]({name})") + f": {what}."
+              for name, what in TEXT_FILES.items()]
+    return "\n".join(lines + ["## Text files", ""] + listed) + "\n"
+
+
+def write_pictures_and_gallery(run: Finished, log=print) -> list[Drawing]:
+    """The end of the run: the pictures --pictures asks for, outputs/README.md, the last line."""
+    started = time.perf_counter()
+    drawings = [d for name, draw in PICTURES.items() if wanted(run.setup.cfg, name) for d in draw(run)]
+    save_text(run.setup.out / "README.md", gallery(run, drawings))
+    log(f"wrote {run.setup.out}/: model.pt (epoch {run.best['epoch']}, best validation loss "
+        f"{run.best['val_loss']:.3f}), parameters.txt, table.txt" + "".join(f", {d.named or d.file}" for d in drawings)
         + f" and README.md, the gallery ({time.perf_counter() - started:.1f} s for the pictures after training)")
+    return drawings
 
 
 # %% [markdown]
@@ -2706,7 +2889,7 @@ CHAT_HELP = """Type the start of a proverb and press Enter; the model completes 
   /topk 5       sample among the k most likely characters, 0 = all (now {top_k})
   /topp 0.9     sample among the most likely characters that add up to p, 1 = all (now {top_p})
   /greedy       always take the most likely character: on / off (now {greedy})
-  /train [N]    train N more epochs (default 3) on the corpus plus what you typed, save, chat on
+  /train [N]    train N more epochs (default {chat_epochs}) on the corpus plus what you typed, save, chat on
   /save [FILE]  save the model as it is now (default: {target})
   /help         this text
   exit, quit    leave (Ctrl-D and Ctrl-C too)"""
@@ -2737,15 +2920,13 @@ def chat_lines(stream, log=print):
 class Chat:
     """The state of one chat session: the model, the sampling settings, what was typed."""
 
-    TYPED_WEIGHT = 10  # /train: each typed line is trained on this many times per epoch
-
     def __init__(self, cfg: Config, checkpoint: Path, chat_log: str | None, log=print, data: str | None = None):
         self.device = pick_device(cfg.device)
         self.checkpoint, self.log = checkpoint, log
         self.model, self.tokenizer, self.trained_cfg, payload = load_checkpoint(checkpoint, self.device)
         if data is not None:  # --data: /train reads this corpus instead of the checkpoint's
             self.trained_cfg = replace(self.trained_cfg, data=data)
-        self.sampling = Sampling.of(cfg)
+        self.sampling, self.typed_cfg = Sampling.of(cfg), cfg  # the settings typed with --chat
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.typed: list[str] = []
         self.chat_log = Path(chat_log) if chat_log else None
@@ -2801,7 +2982,7 @@ class Chat:
                 return False
             if name == "/help":
                 self.log(CHAT_HELP.format(**{**asdict(s), "greedy": "on" if s.greedy else "off",
-                                             "target": self.target}))
+                                             "target": self.target, "chat_epochs": self.typed_cfg.chat_epochs}))
             elif name == "/temp":
                 value = float(argument)
                 if temperature_problem(value):
@@ -2824,7 +3005,7 @@ class Chat:
                 s.greedy = not s.greedy
                 self.log(f"  greedy = {'on' if s.greedy else 'off'}")
             elif name == "/train":
-                epochs = int(argument) if argument is not None else 3
+                epochs = int(argument) if argument is not None else self.typed_cfg.chat_epochs
                 if epochs <= 0:
                     raise ValueError
                 self.teach(epochs)
@@ -2857,27 +3038,29 @@ class Chat:
                                                               corpus + "".join(typed), cfg)
         if added:
             self.log(f"  new characters, with new embedding and output rows: {name_chars(added)}")
-        # Go on at a third of the first run's peak learning rate: a trained model only needs
-        # nudging. Every typed line counts TYPED_WEIGHT times, so that a few lines weigh
-        # something next to hundreds of proverbs.
-        cfg = replace(cfg, epochs=epochs, lr=cfg.lr / 3, warmup=0, patience=0, snapshot=0, device=str(self.device))
+        # Go on at a fraction of the first run's peak learning rate: a trained model only needs
+        # nudging. Every typed line counts chat_weight times, so that a few lines weigh
+        # something next to thousands of proverbs.
+        cfg = replace(cfg, epochs=epochs, lr=cfg.lr / self.typed_cfg.chat_lr_divisor, warmup=0, patience=0, snapshot=0,
+                      device=str(self.device))
         try:
-            data = prepare_data(corpus, cfg, self.tokenizer, extra_train=typed * self.TYPED_WEIGHT)
+            data = prepare_any_text(corpus, cfg, self.tokenizer, extra_train=typed * self.typed_cfg.chat_weight)
         except UserError as e:
             self.log(f"  cannot train: {e}")
             return
         yours = encode_lines(typed, self.tokenizer, cfg.context)
-        before = [evaluate(self.model, split, cfg.batch_size * 4, self.device, cfg) for split in (yours, data.val_split)]
+        hooks = DeviceHooks(cfg, self.device)
+        before = [evaluate(self.model, split, cfg.eval_batch, self.device, hooks.autocast) for split in (yours, data.val_split)]
         self.log(f"  training {epochs} epoch{'s' * (epochs > 1)} on {cfg.data} plus {len(typed)} typed "
                  f"line{'s' * (len(typed) != 1)}")
         try:
-            train(self.model, data, cfg, self.device, log=lambda m: self.log("  " + m.strip()))
+            train(self.model, data, cfg, self.device, hooks, log=lambda m: self.log("  " + m.strip()))
         except KeyboardInterrupt:
             self.log("  (training stopped; the chat goes on with the best weights so far)")
         except TrainingDiverged as e:
             self.log(f"  {e}")
         self.model.eval()
-        after = [evaluate(self.model, split, cfg.batch_size * 4, self.device, cfg) for split in (yours, data.val_split)]
+        after = [evaluate(self.model, split, cfg.eval_batch, self.device, hooks.autocast) for split in (yours, data.val_split)]
         self.log(f"  loss on your lines {before[0]:.3f} -> {after[0]:.3f}; "
                  f"on the validation proverbs {before[1]:.3f} -> {after[1]:.3f}")
         self.epoch, self.saved_cfg, self.val_loss = self.epoch + epochs, cfg, after[1]
@@ -2947,6 +3130,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see python LLM.py --help)")
 
 
+FLAG_GROUPS = {"data": "data and outputs", "d_model": "model shape", "batch_size": "training",
+               "prompts": "sampling", "chat_epochs": "the chat's /train"}  # the Config field each group starts at
+
+
 def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     """The flags. With defaults=False, flags that were not typed stay out of the result:
     that is how --resume tells what the user asked to change."""
@@ -2954,7 +3141,10 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
         prog="python LLM.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=None if defaults else argparse.SUPPRESS,
         description="Train a small character-level Transformer on a text file (Spanish proverbs by "
-                    "default) and write what it learned to an output folder.")
+                    "default) and write what it learned to an output folder.",
+        epilog=f"--pictures names: {' '.join(PICTURES)}. Presets: "
+               + "; ".join(f"{name}: " + (" ".join(f"{flag_of(k)} {v}" for k, v in changes.items()) or "the defaults")
+                           for name, changes in PRESETS.items()) + ".")
     use = parser.add_argument_group("what to do (default: train a new model)")
     action = use.add_mutually_exclusive_group()
     action.add_argument("--resume", action="store_true",
@@ -2964,27 +3154,30 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     action.add_argument("--eval", action="store_true",
                         help="report loss, perplexity and bits per character of the checkpoint on the test split")
     action.add_argument("--generate", metavar="PROMPT",
-                        help="load the checkpoint and complete PROMPT, with the sampling settings below")
+                        help="load the checkpoint and complete PROMPT, with the sampling settings")
     action.add_argument("--chat", action="store_true",
                         help="talk to the checkpoint: type the start of a proverb, it completes it")
+    use.add_argument("--preset", choices=list(PRESETS), default="classroom" if defaults else argparse.SUPPRESS,
+                     help="named settings (listed at the end); flags typed beside it change them again")
     use.add_argument("--samples", type=int, default=1 if defaults else argparse.SUPPRESS, metavar="N",
                      help="how many completions --generate prints")
     use.add_argument("--checkpoint", metavar="FILE",
-                     help="checkpoint to load (default: model.pt in the --out folder)")
+                     help="checkpoint to load (model.pt in the --out folder if not given)")
     use.add_argument("--chat-log", metavar="FILE", help="--chat appends every line you type to this file")
+    group = use
     for f in fields(Config):
-        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        group = parser.add_argument_group(FLAG_GROUPS[f.name]) if f.name in FLAG_GROUPS else group
+        flag = flag_of(f.name)
         default = f.default if defaults else argparse.SUPPRESS
         if f.type == "bool":
-            parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"],
-                                **({} if defaults else {"default": argparse.SUPPRESS}))
+            group.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"],
+                               **({} if defaults else {"default": argparse.SUPPRESS}))
         elif f.type == "tuple":
-            parser.add_argument(flag, dest=f.name, nargs="*", default=default, metavar="TEXT",
-                                help=f.metadata["help"])
+            group.add_argument(flag, dest=f.name, nargs="*", default=default, metavar="TEXT", help=f.metadata["help"])
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
-            parser.add_argument(flag, dest=f.name, type=kind, default=default,
-                                metavar=f.name.upper(), help=f.metadata["help"])
+            group.add_argument(flag, dest=f.name, type=kind, default=default, metavar=f.name.upper(),
+                               help=f.metadata["help"])
     return parser
 
 
@@ -3035,7 +3228,7 @@ def describe_model(model: TransformerLM, cfg: Config, vocab_size: int, device, r
 
 @dataclass
 class Setup:
-    """What run() (section 15) starts from."""
+    """What run() starts from."""
     cfg: Config  # the settings, with the mode that auto chose
     device: torch.device
     ranks: Ranks
@@ -3059,7 +3252,7 @@ def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Pa
     out = prepare_output_dir(cfg.out) if ranks.is_writer else Path(cfg.out)
     text = read_text(cfg.data)
     model, tokenizer, resume_state = start_from_checkpoint(cfg, text, device, log, resume, init_from)
-    data = prepare_data(text, cfg, tokenizer)
+    data = prepare_any_text(text, cfg, tokenizer)
     cfg = replace(cfg, mode=data.mode)  # the checkpoint records the mode auto chose
     longest = data.train_split.inputs.shape[1] if data.mode == "line" else cfg.context
     check_memory(cfg, data.tokenizer.vocab_size, min(cfg.batch_size, len(data.train_split)), longest, device)
@@ -3072,6 +3265,37 @@ def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Pa
     return Setup(cfg, device, ranks, ranks.is_writer, log, out, text, data, model,
                  out / "model.pt" if ranks.is_writer else None, resume_state,
                  model.token_embedding.weight.detach().float().cpu().clone())
+
+
+def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | None = None) -> Finished | None:
+    """The whole run of `python LLM.py`: section 15's story through the run's hooks, then the
+    files in which the model explains itself. With `resume` training goes on from that
+    checkpoint; with `init_from` it fine-tunes it. None in a torchrun process that writes nothing."""
+    setup = set_up_run(cfg, log, resume, init_from)  # device, output folder, data, model
+    cfg, model, data, out = setup.cfg, setup.model, setup.data, setup.out
+    epochs = EpochPictures(model, data, cfg, out) if cfg.snapshot and setup.writes and wanted(cfg, "epochs") else None
+    hooks = RunHooks(setup, epochs)
+    try:
+        history = train(model, data, cfg, setup.device, hooks, hooks.state, hooks.log)
+    except KeyboardInterrupt as stop:
+        how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+        hooks.log(f"\ntraining {how} in epoch {hooks.state.epoch}: {hooks.kept('keeps')}")
+        raise
+    except TrainingDiverged as e:
+        raise TrainingDiverged(f"{e}; {hooks.kept('still holds')}") from None
+    if not finish_training(model, setup, setup.log):  # the torchrun processes that write nothing stop here
+        return None
+    log = setup.log
+    test_loss = None
+    if data.test_split is not None:
+        test_loss = evaluate(model, data.test_split, cfg.eval_batch, setup.device, hooks.autocast)
+        log(f"test split, never seen in training: {perplexity_report(test_loss)}")
+    save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size, data.tokenizer.unit))
+    samples = write_samples(model, data, cfg, setup.text, log)
+    save_text(out / "table.txt", sampling_table(samples, cfg, data.tokenizer))
+    finished = Finished(setup, history, test_loss, epochs)
+    finished.drawings = write_pictures_and_gallery(finished, log)
+    return finished
 
 
 def readable_prompts(cfg: Config, tokenizer: CharTokenizer, log=print) -> tuple[str, ...]:
@@ -3135,7 +3359,7 @@ def check_training_state(path: Path, state: dict, model: TransformerLM, cfg: Con
         problem = "its random-number state"
     else:
         try:
-            make_optimizer(model, cfg).load_state_dict(state.get("optimizer"))
+            load_optimizer_state(make_optimizer(model, cfg), state.get("optimizer"))
         except UserError:
             problem = "its optimizer state (or it was saved with another --optimizer)"
     if problem:
@@ -3167,11 +3391,11 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, data_file: str | None, lo
     unknown = tokenizer.unknown(text)
     if unknown:
         raise UserError(f"{trained_cfg.data} has characters the model never saw: {name_chars(unknown)}")
-    data = prepare_data(text, trained_cfg, tokenizer)
+    data = prepare_any_text(text, trained_cfg, tokenizer)
     log(f"{checkpoint}: epoch {payload['epoch']}, {count_parameters(model):,} parameters; data {trained_cfg.data} "
         f"in {data.mode} mode, split with seed {trained_cfg.seed}")
     for name, split in (("validation", data.val_split), ("test", data.test_split)):
-        loss = evaluate(model, split, cfg.batch_size * 4, device, trained_cfg)
+        loss = evaluate(model, split, cfg.eval_batch, device, DeviceHooks(trained_cfg, device).autocast)
         log(f"{name:>10} ({split.n_tokens:,} characters): {perplexity_report(loss)}")
 
 
@@ -3189,9 +3413,10 @@ def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint:
 RESUME_FIXED = ("data", "mode", "val_fraction", "test_fraction", "seed", "optimizer")  # the split and the optimizer
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    values = vars(args)
-    return Config(**{f.name: (tuple(values[f.name]) if f.type == "tuple" else values[f.name]) for f in fields(Config)})
+def config_of(typed: dict, preset: str) -> Config:
+    """The defaults, changed by the preset, changed again by the flags typed."""
+    flags = {f.name: tuple(typed[f.name]) if f.type == "tuple" else typed[f.name] for f in fields(Config) if f.name in typed}
+    return replace(Config(), **{**PRESETS[preset], **flags})
 
 
 def config_for_checkpoint(typed: Config, explicit: set, saved: Config, resume: bool) -> Config:
@@ -3256,15 +3481,13 @@ def in_notebook() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def show_pictures_inline(out: Path):
-    """In a notebook: show the run's main pictures below the cell."""
+def show_pictures_inline(finished: Finished):
+    """In a notebook: show the run's pictures below the cell, those their Drawing marks inline."""
     from IPython.display import Image, Markdown, display
-    epochs = sorted(out.glob("epoch_*.png"), key=lambda p: int(p.stem[6:]))
-    names = ["loss.png", *sorted(p.name for p in out.glob("attention_layer*.png")), "positional_encoding.png",
-             "embeddings.png"] + ([epochs[-1].name] if epochs else [])
-    for name in names:
-        if (out / name).is_file():
-            display(Markdown(f"**{out / name}**"), Image(filename=str(out / name)))
+    for d in finished.drawings:
+        if d.inline:
+            path = finished.setup.out / d.file
+            display(Markdown(f"**{path}**: {d.title.split(': ', 1)[-1]}"), Image(filename=str(path)))
 
 
 def main(argv=None) -> int:
@@ -3280,8 +3503,9 @@ def main(argv=None) -> int:
     argv = list(argv)
     try:
         args = build_parser().parse_args(argv)
-        explicit = set(vars(build_parser(defaults=False).parse_args(argv))) & {f.name for f in fields(Config)}
-        cfg = find_default_data(validate(config_from_args(args)), "data" in explicit)
+        typed = vars(build_parser(defaults=False).parse_args(argv))
+        explicit = set(typed) & {f.name for f in fields(Config)}
+        cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
         checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
         if args.chat_log and not args.chat:
             raise UserError("--chat-log works only with --chat")
@@ -3302,10 +3526,10 @@ def main(argv=None) -> int:
             chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
         else:
             with sigterm_like_ctrl_c(), writing_folder_of(cfg):
-                run(cfg)
+                finished = run(cfg)
             end_distributed()
-            if notebook:
-                show_pictures_inline(Path(cfg.out))
+            if notebook and finished is not None:
+                show_pictures_inline(finished)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

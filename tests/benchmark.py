@@ -281,7 +281,7 @@ def status(key):  # kB, from the kernel's own account of this process
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current size: importing torch is not counted
 base = status("VmRSS:")
 start = time.perf_counter()
-data = LLM.prepare_data(LLM.read_text({str(big)!r}), LLM.Config(data={str(big)!r}))
+data = LLM.prepare_any_text(LLM.read_text({str(big)!r}), LLM.Config(data={str(big)!r}))
 seconds = time.perf_counter() - start
 print(seconds, (status("VmHWM:") - base) * 1024, data.mode, data.train_split.ids.dtype, data.tokenizer.vocab_size)
 """

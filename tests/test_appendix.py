@@ -24,7 +24,7 @@ def weights(path):
 def tiny_data(cfg):
     """The proverbs; with the tiny context of 24 most lines do not fit, so auto reads them in
     stream mode: these tests run the stream path of train() too."""
-    return LLM.prepare_data(LLM.read_text(PROVERBS), cfg)
+    return LLM.prepare_any_text(LLM.read_text(PROVERBS), cfg)
 
 
 # --- A. Settings, devices, files --------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_auto_mode_reads_proverbs_as_lines_and_a_book_as_a_stream():
 
 def test_stream_split_is_three_contiguous_blocks_of_the_text():
     text = "".join(f"línea número {i}, con algo de texto.\n" for i in range(60))
-    data = LLM.prepare_data(text, tiny_config(mode="stream", val_fraction=0.1, test_fraction=0.2))
+    data = LLM.prepare_any_text(text, tiny_config(mode="stream", val_fraction=0.1, test_fraction=0.2))
     assert data.mode == "stream" and data.train_split.ids.dtype == torch.uint8  # 30-odd characters fit a byte
     pieces = [data.train_split.ids, data.val_split.ids, data.test_split.ids]
     assert data.tokenizer.decode(torch.cat(pieces)) == text  # in order, nothing lost, nothing repeated
@@ -197,7 +197,7 @@ def test_torchrun_with_two_cpu_processes_keeps_the_weights_identical(tmp_path):
     assert "2 processes (DistributedDataParallel), 2 x 64 sequences per step" in out
     assert "the 2 processes end with identical weights" in out
     assert out.count("epoch   1/2") == 1 and out.count("wrote ") == 1  # rank 0 alone prints and writes
-    lines = len(LLM.prepare_data(LLM.read_text(PROVERBS), LLM.Config()).train_split)
+    lines = len(LLM.prepare_any_text(LLM.read_text(PROVERBS), LLM.Config()).train_split)
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     assert payload["training"]["step"] == 2 * (math.ceil(lines / 64) // 2)  # each step took 2 batches
 
@@ -218,7 +218,7 @@ def test_resume_continues_from_the_saved_epoch_and_step_as_if_never_stopped(tmp_
     straight = capsys.readouterr().out
     assert "restored" not in straight  # every epoch was better than the last: the checkpoint is epoch 4
 
-    steps_per_epoch = math.ceil(len(LLM.prepare_data(LLM.read_text(PROVERBS), LLM.Config()).train_split) / 64)
+    steps_per_epoch = math.ceil(len(LLM.prepare_any_text(LLM.read_text(PROVERBS), LLM.Config()).train_split) / 64)
     real = LLM.learning_rate
 
     def ctrl_c_in_epoch_3(step, total, cfg):
@@ -346,7 +346,7 @@ def test_eval_reports_loss_perplexity_and_bits_per_character(trained, capsys):
     loss, perplexity, bits = map(float, found.groups())
     assert perplexity == pytest.approx(math.exp(loss), abs=6e-3) and bits == pytest.approx(loss / math.log(2), abs=2e-3)
     model, tok, cfg, _ = LLM.load_checkpoint(trained, "cpu")  # and it is the loss of the test split
-    data = LLM.prepare_data(LLM.read_text(PROVERBS), cfg, tok)
+    data = LLM.prepare_any_text(LLM.read_text(PROVERBS), cfg, tok)
     assert LLM.evaluate(model, data.test_split, 64, torch.device("cpu"), cfg) == pytest.approx(loss, abs=6e-4)
 
 
