@@ -106,7 +106,7 @@ class Config:
     # --- training ---
     batch_size: int = setting(16, "B: sequences (lines or windows) per optimizer step")
     eval_batch: int = setting(64, "sequences per batch when a split is measured (no gradients are kept, "
-                                  "so it can be larger than --batch-size)")
+                                  "so it can be larger than the training batch)")
     optimizer: str = setting("adam", "adam: the paper's optimizer; adamw: Adam with decoupled weight decay")
     lr: float = setting(4e-3, "peak learning rate of the optimizer")
     lr_floor: float = setting(0.1, "the learning rate ends at this fraction of --lr (the cosine goes down to it)")

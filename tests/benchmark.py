@@ -293,9 +293,8 @@ print(seconds, (status("VmHWM:") - base) * 1024, data.mode, data.train_split.ids
             f"{int(extra) / size:.2f}x the file; {mode} mode, ids {dtype}, {vocab} characters")
 
 
-# The README's longer run, for a teacher to run before class (and the gallery it writes).
-LONGER_RUN = ["--d-model", "128", "--d-ff", "512", "--dropout", "0.05", "--optimizer", "adamw", "--lr", "3e-3",
-              "--epochs", "16", "--snapshot", "4"]
+# The README's longer run, for a teacher to run before class (LLM.PRESETS["longer"] holds its settings).
+LONGER_RUN = ["--preset", "longer"]
 
 
 def corpus_run_rows(folder: Path, longer: bool) -> list[tuple[str, str]]:

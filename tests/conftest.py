@@ -30,6 +30,14 @@ TINY_ARGV = ["--d-model", "16", "--heads", "2", "--layers", "2", "--d-ff", "32",
 TINY_RUN = TINY_ARGV + ["--epochs", "3", "--snapshot", "1", "--prompts", "", "No hay"]
 
 
+def pytest_configure(config):
+    """Tests marked slow (a minute of compiling, say) run only when asked for: `pytest -m slow`
+    (CI runs them after the README's test command); `pytest tests` alone leaves them out."""
+    config.addinivalue_line("markers", "slow: a long test, left out unless -m slow is given")
+    if not config.option.markexpr:
+        config.option.markexpr = "not slow"
+
+
 def tiny_config(**changes) -> "LLM.Config":
     return LLM.Config(**{**TINY, **changes})
 

@@ -1,9 +1,11 @@
 """Part II of LLM.py, the machinery, in the file's order: settings and bad input, long texts,
 faster arithmetic, several processes, the training bookkeeping, checkpoints, the pictures and
 the gallery, the chat."""
+import contextlib
 import dataclasses
 import io
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -149,32 +151,30 @@ def test_bf16_autocast_gives_nearly_the_fp32_loss():
     model = LLM.TransformerLM(data.tokenizer.vocab_size, cfg)
     cpu = torch.device("cpu")
     assert not LLM.uses_bf16(cfg, cpu) and LLM.uses_bf16(tiny_config(precision="bf16"), cpu)
-    fp32 = LLM.evaluate(model, data.val_split, 64, cpu, tiny_config(precision="fp32"))
-    bf16 = LLM.evaluate(model, data.val_split, 64, cpu, tiny_config(precision="bf16"))
+    fp32 = LLM.evaluate(model, data.val_split, 64, cpu, LLM.DeviceHooks(tiny_config(precision="fp32"), cpu).autocast)
+    bf16 = LLM.evaluate(model, data.val_split, 64, cpu, LLM.DeviceHooks(tiny_config(precision="bf16"), cpu).autocast)
     assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=2e-2)  # different arithmetic, same answer
 
 
+@pytest.mark.slow  # about a minute of compiling on a 2-core CPU: CI runs it (pytest -m slow)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # from inside torch.compile, not from LLM.py
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
                     reason="torch.compile needs a C++ compiler on a CPU")
-def test_compiled_training_follows_the_plain_one():
+def test_compiled_training_follows_the_plain_one(tmp_path):
     """--compile changes how the numbers are computed, not which: same losses, same weights."""
     from torch._dynamo.utils import counters  # what the compiler did: graphs it captured
-    cfg = tiny_config(epochs=1, patience=0)
-    data = tiny_data(cfg)
     results = []
     for compiled in (False, True):
-        torch.manual_seed(0)
-        model = LLM.TransformerLM(data.tokenizer.vocab_size, cfg)
         counters.clear()
-        history = LLM.train(model, data, LLM.replace(cfg, compile=compiled), torch.device("cpu"), log=lambda m: None)
+        argv = TINY + ["--epochs", "1", "--snapshot", "0", "--pictures", "--prompts", "No", "--out", str(tmp_path / str(compiled))]
+        assert LLM.main(argv + (["--compile"] if compiled else [])) == 0
         assert (counters["stats"]["unique_graphs"] > 0) == compiled  # the compiled run really went through it
-        results.append((history[0]["train_loss"], history[0]["val_loss"], model.state_dict()))
-    (plain_train, plain_val, plain), (compiled_train, compiled_val, compiled) = results
-    assert compiled_train == pytest.approx(plain_train, rel=1e-4)
-    assert compiled_val == pytest.approx(plain_val, rel=1e-4)
-    for name in plain:
-        torch.testing.assert_close(compiled[name], plain[name], rtol=1e-3, atol=1e-3)  # a tenth of one step
+        results.append(torch.load(tmp_path / str(compiled) / "model.pt", weights_only=True))
+    plain, compiled = results
+    for name in ("train_loss", "val_loss"):
+        assert compiled["training"]["history"][0][name] == pytest.approx(plain["training"]["history"][0][name], rel=1e-4)
+    for name in plain["model"]:
+        torch.testing.assert_close(compiled["model"][name], plain["model"][name], rtol=1e-3, atol=1e-3)  # a tenth of a step
 
 
 def test_compile_without_a_cpp_compiler_is_refused_in_one_sentence(monkeypatch):
@@ -287,20 +287,23 @@ def test_fine_tuning_from_a_missing_or_corrupt_checkpoint(capsys, tmp_path):
 
 
 def test_a_run_killed_during_training_leaves_a_loadable_checkpoint(tmp_path):
-    import time
+    """kill -9 while the run trains (and rewrites its checkpoint after every better epoch): the
+    file left is whole. The test waits for the run's own epoch lines, not for the clock."""
     argv = [sys.executable, str(ROOT / "LLM.py"), "--out", str(tmp_path), "--epochs", "500", "--snapshot", "0",
-            "--patience", "0",
-            "--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+            "--patience", "0", "--data", str(PROVERBS), "--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # each line as it is printed
     try:
-        deadline = time.time() + 60
-        while not (tmp_path / "model.pt").exists() and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # let it overwrite the checkpoint a few more times
-        assert process.poll() is None, "training ended before it could be killed"
+        printed = []
+        for line in process.stdout:  # ends early only if the run does
+            printed.append(line)
+            if line.startswith("epoch   3/500"):  # epochs 1 to 3 are over: epoch 4 is training
+                break
+        assert process.poll() is None, "the run ended before it could be killed:\n" + "".join(printed[-5:])
     finally:
         process.kill()  # SIGKILL on POSIX, TerminateProcess on Windows: no chance to clean up
         process.wait()
+        process.stdout.close()
     model, tokenizer, cfg, payload = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")
     assert cfg.d_model == 16 and payload["epoch"] >= 1
 
@@ -347,7 +350,7 @@ def test_eval_reports_loss_perplexity_and_bits_per_character(trained, capsys):
     assert perplexity == pytest.approx(math.exp(loss), abs=6e-3) and bits == pytest.approx(loss / math.log(2), abs=2e-3)
     model, tok, cfg, _ = LLM.load_checkpoint(trained, "cpu")  # and it is the loss of the test split
     data = LLM.prepare_any_text(LLM.read_text(PROVERBS), cfg, tok)
-    assert LLM.evaluate(model, data.test_split, 64, torch.device("cpu"), cfg) == pytest.approx(loss, abs=6e-4)
+    assert LLM.evaluate(model, data.test_split, 64, torch.device("cpu")) == pytest.approx(loss, abs=6e-4)
 
 
 def test_generate_from_the_checkpoint_of_a_run(tiny_run, capsys):
@@ -428,6 +431,30 @@ def test_pictures_can_be_chosen_or_turned_off(tmp_path, capsys):
     assert LLM.main(TINY + ["--epochs", "1", "--snapshot", "0", "--pictures", "--out", str(tmp_path / "none")]) == 0
     assert not any(p.suffix in (".png", ".gif") for p in (tmp_path / "none").iterdir())
     one_line_error(capsys, TINY + ["--pictures", "loss", "mona_lisa", "--out", str(tmp_path)], "mona_lisa")
+
+
+def test_a_new_picture_needs_only_its_function_and_its_registry_entry(tmp_path, monkeypatch):
+    """A picture added the way part G says (one function, registered with @picture): --pictures
+    draws it, the gallery shows it with its text, the run's last line names it."""
+    monkeypatch.setattr(LLM, "PICTURES", dict(LLM.PICTURES))  # the registry is restored after the test
+
+    @LLM.picture("lengths")
+    def lengths(run):
+        lengths = run.setup.data.train_split.lengths.tolist()
+        fig = LLM.new_figure(6, 3)
+        fig.subplots().hist(lengths, bins=20)
+        LLM.save_figure(fig, run.setup.out / "lengths.png")
+        return [LLM.Drawing("lengths.png", "lengths.png: how long the proverbs are",
+                            f"The longest of the {len(lengths)} training lines has {max(lengths)} tokens.")]
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert LLM.main(TINY + ["--epochs", "1", "--pictures", "lengths", "loss", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "lengths.png").read_bytes().startswith(b"\x89PNG")
+    gallery = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "## lengths.png: how long the proverbs are" in gallery and "![lengths.png" in gallery
+    assert "The longest of the" in gallery and "attention_layer1.png" not in gallery
+    assert "table.txt, loss.png, lengths.png and README.md" in printed.getvalue()
 
 
 def test_character_kinds_for_the_embedding_colours():

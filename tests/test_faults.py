@@ -207,8 +207,10 @@ def test_a_checkpoint_without_a_checksum_is_refused(capsys, trained, tmp_path):
     (lambda p: p["config"].update(context=10 ** 8), "GiB of memory"),
     (lambda p: p["config"].update(lr=None), "no valid setting lr"),
     (lambda p: p.update(config=None), "has no settings"),
-    (lambda p: p.update(vocabulary=p["vocabulary"][:-1] + [p["vocabulary"][0]]), "no valid vocabulary"),
-    (lambda p: p.update(vocabulary=["ab"] + p["vocabulary"][1:]), "no valid vocabulary"),
+    (lambda p: p["tokenizer"].update(chars=p["tokenizer"]["chars"][:-1] + [p["tokenizer"]["chars"][0]]),
+     "no valid vocabulary"),
+    (lambda p: p["tokenizer"].update(chars=["ab"] + p["tokenizer"]["chars"][1:]), "no valid vocabulary"),
+    (lambda p: p["tokenizer"].update(kind="words"), "no valid vocabulary"),
     (lambda p: p.update(epoch="3"), "no valid epoch"),
     (lambda p: p["model"].pop("lm_head.bias"), "does not match the model"),
 ])

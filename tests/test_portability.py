@@ -64,25 +64,43 @@ def test_a_checkpoint_whose_text_moved_says_so(tmp_path, capsys):
 
 # --- progress inside a long epoch ------------------------------------------------------------------
 
-def test_a_long_stream_epoch_says_how_far_it_is(tmp_path, capsys):
-    """With the interval forced down to a millisecond, every step of a stream-mode epoch is
-    longer than it, so nearly every step prints a line; with the default 10 s the tiny run
-    prints none."""
+class TickingClock:
+    """A clock for the progress line that moves one second every time it is read: the test
+    then depends on the count of steps, never on how fast this machine is."""
+
+    def __init__(self, real):
+        self.now, self.real = 0.0, real
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+    def __getattr__(self, name):  # everything else from the real time module
+        return getattr(self.real, name)
+
+
+def test_a_long_stream_epoch_says_how_far_it_is(tmp_path, capsys, monkeypatch):
+    """A clock that ticks a second at every reading makes every step of a stream-mode epoch last
+    longer than a progress interval of 1.5 s, so every other step prints a line; with the default
+    10 s the tiny run prints none (on the real clock too)."""
     argv = TINY_ARGV + ["--mode", "stream", "--context", "24", "--epochs", "1", "--pictures", "--out", str(tmp_path)]
-    assert LLM.main(argv + ["--progress", "0.001"]) == 0
+    monkeypatch.setattr(LLM, "time", TickingClock(LLM.time))
+    assert LLM.main(argv + ["--progress", "1.5"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  epoch 1/1:")]
     steps = [int(re.search(r"\((\d+)/(\d+) steps\)", line).group(1)) for line in lines]
     total = int(re.search(r"/(\d+) steps", lines[0]).group(1))
-    assert len(steps) >= total // 2 and steps == sorted(steps) and steps[-1] >= total - 1
+    assert len(steps) >= total // 3 and steps == sorted(steps) and steps[-1] >= total - 2
     assert all(re.search(r"\d+% .* running loss \d+\.\d{3} \| [\d,]+ tokens/s \| about [\d,]+ s left", line)
                for line in lines)
+    monkeypatch.undo()
     assert LLM.main(argv) == 0
     assert "  epoch 1/1:" not in capsys.readouterr().out
 
 
 def test_on_a_terminal_the_progress_line_is_redrawn_in_place(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    argv = TINY_ARGV + ["--mode", "stream", "--context", "24", "--epochs", "1", "--pictures", "--progress", "0.001"]
+    monkeypatch.setattr(LLM, "time", TickingClock(LLM.time))
+    argv = TINY_ARGV + ["--mode", "stream", "--context", "24", "--epochs", "1", "--pictures", "--progress", "1.5"]
     assert LLM.main(argv + ["--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "\r  epoch 1/1:" in out and "\n  epoch 1/1:" not in out  # redrawn, never a line of its own

@@ -108,7 +108,7 @@ def test_the_readme_shows_the_longer_run_the_benchmark_measures():
     import LLM
     from benchmark import LONGER_RUN
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    commands = re.findall(r"^python LLM\.py (.*) --out outputs/longer$", readme, re.M)
-    assert commands and all(command.split() == LONGER_RUN for command in commands)
-    cfg = LLM.validate(LLM.config_from_args(LLM.build_parser().parse_args(LONGER_RUN)))
-    assert cfg.epochs > LLM.Config().epochs and cfg.d_model > LLM.Config().d_model
+    assert LONGER_RUN == ["--preset", "longer"] and re.search(r"^python LLM\.py --preset longer$", readme, re.M)
+    typed = vars(LLM.build_parser(defaults=False).parse_args(LONGER_RUN))
+    cfg = LLM.validate(LLM.config_of(typed, "longer"))
+    assert cfg.epochs > LLM.Config().epochs and cfg.d_model > LLM.Config().d_model and cfg.out == "outputs/longer"

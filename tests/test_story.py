@@ -28,6 +28,22 @@ def test_help_explains_every_config_field(capsys):
         assert " ".join(field.metadata["help"].split()) in text
 
 
+def test_presets_change_the_defaults_and_typed_flags_change_the_presets():
+    fields = {f.name for f in LLM.fields(LLM.Config)}
+    for name, changes in LLM.PRESETS.items():
+        assert set(changes) <= fields, name
+        LLM.validate(LLM.replace(LLM.Config(), **changes), check_device=False)
+    assert LLM.PRESETS["classroom"] == {}  # the classroom run is the defaults
+    typed = vars(LLM.build_parser(defaults=False).parse_args(["--preset", "longer", "--epochs", "14"]))
+    cfg = LLM.config_of(typed, "longer")
+    assert cfg.epochs == 14 and cfg.d_model == LLM.PRESETS["longer"]["d_model"] and cfg.out == "outputs/longer"
+
+
+def test_an_unknown_preset_is_one_line(capsys):
+    from conftest import one_line_error
+    one_line_error(capsys, ["--preset", "huge"], "--preset", "huge", "classroom", "longer")
+
+
 # --- 2. the proverbs, as numbers ------------------------------------------------------------
 
 def test_tokenizer_round_trip_and_end_of_line():
@@ -295,6 +311,9 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert LLM.learning_rate(100, 100, cfg) == pytest.approx(1e-3)
     assert LLM.learning_rate(0, 20, cfg) == pytest.approx(0.25e-2)  # 20 steps: warm-up cut to a fifth, 4 steps
     assert LLM.learning_rate(3, 20, cfg) == pytest.approx(1e-2)
+    other = LLM.Config(lr=1e-2, warmup=10, lr_floor=0.5, warmup_cap=0.1)
+    assert LLM.learning_rate(100, 100, other) == pytest.approx(0.5e-2)  # the floor is lr_floor x lr
+    assert LLM.learning_rate(0, 20, other) == pytest.approx(0.5e-2)  # warm-up cut to a tenth of 20: 2 steps
 
 
 # --- 11. Adam ---------------------------------------------------------------------------------
@@ -351,12 +370,27 @@ def test_train_step_clips_the_gradient_to_clip_and_reports_its_norm_before():
     LLM.sequence_loss(copy(inputs), targets).backward()  # the same gradient, unclipped
     unclipped = torch.cat([p.grad.flatten() for p in copy.parameters()])
     optimizer = LLM.make_optimizer(model, cfg)
-    loss, norm = LLM.train_step(model, optimizer, inputs, targets, 1e-3, 0.05, cfg, torch.device("cpu"))
+    loss, norm = LLM.train_step(model, optimizer, inputs, targets, 1e-3, 0.05)
     assert float(norm) == pytest.approx(float(unclipped.norm()), rel=1e-5) and float(norm) > 0.05
     clipped = torch.cat([p.grad.flatten() for p in model.parameters()])  # the gradient Adam used
     assert float(clipped.norm()) == pytest.approx(0.05, rel=1e-4)  # g * clip / ||g||
     torch.testing.assert_close(clipped, unclipped * 0.05 / unclipped.norm(), rtol=1e-4, atol=1e-7)
     assert all(group["lr"] == 1e-3 for group in optimizer.param_groups) and optimizer.t == 1
+
+
+def test_train_step_with_clip_0_leaves_the_gradient_as_it_is():
+    """The settings say clip 0 = no clipping: train_step itself keeps that promise."""
+    model, copy = tiny_model(11).train(), tiny_model(11).train()
+    ids = torch.randint(11, (4, 12))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    LLM.sequence_loss(copy(inputs), targets).backward()
+    unclipped = torch.cat([p.grad.flatten() for p in copy.parameters()])
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, norm = LLM.train_step(model, LLM.make_optimizer(model, tiny_config()), inputs, targets, 1e-3, 0)
+    used = torch.cat([p.grad.flatten() for p in model.parameters()])
+    torch.testing.assert_close(used, unclipped, rtol=1e-5, atol=1e-8)  # not scaled at all
+    assert float(norm) == pytest.approx(float(unclipped.norm()), rel=1e-5) and float(norm) > 0
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # and every weight moved
 
 
 def test_a_tiny_model_overfits_one_batch_with_the_files_own_training_step():
@@ -366,8 +400,8 @@ def test_a_tiny_model_overfits_one_batch_with_the_files_own_training_step():
     cfg = tiny_config(context=40, d_model=32, n_heads=4, d_ff=64, lr=1e-2)
     model = tiny_model(tok.vocab_size, context=40, d_model=32, n_heads=4, d_ff=64).train()
     optimizer = LLM.make_optimizer(model, cfg)
-    losses = [LLM.train_step(model, optimizer, split.inputs, split.targets, cfg.lr, 1.0, cfg,
-                             torch.device("cpu"))[0].item() for _ in range(150)]
+    losses = [LLM.train_step(model, optimizer, split.inputs, split.targets, cfg.lr, 1.0)[0].item()
+              for _ in range(150)]
     assert losses[0] > 2.5 and losses[-1] < 0.05
 
 
@@ -399,14 +433,59 @@ def test_early_stopping_restores_the_weights_of_the_best_epoch(monkeypatch):
     losses = iter([3.0, 2.0, 2.5, 2.6, 1.0, 1.0])  # the best is epoch 2; epochs 3 and 4 are worse
     monkeypatch.setattr(LLM, "evaluate", lambda *args, **kwargs: next(losses))
     seen, printed = {}, []
-    history = LLM.train(model, data, cfg, torch.device("cpu"), log=printed.append,
-                        on_epoch_end=lambda epoch, record: seen.update(
-                            {epoch: {k: v.clone() for k, v in model.state_dict().items()}}))
+
+    class Watch(LLM.Hooks):  # the weights at the end of every epoch, through the story's own hook
+        def on_epoch_end(self, state, record):
+            seen[record["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    history = LLM.train(model, data, cfg, torch.device("cpu"), Watch(), log=printed.append)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]  # patience 2: stopped after epoch 4
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, seen[2][name]), name
     assert not torch.equal(seen[4]["lm_head.weight"], seen[2]["lm_head.weight"])
     assert "early stop" in printed[-2] and "restored the weights of epoch 2" in printed[-1]
+
+
+def test_a_non_finite_loss_stops_training_and_the_model_keeps_the_last_good_epoch(monkeypatch):
+    cfg = tiny_config(epochs=5, patience=0)
+    data = proverbs_data(cfg)
+    torch.manual_seed(0)
+    model = LLM.TransformerLM(data.tokenizer.vocab_size, cfg)
+    losses = iter([3.0, 2.0, float("nan")])
+    monkeypatch.setattr(LLM, "evaluate", lambda *args, **kwargs: next(losses))
+    seen = {}
+
+    class Watch(LLM.Hooks):
+        def on_new_best(self, state, record):
+            seen[record["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    state = LLM.TrainingState()
+    with pytest.raises(LLM.TrainingDiverged, match="became nan in epoch 3.*keeps epoch 2"):
+        LLM.train(model, data, cfg, torch.device("cpu"), Watch(), state, log=lambda m: None)
+    assert [r["epoch"] for r in state.history] == [1, 2] and state.best["epoch"] == 2
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, seen[2][name]), name
+
+
+def test_hooks_see_every_step_and_every_epoch():
+    cfg = tiny_config(epochs=2, patience=0)
+    data = proverbs_data(cfg)
+    torch.manual_seed(0)
+    model = LLM.TransformerLM(data.tokenizer.vocab_size, cfg)
+    calls = []
+
+    class Count(LLM.Hooks):
+        def on_step(self, state):
+            calls.append(("step", state.epoch, state.step))
+
+        def on_epoch_end(self, state, record):
+            calls.append(("epoch", record["epoch"], record["step"]))
+
+    history = LLM.train(model, data, cfg, torch.device("cpu"), Count(), log=lambda m: None)
+    per_epoch = math.ceil(len(data.train_split) / cfg.batch_size)
+    assert [c for c in calls if c[0] == "epoch"] == [("epoch", 1, per_epoch), ("epoch", 2, 2 * per_epoch)]
+    assert [c[2] for c in calls if c[0] == "step"] == list(range(1, 2 * per_epoch + 1))
+    assert [r["step"] for r in history] == [per_epoch, 2 * per_epoch]
 
 
 # --- 14. writing ----------------------------------------------------------------------------------
@@ -432,7 +511,8 @@ def test_generation_stops_at_end_of_line_and_records_every_step():
     text = LLM.generate(model, tok, "abab", LLM.Sampling(max_chars=10), torch.Generator().manual_seed(0), steps)
     assert text.startswith("abab") and "\n" not in text
     assert len(steps) == len(text) - 4 + (1 if len(text) - 4 < 10 else 0)
-    assert all(len(s.context) <= 4 for s in steps)  # cropped to the context
+    assert all(len(s.window) <= 4 for s in steps)  # cropped to the context
+    assert [s.position for s in steps] == list(range(5, 5 + len(steps)))  # ⏎ + "abab", then one per step
     with pytest.raises(LLM.UnknownCharacterError, match="'z'"):
         LLM.generate(model, tok, "az", LLM.Sampling())
 
@@ -507,7 +587,7 @@ def test_same_seed_same_outputs(tiny_run, tmp_path):
 
 
 def test_corpus_word_share_counts_only_what_the_model_wrote():
-    samples = [("No hay", "No hay mal que pirulo", []), ("", "Quien calla xq", [])]
+    samples = [LLM.Sample("No hay", "No hay mal que pirulo", "new", []), LLM.Sample("", "Quien calla xq", "new", [])]
     assert LLM.corpus_word_share(samples, ["No hay mal que por bien no venga.", "Quien calla, otorga."]) == (4, 6)
 
 
