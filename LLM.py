@@ -66,8 +66,8 @@ class UserError(Exception):
 # %% [markdown]
 # ## 1. The settings
 #
-# Every number that shapes the run lives in one dataclass, passed explicitly to whoever needs
-# it: no hidden globals. Each field carries its own one-line explanation; the same text is what
+# Every number that shapes the run (the data, the model, training, sampling, the chat's
+# `/train`) lives in one dataclass, passed explicitly to whoever needs it: no hidden globals. Each field carries its own one-line explanation; the same text is what
 # `python LLM.py --help` prints, and every field has a command-line flag (`d_model` is
 # `--d-model`).
 #
@@ -203,11 +203,14 @@ class CharTokenizer:
     def __init__(self, chars):
         self.chars = sorted(set(chars) | {EOL})  # id -> character; sorted, so ids are reproducible
         self.ids = {c: i for i, c in enumerate(self.chars)}  # character -> id
-        self.eol_id = self.ids[EOL]
 
     @classmethod
     def from_lines(cls, lines: list[str]) -> "CharTokenizer":
         return cls("".join(lines))
+
+    @property
+    def eol_id(self) -> int:
+        return self.ids[EOL]
 
     @property
     def vocab_size(self) -> int:
@@ -369,7 +372,7 @@ def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None,
 # %% [markdown]
 # ## 4. Embeddings: a learned vector for every character
 #
-# An embedding is a lookup table $E$ with one row of C numbers per character: id 21 → row 21. The
+# An embedding is a lookup table $E$ with one row of C numbers per character: id 38 (`a`) → row 38. The
 # rows start random, and training moves them so that characters that behave alike end up with
 # similar vectors. Following the Transformer paper (Vaswani et al., 2017, §3.4) the vectors are
 # multiplied by $\sqrt{C}$:
@@ -420,9 +423,9 @@ def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
 # ## 6. Attention, with the causal mask
 #
 # Attention lets every position gather information from the others. Each position's vector $x$
-# is projected three ways by learned C × C matrices: a **query** $q = xW_Q$ ("what am I looking
-# for?"), a **key** $k = xW_K$ ("what do I contain?") and a **value** $v = xW_V$ ("what do I pass
-# on?"). Position $t$ scores every position $s$ by how well its query matches their key, turns
+# is projected three ways by learned C × C matrices (each with a bias of C numbers, left out of
+# the formulas): a **query** $q = xW_Q$ ("what am I looking for?"), a **key** $k = xW_K$ ("what
+# do I contain?") and a **value** $v = xW_V$ ("what do I pass on?"). Position $t$ scores every position $s$ by how well its query matches their key, turns
 # the scores into weights that add up to 1, and takes the weighted average of the values:
 #
 # $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right) V,
@@ -654,10 +657,10 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
 # ("decoupled"); biases and layer-norm parameters are left alone. Plain Adam is the default: it
 # is the paper's optimizer; the README's training-craft table measures what AdamW changes.
 #
-# `Adam` below is the formula, one tensor at a time. `FastAdam` is the same five lines, each
-# applied to every tensor of a group in one call (`torch._foreach_*`): on a GPU every call is a
-# kernel launch, so that is about 6 launches per group instead of 6 per tensor. Training runs
-# `FastAdam`; a test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.
+# `Adam` below is the formula, one tensor at a time. `FastAdam` is the same lines, each applied
+# to every tensor of a group in one call (`torch._foreach_*`): on a GPU every call is a kernel
+# launch, so a step costs 7 launches per group (8 with AdamW's decay) instead of 7 per tensor.
+# Training runs `FastAdam`; a test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.
 
 # %%
 class Adam:
@@ -1527,10 +1530,11 @@ def encode_long_text(tokenizer: CharTokenizer, text: str) -> torch.Tensor:
     """tokenizer.encode(text) for long texts, vectorized: (N,) ids in the smallest integer
     type. A table maps every code point to its id (-1 when unknown); indexing it with the code
     points of a chunk encodes the chunk in one operation."""
-    if not isinstance(tokenizer, CharTokenizer):  # the lookup table is for characters; others encode as they do
+    texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
+    if any(len(t) != 1 for t in texts):  # the lookup table works when every token is one character
         return torch.tensor(tokenizer.encode(text), dtype=smallest_int_dtype(tokenizer.vocab_size))
-    lookup = torch.full((max(map(ord, tokenizer.chars)) + 2,), -1, dtype=torch.int32)  # code point -> id
-    lookup[torch.tensor([ord(c) for c in tokenizer.chars])] = torch.arange(tokenizer.vocab_size, dtype=torch.int32)
+    lookup = torch.full((max(map(ord, texts)) + 2,), -1, dtype=torch.int32)  # code point -> id
+    lookup[torch.tensor([ord(c) for c in texts])] = torch.arange(tokenizer.vocab_size, dtype=torch.int32)
     ids = torch.empty(len(text), dtype=smallest_int_dtype(tokenizer.vocab_size))  # (N,)
     start = 0
     for points in code_points(text):

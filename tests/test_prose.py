@@ -1,0 +1,188 @@
+"""The numbers and promises the book's prose and the README make, checked against the code and
+the data: a sentence that stops being true fails here. Figures that depend on the machine (times,
+speeds) are stated in the README and tests/BENCHMARK.md with their machine and date instead."""
+import ast
+import inspect
+import math
+import re
+
+import pytest
+import torch
+
+import LLM
+from conftest import ROOT
+
+SOURCE = (ROOT / "LLM.py").read_text(encoding="utf-8")
+LINES = SOURCE.splitlines()
+BANNER = next(i for i, line in enumerate(LINES) if line.startswith("# # APPENDIX"))
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def prose(lines: list[str]) -> str:
+    """The markdown cells of these lines, comment marks taken off, as one text (lines joined)."""
+    cells = re.split(r"^# %%", "\n".join(lines), flags=re.M)
+    markdown = [cell for cell in cells if cell.startswith(" [markdown]")]
+    return " ".join(line[2:] if line.startswith("# ") else line.lstrip("#")
+                    for cell in markdown for line in cell.splitlines()[1:])
+
+
+STORY = prose(LINES[:BANNER])
+
+
+def said(text: str, pattern: str) -> tuple:
+    """The groups of the one place `pattern` matches `text` (spaces in the pattern match any run of
+    white space, so a sentence may wrap anywhere)."""
+    found = re.search(pattern.replace(" ", r"\s+"), text)
+    assert found, f"not said any more: {pattern}"
+    return found.groups()
+
+
+def number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    text = LLM.read_text(ROOT / "refranes.txt")
+    cfg = LLM.Config()
+    data = LLM.prepare_data(text, cfg)
+    torch.manual_seed(cfg.seed)
+    model = LLM.TransformerLM(data.tokenizer.vocab_size, cfg)
+    return text, data, model
+
+
+# --- Part I ---------------------------------------------------------------------------------------
+
+def test_the_settings_section_counts_the_corpus_the_epochs_and_the_parameters(corpus):
+    text, data, model = corpus
+    passes, proverbs = said(STORY, r"The defaults are the classroom run: (\w+) passes over the ([\d,]+) proverbs")
+    assert ["one", "two", "three", "four"].index(passes) + 1 == LLM.Config().epochs
+    assert number(proverbs) == len(LLM.text_lines(text))
+    thousands, = said(STORY, r"The model has about (\d+) thousand parameters")
+    assert round(LLM.count_parameters(model), -4) == int(thousands) * 1000
+    epochs, = said(STORY, r"`--preset longer` is a bigger model trained for (\d+) epochs")
+    assert int(epochs) == LLM.PRESETS["longer"]["epochs"]
+    assert LLM.PRESETS["longer"]["d_model"] > LLM.Config().d_model
+
+
+def test_the_ids_section_2_quotes_are_the_ids_of_the_run(corpus):
+    tokenizer = corpus[1].tokenizer
+    pairs = re.findall(r"(⏎|`'.'`) → (\d+)", said(STORY, r"(For `refranes.txt` that gives .*? → \d+\.)")[0])
+    assert len(pairs) == 4
+    for shown, i in pairs:
+        char = "\n" if shown == "⏎" else shown[2]
+        assert tokenizer.encode(char) == [int(i)], shown
+
+
+def test_the_embedding_example_and_its_scale(corpus):
+    tokenizer, model = corpus[1].tokenizer, corpus[2]
+    a, row = said(STORY, r"id (\d+) \(`a`\) → row (\d+)")
+    assert tokenizer.encode("a") == [int(a)] == [int(row)]
+    said(STORY, r"after the scaling every number is about 1 in size")
+    scaled = model.token_embedding(torch.arange(tokenizer.vocab_size))  # (V, C), E[id] * sqrt(C)
+    assert float(scaled.std()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_the_lines_the_context_cuts(corpus):
+    text, data, _ = corpus
+    cut, total, share = said(STORY, r"\((\d+) of the ([\d,]+) in `refranes.txt`, (\d+)%\)")
+    assert int(cut) == data.truncated and number(total) == len(LLM.text_lines(text))
+    assert round(100 * data.truncated / number(total)) == int(share)
+    said(STORY, r"targets with −100, the value the loss is told to ignore")
+    assert LLM.IGNORE == -100
+
+
+def test_what_a_model_that_knows_nothing_scores(corpus):
+    vocabulary = corpus[1].tokenizer.vocab_size
+    ln_v, v = said(STORY, r"scores \$\\ln V\$, about ([\d.]+) for the (\d+) characters of the proverbs")
+    assert int(v) == vocabulary and float(ln_v) == round(math.log(vocabulary), 1)
+
+
+def test_the_schedule_fractions_are_the_settings():
+    cap, floor = said(STORY, r"\(at most `warmup_cap`, a (\w+), of all steps\).*?`lr_floor` × `lr` \(a (\w+)\)")
+    assert {"fifth": 0.2, "tenth": 0.1}[cap] == LLM.Config().warmup_cap
+    assert {"fifth": 0.2, "tenth": 0.1}[floor] == LLM.Config().lr_floor
+
+
+def test_the_kernel_launches_section_11_counts():
+    per_group, with_decay, per_tensor = map(int, said(
+        STORY, r"a step costs (\d+) launches per group \((\d+) with AdamW's decay\) instead of (\d+) per tensor"))
+    fast = inspect.getsource(LLM.FastAdam.step)
+    assert fast.count("torch._foreach_") == with_decay and with_decay == per_group + 1  # the decay is one more
+    plain = re.sub(r"#.*", "", inspect.getsource(LLM.Adam.step))  # the code, without its comments
+    calls = len(re.findall(r"\.(?:lerp_|mul_|addcmul_|sqrt|addcdiv_)\(|/ math\.sqrt|\+ self\.eps", plain))
+    assert calls == with_decay and per_tensor == per_group
+
+
+@pytest.mark.parametrize("shape", [{}, {"d_model": 32, "n_heads": 2, "n_layers": 3, "d_ff": 48}, {"n_layers": 1}])
+def test_the_parameter_formula_of_section_15_counts_the_tensors(shape):
+    said(STORY, r"\$N_\{params\} = VC \+ N\(4C\^2 \+ 2CF \+ F \+ 9C\) \+ 2C \+ CV \+ V\$")
+    cfg = LLM.replace(LLM.Config(), **shape)
+    V, C, N, F = 73, cfg.d_model, cfg.n_layers, cfg.d_ff
+    assert LLM.count_parameters(LLM.TransformerLM(V, cfg)) == V * C + N * (4 * C ** 2 + 2 * C * F + F + 9 * C) + 2 * C + C * V + V
+
+
+TEST_FILES = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "tests").glob("test_*.py"))
+
+
+@pytest.mark.parametrize("promise,test", [
+    ("the tests check both", "test_a_padded_and_an_unpadded_batch_give_the_same_loss_for_the_same_lines"),
+    ("the tests check both", "test_padding_is_masked_out_of_the_loss"),
+    ("a test checks exactly that", "test_encoding_is_added_per_position_the_same_for_every_sequence_of_the_batch"),
+    ("the tests prove the two equal", "test_hand_written_attention_equals_scaled_dot_product_attention"),
+    ("A test proves it equal to PyTorch's `nn.TransformerEncoderLayer(norm_first=True)`",
+     "test_encoder_layer_equals_torch_transformer_encoder_layer_with_the_same_weights"),
+    ("a test proves both take `torch.optim.Adam`'s and `AdamW`'s steps", "test_the_hand_written_adam_takes_torch_optims_steps"),
+])
+def test_every_test_the_story_promises_exists(promise, test):
+    said(STORY, re.escape(promise).replace(r"\ ", " "))
+    assert f"def {test}(" in TEST_FILES
+
+
+def test_the_tokenizer_interface_is_all_the_rest_of_the_file_asks_of_a_tokenizer():
+    """Section 2 says the rest of the file asks a tokenizer only what CharTokenizer answers: every
+    `tokenizer.x` (or `something.tokenizer.x`) outside the class is one of its public names."""
+    tree = ast.parse(SOURCE)
+    tokenizer_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CharTokenizer")
+    interface = {n.name for n in tokenizer_class.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+    interface |= {t.id for n in tokenizer_class.body if isinstance(n, ast.Assign) for t in n.targets}
+    inside = {id(n) for n in ast.walk(tokenizer_class)}
+    asked = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and id(node) not in inside:
+            owner = node.value
+            name = owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else ""
+            if name in ("tokenizer", "tok", "bigger"):
+                asked.add(node.attr)
+    assert asked and asked <= interface, asked - interface
+
+
+# --- the README -----------------------------------------------------------------------------------
+
+def test_the_readme_counts_the_corpus_the_vocabulary_and_the_model(corpus):
+    text, data, model = corpus
+    lines = len(LLM.text_lines(text))
+    assert said(README, r"trains it .*? on ([\d,]+) Spanish proverbs")[0] == f"{lines:,}"
+    assert said(README, r"`refranes.txt` holds ([\d,]+) Spanish proverbs")[0] == f"{lines:,}"
+    assert said(README, r"the vocabulary is tiny \((\d+) for the proverbs\)")[0] == str(data.tokenizer.vocab_size)
+    train, val, test = said(README, r"(\d+) lines to train on, (\d+) for validation, (\d+) for the final test")
+    assert (int(train), int(val), int(test)) == (len(data.train_split), len(data.val_split), len(data.test_split))
+    cut, context = said(README, r"note: (\d+) lines are longer than the context \((\d+)\) and were cut")
+    assert int(cut) == data.truncated and int(context) == LLM.Config().context
+    assert said(README, r"model: ([\d,]+) parameters = V\*C")[0] == f"{LLM.count_parameters(model):,}"
+
+
+def test_the_readme_describes_the_longer_preset_as_it_is():
+    longer = LLM.PRESETS["longer"]
+    described = said(README, r"`--preset longer` is (.*?) \(")[0]
+    for name, value in longer.items():
+        if name != "out":
+            assert f"{LLM.flag_of(name)} {value:g}" in described if isinstance(value, float) else \
+                f"{LLM.flag_of(name)} {value}" in described, name
+    assert said(README, r"writes into `(outputs/longer)/`")[0] == longer["out"]
+
+
+def test_the_readme_test_time_is_a_measurement_with_its_machine_and_date():
+    minutes, machine, date = said(README, r"The tests took (.*?) on (the 2-core CPU[^(]*?) on (\d{4}-\d\d-\d\d)")
+    assert minutes and machine and date
+    said(README, r"python -m pytest -q tests -m slow")  # the long tests are named, and how to run them
