@@ -79,7 +79,7 @@ def test_the_embedding_example_and_its_scale(corpus):
     a, row = said(STORY, r"id (\d+) \(`a`\) → row (\d+)")
     assert tokenizer.encode("a") == [int(a)] == [int(row)]
     said(STORY, r"after the scaling every number is about 1 in size")
-    scaled = model.token_embedding(torch.arange(tokenizer.vocab_size))  # (V, C), E[id] * sqrt(C)
+    scaled = model.token_embedding(torch.arange(tokenizer.vocab_size)).detach()  # (V, C), E[id] * sqrt(C)
     assert float(scaled.std()) == pytest.approx(1.0, abs=0.05)
 
 
@@ -162,7 +162,7 @@ def test_the_tokenizer_interface_is_all_the_rest_of_the_file_asks_of_a_tokenizer
 def test_the_readme_counts_the_corpus_the_vocabulary_and_the_model(corpus):
     text, data, model = corpus
     lines = len(LLM.text_lines(text))
-    assert said(README, r"trains it .*? on ([\d,]+) Spanish proverbs")[0] == f"{lines:,}"
+    assert said(README, r"trains it on ([\d,]+) Spanish proverbs")[0] == f"{lines:,}"
     assert said(README, r"`refranes.txt` holds ([\d,]+) Spanish proverbs")[0] == f"{lines:,}"
     assert said(README, r"the vocabulary is tiny \((\d+) for the proverbs\)")[0] == str(data.tokenizer.vocab_size)
     train, val, test = said(README, r"(\d+) lines to train on, (\d+) for validation, (\d+) for the final test")
@@ -183,6 +183,7 @@ def test_the_readme_describes_the_longer_preset_as_it_is():
 
 
 def test_the_readme_test_time_is_a_measurement_with_its_machine_and_date():
-    minutes, machine, date = said(README, r"The tests took (.*?) on (the 2-core CPU[^(]*?) on (\d{4}-\d\d-\d\d)")
-    assert minutes and machine and date
+    low, high, date = said(README, r"The tests took (\d+) to (\d+) s on the 2-core Intel CPU of tests/BENCHMARK.md "
+                                   r"on (\d{4}-\d\d-\d\d), measured three times")
+    assert int(low) <= int(high) <= 180  # what a student can run before class: at most 3 minutes
     said(README, r"python -m pytest -q tests -m slow")  # the long tests are named, and how to run them
