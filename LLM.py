@@ -95,6 +95,7 @@ class Config:
     test_fraction: float = setting(0.1, "share held out, never used to choose anything, for the final test report (0 = none)")
     seed: int = setting(1337, "random seed: the same seed on the same machine gives the same outputs")
     device: str = setting("auto", "where to compute: auto (GPU if there is one), cpu, cuda, cuda:N or mps")
+    tokenizer: str = setting("char", "how the text is cut into tokens: char (one character is one token)")
     # --- model shape ---
     d_model: int = setting(64, "C: width of the vector that represents one character at one position")
     n_heads: int = setting(4, "H: attention heads per layer (d_model must be divisible by it)", flag="--heads")
@@ -243,6 +244,11 @@ class CharTokenizer:
         added = self.unknown(text)
         return (CharTokenizer(self.chars + added) if added else self), added
 
+    @classmethod
+    def learn(cls, text: str, cfg: Config) -> "CharTokenizer":
+        """The tokenizer of a corpus: here, its characters."""
+        return cls(text)
+
     def to_dict(self) -> dict:
         """What a checkpoint stores: plain data, no code."""
         return {"kind": self.kind, "chars": list(self.chars)}
@@ -254,6 +260,9 @@ class CharTokenizer:
                 and all(isinstance(c, str) and len(c) == 1 for c in chars)):
             raise ValueError("a list of distinct single characters, sorted, with the end of line")
         return cls(chars)
+
+
+TOKENIZERS = {"char": CharTokenizer}  # --tokenizer name (and a checkpoint's kind) -> its class
 # %% [markdown]
 # ## 3. Teacher forcing, padding, batches
 #
@@ -359,7 +368,7 @@ def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None,
     is built from the text unless one is given (a checkpoint's). `extra_train` lines go to the
     training split only: the held-out splits stay those of the text, so their losses compare
     with earlier ones."""
-    tokenizer = tokenizer or CharTokenizer(text)
+    tokenizer = tokenizer or TOKENIZERS[cfg.tokenizer].learn(text, cfg)
     lines = text_lines(text)
     train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
     train_lines = train_lines + list(extra_train)
@@ -807,7 +816,7 @@ class Hooks:
     def batches(self, batch_stream):  # this process's batches of one epoch
         return batch_stream
 
-    def totals(self, sums: torch.Tensor) -> torch.Tensor:  # the epoch's sums over all processes
+    def totals(self, sums: list) -> list:  # the epoch's sums (TrainingState.sums) over all processes
         return sums
 
     def on_start(self, optimizer: Adam, state: "TrainingState"):  # before the first step
@@ -845,7 +854,7 @@ class TrainingState:
     epoch_steps: int = 0  # steps taken in this epoch
     lr: float = 0.0  # the learning rate of the last step
     sums: list = field(default_factory=list)  # this epoch's loss x tokens, tokens, sum of ||g||, clipped steps
-    started: float = field(default_factory=time.perf_counter)  # when training started
+    started: float = field(default_factory=lambda: time.perf_counter())  # when training started
     epoch_started: float = 0.0
 
     def start_epoch(self, epoch: int, device):
@@ -1205,12 +1214,13 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
 
 def validate_choices_and_sampling(cfg: Config):
     """The settings that name one of a few choices, and the sampling numbers."""
-    choices = {"mode": ("auto", "line", "stream"), "attention": ("fast", "exact"),
+    choices = {"mode": ("auto", "line", "stream"), "attention": ("fast", "exact"), "tokenizer": tuple(TOKENIZERS),
                "optimizer": ("adam", "adamw"), "precision": ("auto", "bf16", "fp32")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
-            raise UserError(f"{flag_of(name)} must be " + ", ".join(f"'{a}'" for a in allowed[:-1])
-                            + f" or '{allowed[-1]}', got '{getattr(cfg, name)}'")
+            quoted = [f"'{a}'" for a in allowed]
+            listed = ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
+            raise UserError(f"{flag_of(name)} must be {listed}, got '{getattr(cfg, name)}'")
     problem = temperature_problem(cfg.temperature)
     if problem:
         raise UserError(f"--temperature {problem}")
@@ -1615,7 +1625,7 @@ def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = N
     """prepare_data (section 3) for any text: the mode of cfg.mode, or the one --mode auto
     picks; a book goes to stream mode, proverbs to the story's line mode."""
     mode, reason = (cfg.mode, "chosen with --mode") if cfg.mode != "auto" else choose_mode(text, cfg.context)
-    tokenizer = tokenizer or CharTokenizer(text)
+    tokenizer = tokenizer or TOKENIZERS[cfg.tokenizer].learn(text, cfg)
     if mode == "stream":
         return window_data(text, cfg, tokenizer, reason, extra_train)
     check_line_count(text_lines(text), cfg)  # a clear error for a text of one or two lines
@@ -1888,8 +1898,7 @@ class RunHooks(DeviceHooks):
 
 # %%
 CHECKPOINT_FORMAT = "LLM.py checkpoint 3"  # 2: with the checksum of its tensors; 3: the tokenizer by name
-TOKENIZERS = {"char": CharTokenizer}  # a checkpoint's tokenizer kind -> its class (from_dict rebuilds it)
-SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context")  # fixed by the weights
+SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context", "tokenizer")  # fixed by the weights
 
 
 def to_cpu(value):
@@ -2168,36 +2177,9 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: s
     return "\n".join(lines) + "\n"
 
 
-@dataclass
-class Step:
-    """One generation step, everything table.txt prints about it."""
-    position: int  # index of the new token in the sequence (the opening ⏎ is 0)
-    context: str  # the text the model saw
-    candidates: list  # the candidates shown, most likely first: (token text, logit, p, cumulative p)
-    kept: int  # how many candidates were kept (top-k / top-p)
-    kept_mass: float  # their total probability
-    u: float | None  # the uniform draw (None when greedy)
-    chosen: str  # the token taken
-    chosen_p: float  # its probability p
-    entropy_bits: float  # H(p) in bits
-
-    @classmethod
-    def of(cls, pick: Pick, tokenizer: CharTokenizer) -> "Step":
-        """The row of table.txt for one pick: the kept candidates and two rejected ones (or the
-        top 10 when all are kept), and always as far down as the chosen one."""
-        c = pick.choice
-        chosen_rank = int((c.order == c.id).nonzero()) + 1
-        shown = min(len(c.probs), max(c.kept + 2 if c.kept < len(c.probs) else 10, chosen_rank))
-        return cls(position=pick.position, context=tokenizer.decode(pick.window),
-                   candidates=[(tokenizer.token_text(i), float(c.logits[i]), float(c.probs[i]), float(cum))
-                               for i, cum in zip(c.order[:shown], c.cumulative[:shown])],
-                   kept=c.kept, kept_mass=float(c.cumulative[c.kept - 1]), u=c.u, chosen=tokenizer.token_text(c.id),
-                   chosen_p=float(c.probs[c.id]),
-                   entropy_bits=float(-(c.probs * torch.log2(c.probs.clamp_min(1e-30))).sum()))
-
-
 def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer) -> str:
-    """The text of table.txt: every step of every sample."""
+    """The text of table.txt: every pick of every sample, with the kept candidates and two
+    rejected ones (or the top 10 when all are kept), and always as far down as the chosen one."""
     if cfg.greedy:
         how = "greedy: always the most likely character"
     else:
@@ -2213,18 +2195,20 @@ def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer)
            f"Entropy H = -sum p log2 p over all {tokenizer.unit}s, in bits: 0 = certain.", ""]
     for n, sample in enumerate(samples, 1):
         out += [f"SAMPLE {n}: prompt \"{sample.prompt}\"", f"result: {sample.text}", "=" * 72]
-        for s in (Step.of(pick, tokenizer) for pick in sample.picks):
-            out.append(f"step {s.position - len(sample.prompt):>3} | position {s.position:>3} | context: {show(s.context)}")
-            out.append("      rank  char        logit        p    cum p")
-            for rank, (text, logit, p, cum) in enumerate(s.candidates, 1):
-                mark = "*" if rank <= s.kept else " "
-                out.append(f"    {mark} {rank:>4}  {show(text):<4} {logit:>11.3f} {p:>8.4f} {cum:>8.4f}")
-            if s.u is None:
-                draw = "greedy: the most likely"
-            else:
-                draw = f"u = {s.u:.4f}, u x kept mass {round(s.kept_mass, 6):.4f} = {s.u * s.kept_mass:.4f}"
-            out += [f"      {draw} -> chose '{show(s.chosen)}' (p = {s.chosen_p:.4f}), entropy {s.entropy_bits:.2f} bits",
-                    ""]
+        for pick in sample.picks:
+            c, text = pick.choice, tokenizer.token_text
+            chosen_rank = int((c.order == c.id).nonzero()) + 1
+            shown = min(len(c.probs), max(c.kept + 2 if c.kept < len(c.probs) else 10, chosen_rank))
+            kept_mass, entropy = float(c.cumulative[c.kept - 1]), float(-(c.probs * torch.log2(c.probs.clamp_min(1e-30))).sum())
+            out += [f"step {pick.position - len(sample.prompt):>3} | position {pick.position:>3} | context: "
+                    f"{show(tokenizer.decode(pick.window))}", "      rank  char        logit        p    cum p"]
+            out += [f"    {'*' if rank <= c.kept else ' '} {rank:>4}  {show(text(i)):<4} {float(c.logits[i]):>11.3f} "
+                    f"{float(c.probs[i]):>8.4f} {float(cum):>8.4f}"
+                    for rank, (i, cum) in enumerate(zip(c.order[:shown], c.cumulative[:shown]), 1)]
+            draw = ("greedy: the most likely" if c.u is None else
+                    f"u = {c.u:.4f}, u x kept mass {round(kept_mass, 6):.4f} = {c.u * kept_mass:.4f}")
+            out += [f"      {draw} -> chose '{show(text(c.id))}' (p = {float(c.probs[c.id]):.4f}), "
+                    f"entropy {entropy:.2f} bits", ""]
         out.append("")
     return "\n".join(out)
 
