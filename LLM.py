@@ -2181,12 +2181,12 @@ def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer)
     """The text of table.txt: every pick of every sample, with the kept candidates and two
     rejected ones (or the top 10 when all are kept), and always as far down as the chosen one."""
     if cfg.greedy:
-        how = "greedy: always the most likely character"
+        how = f"greedy: always the most likely {tokenizer.unit}"
     else:
         how = (f"temperature {cfg.temperature}, top-k {cfg.top_k or 'off'}, top-p "
                f"{cfg.top_p if cfg.top_p < 1 else 'off'}, seed {cfg.seed}")
-    out = ["HOW THE MODEL CHOSE EVERY CHARACTER",
-           "===================================",
+    heading = f"HOW THE MODEL CHOSE EVERY {tokenizer.unit.upper()}"
+    out = [heading, "=" * len(heading),
            f"Sampling: {how}.",
            "Each block is one step. 'context' is what the model saw (⏎ = start or end of a proverb,",
            "␣ = space). The candidates are sorted by p = softmax(logit / temperature); 'cum p' adds",
