@@ -187,3 +187,31 @@ def test_the_readme_test_time_is_a_measurement_with_its_machine_and_date():
                                    r"on (\d{4}-\d\d-\d\d), measured three times")
     assert int(low) <= int(high) <= 180  # what a student can run before class: at most 3 minutes
     said(README, r"python -m pytest -q tests -m slow")  # the long tests are named, and how to run them
+
+
+def test_the_training_craft_table_gives_the_defaults_of_the_settings():
+    rows = re.findall(r"^\| ((?:`--[\w-]+`(?:, )?)+) \| ([^|]+) \|", README, re.M)
+    checked = 0
+    for flags, defaults in rows:
+        names = re.findall(r"`(--[\w-]+)`", flags)
+        values = [v.strip() for v in defaults.split(",")]
+        if len(names) != len(values):  # a row of the measured table, not of defaults
+            continue
+        for flag, value in zip(names, values):
+            name = next(f.name for f in LLM.fields(LLM.Config) if LLM.flag_of(f.name) == flag)
+            default = getattr(LLM.Config(), name)
+            if isinstance(default, bool):
+                assert value == ("on" if default else "off"), flag
+            elif isinstance(default, (int, float)):
+                assert float(value) == default, flag
+            else:
+                assert value == default, flag
+            checked += 1
+    assert checked >= 12
+
+
+def test_the_limits_the_readme_quotes_are_the_limits_the_code_keeps():
+    low, high = said(README, r"`--temperature` outside ([\d.]+) to ([\d,]+)")
+    assert (float(low), float(high)) == LLM.TEMPERATURE_RANGE
+    assert number(said(README, r"`--max-chars` over ([\d,]+)")[0]) == LLM.MAX_CHARS
+    assert number(said(README, r"`--seed` outside 0 to ([\d,]+)")[0]) == 2 ** 32 - 1
