@@ -2474,42 +2474,6 @@ def new_figure(width: float, height: float, dpi: int = 90):
     return Figure(figsize=(width, height), dpi=dpi)
 
 
-def draw_loss(history: list[dict], snapshots: list[int], path: Path, test_loss: float | None = None):
-    """loss.png: train and validation loss per epoch, the learning rate on a second axis."""
-    from matplotlib.lines import Line2D
-    epochs = [r["epoch"] for r in history]
-    best = min(history, key=lambda r: r["val_loss"])
-    fig = new_figure(9, 4.8)
-    ax = fig.subplots()
-    for epoch in snapshots:
-        ax.axvline(epoch, color="0.88", lw=1, zorder=0)
-    ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, color="tab:blue", label="train loss")
-    ax.plot(epochs, [r["val_loss"] for r in history], "o-", ms=3, color="tab:orange", label="validation loss")
-    ax.plot([best["epoch"]], [best["val_loss"]], "*", ms=14, color="tab:orange", mec="black",
-            label=f"best epoch {best['epoch']}: {best['val_loss']:.3f} (kept in model.pt)")
-    if test_loss is not None:
-        ax.plot([best["epoch"]], [test_loss], "D", ms=7, color="tab:red", mec="black",
-                label=f"test loss of that model: {test_loss:.3f}")
-    ax.set_xlabel("epoch", fontsize=11)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("cross-entropy loss (nats per character)", fontsize=11)
-    ax.tick_params(labelsize=10)
-    ax.grid(axis="y", color="0.92")
-    lr_axis = ax.twinx()
-    lr_axis.plot(epochs, [r["lr"] for r in history], "--", color="0.45", lw=1.2)
-    lr_axis.set_ylabel("learning rate at the end of the epoch", fontsize=11, color="0.35")
-    lr_axis.tick_params(labelsize=10, colors="0.35")
-    lr_axis.set_ylim(0, max(r["lr"] for r in history) * 1.1)
-    handles, _ = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], ls="--", color="0.45", label="learning rate (right axis)")]
-    if snapshots:
-        handles += [Line2D([], [], color="0.88", lw=2, label="epochs with an epoch_<N>.png")]
-    ax.legend(handles=handles, fontsize=10, loc="upper right", framealpha=0.95)
-    ax.set_title("Loss per epoch: the gap between the curves is what the model learned by heart", fontsize=12)
-    fig.subplots_adjust(left=0.09, right=0.9, top=0.92, bottom=0.11)
-    save_figure(fig, path)
-
-
 def pick_example(lines: list[str], length: int = 32) -> str:
     """A real line of about `length` characters to draw attention for (the first such)."""
     return min(lines, key=lambda line: abs(len(line) - length))[:length + 16]  # min keeps the first of ties
@@ -2592,33 +2556,6 @@ def draw_attention(chars: list[str], weights: torch.Tensor, layer: int, path: Pa
     save_figure(fig, path)
 
 
-def draw_positional_encoding(pe: torch.Tensor, path: Path, dims=(0, 10, 20, 40)):
-    """positional_encoding.png: the (T, C) matrix as a heatmap and a few columns as curves."""
-    T, C = pe.shape
-    dims = [d for d in dims if d < C]
-    fig = new_figure(12, 4.8)
-    heat, curves = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
-    image = heat.imshow(pe.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-    heat.set_xlabel("dimension i of the vector", fontsize=11)
-    heat.set_ylabel("position in the sequence", fontsize=11)
-    heat.tick_params(labelsize=10)
-    heat.set_title("PE(pos, i): fast waves on the left, slow on the right", fontsize=11)
-    bar = fig.colorbar(image, ax=heat, fraction=0.05, pad=0.02)
-    bar.ax.tick_params(labelsize=9)
-    for d in dims:  # even dimensions: the sines
-        period = 2 * math.pi * 10000 ** (d / C)
-        curves.plot(range(T), pe[:, d].numpy(), lw=1.8,
-                    label=f"dimension {d}: sin(pos / 10000^({d}/{C})), one turn every {period:,.0f} positions")
-    curves.set_xlabel("position in the sequence", fontsize=11)
-    curves.set_ylabel("value added to that dimension", fontsize=11)
-    curves.tick_params(labelsize=10)
-    curves.set_ylim(-1.15, 1.9)
-    curves.legend(fontsize=9, loc="upper right", framealpha=0.95)
-    curves.set_title("A few columns: each pair of dimensions is a wave of its own frequency", fontsize=11)
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.92, bottom=0.11, wspace=0.32)
-    save_figure(fig, path)
-
-
 def pca_2d(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(V, C) rows -> ((V, 2) coordinates on the two main directions, (2,) share of the
     variance each explains). torch.pca_lowrank with q = min(V, C) is an exact PCA; its signs
@@ -2655,47 +2592,12 @@ KIND_COLORS = {"vowel": "tab:red", "consonant": "tab:blue", "punctuation": "tab:
                "space or ⏎": "black", "word piece": "tab:orange", "other": "tab:purple"}
 
 
-def draw_embeddings(tokenizer: CharTokenizer, before: torch.Tensor, after: torch.Tensor, path: Path):
-    """embeddings.png: the embedding table in 2-D by PCA, at the start and end of training."""
-    from matplotlib.lines import Line2D
-    fig = new_figure(13, 6.2)
-    axes = fig.subplots(1, 2)
-    texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
-    kinds = [character_kind(c) for c in texts]
-    for ax, table, when in zip(axes, (before, after), ("at the start of training", "at the end of training")):
-        xy, explained = pca_2d(table)
-        for (x, y), c, kind in zip(xy.tolist(), texts, kinds):
-            ax.text(x, y, show(c), color=KIND_COLORS[kind], fontsize=11, ha="center", va="center",
-                    fontweight="bold" if kind == "vowel" else "normal")
-        pad = 0.08 * float((xy.max(0).values - xy.min(0).values).max())
-        ax.set_xlim(float(xy[:, 0].min()) - pad, float(xy[:, 0].max()) + pad)
-        ax.set_ylim(float(xy[:, 1].min()) - pad, float(xy[:, 1].max()) + pad)
-        ax.set_xlabel(f"first principal direction ({explained[0]:.0%} of the variance)", fontsize=10)
-        ax.set_ylabel(f"second principal direction ({explained[1]:.0%})", fontsize=10)
-        ax.tick_params(labelsize=9)
-        ax.set_title(f"{tokenizer.unit.capitalize()} embeddings {when}", fontsize=12)
-    axes[1].legend(handles=[Line2D([], [], ls="", marker="s", color=color, label=kind)
-                            for kind, color in KIND_COLORS.items() if kind in kinds],
-                   fontsize=10, loc="upper right", framealpha=0.9)
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.94, bottom=0.09, wspace=0.15)
-    save_figure(fig, path)
-
-
 def nearest_tokens(tokenizer: CharTokenizer, table: torch.Tensor, text: str, k: int = 3) -> list[str]:
     """The k tokens whose embedding vectors point most nearly the same way as the token `text`'s."""
     unit = F.normalize(table.detach().float().cpu(), dim=1)  # (V, C), rows of length 1
     me = tokenizer.token_id(text)
     similarity = unit @ unit[me]  # (V, C) @ (C,) -> (V,) cosine similarities
     return [tokenizer.token_text(i) for i in similarity.argsort(descending=True).tolist() if i != me][:k]
-
-
-def write_evolution_gif(frames: list, path: Path, ms_per_frame: int = 800):
-    """evolution.gif: the epoch pictures as an animation, written by Pillow (the image library
-    matplotlib itself uses) from the frames EpochPictures kept. The last frame stays on
-    screen three times as long."""
-    durations = [ms_per_frame] * (len(frames) - 1) + [3 * ms_per_frame]
-    write_file(path, lambda file: frames[0].save(file, format="GIF", save_all=True, append_images=frames[1:],
-                                                 duration=durations, loop=0))
 
 
 
@@ -2740,14 +2642,46 @@ def wanted(cfg: Config, name: str) -> bool:
 
 @picture("loss")
 def loss_picture(run: Finished) -> list[Drawing]:
+    """loss.png: train and validation loss per epoch, the learning rate on a second axis."""
+    from matplotlib.lines import Line2D
+    history, best, test_loss = run.history, run.best, run.test_loss
     snapshots = [epoch for epoch, _ in run.epochs.drawn] if run.epochs else []
-    draw_loss(run.history, snapshots, run.setup.out / "loss.png", run.test_loss)
+    epochs = [r["epoch"] for r in history]
+    fig = new_figure(9, 4.8)
+    ax = fig.subplots()
+    for epoch in snapshots:
+        ax.axvline(epoch, color="0.88", lw=1, zorder=0)
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, color="tab:blue", label="train loss")
+    ax.plot(epochs, [r["val_loss"] for r in history], "o-", ms=3, color="tab:orange", label="validation loss")
+    ax.plot([best["epoch"]], [best["val_loss"]], "*", ms=14, color="tab:orange", mec="black",
+            label=f"best epoch {best['epoch']}: {best['val_loss']:.3f} (kept in model.pt)")
+    if test_loss is not None:
+        ax.plot([best["epoch"]], [test_loss], "D", ms=7, color="tab:red", mec="black",
+                label=f"test loss of that model: {test_loss:.3f}")
+    ax.set_xlabel("epoch", fontsize=11)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("cross-entropy loss (nats per character)", fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.grid(axis="y", color="0.92")
+    lr_axis = ax.twinx()
+    lr_axis.plot(epochs, [r["lr"] for r in history], "--", color="0.45", lw=1.2)
+    lr_axis.set_ylabel("learning rate at the end of the epoch", fontsize=11, color="0.35")
+    lr_axis.tick_params(labelsize=10, colors="0.35")
+    lr_axis.set_ylim(0, max(r["lr"] for r in history) * 1.1)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], ls="--", color="0.45", label="learning rate (right axis)")]
+    if snapshots:
+        handles += [Line2D([], [], color="0.88", lw=2, label="epochs with an epoch_<N>.png")]
+    ax.legend(handles=handles, fontsize=10, loc="upper right", framealpha=0.95)
+    ax.set_title("Loss per epoch: the gap between the curves is what the model learned by heart", fontsize=12)
+    fig.subplots_adjust(left=0.09, right=0.9, top=0.92, bottom=0.11)
+    save_figure(fig, run.setup.out / "loss.png")
     tested = ", and the red diamond the test loss of that model, measured once at the end" if run.test_loss else ""
     return [Drawing("loss.png", "loss.png: learning, epoch by epoch", (
         "Train loss (blue) and validation loss (orange) per epoch, in nats per character; the grey dashed line "
         "is the learning rate (right axis): the short warm-up, then the cosine down to its floor. The star is the "
         f"best epoch, the one kept in model.pt{tested}. Here the best validation loss is "
-        f"{run.best['val_loss']:.3f} at epoch {run.best['epoch']}. What to look for: both curves fall fast in the "
+        f"{best['val_loss']:.3f} at epoch {best['epoch']}. What to look for: both curves fall fast in the "
         "first epochs (spelling is easy), then slowly; when the validation curve stops falling while the training "
         "curve goes on, the model is learning the training lines by heart, and early stopping ends the run."))]
 
@@ -2775,7 +2709,31 @@ def attention_pictures(run: Finished) -> list[Drawing]:
 
 @picture("positions")
 def positions_picture(run: Finished) -> list[Drawing]:
-    draw_positional_encoding(run.setup.model.positional_encoding.cpu(), run.setup.out / "positional_encoding.png")
+    """positional_encoding.png: the (T, C) matrix as a heatmap and a few columns as curves."""
+    pe = run.setup.model.positional_encoding.cpu()
+    T, C = pe.shape
+    dims = [d for d in (0, 10, 20, 40) if d < C]
+    fig = new_figure(12, 4.8)
+    heat, curves = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+    image = heat.imshow(pe.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    heat.set_xlabel("dimension i of the vector", fontsize=11)
+    heat.set_ylabel("position in the sequence", fontsize=11)
+    heat.tick_params(labelsize=10)
+    heat.set_title("PE(pos, i): fast waves on the left, slow on the right", fontsize=11)
+    bar = fig.colorbar(image, ax=heat, fraction=0.05, pad=0.02)
+    bar.ax.tick_params(labelsize=9)
+    for d in dims:  # even dimensions: the sines
+        period = 2 * math.pi * 10000 ** (d / C)
+        curves.plot(range(T), pe[:, d].numpy(), lw=1.8,
+                    label=f"dimension {d}: sin(pos / 10000^({d}/{C})), one turn every {period:,.0f} positions")
+    curves.set_xlabel("position in the sequence", fontsize=11)
+    curves.set_ylabel("value added to that dimension", fontsize=11)
+    curves.tick_params(labelsize=10)
+    curves.set_ylim(-1.15, 1.9)
+    curves.legend(fontsize=9, loc="upper right", framealpha=0.95)
+    curves.set_title("A few columns: each pair of dimensions is a wave of its own frequency", fontsize=11)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.92, bottom=0.11, wspace=0.32)
+    save_figure(fig, run.setup.out / "positional_encoding.png")
     return [Drawing("positional_encoding.png", "positional_encoding.png: how the model knows where a character stands", (
         "Left, the matrix PE(pos, i) that section 5 adds to every character's vector: one row per position, one "
         "column per dimension. Right, a few columns as curves: dimension 0 is sin(pos), a turn every 6.3 positions; "
@@ -2786,8 +2744,31 @@ def positions_picture(run: Finished) -> list[Drawing]:
 
 @picture("embeddings")
 def embeddings_picture(run: Finished) -> list[Drawing]:
+    """embeddings.png: the embedding table in 2-D by PCA, at the start and end of training."""
     tokenizer, table = run.setup.data.tokenizer, run.setup.model.token_embedding.weight
-    draw_embeddings(tokenizer, run.setup.initial_embedding, table, run.setup.out / "embeddings.png")
+    before, after = run.setup.initial_embedding, table
+    from matplotlib.lines import Line2D
+    fig = new_figure(13, 6.2)
+    axes = fig.subplots(1, 2)
+    texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
+    kinds = [character_kind(c) for c in texts]
+    for ax, table, when in zip(axes, (before, after), ("at the start of training", "at the end of training")):
+        xy, explained = pca_2d(table)
+        for (x, y), c, kind in zip(xy.tolist(), texts, kinds):
+            ax.text(x, y, show(c), color=KIND_COLORS[kind], fontsize=11, ha="center", va="center",
+                    fontweight="bold" if kind == "vowel" else "normal")
+        pad = 0.08 * float((xy.max(0).values - xy.min(0).values).max())
+        ax.set_xlim(float(xy[:, 0].min()) - pad, float(xy[:, 0].max()) + pad)
+        ax.set_ylim(float(xy[:, 1].min()) - pad, float(xy[:, 1].max()) + pad)
+        ax.set_xlabel(f"first principal direction ({explained[0]:.0%} of the variance)", fontsize=10)
+        ax.set_ylabel(f"second principal direction ({explained[1]:.0%})", fontsize=10)
+        ax.tick_params(labelsize=9)
+        ax.set_title(f"{tokenizer.unit.capitalize()} embeddings {when}", fontsize=12)
+    axes[1].legend(handles=[Line2D([], [], ls="", marker="s", color=color, label=kind)
+                            for kind, color in KIND_COLORS.items() if kind in kinds],
+                   fontsize=10, loc="upper right", framealpha=0.9)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.94, bottom=0.09, wspace=0.15)
+    save_figure(fig, run.setup.out / "embeddings.png")
     near = lambda text: (", ".join(f"'{show(n)}'" for n in nearest_tokens(tokenizer, table, text))  # noqa: E731
                          if tokenizer.token_id(text) is not None else "(not in this text)")
     return [Drawing("embeddings.png", "embeddings.png: what the model learned about each character", (
@@ -2816,7 +2797,12 @@ def epoch_pictures(run: Finished) -> list[Drawing]:
 def evolution_film(run: Finished) -> list[Drawing]:
     if run.epochs is None or not run.epochs.frames:
         return []
-    write_evolution_gif(run.epochs.frames, run.setup.out / "evolution.gif")
+    # Written by Pillow (the image library matplotlib itself uses) from the frames EpochPictures
+    # kept, 0.8 s each; the last one stays on screen three times as long.
+    frames = run.epochs.frames
+    durations = [800] * (len(frames) - 1) + [3 * 800]
+    write_file(run.setup.out / "evolution.gif", lambda file: frames[0].save(
+        file, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))
     return [Drawing("evolution.gif", "evolution.gif: the epoch pictures as a film", (
         "The same pictures one after the other, same layout and colour scale, the last held longer: watch the "
         "colours cool down and the character links grow."), inline=False)]
