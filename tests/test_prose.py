@@ -215,3 +215,10 @@ def test_the_limits_the_readme_quotes_are_the_limits_the_code_keeps():
     assert (float(low), float(high)) == LLM.TEMPERATURE_RANGE
     assert number(said(README, r"`--max-chars` over ([\d,]+)")[0]) == LLM.MAX_CHARS
     assert number(said(README, r"`--seed` outside 0 to ([\d,]+)")[0]) == 2 ** 32 - 1
+
+
+def test_how_long_the_story_says_the_run_takes_is_what_the_benchmark_measured():
+    said(STORY, r"in well under a minute on a laptop CPU \(it prints its own time\)")
+    benchmark = (ROOT / "tests" / "BENCHMARK.md").read_text(encoding="utf-8")
+    newest = re.search(r"^\| classroom run, `python LLM.py`, every output \| ([\d.]+) s wall \| ([\d.]+) s wall", benchmark, re.M)
+    assert newest and max(float(newest.group(1)), float(newest.group(2))) < 30  # "well under": half a minute at most
