@@ -3088,10 +3088,14 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
 # ## I. The command line
 #
 # Every Config field becomes a flag (`d_model` → `--d-model`), with the field's explanation as
-# its `--help` text. Errors the user can fix are printed as one line, `error: ...`, and the
-# program exits with code 2, never with a traceback.
+# its `--help` text, in the groups of the dataclass; `--preset NAME` starts from one of section
+# 1's presets, and the flags typed beside it change it again. `run()` is the whole run: section
+# 15's story through the run's hooks (part E), then the outputs (part G). Errors the user can
+# fix are printed as one line, `error: ...`, and the program exits with code 2, never with a
+# traceback.
 #
 #     python LLM.py                         train from scratch, write outputs/
+#     python LLM.py --preset longer         the longer run, into outputs/longer/
 #     python LLM.py --resume                go on training outputs/model.pt from its epoch
 #     python LLM.py --init-from M --data F  fine-tune the model M on the text F
 #     python LLM.py --eval                  test-split loss, perplexity, bits per character
