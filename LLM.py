@@ -1859,7 +1859,7 @@ class RunHooks(DeviceHooks):
 
     def on_epoch_end(self, state: TrainingState, record: dict):
         if self.pictures is not None and record["epoch"] % self.cfg.snapshot == 0:
-            self.pictures.draw(self.model, record, self.cfg)
+            self.pictures.draw(self.model, record)
 
     def kept(self, verb: str) -> str:
         """What the checkpoint holds now, in words."""
@@ -2462,7 +2462,8 @@ class EpochPictures:
         self.frames.append(image.convert("RGB").resize((round(width * 0.6), round(height * 0.6)), Image.LANCZOS)
                            .quantize(colors=128))  # a smaller frame for evolution.gif
 
-    def draw(self, model: TransformerLM, record: dict, cfg: Config):
+    def draw(self, model: TransformerLM, record: dict):
+        """outputs/epoch_<N>.png for the epoch that just ended."""
         name = f"epoch_{record['epoch']}.png"
         self.render(self.measure(model), record["epoch"], record, self.out / name)
         self.drawn.append((record["epoch"], name))
