@@ -4,19 +4,12 @@
 #
 # This file is a book in two parts.
 #
-# **Part I, the story**, is what a class reads, in the order the data flows: the settings, the
-# proverbs turned into numbers, embeddings, positions, attention, the encoder layer, the
-# model, the loss, the learning-rate schedule, Adam, the training loop, sampling, and the whole
-# story run end to end. Each section opens with a few sentences and, where there is one, its
-# formula, then the code. Part I runs on its own: execute its cells alone (in a notebook, or
-# pasted into Python) and its last cell trains the classroom model for an epoch and lets it
-# write, with nothing but the code above it.
-#
-# **Part II**, after the appendix banner, holds the machinery a real program needs and a
-# first reading does not: checking settings, devices, long texts, mixed precision, several
-# processes, checkpoints, the pictures, talking to the model, the command line. The story never
-# calls it: Part II plugs into the story's hooks (section 13), the places where training lets
-# other code in.
+# **Part I, the story**, is what a class reads, in the order the data flows, from the settings
+# to sampling; each section opens with a few sentences and, where there is one, its formula.
+# It runs on its own: its cells alone train the classroom model for an epoch and let it write.
+# **Part II**, after the appendix banner, holds the machinery a real program needs and a first
+# reading does not (checks, devices, long texts, several processes, checkpoints, pictures, chat,
+# the command line); the story never calls it, it plugs into the story's hooks (section 13).
 #
 # `python LLM.py` trains the classroom model on `refranes.txt` in well under a minute on a
 # laptop CPU (it prints its own time) and writes everything to `outputs/`; `python LLM.py
@@ -35,22 +28,16 @@
 # | V | vocabulary size: the distinct tokens the model knows (here characters) |
 
 # %%
-"""LLM.py: a small character-level Transformer that learns Spanish proverbs, in one file.
-
-    python LLM.py          train on refranes.txt and write everything to outputs/
-    python LLM.py --help   every setting, and the other ways to use a trained model
-"""
+"""LLM.py: a small character-level Transformer that learns Spanish proverbs, in one file (python LLM.py --help)."""
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import re
-import sys
 import time
 import unicodedata
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -66,16 +53,15 @@ class UserError(Exception):
 # %% [markdown]
 # ## 1. The settings
 #
-# Every number that shapes the run (the data, the model, training, sampling, the chat's
-# `/train`) lives in one dataclass, passed explicitly to whoever needs it: no hidden globals. Each field carries its own one-line explanation; the same text is what
-# `python LLM.py --help` prints, and every field has a command-line flag (`d_model` is
-# `--d-model`).
+# Every number that shapes the run (data, model, training, sampling, the chat's `/train`) lives
+# in one dataclass, passed explicitly to whoever needs it: no hidden globals. Each field carries
+# its one-line explanation, which `python LLM.py --help` prints, and a flag (`d_model`: `--d-model`).
 #
 # The defaults are the classroom run: three passes over the 4,887 proverbs of `refranes.txt`,
 # small enough to train in seconds on a laptop CPU, big enough to learn to spell most Spanish
 # words. The model has about 110 thousand parameters, and `outputs/parameters.txt` accounts for
-# every one of them. A **preset** names a set of changes to the defaults: `--preset longer` is
-# a bigger model trained for 16 epochs, for a teacher to run before class.
+# every one of them. `--preset longer` is a bigger model trained for 16 epochs, for a teacher to
+# run before class.
 
 # %%
 def setting(default, help: str, flag: str | None = None):
@@ -87,9 +73,8 @@ def setting(default, help: str, flag: str | None = None):
 class Config:
     # --- data and outputs ---
     data: str = setting("refranes.txt", "text file to learn from, UTF-8: one sample per line, or any running text")
-    mode: str = setting("auto", "how the text is cut into samples: line (every line is one sample: proverbs), stream "
-                                "(one long text cut into windows: a book) or auto (line if the lines are short and "
-                                "no blank line separates them)")
+    mode: str = setting("auto", "how the text is cut into samples: line (one per line: proverbs), stream "
+                                "(windows of one long text: a book) or auto (line if the lines are short, none blank)")
     out: str = setting("outputs", "folder where every output file is written")
     val_fraction: float = setting(0.1, "share of the text held out to measure the validation loss every epoch")
     test_fraction: float = setting(0.1, "share held out, never used to choose anything, for the final test report (0 = none)")
@@ -106,30 +91,25 @@ class Config:
     attention: str = setting("fast", "fast: torch's scaled_dot_product_attention; exact: the hand-written formula")
     # --- training ---
     batch_size: int = setting(16, "B: sequences (lines or windows) per optimizer step")
-    eval_batch: int = setting(64, "sequences per batch when a split is measured (no gradients are kept, "
-                                  "so it can be larger than the training batch)")
+    eval_batch: int = setting(64, "sequences per batch when a split is measured (no gradients: it can be larger)")
     optimizer: str = setting("adam", "adam: the paper's optimizer; adamw: Adam with decoupled weight decay")
     lr: float = setting(4e-3, "peak learning rate of the optimizer")
     lr_floor: float = setting(0.1, "the learning rate ends at this fraction of --lr (the cosine goes down to it)")
     warmup: int = setting(10, "optimizer steps over which the learning rate rises from 0 to --lr")
     warmup_cap: float = setting(0.2, "the warm-up takes at most this share of all the steps of the run")
-    beta1: float = setting(0.9, "Adam: how slowly the running average of the gradient forgets (0 = not at all kept)")
+    beta1: float = setting(0.9, "Adam: how slowly the running average of the gradient forgets (0: no average)")
     beta2: float = setting(0.999, "Adam: the same for the running average of the squared gradient")
-    eps: float = setting(1e-8, "Adam: added to the denominator, so that a parameter with no gradient yet does "
-                               "not divide by 0")
+    eps: float = setting(1e-8, "Adam: added to the denominator, so that a zero gradient never divides by 0")
     weight_decay: float = setting(0.1, "adamw only: how strongly matrices are pulled towards 0 at every step")
     clip: float = setting(1.0, "largest gradient norm: longer gradients are scaled down to it (0 = no clipping)")
-    precision: str = setting("auto", "bf16: compute in bfloat16 where safe (autocast); fp32: never; "
-                                     "auto: bf16 on a GPU that supports it, fp32 elsewhere")
-    compile: bool = setting(False, "compile the training step into fused kernels first: tens of seconds of "
-                                   "compiling, then maybe faster (slower on a 2-core CPU; see tests/BENCHMARK.md)")
+    precision: str = setting("auto", "bf16: bfloat16 where safe (autocast); fp32: never; auto: bf16 on a GPU that has it")
+    compile: bool = setting(False, "compile the training step into fused kernels: tens of seconds first, then maybe "
+                                   "faster (slower on a 2-core CPU: tests/BENCHMARK.md)")
     epochs: int = setting(3, "passes over the training data (at most: early stopping may end sooner)")
     patience: int = setting(5, "stop after this many epochs without a better validation loss (0 = never stop early)")
     snapshot: int = setting(1, "draw outputs/epoch_<N>.png every this many epochs (0 = never)")
-    progress: float = setting(10.0, "in an epoch that lasts longer, say how far it is every this many seconds "
-                                    "(0 = never)")
-    pictures: tuple = setting(("all",), "pictures to draw after training: all, or some of the names listed "
-                                        "at the end of --help (the flag alone, with no name, draws none)")
+    progress: float = setting(10.0, "in a longer epoch, say how far it is every this many seconds (0 = never)")
+    pictures: tuple = setting(("all",), "pictures to draw: all, or names listed at the end of --help (alone: none)")
     # --- sampling at the end of training ---
     prompts: tuple = setting(("", "No hay", "Más vale", "Quien", "El que", "Cada"),
                              "beginnings to complete at the end ('' = from nothing)")
@@ -140,35 +120,25 @@ class Config:
     max_chars: int = setting(120, "stop a sample after this many new characters if no end of line came")
     # --- the chat's /train ---
     chat_epochs: int = setting(3, "epochs that /train trains when it is given no number")
-    chat_weight: int = setting(10, "/train counts every typed line this many times per epoch, so that a few "
-                                   "lines weigh something next to thousands of proverbs")
+    chat_weight: int = setting(10, "/train counts every typed line this many times per epoch, next to the corpus")
     chat_lr_divisor: float = setting(3.0, "/train trains at --lr divided by this: a trained model only needs nudging")
-
-
-PRESETS = {  # name -> the settings it changes; flags typed on the command line change them again
-    "classroom": {},  # the defaults above
-    "longer": {"d_model": 128, "d_ff": 512, "dropout": 0.05, "optimizer": "adamw", "lr": 3e-3, "epochs": 16,
-               "snapshot": 4, "out": "outputs/longer"},  # a few minutes, before class: better samples
-}
 
 
 # %% [markdown]
 # ## 2. The proverbs, as numbers
 #
 # The model reads numbers, not letters. A **tokenizer** cuts a text into tokens and gives every
-# distinct token an id; here one token is one character. Its vocabulary is the characters of the
-# corpus, in sorted order, plus the end-of-line character ⏎ (`'\n'`), which sorts first and plays
-# two roles: written after a proverb it means "this proverb is over", and put before the first
-# character it means "a new proverb starts here". For `refranes.txt` that gives ⏎ → 0,
+# distinct token an id; here one token is one character. Its vocabulary is the corpus's
+# characters, sorted, plus the end-of-line character ⏎ (`'\n'`), which sorts first and means
+# "this proverb is over" after a proverb and "a new proverb starts here" before one. For `refranes.txt` that gives ⏎ → 0,
 # `' '` → 1, `','` → 6, ..., `'a'` → 38. The text is read in Unicode NFC form, so that `ñ` is one
 # character even when a file spells it as `n` plus a combining tilde.
 #
 # $$\text{encode}(\texttt{"sal"}) = [\,\mathrm{id}(s), \mathrm{id}(a), \mathrm{id}(l)\,], \qquad
 #   \text{decode}(\text{encode}(x)) = x$$
 #
-# The rest of the file asks a tokenizer only what `CharTokenizer` answers below (encode, decode,
-# the vocabulary size, the end-of-line id, the text of a token, what a checkpoint stores), so
-# another way of cutting text into tokens plugs in beside it.
+# The rest of the file asks a tokenizer only what `CharTokenizer` answers below, so another way
+# of cutting text into tokens can plug in beside it.
 
 # %%
 EOL = "\n"  # end-of-line character: ends a proverb, and starts the next one
@@ -198,36 +168,24 @@ class UnknownCharacterError(UserError):
 class CharTokenizer:
     """Characters <-> integer ids; the vocabulary is built from the corpus itself. Its methods
     are the whole of what the rest of the file asks of a tokenizer."""
-    kind = "char"  # its name in a checkpoint
-    unit = "character"  # what one token is, in words
+    kind, unit = "char", "character"  # its name in a checkpoint; what one token is, in words
 
     def __init__(self, chars):
         self.chars = sorted(set(chars) | {EOL})  # id -> character; sorted, so ids are reproducible
         self.ids = {c: i for i, c in enumerate(self.chars)}  # character -> id
 
     @classmethod
-    def from_lines(cls, lines: list[str]) -> "CharTokenizer":
-        return cls("".join(lines))
-
+    def learn(cls, text: str, cfg: Config) -> "CharTokenizer": return cls(text)  # a corpus's: its characters
+    @classmethod
+    def from_lines(cls, lines: list[str]) -> "CharTokenizer": return cls("".join(lines))
     @property
-    def eol_id(self) -> int:
-        return self.ids[EOL]
-
+    def eol_id(self) -> int: return self.ids[EOL]
     @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def token_text(self, i: int) -> str:
-        """The text of token i (for tables and pictures: show() makes spaces visible)."""
-        return self.chars[int(i)]
-
-    def token_id(self, text: str) -> int | None:
-        """The id of the token whose text is exactly `text`, or None."""
-        return self.ids.get(text)
-
-    def unknown(self, text: str) -> list[str]:
-        """The characters of text that are not in the vocabulary, sorted."""
-        return sorted(set(text) - self.ids.keys())
+    def vocab_size(self) -> int: return len(self.chars)
+    def token_text(self, i: int) -> str: return self.chars[int(i)]  # the text of token i, for tables, pictures
+    def token_id(self, text: str) -> int | None: return self.ids.get(text)  # the token that is exactly `text`
+    def unknown(self, text: str) -> list[str]: return sorted(set(text) - self.ids.keys())  # outside the vocabulary
+    def decode(self, ids) -> str: return "".join(self.chars[int(i)] for i in ids)
 
     def encode(self, text: str) -> list[int]:
         unknown = self.unknown(text)
@@ -236,22 +194,11 @@ class CharTokenizer:
                                         f"it knows only: {''.join(show(c) for c in self.chars)}")
         return [self.ids[c] for c in text]
 
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
-
-    def extended(self, text: str) -> tuple["CharTokenizer", list[str]]:
-        """A tokenizer that also knows the characters of `text` (fine-tuning), and those it added."""
+    def extended(self, text: str) -> tuple["CharTokenizer", list[str]]:  # fine-tuning: (knows text too, added)
         added = self.unknown(text)
         return (CharTokenizer(self.chars + added) if added else self), added
 
-    @classmethod
-    def learn(cls, text: str, cfg: Config) -> "CharTokenizer":
-        """The tokenizer of a corpus: here, its characters."""
-        return cls(text)
-
-    def to_dict(self) -> dict:
-        """What a checkpoint stores: plain data, no code."""
-        return {"kind": self.kind, "chars": list(self.chars)}
+    def to_dict(self) -> dict: return {"kind": self.kind, "chars": list(self.chars)}  # a checkpoint's: plain data
 
     @classmethod
     def from_dict(cls, stored: dict) -> "CharTokenizer":
@@ -261,8 +208,6 @@ class CharTokenizer:
             raise ValueError("a list of distinct single characters, sorted, with the end of line")
         return cls(chars)
 
-
-TOKENIZERS = {"char": CharTokenizer}  # --tokenizer name (and a checkpoint's kind) -> its class
 # %% [markdown]
 # ## 3. Teacher forcing, padding, batches
 #
@@ -283,9 +228,9 @@ TOKENIZERS = {"char": CharTokenizer}  # --tokenizer name (and a checkpoint's kin
 # waste little time on padding, training batches lines of similar length together.
 #
 # **Train, validation, test.** Whole proverbs are held out with the seed. The validation lines
-# are measured after every epoch to pick the best epoch and to stop early; the test lines are
-# used once, at the very end, so their score is an honest estimate on text the whole procedure
-# never looked at. (A long running text such as a book is cut differently, into windows: Part II.)
+# are measured after every epoch, to pick the best epoch and stop early; the test lines once, at
+# the end: an honest score on text the whole procedure never looked at. (A book is cut into
+# windows instead: Part II.)
 
 # %%
 def split_lines(lines: list[str], val_fraction: float, seed: int,
@@ -310,12 +255,9 @@ class LineSplit:
     targets: torch.Tensor  # (N, L) next-token ids, IGNORE on the padding
     lengths: torch.Tensor  # (N,)  real (unpadded) length of each line
 
-    def __len__(self) -> int:
-        return len(self.lengths)
-
+    def __len__(self) -> int: return len(self.lengths)  # lines
     @property
-    def n_tokens(self) -> int:
-        return int(self.lengths.sum())
+    def n_tokens(self) -> int: return int(self.lengths.sum())  # real (unpadded) targets
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None):
         """Yield (inputs, targets), each (B, T). With a generator (training): shuffle, sort by
@@ -368,7 +310,7 @@ def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None,
     is built from the text unless one is given (a checkpoint's). `extra_train` lines go to the
     training split only: the held-out splits stay those of the text, so their losses compare
     with earlier ones."""
-    tokenizer = tokenizer or TOKENIZERS[cfg.tokenizer].learn(text, cfg)
+    tokenizer = tokenizer or CharTokenizer.learn(text, cfg)
     lines = text_lines(text)
     train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
     train_lines = train_lines + list(extra_train)
@@ -434,8 +376,9 @@ def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
 # Attention lets every position gather information from the others. Each position's vector $x$
 # is projected three ways by learned C × C matrices (each with a bias of C numbers, left out of
 # the formulas): a **query** $q = xW_Q$ ("what am I looking for?"), a **key** $k = xW_K$ ("what
-# do I contain?") and a **value** $v = xW_V$ ("what do I pass on?"). Position $t$ scores every position $s$ by how well its query matches their key, turns
-# the scores into weights that add up to 1, and takes the weighted average of the values:
+# do I contain?") and a **value** $v = xW_V$ ("what do I pass on?"). Position $t$ scores every
+# position $s$ by how well its query matches their key, turns the scores into weights that add
+# up to 1, and takes the weighted average of the values:
 #
 # $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right) V,
 #   \qquad M_{ts} = \begin{cases} 0 & s \le t \\ -\infty & s > t \end{cases}$$
@@ -663,13 +606,11 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
 # thousand times smaller moves just as far, about $\eta$ per step while its gradient keeps its
 # sign. **AdamW** (`--optimizer adamw`, Loshchilov & Hutter, 2019) also pulls every matrix a
 # little towards 0 at each step, $p \leftarrow p\,(1 - \eta\lambda)$, apart from the gradient
-# ("decoupled"); biases and layer-norm parameters are left alone. Plain Adam is the default: it
-# is the paper's optimizer; the README's training-craft table measures what AdamW changes.
-#
-# `Adam` below is the formula, one tensor at a time. `FastAdam` is the same lines, each applied
-# to every tensor of a group in one call (`torch._foreach_*`): on a GPU every call is a kernel
-# launch, so a step costs 7 launches per group (8 with AdamW's decay) instead of 7 per tensor.
-# Training runs `FastAdam`; a test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.
+# ("decoupled"); biases and layer-norm parameters are left alone. Plain Adam, the paper's, is the
+# default; the README's training-craft table measures what AdamW changes. `Adam` below is the
+# formula, one tensor at a time, what Part I run alone trains with; `python LLM.py` plugs in
+# (through a hook, section 13) a faster Adam, the same lines applied to all tensors at once; a
+# test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.
 
 # %%
 class Adam:
@@ -703,35 +644,15 @@ class Adam:
                 p.grad = None
 
 
-class FastAdam(Adam):
-    """Adam's step for all tensors of a group at once: the same lines, on lists of tensors."""
-
-    @torch.no_grad()
-    def step(self):
-        self.t += 1
-        beta1, beta2 = self.betas
-        for group, m, v in zip(self.param_groups, self.m, self.v):
-            params, grads = group["params"], [p.grad for p in group["params"]]
-            torch._foreach_lerp_(m, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
-            torch._foreach_mul_(v, beta2)
-            torch._foreach_addcmul_(v, grads, grads, 1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
-            if group["weight_decay"]:
-                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])  # AdamW only
-            denominator = torch._foreach_sqrt(v)
-            torch._foreach_div_(denominator, math.sqrt(1 - beta2 ** self.t))
-            torch._foreach_add_(denominator, self.eps)  # sqrt(v / (1 - beta2^t)) + eps
-            torch._foreach_addcdiv_(params, m, denominator, -group["lr"] / (1 - beta1 ** self.t))
-
-
-def make_optimizer(model: nn.Module, cfg: Config) -> FastAdam:
-    """Adam, or AdamW with weight decay on the matrices only."""
+def make_optimizer(model: nn.Module, cfg: Config, kind=Adam) -> Adam:
+    """Adam (or a class with its arguments: `kind`), or AdamW with weight decay on the matrices only."""
     if cfg.optimizer == "adamw":
         matrices = [p for p in model.parameters() if p.dim() >= 2]  # weights and the embedding table
         others = [p for p in model.parameters() if p.dim() < 2]  # biases, layer-norm gains and shifts
         groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]
     else:
         groups = [{"params": model.parameters()}]
-    return FastAdam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    return kind(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 
 # %% [markdown]
@@ -747,8 +668,8 @@ def make_optimizer(model: nn.Module, cfg: Config) -> FastAdam:
 #
 # The epoch's line reports the mean $\lVert g \rVert$ and how often it was clipped: clipping at
 # most steps means the learning rate is too high. `evaluate` measures the mean loss over a whole
-# split with dropout off and no gradients. Both run the forward pass inside `autocast()`, which
-# by default does nothing: it is the hook where lower-precision arithmetic plugs in.
+# split, dropout off, no gradients. Both run the forward pass inside `autocast()`: by default
+# nothing, the hook where lower-precision arithmetic plugs in.
 
 # %%
 def train_step(model: nn.Module, optimizer: Adam, inputs: torch.Tensor, targets: torch.Tensor,
@@ -788,58 +709,35 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, au
 # %% [markdown]
 # ## 13. The training loop
 #
-# One **epoch** is one pass over the training lines in a new random order; the order depends
-# only on the seed and the epoch number. After every epoch the validation loss is measured. The
-# epoch with the lowest one is the **best**: its weights are kept, and at the end the model holds
-# them. **Early stopping**: when the validation loss has not improved for `patience` epochs, more
-# training only learns the training lines by heart, so training stops. A loss that becomes NaN or
-# infinite (too high a learning rate, usually) cannot recover: training stops with a message,
-# and the model keeps the last good epoch. `train()` below does all of it.
+# One **epoch** is one pass over the training lines in a new random order, which depends only on
+# the seed and the epoch number. After every epoch the validation loss is measured; the epoch
+# with the lowest is the **best**, and at the end the model holds its weights. **Early
+# stopping**: after `patience` epochs without a better validation loss, more training only learns
+# the lines by heart, so it stops. A NaN or infinite loss (too high a learning rate, usually)
+# cannot recover: training stops with a message and keeps the last good epoch. `train()` does it all.
 #
-# **Hooks.** A real program needs more around this loop: several processes, a GPU, a
-# progress line, a checkpoint of every new best epoch, pictures. Those live in Part II, and reach
-# the loop only through a `Hooks` object: each method below is called at one moment of training
-# and, here, does nothing (or the plain thing), so the story runs on its own. Part II passes
-# hooks of its own that do more at the same moments.
+# **Hooks.** A real program needs more around this loop (a GPU, several processes, a progress
+# line, checkpoints, pictures). It gets in only through a `Hooks` object, whose methods are called
+# at fixed moments and here change nothing; Part II passes hooks that do more.
 
 # %%
 class Hooks:
     """The moments at which Part II plugs into training. The defaults change nothing."""
     processes = 1  # processes training together: each takes 1 of every `processes` batches
 
-    def network(self, model):  # what the forward pass runs through
-        return model
-
-    def autocast(self):  # the context every forward pass runs in
-        return contextlib.nullcontext()
-
-    def batches(self, batch_stream):  # this process's batches of one epoch
-        return batch_stream
-
-    def totals(self, sums: list) -> list:  # the epoch's sums (TrainingState.sums) over all processes
-        return sums
-
-    def on_start(self, optimizer: Adam, state: "TrainingState"):  # before the first step
-        pass
-
-    def on_step(self, state: "TrainingState"):  # after every optimizer step
-        pass
-
-    def on_new_best(self, state: "TrainingState", record: dict):  # an epoch better than all before
-        pass
-
-    def on_epoch_end(self, state: "TrainingState", record: dict):  # after every epoch
-        pass
+    def optimizer(self, model, cfg): return make_optimizer(model, cfg)  # what updates the weights
+    def network(self, model): return model  # what the forward pass runs through
+    def autocast(self): return contextlib.nullcontext()  # the context every forward pass runs in
+    def batches(self, batch_stream): return batch_stream  # this process's batches of one epoch
+    def totals(self, sums): return sums  # the epoch's sums (TrainingState.sums) over all processes
+    def on_start(self, optimizer, state): pass  # before the first step
+    def on_step(self, state): pass  # after every optimizer step
+    def on_new_best(self, state, record: dict): pass  # after an epoch better than all before it
+    def on_epoch_end(self, state, record: dict): pass  # after every epoch
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def epoch_generator(cfg: Config, epoch: int) -> torch.Generator:
-    """The random order of one epoch depends only on the seed and the epoch number, so a
-    resumed run shuffles exactly as an uninterrupted one would have."""
-    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
 
 
 @dataclass
@@ -849,31 +747,26 @@ class TrainingState:
     history: list = field(default_factory=list)  # one record per finished epoch
     best: dict = field(default_factory=lambda: {"epoch": 0, "val_loss": math.inf})  # the best epoch's record
     epochs_without_progress: int = 0
-    epoch: int = 0  # the epoch under way
+    epoch: int = 0  # the epoch under way, the steps it has taken and will take, when it started
+    epoch_steps: int = 0
     steps_per_epoch: int = 0
-    epoch_steps: int = 0  # steps taken in this epoch
-    lr: float = 0.0  # the learning rate of the last step
-    sums: list = field(default_factory=list)  # this epoch's loss x tokens, tokens, sum of ||g||, clipped steps
-    started: float = field(default_factory=lambda: time.perf_counter())  # when training started
     epoch_started: float = 0.0
+    sums: torch.Tensor | None = None  # (4,) this epoch's loss x tokens, tokens, sum of ||g||, clipped steps
+    lr: float = 0.0  # the learning rate of the last step
+    started: float = field(default_factory=lambda: time.perf_counter())  # when training started
 
     def start_epoch(self, epoch: int, device):
         self.epoch, self.epoch_steps, self.epoch_started = epoch, 0, time.perf_counter()
-        self.sums = [torch.zeros((), device=device) for _ in range(4)]  # on the device: no waiting for a GPU
+        self.sums = torch.zeros(4, device=device)  # on the device: no waiting for a GPU at every step
 
     def count(self, loss: torch.Tensor, norm: torch.Tensor, targets: torch.Tensor, lr: float, clip: float):
-        loss_sum, tokens, norm_sum, clipped = self.sums
         n = (targets != IGNORE).sum()  # the real (unpadded) targets of the batch
-        loss_sum += loss.detach() * n
-        tokens += n
-        norm_sum += norm
-        if clip > 0:
-            clipped += norm > clip
+        self.sums += torch.stack([loss.detach() * n, n, norm, norm > (clip if clip > 0 else math.inf)])
         self.step, self.epoch_steps, self.lr = self.step + 1, self.epoch_steps + 1, lr
 
-    def record(self, sums: list, val_loss: float, seconds: float, processes: int) -> dict:
+    def record(self, sums: torch.Tensor, val_loss: float, seconds: float, processes: int) -> dict:
         """The epoch in numbers, from its sums over every process; `seconds` of training."""
-        loss_sum, tokens, norm_sum, clipped = sums
+        loss_sum, tokens, norm_sum, clipped = sums  # (4,) -> 4 scalars
         steps = max(1, self.epoch_steps * processes)
         return {"epoch": self.epoch, "step": self.step, "train_loss": (loss_sum / tokens).item(),
                 "val_loss": val_loss, "lr": self.lr, "grad_norm": norm_sum.item() / steps,
@@ -892,7 +785,7 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | 
           state: TrainingState | None = None, log=print) -> list[dict]:
     """Train for up to cfg.epochs, keep the best epoch, stop early; returns one record per epoch."""
     hooks, state = hooks or Hooks(), state or TrainingState()
-    optimizer = make_optimizer(model, cfg)
+    optimizer = hooks.optimizer(model, cfg)
     hooks.on_start(optimizer, state)  # a resumed run loads the optimizer's averages here
     network = hooks.network(model)
     state.steps_per_epoch = max(1, math.ceil(len(data.train_split) / cfg.batch_size) // hooks.processes)
@@ -902,7 +795,8 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | 
         for epoch in range(state.history[-1]["epoch"] + 1 if state.history else 1, cfg.epochs + 1):
             model.train()  # dropout on
             state.start_epoch(epoch, device)
-            for inputs, targets in hooks.batches(data.train_split.batches(cfg.batch_size, epoch_generator(cfg, epoch))):
+            order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # seed and epoch alone: resumable
+            for inputs, targets in hooks.batches(data.train_split.batches(cfg.batch_size, order)):
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)  # (B, T)
                 lr = learning_rate(state.step, total_steps, cfg)
                 loss, norm = train_step(network, optimizer, inputs, targets, lr, cfg.clip, hooks.autocast)
@@ -911,10 +805,10 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | 
             seconds = time.perf_counter() - state.epoch_started  # the epoch's training, without measuring
             val_loss = evaluate(model, data.val_split, cfg.eval_batch, device, hooks.autocast)
             record = state.record(hooks.totals(state.sums), val_loss, seconds, hooks.processes)
-            if not (math.isfinite(record["train_loss"]) and math.isfinite(val_loss)):  # NaN or infinity
-                bad = record["train_loss"] if not math.isfinite(record["train_loss"]) else val_loss
+            bad = [x for x in (record["train_loss"], val_loss) if not math.isfinite(x)]  # NaN or infinity
+            if bad:
                 kept = f"epoch {state.best['epoch']}" if state.best["epoch"] else "its starting weights"
-                raise TrainingDiverged(f"the loss became {bad} in epoch {epoch}: training stopped, the model keeps "
+                raise TrainingDiverged(f"the loss became {bad[0]} in epoch {epoch}: training stopped, the model keeps "
                                        f"{kept}. Try a lower --lr (now {cfg.lr:g}) or --clip 1")
             state.history.append(record)
             improved = val_loss < state.best["val_loss"]
@@ -948,11 +842,10 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | 
 # A temperature $\tau < 1$ sharpens $p$ (safer, more repetitive), $\tau > 1$ flattens it (more
 # surprising). Sort the characters by $p$; **top-k** keeps the k most likely, **top-p** the fewest
 # whose probabilities add up to p. Then draw $u$ uniformly in $[0, 1)$ and take the first kept
-# candidate whose cumulative probability exceeds $u \times$ (the mass of the kept candidates):
-# that samples the kept candidates in proportion to $p$, and lets `table.txt` show the draw so
-# every choice can be checked by hand. **Greedy** decoding always takes the most likely one. The
-# model never sees more than `context` characters: longer histories are cut to the most recent.
-# The entropy $H(p) = -\sum_c p_c \log_2 p_c$ says how unsure it was: 0 bits = certain.
+# candidate whose cumulative probability exceeds $u \times$ (the kept mass): that samples them in
+# proportion to $p$, and `table.txt` shows the draw, so every choice can be checked by hand.
+# **Greedy** always takes the most likely. The model sees at most `context` characters (the most
+# recent); the entropy $H(p) = -\sum_c p_c \log_2 p_c$ says how unsure it was: 0 bits = certain.
 
 # %%
 @dataclass
@@ -965,8 +858,7 @@ class Sampling:
     max_chars: int = 120  # stop after this many new characters if no ⏎ came
 
     @classmethod
-    def of(cls, cfg: Config) -> "Sampling":
-        return cls(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.max_chars)
+    def of(cls, cfg: Config) -> "Sampling": return cls(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.max_chars)
 
 
 @dataclass
@@ -1008,8 +900,7 @@ class Pick:
 @torch.no_grad()
 def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampling: Sampling,
              generator: torch.Generator | None = None, trace: list | None = None, stop_at_eol: bool = True) -> str:
-    """Complete `prompt` until ⏎ or sampling.max_chars new characters; returns prompt +
-    completion. With a `trace` list, one Pick per character is appended."""
+    """prompt + its completion, until ⏎ or sampling.max_chars; appends a Pick per character to `trace`."""
     ids = [tokenizer.eol_id] + tokenizer.encode(prompt)  # raises UnknownCharacterError
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
@@ -1031,25 +922,16 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampli
 # %% [markdown]
 # ## 15. The whole story, end to end
 #
-# Everything above, in order: read the proverbs, cut them into splits, build the model, train
-# it, measure it once on the test lines, and let it write. Each sample is marked
-# **memorised** when it is a proverb of the training text (learned by heart), **rediscovered**
-# when it is one of the held-out proverbs the model never trained on, **new** otherwise; and the
-# run counts how many of the words written are words of the corpus. Learning by heart gives
-# memorised lines; learning to spell gives new lines made of real words.
+# Everything above, in order: read, split, build, train, test once, write. Each sample is marked
+# **memorised** (a training proverb, learned by heart), **rediscovered** (a held-out proverb it
+# never trained on) or **new**, and the run counts the words written that are words of the
+# corpus: a model that learned to spell writes new lines of real words.
 #
-# The cell after the code runs the story this way when Part I runs on its own (in a notebook,
-# or pasted into Python), for one epoch: a first look in seconds. `python LLM.py` runs the same
-# story through Part II's hooks, for all the epochs, and adds the files in which the model
-# explains itself:
-#
-# 1. `parameters.txt`: every parameter tensor, its shape and role, and the formula that counts it,
-#    $N_{params} = VC + N(4C^2 + 2CF + F + 9C) + 2C + CV + V$;
-# 2. `table.txt`: every character the model wrote, with its candidates, their probabilities and
-#    the draw;
-# 3. `epoch_<N>.png`: the network drawn every `snapshot` epochs, its nodes coloured by how much
-#    their weights changed; then the pictures of the loss, the attention, the positions and the
-#    embeddings, and `outputs/README.md`, a gallery that explains them with the run's own numbers.
+# The cell after the code runs the story so when Part I runs on its own (in a notebook, or
+# pasted into Python), for one epoch: a first look in seconds. `python LLM.py` runs it through
+# Part II's hooks for all the epochs, and adds the files in which the model explains itself:
+# `parameters.txt` (every parameter: $N_{params} = VC + N(4C^2 + 2CF + F + 9C) + 2C + CV + V$),
+# `table.txt` (every character written, its candidates, the draw), pictures and their gallery.
 
 # %%
 @dataclass
@@ -1062,8 +944,7 @@ class Sample:
 
 
 def corpus_word_share(samples: list[Sample], lines: list[str]) -> tuple[int, int]:
-    """(words the model wrote that are words of the corpus, words it wrote), prompts excluded.
-    A rough measure of "does it write Spanish?": invented words are not in the corpus."""
+    """(words written that are words of the corpus, words written), prompts excluded: does it write Spanish?"""
     known = {w.lower() for line in lines for w in re.findall(r"\w+", line)}
     written = [w.lower() for s in samples for w in re.findall(r"\w+", s.text[len(s.prompt):])]
     return sum(w in known for w in written), len(written)
@@ -1095,18 +976,17 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=
 
 
 def train_and_write(cfg: Config, log=print) -> tuple[TransformerLM, Data]:
-    """The story with nothing but Part I: the proverbs of cfg.data, a new model, training with
-    the default hooks, the test loss, the samples."""
-    text = unicodedata.normalize("NFC", Path(cfg.data).read_text(encoding="utf-8"))
+    """The story with Part I alone: cfg.data's proverbs, a new model trained with the default hooks, samples."""
+    text, device = unicodedata.normalize("NFC", Path(cfg.data).read_text(encoding="utf-8")), torch.device("cpu")
     data = prepare_data(text, cfg)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
-    model = TransformerLM(data.tokenizer.vocab_size, cfg).to(device)
+    model = TransformerLM(data.tokenizer.vocab_size, cfg)
     log(f"{len(data.train_split):,} proverbs to train on, a vocabulary of {data.tokenizer.vocab_size} characters, "
         f"a model of {count_parameters(model):,} parameters, on {device}")
     train(model, data, cfg, device, log=log)
     if data.test_split is not None:
-        log(f"test split, never seen in training: {perplexity_report(evaluate(model, data.test_split, cfg.eval_batch, device))}")
+        test_loss = evaluate(model, data.test_split, cfg.eval_batch, device)
+        log(f"test split, never seen in training: {perplexity_report(test_loss)}")
     write_samples(model, data, cfg, text, log)
     return model, data
 
@@ -1153,9 +1033,11 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
 # %%
 import argparse
 import codecs
-import contextlib
 import hashlib
+import os
 import shutil
+import sys
+from dataclasses import asdict, fields
 
 
 MAX_CHARS = 100_000  # the longest sample --max-chars allows
@@ -1621,6 +1503,9 @@ def window_data(text: str, cfg: Config, tokenizer: CharTokenizer, reason: str, e
     return Data("stream", reason, tokenizer, blocks[0], blocks[1], blocks[2] if n_test else None, sample_lines, n)
 
 
+TOKENIZERS = {"char": CharTokenizer}  # --tokenizer name (and a checkpoint's kind) -> its class
+
+
 def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
     """prepare_data (section 3) for any text: the mode of cfg.mode, or the one --mode auto
     picks; a book goes to stream mode, proverbs to the story's line mode."""
@@ -1635,8 +1520,10 @@ def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = N
 # %% [markdown]
 # ## C. Faster arithmetic: mixed precision, compile
 #
-# **Adam, fast.** Section 11's `FastAdam` applies each line of Adam to every tensor of a group
-# in one call. On a 2-core CPU that saves little: 0.80 ms per step instead of 1.52 at the
+# **Adam, fast.** `FastAdam` is section 11's Adam with each line applied to every tensor of a
+# group in one call (`torch._foreach_*`): on a GPU every call is a kernel launch, so a step costs
+# 7 launches per group (8 with AdamW's decay) instead of 7 per tensor. Every run plugs it in
+# through the `optimizer` hook (`DeviceHooks`, part E). On a 2-core CPU that saves little: 0.80 ms per step instead of 1.52 at the
 # classroom shape (37 tensors), 3.48 instead of 3.67 at nanoGPT's CPU shape (2026-11-23). It is
 # there for GPUs, where every call is a kernel launch. Adam is written out rather than taken from
 # `torch.optim` because creating a `torch.optim` optimizer loads PyTorch's compiler: 1.8 s on a
@@ -1654,6 +1541,26 @@ def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = N
 # 2-core CPU it was slower (tests/BENCHMARK.md). It plugs into the `network` hook.
 
 # %%
+class FastAdam(Adam):
+    """Adam's step for all tensors of a group at once: the same lines, on lists of tensors."""
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        beta1, beta2 = self.betas
+        for group, m, v in zip(self.param_groups, self.m, self.v):
+            params, grads = group["params"], [p.grad for p in group["params"]]
+            torch._foreach_lerp_(m, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, 1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])  # AdamW only
+            denominator = torch._foreach_sqrt(v)
+            torch._foreach_div_(denominator, math.sqrt(1 - beta2 ** self.t))
+            torch._foreach_add_(denominator, self.eps)  # sqrt(v / (1 - beta2^t)) + eps
+            torch._foreach_addcdiv_(params, m, denominator, -group["lr"] / (1 - beta1 ** self.t))
+
+
 def uses_bf16(cfg: Config, device: torch.device) -> bool:
     if cfg.precision == "auto":
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -1730,14 +1637,14 @@ def my_share(batch_stream, ranks: Ranks):
             group = []
 
 
-def summed_over_ranks(values: list[torch.Tensor], ranks: Ranks) -> list[torch.Tensor]:
-    """The element-wise sum of these scalars over all ranks (themselves with one process)."""
+def summed_over_ranks(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """The element-wise sum of a tensor over all ranks (itself with one process)."""
     if ranks.world == 1:
         return values
     import torch.distributed as dist
-    stacked = torch.stack(values)  # (k,)
-    dist.all_reduce(stacked)
-    return list(stacked)
+    total = values.clone()
+    dist.all_reduce(total)
+    return total
 
 
 def same_weights_everywhere(model: nn.Module, ranks: Ranks) -> bool:
@@ -1753,19 +1660,22 @@ def same_weights_everywhere(model: nn.Module, ranks: Ranks) -> bool:
 # ## E. The run's hooks
 #
 # The story's training loop (section 13) lets other code in at a few moments, through a `Hooks`
-# object. `DeviceHooks` is what any training on a device needs: bf16 where asked, and on a GPU
-# the batches in page-locked memory, so the copy to the GPU runs while it computes (the chat's
-# `/train` uses it). `RunHooks` is what `python LLM.py` adds: DDP and `torch.compile` around the
+# object. `DeviceHooks` is what any training on a device needs: `FastAdam` (part C), bf16 where
+# asked, and on a GPU the batches in page-locked memory, so the copy to the GPU runs while it
+# computes (the chat's `/train` uses it). `RunHooks` is what `python LLM.py` adds: DDP and `torch.compile` around the
 # model, this process's share of the batches and the sums over all processes, the progress line
 # inside a long epoch, the checkpoint of every new best epoch, the epoch pictures, and resuming
 # exactly where a checkpoint left off.
 
 # %%
 class DeviceHooks(Hooks):
-    """bf16 autocast where asked; page-locked batches on a GPU."""
+    """FastAdam; bf16 autocast where asked; page-locked batches on a GPU."""
 
     def __init__(self, cfg: Config, device: torch.device):
         self.cfg, self.device = cfg, device
+
+    def optimizer(self, model, cfg: Config) -> FastAdam:
+        return make_optimizer(model, cfg, FastAdam)
 
     def autocast(self):
         return mixed_precision(self.cfg, self.device)
@@ -1785,8 +1695,8 @@ class RunHooks(DeviceHooks):
         self.ranks, self.checkpoint, self.tokenizer = setup.ranks, setup.checkpoint, setup.data.tokenizer
         self.processes, self.resume, self.pictures, self.out_log = setup.ranks.world, setup.resume_state, pictures, setup.log
         self.in_place = setup.log is print and sys.stdout.isatty()  # progress inside an epoch: redrawn on one line
-        self.progress_width, self.progress_epoch, self.next_progress = 0, 0, math.inf
-        self.state, self.optimizer, self.model = TrainingState(), None, None
+        self.progress_width, self.next_progress = 0, math.inf  # the progress line's width on screen; when next
+        self.state, self.adam, self.model = TrainingState(), None, None  # the last two: set once training starts
 
     def log(self, message: str):
         """Print a line; a progress line drawn in place is wiped first."""
@@ -1812,7 +1722,7 @@ class RunHooks(DeviceHooks):
         return summed_over_ranks(sums, self.ranks)
 
     def on_start(self, optimizer: Adam, state: TrainingState):
-        self.optimizer, self.state = optimizer, state
+        self.adam, self.state = optimizer, state
         if self.resume is not None:  # the checkpoint's epoch ended here: go on exactly from there
             load_optimizer_state(optimizer, self.resume["optimizer"])
             state.step, state.history = self.resume["step"], list(self.resume["history"])
@@ -1822,8 +1732,7 @@ class RunHooks(DeviceHooks):
                 torch.cuda.set_rng_state(self.resume["cuda_rng"], self.device)
 
     def on_step(self, state: TrainingState):
-        if self.progress_epoch != state.epoch:
-            self.progress_epoch = state.epoch
+        if state.epoch_steps == 1:  # a new epoch: its first progress line after cfg.progress seconds
             self.next_progress = state.epoch_started + self.cfg.progress if self.cfg.progress else math.inf
         if time.perf_counter() >= self.next_progress:
             self.show_progress(state)
@@ -1852,7 +1761,7 @@ class RunHooks(DeviceHooks):
         try:
             save_checkpoint(self.checkpoint, self.model, self.cfg, self.tokenizer, record,
                             training={"step": state.step, "history": state.history, "rng": torch.get_rng_state(),
-                                      "cuda_rng": cuda_rng, "optimizer": optimizer_state(self.optimizer)})
+                                      "cuda_rng": cuda_rng, "optimizer": optimizer_state(self.adam)})
         except UserError as e:
             raise UserError(f"{e}; training stopped in epoch {record['epoch']}"
                             + (f" and {self.kept('still holds')}" if state.best["epoch"] else "")) from None
@@ -3107,6 +3016,13 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
 class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print the whole usage; we say one line
         raise UserError(f"{message} (see python LLM.py --help)")
+
+
+PRESETS = {  # name -> the settings it changes; flags typed on the command line change them again
+    "classroom": {},  # the defaults above
+    "longer": {"d_model": 128, "d_ff": 512, "dropout": 0.05, "optimizer": "adamw", "lr": 3e-3, "epochs": 16,
+               "snapshot": 4, "out": "outputs/longer"},  # a few minutes, before class: better samples
+}
 
 
 FLAG_GROUPS = {"data": "data and outputs", "d_model": "model shape", "batch_size": "training",

@@ -142,7 +142,7 @@ def nanogpt_step(model: NanoGPT, device, compiled: bool):
 
 def llm_step(model: nn.Module, cfg: LLM.Config, device, compiled: bool):
     """LLM.py's own training step (LLM.train_step), optionally through torch.compile."""
-    optimizer = LLM.make_optimizer(model, cfg)
+    optimizer = LLM.make_optimizer(model, cfg, LLM.FastAdam)  # the Adam every run trains with
     network = torch.compile(model) if compiled else model
     autocast = LLM.DeviceHooks(cfg, device).autocast  # bf16 where the run would use it
     return lambda inputs, targets: LLM.train_step(network, optimizer, inputs, targets, cfg.lr, 1.0, autocast)

@@ -104,9 +104,9 @@ def test_the_schedule_fractions_are_the_settings():
     assert {"fifth": 0.2, "tenth": 0.1}[floor] == LLM.Config().lr_floor
 
 
-def test_the_kernel_launches_section_11_counts():
+def test_the_kernel_launches_fast_adam_costs():
     per_group, with_decay, per_tensor = map(int, said(
-        STORY, r"a step costs (\d+) launches per group \((\d+) with AdamW's decay\) instead of (\d+) per tensor"))
+        prose(LINES), r"a step costs (\d+) launches per group \((\d+) with AdamW's decay\) instead of (\d+) per tensor"))
     fast = inspect.getsource(LLM.FastAdam.step)
     assert fast.count("torch._foreach_") == with_decay and with_decay == per_group + 1  # the decay is one more
     plain = re.sub(r"#.*", "", inspect.getsource(LLM.Adam.step))  # the code, without its comments
@@ -145,7 +145,8 @@ def test_the_tokenizer_interface_is_all_the_rest_of_the_file_asks_of_a_tokenizer
     tree = ast.parse(SOURCE)
     tokenizer_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CharTokenizer")
     interface = {n.name for n in tokenizer_class.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
-    interface |= {t.id for n in tokenizer_class.body if isinstance(n, ast.Assign) for t in n.targets}
+    interface |= {name.id for n in tokenizer_class.body if isinstance(n, ast.Assign) for t in n.targets
+                  for name in (t.elts if isinstance(t, ast.Tuple) else [t])}
     inside = {id(n) for n in ast.walk(tokenizer_class)}
     asked = set()
     for node in ast.walk(tree):
