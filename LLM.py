@@ -130,9 +130,9 @@ class Config:
 # The model reads numbers, not letters. A **tokenizer** cuts a text into tokens and gives every
 # distinct token an id; here one token is one character. Its vocabulary is the corpus's
 # characters, sorted, plus the end-of-line character ⏎ (`'\n'`), which sorts first and means
-# "this proverb is over" after a proverb and "a new proverb starts here" before one. For `refranes.txt` that gives ⏎ → 0,
-# `' '` → 1, `','` → 6, ..., `'a'` → 38. The text is read in Unicode NFC form, so that `ñ` is one
-# character even when a file spells it as `n` plus a combining tilde.
+# "this proverb is over" after a proverb and "a new proverb starts here" before one. For
+# `refranes.txt` that gives ⏎ → 0, `' '` → 1, `','` → 6, ..., `'a'` → 38. The text is read in
+# Unicode NFC form, so that `ñ` is one character even when a file spells it `n` + combining tilde.
 #
 # $$\text{encode}(\texttt{"sal"}) = [\,\mathrm{id}(s), \mathrm{id}(a), \mathrm{id}(l)\,], \qquad
 #   \text{decode}(\text{encode}(x)) = x$$
@@ -175,7 +175,7 @@ class CharTokenizer:
         self.ids = {c: i for i, c in enumerate(self.chars)}  # character -> id
 
     @classmethod
-    def learn(cls, text: str, cfg: Config) -> "CharTokenizer": return cls(text)  # a corpus's: its characters
+    def learn(cls, text: str, cfg: Config) -> "CharTokenizer": return cls(text)  # a corpus's tokenizer: its characters
     @classmethod
     def from_lines(cls, lines: list[str]) -> "CharTokenizer": return cls("".join(lines))
     @property
