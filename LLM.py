@@ -107,7 +107,7 @@ class Config:
                                    "faster (slower on a 2-core CPU: tests/BENCHMARK.md)")
     epochs: int = setting(3, "passes over the training data (at most: early stopping may end sooner)")
     patience: int = setting(5, "stop after this many epochs without a better validation loss (0 = never stop early)")
-    snapshot: int = setting(1, "draw outputs/epoch_<N>.png every this many epochs (0 = never)")
+    snapshot: int = setting(1, "draw outputs/epoch_<N>.png, and keep the weights for explorer.html, every this many epochs (0 = never)")
     progress: float = setting(10.0, "in a longer epoch, say how far it is every this many seconds (0 = never)")
     pictures: tuple = setting(("all",), "pictures to draw: all, or names listed at the end of --help (alone: none)")
     # --- sampling at the end of training ---
@@ -1032,8 +1032,10 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
 
 # %%
 import argparse
+import base64
 import codecs
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -1697,6 +1699,9 @@ class RunHooks(DeviceHooks):
         self.in_place = setup.log is print and sys.stdout.isatty()  # progress inside an epoch: redrawn on one line
         self.progress_width, self.next_progress = 0, math.inf  # the progress line's width on screen; when next
         self.state, self.adam, self.model = TrainingState(), None, None  # the last two: set once training starts
+        explorer = setup.writes and wanted(setup.cfg, "explorer")
+        self.snapshot_epochs = snapshot_epochs(setup.cfg, count_parameters(setup.model)) if explorer else set()
+        self.snapshots: list[Snapshot] = []
 
     def log(self, message: str):
         """Print a line; a progress line drawn in place is wiped first."""
@@ -1769,6 +1774,9 @@ class RunHooks(DeviceHooks):
     def on_epoch_end(self, state: TrainingState, record: dict):
         if self.pictures is not None and record["epoch"] % self.cfg.snapshot == 0:
             self.pictures.draw(self.model, record)
+        if record["epoch"] in self.snapshot_epochs:  # for explorer.html: these weights, at half the size
+            weights = {k: v.detach().to("cpu", torch.float16, copy=True) for k, v in self.model.state_dict().items()}
+            self.snapshots.append(Snapshot(record["epoch"], record["val_loss"], weights))
 
     def kept(self, verb: str) -> str:
         """What the checkpoint holds now, in words."""
@@ -2528,6 +2536,7 @@ class Finished:
     history: list[dict]
     test_loss: float | None
     epochs: EpochPictures | None  # the epoch pictures drawn during training
+    snapshots: list = field(default_factory=list)  # the Snapshots kept for explorer.html
     drawings: list = field(default_factory=list)  # what write_pictures_and_gallery drew
 
     @property
@@ -2734,7 +2743,8 @@ def gallery(run: Finished, drawings: list[Drawing]) -> str:
              f"mode, a model of {count_parameters(run.setup.model):,} parameters, {len(run.history)} epochs. Every "
              f"file below is rebuilt by each run; the same seed on the same machine gives the same files.", ""]
     for d in drawings:
-        lines += [f"## {d.title}", "", f"![{d.title}]({d.file})", "", d.text, ""]
+        shown = f"![{d.title}]({d.file})" if d.file.endswith((".png", ".gif")) else f"Open [{d.file}]({d.file})."
+        lines += [f"## {d.title}", "", shown, "", d.text, ""]
     # model.pt is not kept in git, so it is named but not linked: every link must lead somewhere
     listed = [(f"- `{name}`" if name == "model.pt" else f"- [{name}]({name})") + f": {what}."
               for name, what in TEXT_FILES.items()]
@@ -2753,7 +2763,938 @@ def write_pictures_and_gallery(run: Finished, log=print) -> list[Drawing]:
 
 
 # %% [markdown]
-# ## H. Talking to the model: --chat
+# ## H. The explorer: the trained model in a web page
+#
+# Every run writes `explorer.html`, one file that runs the trained model in the browser: type a
+# beginning and see the next-character probabilities as bars, move the temperature, top-k and
+# top-p sliders and watch the kept set change, step one character at a time with the same
+# random draws as PyTorch (`--generate` with the same seed writes the same line), see every
+# head's attention for your own text, the loss curves, the model as it was at every `--snapshot`
+# epoch, and the map of the character embeddings. `python LLM.py --explorer` writes the page
+# again from a checkpoint (any `--checkpoint`; into its own folder unless `--out` is given).
+#
+# The page is offline: no server, no network, no library. The weights, the vocabulary and the
+# settings are embedded in it as base64 numbers (the best epoch in float32, exactly as trained;
+# the earlier snapshots in float16, half the size, within `EXPLORER_SNAPSHOT_BYTES`). Its
+# JavaScript is below in plain functions, each named after the Part I section whose formula it
+# computes; the tests run it in a real Chromium and find its logits, probabilities and attention
+# equal to PyTorch's within $10^{-4}$. The same functions are the page's API,
+# `window.explorer`: `logits(text)`, `probabilities(text, {temperature, top_k, top_p, greedy})`,
+# `attention(text)` ([layer][head][t][s]), `generate(text, options)` and `vocabulary`.
+
+# %%
+EXPLORER_SNAPSHOT_BYTES = 2_500_000  # float16 bytes of earlier epochs a page embeds at most (the best comes on top)
+EXPLORER_MAX_PARAMETERS = 20_000_000  # a larger model would make a page of hundreds of MB: no page
+
+
+def snapshot_epochs(cfg: Config, parameters: int) -> set[int]:
+    """The --snapshot epochs whose weights explorer.html embeds: as many as the budget holds
+    (2 bytes a number), evenly spread, the first and the last of the run among them."""
+    epochs = list(range(cfg.snapshot, cfg.epochs + 1, cfg.snapshot)) if cfg.snapshot else []
+    room = EXPLORER_SNAPSHOT_BYTES // (2 * parameters)
+    if room >= len(epochs):
+        return set(epochs)
+    if room < 2:
+        return set(epochs[-1:]) if room else set()
+    return {epochs[round(i * (len(epochs) - 1) / (room - 1))] for i in range(room)}
+
+
+@dataclass
+class Snapshot:
+    """The weights of one epoch, as explorer.html shows them."""
+    epoch: int
+    val_loss: float
+    weights: dict  # the model's state_dict on the CPU: float16 for a snapshot, float32 for the best epoch
+
+
+def packed(weights: dict, dtype: str) -> str:
+    """Every tensor of a state_dict, flattened in its order, as little-endian float32 or float16, in base64."""
+    flat = torch.cat([t.detach().float().cpu().reshape(-1) for t in weights.values()]).numpy()
+    return base64.b64encode(flat.astype("<f4" if dtype == "float32" else "<f2").tobytes()).decode("ascii")
+
+
+def explorer_data(model: TransformerLM, tokenizer: CharTokenizer, cfg: Config, best: dict, history: list[dict],
+                  test_loss: float | None, snapshots: list[Snapshot], source: str) -> dict:
+    """Everything explorer.html needs, as plain JSON data: shape, vocabulary, sampling settings,
+    the training history and the weights of the best epoch and of the snapshots."""
+    final = Snapshot(best["epoch"], best["val_loss"], model.state_dict())
+    shown = sorted([s for s in snapshots if s.epoch != final.epoch] + [final], key=lambda s: s.epoch)
+    texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
+    epochs = []
+    for s in shown:
+        xy, explained = pca_2d(s.weights["token_embedding.weight"])
+        dtype = "float32" if s is final else "float16"
+        epochs.append({"epoch": s.epoch, "val_loss": s.val_loss, "best": s is final, "dtype": dtype,
+                       "weights": packed(s.weights, dtype), "map": [[round(x, 4), round(y, 4)] for x, y in xy.tolist()],
+                       "explained": [round(float(e), 4) for e in explained]})
+    return {"format": "LLM.py explorer 1", "source": source, "parameters": count_parameters(model),
+            "model": {"vocab_size": tokenizer.vocab_size, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+                      "n_layers": cfg.n_layers, "d_ff": cfg.d_ff, "context": cfg.context},
+            "tokenizer": {"kind": tokenizer.kind, "unit": tokenizer.unit, "vocabulary": texts,
+                          "eol_id": tokenizer.eol_id, "kinds": [character_kind(c) for c in texts]},
+            "sampling": {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p,
+                         "greedy": cfg.greedy, "max_chars": cfg.max_chars, "seed": cfg.seed},
+            "prompts": list(cfg.prompts), "mode": cfg.mode,
+            "history": [{k: r[k] for k in ("epoch", "train_loss", "val_loss", "lr")} for r in history],
+            "test_loss": test_loss, "best_epoch": best["epoch"],
+            "tensors": [[name, list(t.shape)] for name, t in model.state_dict().items()],
+            "epochs": epochs}
+
+
+def explorer_html(data: dict) -> str:
+    """The page: EXPLORER_PAGE with the data embedded as JSON (a '</' inside it could end the script)."""
+    embedded = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    return (EXPLORER_PAGE.replace("/*STYLE*/", EXPLORER_STYLE).replace("/*SCRIPT*/", EXPLORER_SCRIPT)
+            .replace("/*DATA*/", embedded))
+
+
+def write_explorer(path: Path, model: TransformerLM, tokenizer: CharTokenizer, cfg: Config, best: dict,
+                   history: list[dict], test_loss: float | None, snapshots: list[Snapshot], source: str) -> bool:
+    """explorer.html at `path`; False (nothing written) for a model too large for a page."""
+    if count_parameters(model) > EXPLORER_MAX_PARAMETERS:
+        return False
+    page = explorer_html(explorer_data(model, tokenizer, cfg, best, history, test_loss, snapshots, source))
+    save_text(path, page)
+    return True
+
+
+@picture("explorer")
+def explorer_picture(run: Finished) -> list[Drawing]:
+    setup = run.setup
+    written = write_explorer(setup.out / "explorer.html", setup.model, setup.data.tokenizer, setup.cfg, run.best,
+                             run.history, run.test_loss, run.snapshots, f"python LLM.py on {Path(setup.cfg.data).name}")
+    if not written:
+        setup.log(f"explorer.html: not written, a model of {count_parameters(setup.model):,} parameters is too large "
+                  f"for a page (at most {EXPLORER_MAX_PARAMETERS:,})")
+        return []
+    epochs = sorted({s.epoch for s in run.snapshots} | {run.best["epoch"]})
+    size = (setup.out / "explorer.html").stat().st_size
+    return [Drawing("explorer.html", "explorer.html: ask the model anything, in the browser", (
+        "Open it from the folder with a double click: it needs no server and no network. Type a beginning and see "
+        "the next character's probabilities, move temperature, top-k and top-p, step one character at a time with "
+        "the same draws as `--generate`, read every head's attention for your own text, and compare the model at "
+        f"epochs {', '.join(map(str, epochs))} ({size / 1e6:.1f} MB, the weights inside)."), inline=False)]
+
+
+def explorer_from_checkpoint(cfg: Config, checkpoint: Path, out: Path, log=print):
+    """--explorer: explorer.html for a checkpoint, with the loss history it saved (no snapshots)."""
+    model, tokenizer, trained_cfg, payload = load_checkpoint(checkpoint, "cpu")
+    trained_cfg = replace(trained_cfg, **{name: getattr(cfg, name) for name in SAMPLING_FIELDS})
+    training = payload.get("training") or {}
+    history = [r for r in training.get("history", []) if isinstance(r, dict)]
+    best = {"epoch": payload["epoch"], "val_loss": payload["val_loss"]}
+    path = out / "explorer.html"
+    with writing_folder(out):
+        if not write_explorer(path, model, tokenizer, trained_cfg, best, history, None, [], f"--explorer {checkpoint}"):
+            raise UserError(f"{checkpoint} holds {count_parameters(model):,} parameters: too large for a page "
+                            f"(at most {EXPLORER_MAX_PARAMETERS:,})")
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {checkpoint}, epoch {payload['epoch']}; open it in a "
+        f"browser")
+
+
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "greedy", "max_chars", "seed")  # the page's starting sliders
+
+
+EXPLORER_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
+<title>LLM.py explorer</title>
+<style>/*STYLE*/</style>
+</head>
+<body>
+<header>
+  <h1 data-t="title">LLM.py explorer: ask the model anything</h1>
+  <p id="about"></p>
+  <div class="bar">
+    <label><span data-t="epoch">Model after epoch</span> <select id="epoch"></select></label>
+    <button id="language" type="button" aria-label="Español / English">Español</button>
+  </div>
+</header>
+<main>
+<section id="write-panel" aria-labelledby="write-heading">
+  <h2 id="write-heading" data-t="write">1. Write a beginning</h2>
+  <p class="why" data-t="write-why"></p>
+  <label for="text" class="sr" data-t="beginning">Beginning</label>
+  <input id="text" type="text" autocomplete="off" spellcheck="false" value="">
+  <p id="message" role="status" aria-live="polite"></p>
+  <div class="buttons">
+    <button id="step" type="button" data-t="step">Step: one character</button>
+    <button id="finish" type="button" data-t="finish">Write to the end</button>
+    <button id="undo" type="button" data-t="undo">Undo</button>
+  </div>
+  <div class="sliders">
+    <label for="temperature"><span data-t="temperature">Temperature τ</span> <output id="temperature-value"></output></label>
+    <input id="temperature" type="range" min="0.05" max="2" step="0.05">
+    <label for="top-k"><span data-t="top-k">Top-k (0 = all)</span> <output id="top-k-value"></output></label>
+    <input id="top-k" type="range" min="0" step="1">
+    <label for="top-p"><span data-t="top-p">Top-p (1 = all)</span> <output id="top-p-value"></output></label>
+    <input id="top-p" type="range" min="0.05" max="1" step="0.05">
+    <label class="inline"><input id="greedy" type="checkbox"> <span data-t="greedy">Greedy: always the most likely</span></label>
+    <label class="inline"><span data-t="seed">Seed</span> <input id="seed" type="number" min="0" step="1"></label>
+  </div>
+  <p class="read" data-t="write-read"></p>
+</section>
+<section id="next-panel" aria-labelledby="next-heading">
+  <h2 id="next-heading" data-t="next">2. What comes next</h2>
+  <p class="why" data-t="next-why"></p>
+  <p id="next-summary"></p>
+  <div id="bars" role="list"></div>
+  <p class="read" data-t="next-read"></p>
+</section>
+<section id="attention-panel" aria-labelledby="attention-heading">
+  <h2 id="attention-heading" data-t="attention">3. Where it looks: attention</h2>
+  <p class="why" data-t="attention-why"></p>
+  <div class="bar">
+    <label><span data-t="layer">Layer</span> <select id="layer"></select></label>
+    <label><span data-t="head">Head</span> <select id="head"></select></label>
+  </div>
+  <canvas id="heatmap" tabindex="0" width="400" height="400" role="img" aria-label="attention heatmap"></canvas>
+  <p id="looks"></p>
+  <div id="strip" aria-hidden="true"></div>
+  <p class="read" data-t="attention-read"></p>
+</section>
+<section id="steps-panel" aria-labelledby="steps-heading">
+  <h2 id="steps-heading" data-t="steps">4. Step by step, as in table.txt</h2>
+  <p class="why" data-t="steps-why"></p>
+  <div id="steps"></div>
+  <p class="read" data-t="steps-read"></p>
+</section>
+<section id="training-panel" aria-labelledby="training-heading">
+  <h2 id="training-heading" data-t="training">5. How it learned</h2>
+  <p class="why" data-t="training-why"></p>
+  <svg id="loss" viewBox="0 0 480 260" role="img" aria-label="loss curves"></svg>
+  <table id="compare"></table>
+  <p class="read" data-t="training-read"></p>
+</section>
+<section id="map-panel" aria-labelledby="map-heading">
+  <h2 id="map-heading" data-t="map">6. The embedding map</h2>
+  <p class="why" data-t="map-why"></p>
+  <svg id="map" viewBox="0 0 480 400" role="img" aria-label="embedding map"></svg>
+  <p id="map-note"></p>
+  <p class="read" data-t="map-read"></p>
+</section>
+<section id="api-panel" aria-labelledby="api-heading">
+  <h2 id="api-heading" data-t="api">7. For the curious: window.explorer</h2>
+  <p class="why" data-t="api-why"></p>
+<pre>explorer.vocabulary                  // the characters, in id order
+explorer.logits("No hay")            // the V logits after the last character
+explorer.probabilities("No hay", {temperature: 0.4, top_k: 3, top_p: 1, greedy: false})
+                                     // V probabilities after filtering, in vocabulary order
+explorer.attention("No hay")         // [layer][head][t][s], t and s over ⏎ + the text
+explorer.generate("No hay", {seed: 1337})  // the beginning and its completion, like --generate
+explorer.epochs, explorer.use(epoch) // the saved epochs; which one every call uses</pre>
+</section>
+</main>
+<script type="application/json" id="explorer-data">/*DATA*/</script>
+<script>/*SCRIPT*/</script>
+</body>
+</html>
+"""
+
+EXPLORER_STYLE = """
+:root { --ink: #1d1d1f; --soft: #5b5b66; --line: #d9d9e0; --kept: #2c6fbb; --dropped: #c4cbd6; --back: #f6f6f9; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: var(--back); }
+header { padding: 8px 16px 4px; background: #fff; border-bottom: 1px solid var(--line); }
+h1 { font-size: 20px; margin: 0 0 2px; }
+h2 { font-size: 16px; margin: 0 0 4px; }
+#about, .why, .read, #map-note { color: var(--soft); margin: 2px 0 6px; font-size: 13px; }
+.read { border-top: 1px solid var(--line); padding-top: 4px; margin-top: 8px; }
+.bar { display: flex; gap: 16px; align-items: center; flex-wrap: wrap; margin: 4px 0; }
+main { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: 10px; padding: 10px 16px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px 12px; min-width: 0; }
+#steps-panel, #training-panel, #map-panel { grid-column: span 1; }
+#api-panel { grid-column: 1 / -1; }
+@media (max-width: 1000px) { main { grid-template-columns: repeat(2, minmax(0, 1fr)); } }
+@media (max-width: 680px) { main { grid-template-columns: minmax(0, 1fr); padding: 6px; } h1 { font-size: 17px; } }
+input[type=text] { width: 100%; font: 20px/1.3 ui-monospace, Menlo, Consolas, monospace; padding: 6px 8px;
+  border: 2px solid var(--line); border-radius: 6px; }
+input[type=text]:focus, button:focus-visible, select:focus-visible, input:focus-visible, canvas:focus-visible
+  { outline: 3px solid #f0a500; outline-offset: 1px; }
+input.unknown { border-color: #c0392b; }
+#message { min-height: 1.4em; margin: 4px 0; font-size: 14px; }
+#message.problem { color: #c0392b; font-weight: 600; }
+.buttons { display: flex; gap: 6px; flex-wrap: wrap; margin: 6px 0; }
+button, select { font: inherit; padding: 5px 10px; border: 1px solid #9aa3b5; border-radius: 6px; background: #eef1f7; cursor: pointer; }
+button:disabled { opacity: 0.45; cursor: default; }
+.sliders { display: grid; grid-template-columns: 1fr; gap: 2px; }
+.sliders label { display: flex; justify-content: space-between; font-size: 14px; }
+.sliders label.inline { justify-content: flex-start; gap: 6px; align-items: center; margin-top: 4px; }
+.sliders input[type=range] { width: 100%; }
+#seed { width: 7em; font: inherit; }
+output { font-weight: 600; font-variant-numeric: tabular-nums; }
+.row { display: grid; grid-template-columns: 2.4em 1fr 4.2em; align-items: center; gap: 6px; height: 21px; font-size: 14px; }
+.row .char { font: 16px ui-monospace, Menlo, Consolas, monospace; text-align: center; }
+.row .track { background: #f0f1f4; height: 15px; border-radius: 3px; overflow: hidden; }
+.row .fill { display: block; height: 100%; background: var(--kept); }
+.row.dropped .fill { background: var(--dropped); }
+.row.dropped .char, .row.dropped .pct { color: #98a0ad; }
+.row.chosen .char { outline: 2px solid #f0a500; border-radius: 3px; }
+.row .pct { text-align: right; font-variant-numeric: tabular-nums; }
+#next-summary { font-size: 14px; margin: 2px 0 6px; }
+canvas#heatmap { width: 100%; max-width: 520px; aspect-ratio: 1; display: block; touch-action: none; }
+#looks { font-size: 14px; margin: 4px 0 2px; min-height: 1.4em; }
+#strip { font: 16px ui-monospace, Menlo, Consolas, monospace; display: flex; flex-wrap: wrap; gap: 1px; }
+#strip span { padding: 1px 2px; border-radius: 2px; min-width: 0.9em; text-align: center; }
+#steps { max-height: 420px; overflow-y: auto; font: 13px ui-monospace, Menlo, Consolas, monospace; }
+#steps .step { border-bottom: 1px solid var(--line); padding: 4px 0; white-space: pre-wrap; }
+#steps .empty { font-family: system-ui, sans-serif; color: var(--soft); }
+svg { width: 100%; height: auto; display: block; }
+svg text { font: 12px system-ui, sans-serif; fill: var(--ink); }
+svg .tick { fill: var(--soft); font-size: 11px; }
+svg .mark { cursor: pointer; }
+#compare { border-collapse: collapse; font-size: 13px; margin-top: 6px; width: 100%; }
+#compare td, #compare th { border-bottom: 1px solid var(--line); padding: 2px 4px; text-align: left; }
+#compare tr.current { background: #fff6dc; }
+#compare .mono { font-family: ui-monospace, Menlo, Consolas, monospace; }
+#map text.token { font: 15px ui-monospace, Menlo, Consolas, monospace; text-anchor: middle; dominant-baseline: central; }
+pre { background: var(--back); padding: 8px; overflow-x: auto; font-size: 13px; margin: 4px 0 0; }
+.sr { position: absolute; left: -9999px; }
+"""
+
+EXPLORER_SCRIPT = r"""
+"use strict";
+// LLM.py's model, run in the page on the weights embedded above. Each function computes the
+// formula of the Part I section it is named after, in float64 on the float32 weights (float16
+// for an earlier snapshot), so the numbers equal PyTorch's within 1e-4.
+const DATA = JSON.parse(document.getElementById("explorer-data").textContent);
+const V = DATA.model.vocab_size, C = DATA.model.d_model, H = DATA.model.n_heads, D = C / H;
+const N = DATA.model.n_layers, F = DATA.model.d_ff, CONTEXT = DATA.model.context;
+const VOCABULARY = DATA.tokenizer.vocabulary, EOL_ID = DATA.tokenizer.eol_id, UNIT = DATA.tokenizer.unit;
+const IDS = new Map(VOCABULARY.map((c, i) => [c, i]));
+
+// ---- the weights: base64 -> float32 (the best epoch) or float16 (a snapshot), named like state_dict
+const HALF = (() => {  // every float16 bit pattern as a float32 number
+  const table = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1, exponent = (h >> 10) & 0x1f, fraction = h & 0x3ff;
+    table[h] = exponent === 0 ? sign * 2 ** -14 * (fraction / 1024)
+      : exponent === 31 ? (fraction ? NaN : sign * Infinity) : sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+  }
+  return table;
+})();
+
+function weightsOf(snapshot) {
+  if (snapshot.tensors) return snapshot.tensors;
+  const binary = atob(snapshot.weights), bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  let values;
+  if (snapshot.dtype === "float16") {
+    const halves = new Uint16Array(bytes.buffer);
+    values = new Float64Array(halves.length);
+    for (let i = 0; i < halves.length; i++) values[i] = HALF[halves[i]];
+  } else {
+    values = Float64Array.from(new Float32Array(bytes.buffer));  // float64 arithmetic is the faster here
+  }
+  const tensors = {};
+  let offset = 0;
+  for (const [name, shape] of DATA.tensors) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    tensors[name] = values.subarray(offset, offset + size);
+    offset += size;
+  }
+  snapshot.tensors = tensors;
+  return tensors;
+}
+
+// ---- section 3: the tokenizer (one character = one token; the model reads ⏎ first)
+function unknownCharacters(text) { return [...new Set([...text])].filter(c => !IDS.has(c)); }
+
+function encode(text) {
+  const unknown = unknownCharacters(text);
+  if (unknown.length) throw new Error(unknownMessage(unknown));
+  return [...text].map(c => IDS.get(c));
+}
+
+function windowOf(text) { return [EOL_ID, ...encode(text)].slice(-CONTEXT); }  // section 14: the last `context`
+
+// ---- section 4: x_t = E[id_t] * sqrt(C)
+function scaledEmbedding(table, ids) {
+  const x = new Float64Array(ids.length * C), scale = Math.sqrt(C);
+  ids.forEach((id, t) => { for (let c = 0; c < C; c++) x[t * C + c] = table[id * C + c] * scale; });
+  return x;  // (T, C)
+}
+
+// ---- section 5: PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(the same)
+function sinusoidalPositionalEncoding(T) {
+  const pe = new Float64Array(T * C);
+  for (let pos = 0; pos < T; pos++) {
+    for (let i = 0; 2 * i < C; i++) {
+      const angle = pos / 10000 ** (2 * i / C);
+      pe[pos * C + 2 * i] = Math.sin(angle);
+      if (2 * i + 1 < C) pe[pos * C + 2 * i + 1] = Math.cos(angle);
+    }
+  }
+  return pe;  // (T, C)
+}
+
+// nn.Linear: y = x W^T + b, W stored (out, in) as in PyTorch; four sums at a time, for speed
+function linear(x, T, W, b, inputs, outputs) {
+  const y = new Float64Array(T * outputs), whole = inputs - inputs % 4;
+  for (let t = 0; t < T; t++) {
+    const xt = x.subarray(t * inputs, (t + 1) * inputs);
+    for (let o = 0; o < outputs; o++) {
+      const w = W.subarray(o * inputs, (o + 1) * inputs);
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < whole; i += 4) {
+        s0 += xt[i] * w[i]; s1 += xt[i + 1] * w[i + 1]; s2 += xt[i + 2] * w[i + 2]; s3 += xt[i + 3] * w[i + 3];
+      }
+      for (let i = whole; i < inputs; i++) s0 += xt[i] * w[i];
+      y[t * outputs + o] = b[o] + (s0 + s1) + (s2 + s3);
+    }
+  }
+  return y;  // (T, outputs)
+}
+
+// ---- section 6: softmax(Q K^T / sqrt(d_k) + M) V, M = -inf above the diagonal (the causal mask)
+function causalMask(t, s) { return s <= t; }
+
+function attention(q, k, v, T, h) {  // one head: columns h*D .. h*D+D-1 of q, k and v
+  const out = new Float64Array(T * D), weights = [], scale = Math.sqrt(D);
+  for (let t = 0; t < T; t++) {
+    const row = new Float64Array(T), qt = t * C + h * D;  // row t starts at 0: the masked future keeps weight 0
+    let max = -Infinity;
+    for (let s = 0; causalMask(t, s); s++) {
+      let dot = 0;
+      const ks = s * C + h * D;
+      for (let d = 0; d < D; d++) dot += q[qt + d] * k[ks + d];
+      row[s] = dot / scale;
+      if (row[s] > max) max = row[s];
+    }
+    let total = 0;
+    for (let s = 0; causalMask(t, s); s++) { row[s] = Math.exp(row[s] - max); total += row[s]; }
+    for (let s = 0; causalMask(t, s); s++) {
+      row[s] /= total;  // row t sums to 1
+      const vs = s * C + h * D, weight = row[s];
+      for (let d = 0; d < D; d++) out[t * D + d] += weight * v[vs + d];
+    }
+    weights.push(row);
+  }
+  return {out, weights};  // (T, D), (T, T)
+}
+
+function multiHeadSelfAttention(w, prefix, x, T) {
+  const q = linear(x, T, w[prefix + "query.weight"], w[prefix + "query.bias"], C, C);
+  const k = linear(x, T, w[prefix + "key.weight"], w[prefix + "key.bias"], C, C);
+  const v = linear(x, T, w[prefix + "value.weight"], w[prefix + "value.bias"], C, C);
+  const concat = new Float64Array(T * C), weights = [];
+  for (let h = 0; h < H; h++) {  // each head on its own D numbers, then side by side again
+    const head = attention(q, k, v, T, h);
+    for (let t = 0; t < T; t++) for (let d = 0; d < D; d++) concat[t * C + h * D + d] = head.out[t * D + d];
+    weights.push(head.weights);
+  }
+  return {out: linear(concat, T, w[prefix + "output.weight"], w[prefix + "output.bias"], C, C), weights};
+}
+
+// ---- section 7: LayerNorm(x) = gamma (x - mu) / sqrt(sigma^2 + eps) + beta; FFN(x) = max(0, x W1 + b1) W2 + b2
+function layerNorm(x, T, gamma, beta, eps = 1e-5) {
+  const y = new Float64Array(T * C);
+  for (let t = 0; t < T; t++) {
+    let mean = 0, variance = 0;
+    for (let c = 0; c < C; c++) mean += x[t * C + c] / C;
+    for (let c = 0; c < C; c++) variance += (x[t * C + c] - mean) ** 2 / C;
+    const scale = 1 / Math.sqrt(variance + eps);
+    for (let c = 0; c < C; c++) y[t * C + c] = gamma[c] * (x[t * C + c] - mean) * scale + beta[c];
+  }
+  return y;
+}
+
+function feedForward(w, prefix, x, T) {
+  const hidden = linear(x, T, w[prefix + "expand.weight"], w[prefix + "expand.bias"], C, F).map(a => Math.max(0, a));
+  return linear(hidden, T, w[prefix + "contract.weight"], w[prefix + "contract.bias"], F, C);
+}
+
+function encoderLayer(w, n, x, T) {  // pre-norm: x + MultiHead(LayerNorm(x)), then x + FFN(LayerNorm(x))
+  const p = `layers.${n}.`;
+  const attended = multiHeadSelfAttention(w, p + "attention.",
+    layerNorm(x, T, w[p + "attention_norm.weight"], w[p + "attention_norm.bias"]), T);
+  const mid = x.map((a, i) => a + attended.out[i]);
+  const fed = feedForward(w, p + "feed_forward.", layerNorm(mid, T, w[p + "feed_forward_norm.weight"], w[p + "feed_forward_norm.bias"]), T);
+  return {x: mid.map((a, i) => a + fed[i]), weights: attended.weights};
+}
+
+// ---- section 8: logits = LayerNorm(x) W_head + b_head, after the N layers
+function transformerLM(w, ids) {
+  const T = ids.length, pe = sinusoidalPositionalEncoding(T);
+  let x = scaledEmbedding(w["token_embedding.weight"], ids).map((a, i) => a + pe[i]);
+  const attentionWeights = [];
+  for (let n = 0; n < N; n++) {
+    const layer = encoderLayer(w, n, x, T);
+    x = layer.x;
+    attentionWeights.push(layer.weights);
+  }
+  const last = layerNorm(x.subarray((T - 1) * C), 1, w["final_norm.weight"], w["final_norm.bias"]);
+  const logits = linear(last, 1, w["lm_head.weight"], w["lm_head.bias"], C, V);
+  return {logits: Array.from(logits), attention: attentionWeights};  // (V,), [N][H][T][T]
+}
+
+// ---- section 14: p = softmax(logits / tau), top-k, top-p, the draw u
+function softmax(values) {
+  const max = Math.max(...values), exps = values.map(a => Math.exp(a - max)), total = exps.reduce((a, b) => a + b, 0);
+  return exps.map(e => e / total);
+}
+
+function chooseNext(logits, sampling, generator) {
+  const probs = softmax(logits.map(a => a / sampling.temperature));
+  const order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a] || a - b);
+  const cumulative = [];
+  order.reduce((sum, i, r) => (cumulative[r] = sum + probs[i]), 0);
+  let kept = sampling.top_k > 0 ? Math.min(sampling.top_k, V) : V;
+  if (sampling.top_p < 1) kept = Math.min(kept, cumulative.filter(c => c < sampling.top_p).length + 1);
+  if (sampling.greedy) return {id: order[0], logits, probs, order, cumulative, kept: 1, u: null};
+  const u = generator.uniform(), target = u * cumulative[kept - 1];
+  let rank = cumulative.slice(0, kept).findIndex(c => c > target);
+  if (rank < 0) rank = kept - 1;
+  return {id: order[rank], logits, probs, order, cumulative, kept, u};
+}
+
+function entropyBits(probs) { return -probs.reduce((sum, p) => sum + (p > 0 ? p * Math.log2(p) : 0), 0); }
+
+// torch.Generator on the CPU is a Mersenne Twister (MT19937); torch.rand(()) takes 24 bits of
+// each number. This one gives the same u for the same seed, so the page draws what PyTorch draws.
+class MersenneTwister {
+  constructor(seed) {
+    this.state = new Uint32Array(624);
+    this.state[0] = seed >>> 0;
+    for (let i = 1; i < 624; i++) {
+      const previous = this.state[i - 1] ^ (this.state[i - 1] >>> 30);
+      this.state[i] = (Math.imul(1812433253, previous) + i) >>> 0;
+    }
+    this.index = 624;
+  }
+  copy() { const other = Object.create(MersenneTwister.prototype); other.state = this.state.slice(); other.index = this.index; return other; }
+  next() {
+    if (this.index >= 624) {
+      for (let k = 0; k < 624; k++) {
+        const y = (this.state[k] & 0x80000000) | (this.state[(k + 1) % 624] & 0x7fffffff);
+        this.state[k] = this.state[(k + 397) % 624] ^ (y >>> 1) ^ (y & 1 ? 0x9908b0df : 0);
+      }
+      this.index = 0;
+    }
+    let y = this.state[this.index++];
+    y ^= y >>> 11;
+    y ^= (y << 7) & 0x9d2c5680;
+    y ^= (y << 15) & 0xefc60000;
+    y ^= y >>> 18;
+    return y >>> 0;
+  }
+  uniform() { return (this.next() & 0xffffff) / 16777216; }
+}
+
+// ---- the page's model: one forward pass per (epoch, window), kept for the sliders
+const cache = new Map();
+let current = DATA.epochs.find(e => e.best);
+
+function run(text, snapshot = current) {
+  const ids = windowOf(text), key = snapshot.epoch + ":" + ids.join(",");
+  if (!cache.has(key)) {
+    if (cache.size > 64) cache.delete(cache.keys().next().value);
+    cache.set(key, {ids, ...transformerLM(weightsOf(snapshot), ids)});
+  }
+  return cache.get(key);
+}
+
+function filtered(choice) {  // the V probabilities sampling draws from: the kept ones, rescaled
+  const out = new Array(V).fill(0), mass = choice.cumulative[choice.kept - 1];
+  for (let r = 0; r < choice.kept; r++) out[choice.order[r]] = choice.probs[choice.order[r]] / mass;
+  return out;
+}
+
+function samplingOf(options = {}) {
+  return {temperature: options.temperature ?? 1, top_k: options.top_k ?? 0, top_p: options.top_p ?? 1,
+          greedy: options.greedy ?? false, max_chars: options.max_chars ?? DATA.sampling.max_chars};
+}
+
+function generateText(text, options = {}) {  // section 14's generate(): until ⏎ or max_chars
+  const sampling = samplingOf({...DATA.sampling, ...options}), generator = new MersenneTwister(options.seed ?? DATA.sampling.seed);
+  let written = text;
+  for (let n = 0; n < sampling.max_chars; n++) {
+    const choice = chooseNext(run(written).logits, sampling, generator);
+    if (choice.id === EOL_ID && DATA.mode !== "stream") break;
+    written += VOCABULARY[choice.id];
+  }
+  return written;
+}
+
+window.explorer = {
+  vocabulary: VOCABULARY.slice(),
+  epochs: DATA.epochs.map(e => e.epoch),
+  get epoch() { return current.epoch; },
+  use(epoch) { const found = DATA.epochs.find(e => e.epoch === epoch); if (!found) throw new Error(`no epoch ${epoch} in this page`); current = found; render(true); },
+  logits(text) { return run(text).logits.slice(); },
+  probabilities(text, options = {}) {
+    const sampling = samplingOf(options), choice = chooseNext(run(text).logits, {...sampling, greedy: false}, {uniform: () => 0});
+    if (sampling.greedy) { const out = new Array(V).fill(0); out[choice.order[0]] = 1; return out; }
+    return filtered(choice);
+  },
+  attention(text) { return run(text).attention.map(layer => layer.map(head => head.map(row => Array.from(row)))); },
+  generate: generateText,
+  unknown: unknownCharacters,
+  timings: {},
+};
+
+// ---- the panels
+const LABELS = {
+  en: {
+    title: "LLM.py explorer: ask the model anything", epoch: "Model after epoch", write: "1. Write a beginning",
+    "write-why": "Type the start of a proverb: the model reads ⏎ and your text, and predicts the next character. Step writes one character with the sliders' settings; the same seed always writes the same.",
+    "write-read": "Read section 14 of LLM.py (Writing: one character at a time).",
+    beginning: "Beginning", step: "Step: one character", finish: "Write to the end", undo: "Undo",
+    temperature: "Temperature τ", "top-k": "Top-k (0 = all)", "top-p": "Top-p (1 = all)", greedy: "Greedy: always the most likely", seed: "Seed",
+    next: "2. What comes next", "next-why": "The bars are p = softmax(logits / τ) for the next character, the likeliest first. Blue bars are the kept set that top-k and top-p leave to draw from; grey ones cannot be drawn.",
+    "next-read": "Read sections 8 (the model's logits) and 14 (temperature, top-k, top-p).",
+    attention: "3. Where it looks: attention", "attention-why": "Row t is the character that looks, column s where it looks; each row adds up to 1. The grey triangle is the future, which the causal mask hides. Hover or use the arrow keys to pick a row.",
+    "attention-read": "Read section 6 (attention, with the causal mask).", layer: "Layer", head: "Head",
+    steps: "4. Step by step, as in table.txt", "steps-why": "Every step you take: what the model saw, its top candidates (kept ones marked *), the draw u and the choice. With the run's settings and seed it repeats table.txt's first sample.",
+    "steps-read": "Read section 14 and outputs/table.txt.",
+    training: "5. How it learned", "training-why": "Train (blue) and validation (orange) loss per epoch. The dots are the epochs saved in this page: click one, or choose it above, to ask that earlier model. The table asks every saved epoch about your beginning.",
+    "training-read": "Read sections 9 (the loss) and 13 (the training loop).",
+    map: "6. The embedding map", "map-why": "Every character's embedding vector, projected to 2-D along the two directions in which the vectors differ most (PCA). Characters that play the same role end up close together.",
+    "map-read": "Read section 4 (embeddings) and outputs/embeddings.png.",
+    api: "7. For the curious: window.explorer", "api-why": "Open the browser's console (F12) and call the model yourself. The tests of LLM.py call these same functions and compare them with PyTorch.",
+    about: (d) => `A model of ${d.parameters} parameters (${V} ${UNIT}s, C = ${C}, ${H} heads, ${N} layers, context ${CONTEXT}), ${d.source}. Everything runs in this page, offline.`,
+    unknown: (list) => `The model has never seen ${list}: it cannot read ${list.includes(",") ? "them" : "it"}. Remove ${list.includes(",") ? "them" : "it"} to go on.`,
+    summary: (s) => `After “${s.text}” (${s.seen} ${UNIT}s seen${s.cut ? `, the last ${CONTEXT}` : ""}): entropy ${s.entropy} bits; kept ${s.kept} of ${V} (mass ${s.mass}).`,
+    done: "⏎: the proverb is over. Undo, or change the beginning.", empty: "No steps yet: press Step or Write to the end.",
+    looks: (s) => `Head ${s.head} of layer ${s.layer}: “${s.char}” (position ${s.t}) looks most at “${s.top}” (position ${s.s}, ${s.share}).`,
+    chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning",
+    mapNote: (e) => `Epoch ${e.epoch}: the two directions hold ${e.a} and ${e.b} of the spread.`,
+    trainLoss: "train loss", valLoss: "validation loss", epochAxis: "epoch", best: "best", stream: "(stream mode: a text, not proverbs)",
+  },
+  es: {
+    title: "Explorador de LLM.py: pregúntale al modelo", epoch: "Modelo tras la época", write: "1. Escribe un comienzo",
+    "write-why": "Escribe el comienzo de un refrán: el modelo lee ⏎ y tu texto y predice el carácter siguiente. Paso escribe un carácter con los ajustes de los deslizadores; la misma semilla escribe siempre lo mismo.",
+    "write-read": "Lee la sección 14 de LLM.py (escribir carácter a carácter).",
+    beginning: "Comienzo", step: "Paso: un carácter", finish: "Escribir hasta el final", undo: "Deshacer",
+    temperature: "Temperatura τ", "top-k": "Top-k (0 = todos)", "top-p": "Top-p (1 = todos)", greedy: "Voraz: siempre el más probable", seed: "Semilla",
+    next: "2. Qué viene después", "next-why": "Las barras son p = softmax(logits / τ) del carácter siguiente, el más probable primero. Las azules son el conjunto que top-k y top-p dejan sortear; las grises no pueden salir.",
+    "next-read": "Lee las secciones 8 (los logits del modelo) y 14 (temperatura, top-k, top-p).",
+    attention: "3. Adónde mira: la atención", "attention-why": "La fila t es el carácter que mira, la columna s adónde mira; cada fila suma 1. El triángulo gris es el futuro, que la máscara causal oculta. Pasa el ratón o usa las flechas para elegir una fila.",
+    "attention-read": "Lee la sección 6 (la atención, con la máscara causal).", layer: "Capa", head: "Cabeza",
+    steps: "4. Paso a paso, como en table.txt", "steps-why": "Cada paso que das: lo que vio el modelo, sus mejores candidatos (los que quedan, con *), el sorteo u y la elección. Con los ajustes y la semilla de la ejecución repite la primera muestra de table.txt.",
+    "steps-read": "Lee la sección 14 y outputs/table.txt.",
+    training: "5. Cómo aprendió", "training-why": "Pérdida de entrenamiento (azul) y de validación (naranja) por época. Los puntos son las épocas guardadas en esta página: pulsa una, o elígela arriba, para preguntar a ese modelo anterior. La tabla pregunta a cada época guardada por tu comienzo.",
+    "training-read": "Lee las secciones 9 (la pérdida) y 13 (el bucle de entrenamiento).",
+    map: "6. El mapa de las incrustaciones", "map-why": "El vector de cada carácter, proyectado en 2-D sobre las dos direcciones en que más difieren (PCA). Los caracteres que hacen el mismo papel acaban juntos.",
+    "map-read": "Lee la sección 4 (incrustaciones) y outputs/embeddings.png.",
+    api: "7. Para curiosos: window.explorer", "api-why": "Abre la consola del navegador (F12) y llama tú al modelo. Las pruebas de LLM.py llaman a estas mismas funciones y las comparan con PyTorch.",
+    about: (d) => `Un modelo de ${d.parameters} parámetros (${V} caracteres, C = ${C}, ${H} cabezas, ${N} capas, contexto ${CONTEXT}), ${d.source}. Todo se calcula en esta página, sin red.`,
+    unknown: (list) => `El modelo nunca ha visto ${list}: no sabe leer${list.includes(",") ? "los" : "lo"}. Quíta${list.includes(",") ? "los" : "lo"} para seguir.`,
+    summary: (s) => `Tras «${s.text}» (${s.seen} caracteres vistos${s.cut ? `, los últimos ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`,
+    done: "⏎: el refrán ha terminado. Deshaz o cambia el comienzo.", empty: "Aún no hay pasos: pulsa Paso o Escribir hasta el final.",
+    looks: (s) => `Cabeza ${s.head} de la capa ${s.layer}: «${s.char}» (posición ${s.t}) mira sobre todo a «${s.top}» (posición ${s.s}, ${s.share}).`,
+    chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo",
+    mapNote: (e) => `Época ${e.epoch}: las dos direcciones recogen el ${e.a} y el ${e.b} de la dispersión.`,
+    trainLoss: "pérdida de entrenamiento", valLoss: "pérdida de validación", epochAxis: "época", best: "mejor", stream: "(modo flujo: un texto, no refranes)",
+  },
+};
+let language = "en";
+const t = (key) => LABELS[language][key];
+const $ = (id) => document.getElementById(id);
+const shown = (c) => c === "\n" ? "⏎" : c === " " ? "␣" : c;
+const percent = (p) => (100 * p).toFixed(p < 0.001 && p > 0 ? 2 : 1) + "%";
+const KIND_COLORS = {"vowel": "#d62728", "consonant": "#1f77b4", "punctuation": "#2ca02c", "space or ⏎": "#111",
+                     "word piece": "#ff7f0e", "other": "#9467bd"};
+
+function unknownMessage(unknown) {
+  return LABELS[language].unknown(unknown.map(c => `“${c}” (U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")})`).join(", "));
+}
+
+const page = {text: "", typed: "", generator: null, history: [], steps: [], over: false, row: null, lastChoice: null};
+
+function settings() {
+  return {temperature: +$("temperature").value, top_k: +$("top-k").value, top_p: +$("top-p").value,
+          greedy: $("greedy").checked, max_chars: DATA.sampling.max_chars};
+}
+
+function restart() {  // a beginning typed by hand: the draws start again from the seed
+  page.typed = page.text;
+  page.generator = new MersenneTwister(Math.max(0, Math.floor(+$("seed").value || 0)));
+  page.history = []; page.steps = []; page.over = false; page.lastChoice = null;
+}
+
+function readable() {
+  const unknown = unknownCharacters(page.text);
+  $("text").classList.toggle("unknown", unknown.length > 0);
+  $("message").classList.toggle("problem", unknown.length > 0);
+  $("message").textContent = unknown.length ? unknownMessage(unknown) : page.over ? t("done") : "";
+  ["step", "finish"].forEach(id => { $(id).disabled = unknown.length > 0 || page.over; });
+  $("undo").disabled = page.history.length === 0;
+  return unknown.length === 0;
+}
+
+function stepOnce() {
+  if (!readable()) return false;
+  const result = run(page.text);
+  page.history.push({text: page.text, generator: page.generator.copy(), over: page.over});  // for Undo
+  const choice = chooseNext(result.logits, settings(), page.generator);
+  page.steps.push({position: [...page.text].length + 1, window: result.ids, choice});
+  page.lastChoice = choice;
+  if (choice.id === EOL_ID && DATA.mode !== "stream") page.over = true;
+  else page.text += VOCABULARY[choice.id];
+  $("text").value = page.text;
+  return !page.over;
+}
+
+function render(everything = false) {  // everything: also the panels that depend only on the epoch
+  const started = performance.now();
+  $("epoch").value = String(current.epoch);
+  if (readable()) {
+    const result = run(page.text);
+    drawBars(result);
+    drawAttention(result);
+    clearTimeout(page.comparing);
+    page.comparing = setTimeout(drawComparison, 0);  // the other epochs' forward passes: after the bars are drawn
+  } else {
+    $("bars").textContent = ""; $("next-summary").textContent = "";
+  }
+  drawSteps();
+  if (everything) { drawLoss(); drawMap(); }
+  window.explorer.timings.render = performance.now() - started;
+}
+
+function drawBars(result) {
+  const choice = chooseNext(result.logits, {...settings(), greedy: false}, {uniform: () => 0});
+  const kept = settings().greedy ? 1 : choice.kept, bars = $("bars");
+  const text = [...page.text], seen = result.ids.length;
+  $("next-summary").textContent = LABELS[language].summary({
+    text: text.length > 24 ? "…" + text.slice(-24).join("") : page.text, seen, cut: text.length + 1 > CONTEXT,
+    entropy: entropyBits(choice.probs).toFixed(2), kept, mass: choice.cumulative[kept - 1].toFixed(3)});
+  bars.textContent = "";
+  const top = choice.probs[choice.order[0]];
+  choice.order.slice(0, Math.max(12, Math.min(kept + 2, 20))).forEach((id, rank) => {
+    const row = document.createElement("div"), p = choice.probs[id];
+    row.className = "row" + (rank < kept ? "" : " dropped");
+    row.setAttribute("role", "listitem");
+    row.innerHTML = `<span class="char"></span><span class="track"><span class="fill"></span></span><span class="pct"></span>`;
+    row.querySelector(".char").textContent = shown(VOCABULARY[id]);
+    row.querySelector(".fill").style.width = (100 * p / top).toFixed(1) + "%";
+    row.querySelector(".pct").textContent = percent(p);
+    row.title = `${shown(VOCABULARY[id])}: logit ${result.logits[id].toFixed(3)}, p ${p.toFixed(4)}, cum p ${choice.cumulative[rank].toFixed(4)}`;
+    bars.appendChild(row);
+  });
+}
+
+function heatColor(w) {  // viridis, as the attention pictures
+  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const x = Math.min(Math.max(w, 0), 1) * (stops.length - 1), i = Math.min(Math.floor(x), stops.length - 2), f = x - i;
+  return stops[i].map((a, j) => Math.round(a + f * (stops[i + 1][j] - a)));  // [r, g, b]
+}
+
+function drawAttention(result) {
+  const layer = +$("layer").value, head = +$("head").value, weights = result.attention[layer][head];
+  const T = result.ids.length, canvas = $("heatmap"), ratio = window.devicePixelRatio || 1;
+  const size = canvas.clientWidth || 400, margin = 22;
+  canvas.width = size * ratio; canvas.height = size * ratio;
+  const g = canvas.getContext("2d");
+  g.setTransform(ratio, 0, 0, ratio, 0, 0);
+  g.clearRect(0, 0, size, size);
+  const cell = (size - margin) / T, labels = result.ids.map(i => shown(VOCABULARY[i]));
+  if (page.row === null || page.row >= T) page.row = T - 1;
+  const cells = new ImageData(T, T);  // one pixel per (t, s), then scaled up without smoothing
+  for (let r = 0; r < T; r++) {
+    for (let s = 0; s < T; s++) {
+      const rgb = causalMask(r, s) ? heatColor(weights[r][s]) : [236, 236, 239];  // grey: the masked future
+      cells.data.set([...rgb, 255], 4 * (r * T + s));
+    }
+  }
+  const pixels = document.createElement("canvas");
+  pixels.width = T; pixels.height = T;
+  pixels.getContext("2d").putImageData(cells, 0, 0);
+  g.imageSmoothingEnabled = false;
+  g.drawImage(pixels, margin, margin, size - margin, size - margin);
+  g.strokeStyle = "#f0a500"; g.lineWidth = 2;
+  g.strokeRect(margin, margin + page.row * cell, size - margin, cell);
+  g.fillStyle = "#1d1d1f"; g.font = `${Math.min(13, Math.max(7, cell * 0.8))}px ui-monospace, monospace`;
+  g.textAlign = "center"; g.textBaseline = "middle";
+  const every = Math.ceil(8 / cell);
+  labels.forEach((label, i) => {
+    if (i % every) return;
+    g.fillText(label, margin + (i + 0.5) * cell, margin / 2);
+    g.fillText(label, margin / 2, margin + (i + 0.5) * cell);
+  });
+  const row = weights[page.row], strongest = row.indexOf(Math.max(...row));
+  $("looks").textContent = LABELS[language].looks({head: head + 1, layer: layer + 1, char: labels[page.row], t: page.row,
+                                                  top: labels[strongest], s: strongest, share: percent(row[strongest])});
+  const strip = $("strip");
+  strip.textContent = "";
+  labels.forEach((label, s) => {
+    const span = document.createElement("span");
+    span.textContent = label;
+    const w = s <= page.row ? row[s] : 0;
+    span.style.background = s <= page.row ? `rgba(44, 111, 187, ${Math.min(1, w * 1.5).toFixed(3)})` : "#ececef";
+    span.style.color = w > 0.4 ? "#fff" : "#1d1d1f";
+    if (s === page.row) span.style.outline = "2px solid #f0a500";
+    strip.appendChild(span);
+  });
+}
+
+function drawSteps() {
+  const box = $("steps");
+  box.textContent = "";
+  if (!page.steps.length) {
+    box.innerHTML = `<p class="empty"></p>`;
+    box.firstChild.textContent = t("empty");
+    return;
+  }
+  page.steps.forEach((step, n) => {
+    const c = step.choice, div = document.createElement("div");
+    const rows = c.order.slice(0, Math.max(c.kept + 2, c.order.indexOf(c.id) + 1)).slice(0, 10).map((id, r) =>
+      `${r < c.kept ? "*" : " "} ${String(r + 1).padStart(3)}  ${shown(VOCABULARY[id]).padEnd(3)} ${c.logits[id].toFixed(3).padStart(8)} ` +
+      `${c.probs[id].toFixed(4).padStart(7)} ${c.cumulative[r].toFixed(4).padStart(7)}`);
+    const mass = c.cumulative[c.kept - 1];
+    const draw = c.u === null ? t("greedyDraw") : `u = ${c.u.toFixed(4)}, u × ${mass.toFixed(4)} = ${(c.u * mass).toFixed(4)}`;
+    div.className = "step";
+    div.textContent = `step ${n + 1} | position ${step.position} | context: ${step.window.map(i => shown(VOCABULARY[i])).join("")}\n` +
+      `  rank char   logit       p   cum p\n${rows.join("\n")}\n${draw} → ${t("chose")} '${shown(VOCABULARY[c.id])}' ` +
+      `(p = ${c.probs[c.id].toFixed(4)}), entropy ${entropyBits(c.probs).toFixed(2)} bits`;
+    box.appendChild(div);
+  });
+  box.scrollTop = box.scrollHeight;
+}
+
+function svg(tag, attributes, parent) {
+  const element = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attributes)) element.setAttribute(k, v);
+  if (parent) parent.appendChild(element);
+  return element;
+}
+
+function drawLoss() {
+  const box = $("loss"), history = DATA.history, W = 480, Hh = 260, left = 44, right = 12, top = 12, bottom = 36;
+  box.textContent = "";
+  if (!history.length) return;
+  const losses = history.flatMap(r => [r.train_loss, r.val_loss]).filter(Number.isFinite);
+  const low = Math.min(...losses) * 0.95, high = Math.max(...losses) * 1.02, first = history[0].epoch, last = history[history.length - 1].epoch;
+  const x = (e) => left + (last === first ? 0.5 : (e - first) / (last - first)) * (W - left - right);
+  const y = (v) => top + (high - v) / (high - low || 1) * (Hh - top - bottom);
+  for (let i = 0; i <= 4; i++) {
+    const v = low + (high - low) * i / 4;
+    svg("line", {x1: left, x2: W - right, y1: y(v), y2: y(v), stroke: "#eee"}, box);
+    svg("text", {x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "tick"}, box).textContent = v.toFixed(2);
+  }
+  history.forEach(r => { if (history.length < 30 || r.epoch % Math.ceil(history.length / 15) === 0)
+    svg("text", {x: x(r.epoch), y: Hh - bottom + 14, "text-anchor": "middle", class: "tick"}, box).textContent = r.epoch; });
+  svg("text", {x: (left + W) / 2, y: Hh - 6, "text-anchor": "middle"}, box).textContent = t("epochAxis");
+  [["train_loss", "#1f77b4", t("trainLoss")], ["val_loss", "#ff7f0e", t("valLoss")]].forEach(([key, color, label], n) => {
+    svg("polyline", {points: history.map(r => `${x(r.epoch)},${y(r[key])}`).join(" "), fill: "none", stroke: color, "stroke-width": 2}, box);
+    svg("text", {x: W - right - 4, y: top + 14 + 16 * n, "text-anchor": "end", style: `fill: ${color}`}, box).textContent = label;
+  });
+  DATA.epochs.forEach(e => {
+    const record = history.find(r => r.epoch === e.epoch);
+    if (!record) return;
+    const mark = svg("circle", {cx: x(e.epoch), cy: y(record.val_loss), r: e === current ? 8 : 5, fill: e.best ? "#ff7f0e" : "#fff",
+                                stroke: e === current ? "#f0a500" : "#ff7f0e", "stroke-width": 3, class: "mark", tabindex: 0}, box);
+    svg("title", {}, mark).textContent = `${t("epochAxis")} ${e.epoch}: ${record.val_loss.toFixed(3)}${e.best ? " (" + t("best") + ")" : ""}`;
+    const choose = () => window.explorer.use(e.epoch);
+    mark.addEventListener("click", choose);
+    mark.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") choose(); });
+  });
+}
+
+function drawComparison() {
+  const table = $("compare");
+  table.textContent = "";
+  const head = table.insertRow();
+  [t("compareEpoch"), t("compareLoss"), t("compareTop")].forEach(label => { const th = document.createElement("th"); th.textContent = label; head.appendChild(th); });
+  DATA.epochs.forEach(e => {
+    const probs = softmax(run(page.text, e).logits), order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]);
+    const row = table.insertRow();
+    row.className = e === current ? "current" : "";
+    row.insertCell().textContent = e.epoch + (e.best ? " ★" : "");
+    row.insertCell().textContent = e.val_loss.toFixed(3);
+    const cell = row.insertCell();
+    cell.className = "mono";
+    cell.textContent = order.slice(0, 3).map(i => `${shown(VOCABULARY[i])} ${percent(probs[i])}`).join("   ");
+  });
+}
+
+function drawMap() {
+  const box = $("map"), W = 480, Hh = 400, pad = 20, points = current.map;
+  box.textContent = "";
+  const xs = points.map(p => p[0]), ys = points.map(p => p[1]);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const x = (v) => pad + (v - x0) / (x1 - x0 || 1) * (W - 2 * pad), y = (v) => Hh - pad - (v - y0) / (y1 - y0 || 1) * (Hh - 2 * pad);
+  points.forEach(([px, py], i) => {
+    const label = svg("text", {x: x(px).toFixed(1), y: y(py).toFixed(1), class: "token",
+                               style: `fill: ${KIND_COLORS[DATA.tokenizer.kinds[i]] || "#333"}`}, box);
+    label.textContent = shown(VOCABULARY[i]);
+  });
+  $("map-note").textContent = LABELS[language].mapNote({epoch: current.epoch, a: percent(current.explained[0]), b: percent(current.explained[1])});
+}
+
+function translate() {
+  document.documentElement.lang = language;
+  document.querySelectorAll("[data-t]").forEach(element => { element.textContent = t(element.dataset.t); });
+  $("about").textContent = LABELS[language].about({parameters: DATA.parameters.toLocaleString(language), source: DATA.source})
+    + (DATA.mode === "stream" ? " " + t("stream") : "");
+  $("language").textContent = language === "en" ? "Español" : "English";
+  render(true);
+}
+
+function setUp() {
+  const s = DATA.sampling;
+  $("temperature").value = s.temperature; $("top-k").max = V; $("top-k").value = s.top_k;
+  $("top-p").value = s.top_p; $("greedy").checked = s.greedy; $("seed").value = s.seed;
+  DATA.epochs.forEach(e => $("epoch").add(new Option(e.epoch + (e.best ? " ★" : ""), String(e.epoch))));
+  for (let n = 0; n < N; n++) $("layer").add(new Option(String(n + 1), String(n)));
+  for (let h = 0; h < H; h++) $("head").add(new Option(String(h + 1), String(h)));
+  const showValues = () => {
+    $("temperature-value").textContent = (+$("temperature").value).toFixed(2);
+    $("top-k-value").textContent = +$("top-k").value || "all";
+    $("top-p-value").textContent = (+$("top-p").value).toFixed(2);
+  };
+  ["temperature", "top-k", "top-p", "greedy"].forEach(id => $(id).addEventListener("input", () => { showValues(); render(); }));
+  $("seed").addEventListener("change", () => { restart(); render(); });
+  $("text").addEventListener("input", () => { page.text = $("text").value.replace(/[\r\n]/g, ""); page.row = null; restart(); render(); });
+  $("step").addEventListener("click", () => { stepOnce(); render(); });
+  $("finish").addEventListener("click", () => {
+    for (let n = 0; n < DATA.sampling.max_chars && stepOnce(); n++);
+    render();
+  });
+  $("undo").addEventListener("click", () => {
+    const last = page.history.pop();
+    if (!last) return;
+    page.text = last.text; page.generator = last.generator; page.over = last.over; page.steps.pop();
+    $("text").value = page.text;
+    render();
+  });
+  $("epoch").addEventListener("change", () => window.explorer.use(+$("epoch").value));
+  $("layer").addEventListener("change", () => render());
+  $("head").addEventListener("change", () => render());
+  $("language").addEventListener("click", () => { language = language === "en" ? "es" : "en"; translate(); });
+  const heatmap = $("heatmap"), rowAt = (event) => {
+    const T = run(page.text).ids.length, box = heatmap.getBoundingClientRect(), margin = 22 * box.height / (heatmap.clientHeight || box.height);
+    return Math.min(T - 1, Math.max(0, Math.floor((event.clientY - box.top - margin) / ((box.height - margin) / T))));
+  };
+  heatmap.addEventListener("mousemove", (event) => { if (readable()) { page.row = rowAt(event); drawAttention(run(page.text)); } });
+  heatmap.addEventListener("click", (event) => { if (readable()) { page.row = rowAt(event); drawAttention(run(page.text)); } });
+  heatmap.addEventListener("keydown", (event) => {
+    if (!readable() || !["ArrowUp", "ArrowDown"].includes(event.key)) return;
+    event.preventDefault();
+    const T = run(page.text).ids.length;
+    page.row = Math.min(T - 1, Math.max(0, (page.row ?? T - 1) + (event.key === "ArrowDown" ? 1 : -1)));
+    drawAttention(run(page.text));
+  });
+  window.addEventListener("resize", () => render(true));
+  showValues();
+  page.text = DATA.prompts.find(p => p && !unknownCharacters(p).length) ?? "";
+  $("text").value = page.text;
+  restart();
+  translate();
+  window.explorer.timings.ready = performance.now();
+  document.body.dataset.ready = "yes";
+}
+
+setUp();
+"""
+
+
+# %% [markdown]
+# ## I. Talking to the model: --chat
 #
 # `python LLM.py --chat` loads the checkpoint and waits: type the start of a proverb, the model
 # completes it. Slash commands change the sampling on the fly, and `/train` teaches the model
@@ -2995,7 +3936,7 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
 
 
 # %% [markdown]
-# ## I. The command line
+# ## J. The command line
 #
 # Every Config field becomes a flag (`d_model` → `--d-model`), with the field's explanation as
 # its `--help` text, in the groups of the dataclass; `--preset NAME` starts from one of section
@@ -3011,6 +3952,7 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
 #     python LLM.py --eval                  test-split loss, perplexity, bits per character
 #     python LLM.py --generate "No hay"     complete a prompt with the trained model
 #     python LLM.py --chat                  talk to it
+#     python LLM.py --explorer              write explorer.html again from the checkpoint
 
 # %%
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -3052,6 +3994,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
                         help="load the checkpoint and complete PROMPT, with the sampling settings")
     action.add_argument("--chat", action="store_true",
                         help="talk to the checkpoint: type the start of a proverb, it completes it")
+    action.add_argument("--explorer", action="store_true",
+                        help="write explorer.html for the checkpoint (into its folder, or --out), and nothing else")
     use.add_argument("--preset", choices=list(PRESETS), default="classroom" if defaults else argparse.SUPPRESS,
                      help="named settings (listed at the end); flags typed beside it change them again")
     use.add_argument("--samples", type=int, default=1 if defaults else argparse.SUPPRESS, metavar="N",
@@ -3188,7 +4132,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size, data.tokenizer.unit))
     samples = write_samples(model, data, cfg, setup.text, log)
     save_text(out / "table.txt", sampling_table(samples, cfg, data.tokenizer))
-    finished = Finished(setup, history, test_loss, epochs)
+    finished = Finished(setup, history, test_loss, epochs, hooks.snapshots)
     finished.drawings = write_pictures_and_gallery(finished, log)
     return finished
 
@@ -3419,6 +4363,8 @@ def main(argv=None) -> int:
             generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
         elif args.chat:
             chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
+        elif args.explorer:
+            explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)
         else:
             with sigterm_like_ctrl_c(), writing_folder_of(cfg):
                 finished = run(cfg)

@@ -1,0 +1,359 @@
+"""Part H of the appendix: explorer.html, the trained model in a web page.
+
+The first tests read the page as a file (the weights it embeds, that it asks for nothing on the
+network, its size). The others open the page the tiny run wrote in a real headless Chromium,
+with every network request refused, and compare what its JavaScript computes with PyTorch:
+logits, probabilities after temperature / top-k / top-p, attention, and the characters its
+Step and Write buttons write with a seed. Without a Chromium they skip with one line of reason
+(Debian: apt install chromium; pip install playwright); where LLM_BROWSER_TESTS=required, as
+in CI, they fail instead of skipping."""
+import base64
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import LLM
+from conftest import ROOT, one_line_error
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(os.environ.get("LLM_SCREENSHOTS", "/tmp/llm-explorer-screenshots"))
+
+
+def page_data(path: Path) -> dict:
+    """The JSON the page embeds (the script element explorer-data)."""
+    html = path.read_text(encoding="utf-8")
+    found = re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', html, re.S)
+    return json.loads(found.group(1))
+
+
+def unpacked(data: dict, epoch: dict) -> dict:
+    """A state_dict from one epoch of the page: its base64 numbers, cut by the page's tensor list."""
+    raw = base64.b64decode(epoch["weights"])
+    dtype = torch.float32 if epoch["dtype"] == "float32" else torch.float16
+    flat = torch.frombuffer(bytearray(raw), dtype=dtype).float()
+    weights, offset = {}, 0
+    for name, shape in data["tensors"]:
+        size = int(torch.tensor(shape).prod()) if shape else 1
+        weights[name] = flat[offset:offset + size].reshape(shape)
+        offset += size
+    assert offset == len(flat)
+    return weights
+
+
+# --- the file ----------------------------------------------------------------------------------
+
+def test_the_page_embeds_the_best_epoch_exactly_and_the_snapshots_at_half_precision(tiny_run):
+    model, tokenizer, cfg, payload = LLM.load_checkpoint(tiny_run / "model.pt", "cpu")
+    data = page_data(tiny_run / "explorer.html")
+    assert data["tokenizer"]["vocabulary"] == [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
+    assert data["model"] == {"vocab_size": tokenizer.vocab_size, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+                             "n_layers": cfg.n_layers, "d_ff": cfg.d_ff, "context": cfg.context}
+    assert [e["epoch"] for e in data["epochs"]] == [1, 2, 3]  # --snapshot 1, three epochs: every one fits
+    best = [e for e in data["epochs"] if e["best"]]
+    assert len(best) == 1 and best[0]["epoch"] == payload["epoch"] and best[0]["dtype"] == "float32"
+    for name, tensor in model.state_dict().items():  # bit for bit what model.pt holds
+        assert torch.equal(unpacked(data, best[0])[name], tensor), name
+    for epoch in data["epochs"]:
+        if not epoch["best"]:
+            assert epoch["dtype"] == "float16"
+            assert len(base64.b64decode(epoch["weights"])) == 2 * LLM.count_parameters(model)
+            assert not torch.equal(unpacked(data, epoch)["lm_head.weight"], model.lm_head.weight)  # another epoch
+    assert [r["epoch"] for r in data["history"]] == [1, 2, 3] and data["best_epoch"] == payload["epoch"]
+    assert data["sampling"]["seed"] == cfg.seed and data["sampling"]["top_k"] == cfg.top_k
+
+
+def test_the_page_is_one_file_that_asks_for_nothing(tiny_run):
+    html = (tiny_run / "explorer.html").read_text(encoding="utf-8")
+    assert "default-src 'none'" in html  # its Content-Security-Policy: the browser refuses any request
+    assert not re.search(r"""\b(src|href)\s*=|url\(|@import|fetch\(|XMLHttpRequest|import\(|<link""", html)
+    assert set(re.findall(r"https?://[^\s\"'`)]+", html)) == {"http://www.w3.org/2000/svg"}  # a name, not a request
+    assert html.count("<script") == 2  # the data and the model: nothing else to load
+
+
+def test_snapshot_epochs_fit_the_budget_evenly_with_the_first_and_the_last():
+    cfg = LLM.Config(epochs=16, snapshot=4)
+    assert LLM.snapshot_epochs(cfg, 1000) == {4, 8, 12, 16}  # all fit
+    per_snapshot = LLM.EXPLORER_SNAPSHOT_BYTES // 3 // 2  # parameters such that exactly 3 fit
+    assert LLM.snapshot_epochs(cfg, per_snapshot) == {4, 12, 16}  # ranks 0, round(1.5) = 2, 3
+    assert LLM.snapshot_epochs(cfg, LLM.EXPLORER_SNAPSHOT_BYTES // 2) == {16}  # room for one: the last
+    assert LLM.snapshot_epochs(cfg, LLM.EXPLORER_SNAPSHOT_BYTES) == set()  # none: the page has the best only
+    assert LLM.snapshot_epochs(LLM.Config(epochs=5, snapshot=0), 1000) == set()
+    assert LLM.snapshot_epochs(LLM.Config(epochs=7, snapshot=3), 1000) == {3, 6}
+
+
+@pytest.mark.parametrize("preset, limit", [("classroom", 3_000_000), ("longer", 6_000_000)])
+def test_a_page_of_the_presets_fits_its_size(preset, limit):
+    """The page of each preset's model with every snapshot its budget keeps, none of them the best."""
+    cfg = LLM.config_of({}, preset)
+    tokenizer = LLM.CharTokenizer.learn((ROOT / "refranes.txt").read_text(encoding="utf-8"), cfg)
+    torch.manual_seed(0)
+    model = LLM.TransformerLM(tokenizer.vocab_size, cfg)
+    half = {k: v.half() for k, v in model.state_dict().items()}
+    epochs = sorted(LLM.snapshot_epochs(cfg, LLM.count_parameters(model)))
+    assert len(epochs) == 3  # classroom: epochs 1, 2, 3; longer: 4, 12, 16 of 4, 8, 12, 16
+    snapshots = [LLM.Snapshot(e, 2.0, half) for e in epochs]
+    best = {"epoch": cfg.epochs + 1, "val_loss": 1.5}  # a best epoch that is not a snapshot: the largest page
+    history = [{"epoch": e, "train_loss": 2.0, "val_loss": 2.0, "lr": 1e-3} for e in range(1, cfg.epochs + 1)]
+    page = LLM.explorer_html(LLM.explorer_data(model, tokenizer, cfg, best, history, 1.6, snapshots, "a test"))
+    assert len(page.encode("utf-8")) < limit
+
+
+def test_the_explorer_command_writes_beside_the_checkpoint_or_into_out(trained_copy, tmp_path, capsys):
+    assert LLM.main(["--explorer", "--checkpoint", str(trained_copy)]) == 0
+    written = trained_copy.parent / "explorer.html"
+    assert f"wrote {written}" in capsys.readouterr().out
+    data = page_data(written)
+    saved = torch.load(trained_copy, weights_only=True)
+    assert [e["epoch"] for e in data["epochs"]] == [saved["epoch"]]  # a checkpoint holds one epoch
+    assert [r["epoch"] for r in data["history"]] == list(range(1, saved["epoch"] + 1))
+    other = tmp_path / "elsewhere"
+    assert LLM.main(["--explorer", "--checkpoint", str(trained_copy), "--out", str(other), "--seed", "7"]) == 0
+    assert page_data(other / "explorer.html")["sampling"]["seed"] == 7
+    trained_copy.write_bytes(trained_copy.read_bytes()[:1000])
+    one_line_error(capsys, ["--explorer", "--checkpoint", str(trained_copy)], "not a readable checkpoint")
+    one_line_error(capsys, ["--explorer", "--checkpoint", str(tmp_path / "none.pt")], "checkpoint not found")
+
+
+def test_the_gallery_links_the_page(tiny_run):
+    gallery = (tiny_run / "README.md").read_text(encoding="utf-8")
+    assert "Open [explorer.html](explorer.html)." in gallery and "![" not in gallery.split("explorer.html:")[1][:200]
+
+
+# --- in a real browser --------------------------------------------------------------------------
+
+def chromium_executable() -> str | None:
+    """A Chromium or Chrome to drive: LLM_CHROMIUM, then the usual names and places."""
+    names = [os.environ.get("LLM_CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome",
+             "google-chrome-stable", "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+             "/Applications/Chromium.app/Contents/MacOS/Chromium"]
+    return next((shutil.which(n) or n for n in names if n and (shutil.which(n) or Path(n).is_file())), None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    required = os.environ.get("LLM_BROWSER_TESTS") == "required"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if required:
+            pytest.fail("LLM_BROWSER_TESTS=required but playwright is not installed")
+        pytest.skip("explorer.html is tested in a browser: pip install playwright (and a Chromium) to run these")
+    executable = chromium_executable()
+    if executable is None:
+        if required:
+            pytest.fail("LLM_BROWSER_TESTS=required but no Chromium was found")
+        pytest.skip("explorer.html is tested in Chromium: none found (Debian: apt install chromium; or set LLM_CHROMIUM)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Opened:
+    """The page in a tab: what it logged, what it asked the network for."""
+
+    def __init__(self, browser, path: Path, width=1280, height=720):
+        self.problems, self.requests = [], []
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                           else route.abort())  # the network is off: only the file itself may load
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: self.problems.append(m.text) if m.type in ("error", "warning") else None)
+        self.page.on("pageerror", lambda e: self.problems.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(path.resolve().as_uri())
+        self.page.wait_for_selector("body[data-ready=yes]", timeout=20_000)
+
+    def js(self, expression, *args):
+        return self.page.evaluate(expression, *args)
+
+    def kept(self) -> int:
+        return self.js("document.querySelectorAll('#bars .row:not(.dropped)').length")
+
+
+@pytest.fixture(scope="module")
+def opened(browser, tiny_run):
+    tab = Opened(browser, tiny_run / "explorer.html")
+    yield tab
+    tab.context.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_run):
+    model, tokenizer, cfg, _ = LLM.load_checkpoint(tiny_run / "model.pt", "cpu")
+    return model.eval(), tokenizer, cfg
+
+
+def window(tokenizer, cfg, text):
+    return ([tokenizer.eol_id] + tokenizer.encode(text))[-cfg.context:]
+
+
+TEXTS = ["", "No hay", "Quien", "El que mucho abarca poco aprieta, y quien mucho habla mucho yerra, y el que calla otorga siempre"]  # the last: past the context
+
+
+def test_logits_and_attention_equal_pytorch_also_past_the_context(opened, reference):
+    model, tokenizer, cfg = reference
+    assert len(TEXTS[-1]) + 1 > cfg.context
+    assert opened.js("explorer.vocabulary") == [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
+    for text in TEXTS:
+        ids = window(tokenizer, cfg, text)
+        with torch.no_grad():
+            logits, attention = model(torch.tensor([ids]), return_attention=True)
+        page_logits = torch.tensor(opened.js("t => explorer.logits(t)", text))
+        assert (page_logits - logits[0, -1]).abs().max() < 1e-4, text
+        page_attention = torch.tensor(opened.js("t => explorer.attention(t)", text))  # (N, H, T, T)
+        assert page_attention.shape == (cfg.n_layers, cfg.n_heads, len(ids), len(ids))
+        expected = torch.stack([w[0] for w in attention])
+        assert (page_attention - expected).abs().max() < 1e-4, text
+        assert (page_attention.triu(1) == 0).all()  # the masked future
+
+
+@pytest.mark.parametrize("options", [dict(temperature=1.0, top_k=0, top_p=1.0), dict(temperature=0.4, top_k=3, top_p=1.0),
+                                     dict(temperature=1.5, top_k=0, top_p=0.9), dict(temperature=0.7, top_k=5, top_p=0.5),
+                                     dict(temperature=1.0, top_k=0, top_p=1.0, greedy=True)])
+def test_probabilities_after_filtering_equal_pytorch(opened, reference, options):
+    model, tokenizer, cfg = reference
+    for text in TEXTS:
+        with torch.no_grad():
+            logits = model(torch.tensor([window(tokenizer, cfg, text)]))[0, -1]
+        choice = LLM.choose_next(logits, LLM.Sampling(**options), torch.Generator().manual_seed(0))
+        expected = torch.zeros_like(choice.probs)  # what the draw picks from: the kept set, rescaled
+        if options.get("greedy"):
+            expected[choice.id] = 1
+        else:
+            kept = choice.order[:choice.kept]
+            expected[kept] = choice.probs[kept] / choice.cumulative[choice.kept - 1]
+        page = torch.tensor(opened.js("([t, o]) => explorer.probabilities(t, o)", [text, options]))
+        assert (page - expected).abs().max() < 1e-4, (text, options)
+        assert int((page > 0).sum()) == (1 if options.get("greedy") else choice.kept)
+
+
+@pytest.mark.parametrize("prompt, seed, temperature, top_k", [("No hay", 1337, 0.4, 3), ("", 0, 1.0, 0), ("Quien", 5, 0.8, 5)])
+def test_the_page_writes_what_generate_writes_with_the_same_seed(opened, reference, prompt, seed, temperature, top_k):
+    model, tokenizer, cfg = reference
+    sampling = LLM.Sampling(temperature, top_k, 1.0, False, 30)
+    expected = LLM.generate(model, tokenizer, prompt, sampling, torch.Generator().manual_seed(seed))
+    written = opened.js("([t, o]) => explorer.generate(t, o)",
+                        [prompt, dict(seed=seed, temperature=temperature, top_k=top_k, top_p=1.0, max_chars=30)])
+    assert written == expected
+
+
+def test_every_panel_is_drawn_with_no_error_and_no_request(opened, tiny_run):
+    data = page_data(tiny_run / "explorer.html")
+    assert opened.js("document.getElementById('text').value") == "No hay"  # the first prompt it can read
+    assert opened.kept() == 3 and opened.js("document.querySelectorAll('#bars .row').length") >= 12
+    painted = opened.js("""() => { const c = document.getElementById('heatmap'), g = c.getContext('2d');
+        const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0) n++; return n / (d.length / 4); }""")
+    assert painted > 0.5
+    assert opened.js("document.querySelectorAll('#loss polyline').length") == 2
+    assert opened.js("document.querySelectorAll('#loss circle').length") == len(data["epochs"])
+    assert opened.js("document.querySelectorAll('#map text.token').length") == data["model"]["vocab_size"]
+    opened.page.wait_for_function(f"document.querySelectorAll('#compare tr').length === {len(data['epochs']) + 1}")
+    assert "No steps yet" in opened.js("document.getElementById('steps').textContent")
+    assert "Head 1 of layer 1" in opened.js("document.getElementById('looks').textContent")
+    assert opened.problems == []
+    assert opened.requests == [(tiny_run / "explorer.html").resolve().as_uri()]
+
+
+def test_an_unknown_character_is_named_in_the_page_never_an_error(opened):
+    opened.page.fill("#text", "No hay ☃")
+    message = opened.js("document.getElementById('message').textContent")
+    assert "☃" in message and "U+2603" in message
+    assert opened.js("document.getElementById('step').disabled") and opened.js("document.getElementById('finish').disabled")
+    with pytest.raises(Exception, match="U\\+2603"):
+        opened.js("explorer.logits('☃')")
+    opened.page.fill("#text", "No hay")
+    assert opened.js("document.getElementById('message').textContent") == "" and opened.problems == []
+
+
+def test_the_sliders_and_the_greedy_switch_change_the_bars_and_the_kept_set(opened, reference):
+    model, tokenizer, cfg = reference
+    page = opened.page
+    page.fill("#text", "Quien")
+    with torch.no_grad():
+        logits = model(torch.tensor([window(tokenizer, cfg, "Quien")]))[0, -1]
+    first_bar = "document.querySelector('#bars .row .pct').textContent"
+    before = opened.js(first_bar)
+    page.fill("#temperature", "1.5")
+    assert opened.js(first_bar) != before  # flatter: the favourite loses probability
+    page.fill("#top-k", "0")
+    page.fill("#top-p", "0.5")
+    expected = LLM.choose_next(logits, LLM.Sampling(1.5, 0, 0.5), torch.Generator()).kept
+    assert opened.kept() == expected
+    page.fill("#top-k", "1")
+    assert opened.kept() == 1
+    page.fill("#top-k", "3")
+    page.fill("#top-p", "1")
+    assert opened.kept() == 3
+    page.check("#greedy")
+    assert opened.kept() == 1
+    page.uncheck("#greedy")
+    page.fill("#temperature", str(cfg.temperature))
+    assert opened.kept() == 3 and opened.js(first_bar) == before
+
+
+def test_step_undo_and_write_to_the_end_follow_the_seed(opened, reference):
+    model, tokenizer, cfg = reference
+    page = opened.page
+    page.fill("#text", "No hay")
+    expected = LLM.generate(model, tokenizer, "No hay", LLM.Sampling.of(cfg), torch.Generator().manual_seed(cfg.seed))
+    first_u = float(torch.rand((), generator=torch.Generator().manual_seed(cfg.seed)))
+    page.click("#step")
+    assert page.input_value("#text") == expected[:7]
+    step = opened.js("document.querySelector('#steps .step').textContent")
+    assert f"u = {first_u:.4f}" in step and "context: ⏎No␣hay" in step
+    page.click("#undo")
+    assert page.input_value("#text") == "No hay" and opened.js("document.querySelectorAll('#steps .step').length") == 0
+    page.click("#finish")
+    assert page.input_value("#text") == expected  # the same draws: the same proverb as --generate
+    steps = opened.js("document.querySelectorAll('#steps .step').length")
+    assert steps == min(len(expected) - len("No hay") + 1, cfg.max_chars)  # + the step that chose ⏎
+    if steps <= cfg.max_chars and len(expected) - 6 < cfg.max_chars:
+        assert "the proverb is over" in opened.js("document.getElementById('message').textContent")
+        assert opened.js("document.getElementById('step').disabled")
+    assert opened.problems == []
+
+
+def test_an_earlier_epoch_is_that_epochs_model(opened, reference, tiny_run):
+    model, tokenizer, cfg = reference
+    data = page_data(tiny_run / "explorer.html")
+    first = data["epochs"][0]
+    early = LLM.TransformerLM(tokenizer.vocab_size, cfg).eval()
+    early.load_state_dict(unpacked(data, first))
+    opened.page.select_option("#epoch", str(first["epoch"]))
+    assert opened.js("explorer.epoch") == first["epoch"]
+    with torch.no_grad():
+        expected = early(torch.tensor([window(tokenizer, cfg, "No hay")]))[0, -1]
+    assert (torch.tensor(opened.js("explorer.logits('No hay')")) - expected).abs().max() < 1e-4
+    opened.js(f"explorer.use({data['best_epoch']})")
+    assert opened.js("document.getElementById('epoch').value") == str(data["best_epoch"])
+
+
+def test_keyboard_language_and_a_phone_width_screen(browser, opened, tiny_run):
+    page = opened.page
+    page.fill("#text", "No hay")
+    page.focus("#heatmap")
+    page.keyboard.press("ArrowUp")
+    assert "(position 5)" in opened.js("document.getElementById('looks').textContent")  # 'a', one row up
+    page.click("#language")
+    assert opened.js("document.querySelector('h1').textContent").startswith("Explorador")
+    assert "Capa" in opened.js("document.getElementById('attention-panel').textContent")
+    page.click("#language")
+    assert opened.js("document.querySelector('h1').textContent").startswith("LLM.py explorer")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "explorer-1280x720.png"))
+    phone = Opened(browser, tiny_run / "explorer.html", width=390, height=844)
+    try:
+        assert phone.js("document.documentElement.scrollWidth") <= 390  # nothing wider than the screen
+        assert phone.js("document.getElementById('heatmap').getBoundingClientRect().width") <= 390
+        phone.page.screenshot(path=str(SCREENSHOTS / "explorer-phone.png"), full_page=True)
+        assert phone.problems == []
+    finally:
+        phone.context.close()
