@@ -1985,7 +1985,7 @@ def load_optimizer_state(optimizer: Adam, state: dict):
 #   since the last picture, beside the strongest token → next-token links) and `evolution.gif`,
 #   the same pictures as a film; `loss.png`, `attention_layer<L>.png` (the weights of section 6,
 #   taken from the model's own forward pass), `positional_encoding.png` (section 5),
-#   `embeddings.png`.
+#   `embeddings.png`; and `explorer.html`, the page of part H, registered the same way.
 # - `outputs/README.md`: a gallery that says how to read each picture, with this run's numbers.
 #
 # **A new picture** is one function, registered with `@picture("name")`: it draws from the
@@ -3032,6 +3032,7 @@ output { font-weight: 600; font-variant-numeric: tabular-nums; }
 .row .fill { display: block; height: 100%; background: var(--kept); }
 .row.dropped .fill { background: var(--dropped); }
 .row.dropped .char, .row.dropped .pct { color: #98a0ad; }
+.row:not(.dropped) .char { font-weight: 700; color: var(--kept); box-shadow: inset 3px 0 var(--kept); }
 .row.chosen .char { outline: 2px solid #f0a500; border-radius: 3px; }
 .row .pct { text-align: right; font-variant-numeric: tabular-nums; }
 #next-summary { font-size: 14px; margin: 2px 0 6px; }
@@ -3100,13 +3101,13 @@ function weightsOf(snapshot) {
   return tensors;
 }
 
-// ---- section 3: the tokenizer (one character = one token; the model reads ⏎ first)
-function unknownCharacters(text) { return [...new Set([...text])].filter(c => !IDS.has(c)); }
+// ---- section 3: the character tokenizer (one character = one token, text in NFC; the model reads ⏎ first)
+function unknownCharacters(text) { return [...new Set([...text.normalize("NFC")])].filter(c => !IDS.has(c)); }
 
 function encode(text) {
   const unknown = unknownCharacters(text);
   if (unknown.length) throw new Error(unknownMessage(unknown));
-  return [...text].map(c => IDS.get(c));
+  return [...text.normalize("NFC")].map(c => IDS.get(c));
 }
 
 function windowOf(text) { return [EOL_ID, ...encode(text)].slice(-CONTEXT); }  // section 14: the last `context`
@@ -3310,7 +3311,7 @@ function samplingOf(options = {}) {
 
 function generateText(text, options = {}) {  // section 14's generate(): until ⏎ or max_chars
   const sampling = samplingOf({...DATA.sampling, ...options}), generator = new MersenneTwister(options.seed ?? DATA.sampling.seed);
-  let written = text;
+  let written = text.normalize("NFC");
   for (let n = 0; n < sampling.max_chars; n++) {
     const choice = chooseNext(run(written).logits, sampling, generator);
     if (choice.id === EOL_ID && DATA.mode !== "stream") break;
@@ -3360,9 +3361,11 @@ const LABELS = {
     summary: (s) => `After “${s.text}” (${s.seen} ${UNIT}s seen${s.cut ? `, the last ${CONTEXT}` : ""}): entropy ${s.entropy} bits; kept ${s.kept} of ${V} (mass ${s.mass}).`,
     done: "⏎: the proverb is over. Undo, or change the beginning.", empty: "No steps yet: press Step or Write to the end.",
     looks: (s) => `Head ${s.head} of layer ${s.layer}: “${s.char}” (position ${s.t}) looks most at “${s.top}” (position ${s.s}, ${s.share}).`,
-    chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning",
+    stepHead: (n, position, context) => `step ${n} | position ${position} | context: ${context}`,
+    columns: "  rank char   logit       p   cum p", entropy: "entropy",
+    chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning (p at τ)",
     mapNote: (e) => `Epoch ${e.epoch}: the two directions hold ${e.a} and ${e.b} of the spread.`,
-    trainLoss: "train loss", valLoss: "validation loss", epochAxis: "epoch", best: "best", stream: "(stream mode: a text, not proverbs)",
+    lossAxis: "loss (nats per character)", trainLoss: "train loss", valLoss: "validation loss", epochAxis: "epoch", best: "best", stream: "(stream mode: a text, not proverbs)",
   },
   es: {
     title: "Explorador de LLM.py: pregúntale al modelo", epoch: "Modelo tras la época", write: "1. Escribe un comienzo",
@@ -3386,9 +3389,11 @@ const LABELS = {
     summary: (s) => `Tras «${s.text}» (${s.seen} caracteres vistos${s.cut ? `, los últimos ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`,
     done: "⏎: el refrán ha terminado. Deshaz o cambia el comienzo.", empty: "Aún no hay pasos: pulsa Paso o Escribir hasta el final.",
     looks: (s) => `Cabeza ${s.head} de la capa ${s.layer}: «${s.char}» (posición ${s.t}) mira sobre todo a «${s.top}» (posición ${s.s}, ${s.share}).`,
-    chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo",
+    stepHead: (n, position, context) => `paso ${n} | posición ${position} | contexto: ${context}`,
+    columns: "  rango car.  logit       p   p acum.", entropy: "entropía",
+    chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo (p con τ)",
     mapNote: (e) => `Época ${e.epoch}: las dos direcciones recogen el ${e.a} y el ${e.b} de la dispersión.`,
-    trainLoss: "pérdida de entrenamiento", valLoss: "pérdida de validación", epochAxis: "época", best: "mejor", stream: "(modo flujo: un texto, no refranes)",
+    lossAxis: "pérdida (nats por carácter)", trainLoss: "pérdida de entrenamiento", valLoss: "pérdida de validación", epochAxis: "época", best: "mejor", stream: "(modo flujo: un texto, no refranes)",
   },
 };
 let language = "en";
@@ -3433,6 +3438,7 @@ function stepOnce() {
   const choice = chooseNext(result.logits, settings(), page.generator);
   page.steps.push({position: [...page.text].length + 1, window: result.ids, choice});
   page.lastChoice = choice;
+  page.row = null;  // the heatmap follows the newest character
   if (choice.id === EOL_ID && DATA.mode !== "stream") page.over = true;
   else page.text += VOCABULARY[choice.id];
   $("text").value = page.text;
@@ -3548,9 +3554,9 @@ function drawSteps() {
     const mass = c.cumulative[c.kept - 1];
     const draw = c.u === null ? t("greedyDraw") : `u = ${c.u.toFixed(4)}, u × ${mass.toFixed(4)} = ${(c.u * mass).toFixed(4)}`;
     div.className = "step";
-    div.textContent = `step ${n + 1} | position ${step.position} | context: ${step.window.map(i => shown(VOCABULARY[i])).join("")}\n` +
-      `  rank char   logit       p   cum p\n${rows.join("\n")}\n${draw} → ${t("chose")} '${shown(VOCABULARY[c.id])}' ` +
-      `(p = ${c.probs[c.id].toFixed(4)}), entropy ${entropyBits(c.probs).toFixed(2)} bits`;
+    div.textContent = LABELS[language].stepHead(n + 1, step.position, step.window.map(i => shown(VOCABULARY[i])).join("")) +
+      `\n${t("columns")}\n${rows.join("\n")}\n${draw} → ${t("chose")} '${shown(VOCABULARY[c.id])}' ` +
+      `(p = ${c.probs[c.id].toFixed(4)}), ${t("entropy")} ${entropyBits(c.probs).toFixed(2)} bits`;
     box.appendChild(div);
   });
   box.scrollTop = box.scrollHeight;
@@ -3564,7 +3570,7 @@ function svg(tag, attributes, parent) {
 }
 
 function drawLoss() {
-  const box = $("loss"), history = DATA.history, W = 480, Hh = 260, left = 44, right = 12, top = 12, bottom = 36;
+  const box = $("loss"), history = DATA.history, W = 480, Hh = 260, left = 56, right = 12, top = 12, bottom = 36;
   box.textContent = "";
   if (!history.length) return;
   const losses = history.flatMap(r => [r.train_loss, r.val_loss]).filter(Number.isFinite);
@@ -3579,6 +3585,8 @@ function drawLoss() {
   history.forEach(r => { if (history.length < 30 || r.epoch % Math.ceil(history.length / 15) === 0)
     svg("text", {x: x(r.epoch), y: Hh - bottom + 14, "text-anchor": "middle", class: "tick"}, box).textContent = r.epoch; });
   svg("text", {x: (left + W) / 2, y: Hh - 6, "text-anchor": "middle"}, box).textContent = t("epochAxis");
+  svg("text", {x: 12, y: (top + Hh - bottom) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(top + Hh - bottom) / 2})`},
+      box).textContent = t("lossAxis");
   [["train_loss", "#1f77b4", t("trainLoss")], ["val_loss", "#ff7f0e", t("valLoss")]].forEach(([key, color, label], n) => {
     svg("polyline", {points: history.map(r => `${x(r.epoch)},${y(r[key])}`).join(" "), fill: "none", stroke: color, "stroke-width": 2}, box);
     svg("text", {x: W - right - 4, y: top + 14 + 16 * n, "text-anchor": "end", style: `fill: ${color}`}, box).textContent = label;
@@ -3601,7 +3609,7 @@ function drawComparison() {
   const head = table.insertRow();
   [t("compareEpoch"), t("compareLoss"), t("compareTop")].forEach(label => { const th = document.createElement("th"); th.textContent = label; head.appendChild(th); });
   DATA.epochs.forEach(e => {
-    const probs = softmax(run(page.text, e).logits), order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]);
+    const probs = softmax(run(page.text, e).logits.map(a => a / settings().temperature)), order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]);
     const row = table.insertRow();
     row.className = e === current ? "current" : "";
     row.insertCell().textContent = e.epoch + (e.best ? " ★" : "");
@@ -3649,7 +3657,7 @@ function setUp() {
   };
   ["temperature", "top-k", "top-p", "greedy"].forEach(id => $(id).addEventListener("input", () => { showValues(); render(); }));
   $("seed").addEventListener("change", () => { restart(); render(); });
-  $("text").addEventListener("input", () => { page.text = $("text").value.replace(/[\r\n]/g, ""); page.row = null; restart(); render(); });
+  $("text").addEventListener("input", () => { page.text = $("text").value.replace(/[\r\n]/g, "").normalize("NFC"); page.row = null; restart(); render(); });
   $("step").addEventListener("click", () => { stepOnce(); render(); });
   $("finish").addEventListener("click", () => {
     for (let n = 0; n < DATA.sampling.max_chars && stepOnce(); n++);
@@ -3658,7 +3666,7 @@ function setUp() {
   $("undo").addEventListener("click", () => {
     const last = page.history.pop();
     if (!last) return;
-    page.text = last.text; page.generator = last.generator; page.over = last.over; page.steps.pop();
+    page.text = last.text; page.generator = last.generator; page.over = last.over; page.steps.pop(); page.row = null;
     $("text").value = page.text;
     render();
   });

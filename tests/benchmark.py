@@ -4,6 +4,7 @@
     python tests/benchmark.py --compile  also LLM.py under torch.compile on a CPU (20 to 60 s more)
     python tests/benchmark.py --quick    the same rows, shorter and smaller (under a minute)
     python tests/benchmark.py --device cuda
+    python tests/benchmark.py --screenshot tests/explorer.png   also the README's picture of explorer.html
 
 Every speed is printed next to two references measured in the same run, on the same machine,
 with the same batch and context, in interleaved rounds, so the ratios mean something on a
@@ -28,6 +29,10 @@ Rows:
   generate              characters per second for one sample, and the time of one step with
                         1 and with `context` characters of history (what a key/value cache
                         could save)
+  explorer              explorer.html of each run: its size, the seconds the run spends writing
+                        it, and in headless Chromium (when one is found) the time to the first
+                        panel drawn and of one next-character update at the full context;
+                        --screenshot FILE also saves the classroom page at 1280x720
 """
 from __future__ import annotations
 
@@ -317,6 +322,89 @@ def corpus_run_rows(folder: Path, longer: bool) -> list[tuple[str, str]]:
     return rows
 
 
+def explorer_write_seconds(folder: Path) -> float:
+    """The seconds write_explorer takes for this run's page: the same model, snapshots and history,
+    read back from the page and the checkpoint (median of 3)."""
+    import base64
+    import json
+    model, tokenizer, cfg, payload = LLM.load_checkpoint(folder / "model.pt", "cpu")
+    html = (folder / "explorer.html").read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="explorer-data">(.*?)</script>', html, re.S).group(1))
+    flat_names = [(name, shape) for name, shape in data["tensors"]]
+    snapshots = []
+    for epoch in data["epochs"]:
+        if epoch["best"]:
+            continue
+        flat = torch.frombuffer(bytearray(base64.b64decode(epoch["weights"])), dtype=torch.float16)
+        weights, offset = {}, 0
+        for name, shape in flat_names:
+            size = math.prod(shape)
+            weights[name] = flat[offset:offset + size].reshape(shape)
+            offset += size
+        snapshots.append(LLM.Snapshot(epoch["epoch"], epoch["val_loss"], weights))
+    best = {"epoch": payload["epoch"], "val_loss": payload["val_loss"]}
+    times = []
+    for n in range(3):
+        start = time.perf_counter()
+        LLM.write_explorer(folder / f"explorer-{n}.html", model, tokenizer, cfg, best, data["history"],
+                           data["test_loss"], snapshots, data["source"])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+BROWSER_TIMING = """() => {
+  const box = document.getElementById("text"), times = [], forward = [];
+  const text = (n) => "Quien mucho abarca poco aprieta y el que mucho habla mucho yerra, dice el viejo " + "abcdefghijlmnopqrstuvxyz"[n % 24] + "abcdefghijlmnopqrstuvxyz"[Math.floor(n / 24)];
+  for (let n = 0; n < 30; n++) {
+    box.value = text(n);
+    const start = performance.now();
+    box.dispatchEvent(new Event("input"));  // a new text: the forward pass, the bars, the heatmap
+    times.push(performance.now() - start);
+    const again = performance.now();
+    explorer.logits(text(n) + "e");  // the forward pass alone
+    forward.push(performance.now() - again);
+  }
+  const median = (a) => a.slice(5).sort((x, y) => x - y)[Math.floor((a.length - 5) / 2)];  // after 5 warm-ups
+  return {update: median(times), forward: median(forward), ready: explorer.timings.ready,
+          context: explorer.attention(text(0))[0][0].length};
+}"""
+
+
+def explorer_rows(folders: list[tuple[str, Path]], screenshot: Path | None) -> list[tuple[str, str]]:
+    rows = []
+    for name, folder in folders:
+        size = (folder / "explorer.html").stat().st_size
+        rows.append((f"explorer.html, {name}", f"{size / 1e6:.2f} MB (limit {3 if name == 'classroom' else 6} MB), "
+                     f"written in {explorer_write_seconds(folder):.2f} s"))
+    try:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from playwright.sync_api import sync_playwright
+        from test_explorer import CHROMIUM_ARGS, chromium_executable
+        executable = chromium_executable()
+    except ImportError:
+        executable = None
+    if executable is None:
+        return rows + [("explorer in Chromium", "skipped: no playwright or no Chromium (tests/test_explorer.py)")]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        for name, folder in folders:
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            start = time.perf_counter()
+            page.goto((folder / "explorer.html").as_uri())
+            page.wait_for_selector("body[data-ready=yes]")
+            opened = time.perf_counter() - start
+            if screenshot is not None and name == "classroom":
+                page.screenshot(path=str(screenshot))
+            timing = page.evaluate(BROWSER_TIMING)
+            rows.append((f"  in Chromium, {name}",
+                         f"first panels drawn {opened * 1000:,.0f} ms after opening; one next-character update at "
+                         f"the full context ({timing['context']} characters) {timing['update']:.0f} ms, of which the "
+                         f"forward pass {timing['forward']:.0f} ms (median of 25)"))
+            page.close()
+        browser.close()
+    return rows
+
+
 def generate_rows(device) -> list[tuple[str, str]]:
     cfg = LLM.Config()
     tokenizer = LLM.CharTokenizer(LLM.read_text(ROOT / "refranes.txt"))
@@ -351,6 +439,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer steps, a 10 MB text: under a minute on 2 cores")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--all-shapes", action="store_true", help="also the GPU shape on a CPU (slow)")
+    parser.add_argument("--screenshot", type=Path, metavar="FILE",
+                        help="save the classroom run's explorer.html at 1280x720 as FILE (a PNG)")
     parser.add_argument("--compile", action="store_true",
                         help="also LLM.py under torch.compile (always on a GPU; on a CPU it compiles for about 40 s)")
     args = parser.parse_args()
@@ -368,6 +458,8 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         rows += corpus_run_rows(folder, longer=not args.quick)
+        rows += explorer_rows([("classroom", folder / "outputs0")] + ([] if args.quick else [("longer", folder / "outputs1")]),
+                              args.screenshot)
         shapes = ["cpu", "gpu"] if (device.type == "cuda" or args.all_shapes) else ["cpu"]
         for shape in shapes:
             steps = (10 if args.quick else 50) if shape == "cpu" or device.type == "cuda" else 3

@@ -269,6 +269,9 @@ def test_an_unknown_character_is_named_in_the_page_never_an_error(opened):
     assert opened.js("document.getElementById('step').disabled") and opened.js("document.getElementById('finish').disabled")
     with pytest.raises(Exception, match="U\\+2603"):
         opened.js("explorer.logits('☃')")
+    opened.page.fill("#text", "Más vale".replace("á", "a\u0301"))  # decomposed: a + combining accent, read in NFC
+    assert opened.js("document.getElementById('message').textContent") == ""
+    assert opened.js("explorer.logits('Ma\u0301s')") == opened.js("explorer.logits('Más')")
     opened.page.fill("#text", "No hay")
     assert opened.js("document.getElementById('message').textContent") == "" and opened.problems == []
 
