@@ -3357,13 +3357,13 @@ const LABELS = {
     "map-read": "Read section 4 (embeddings) and outputs/embeddings.png.",
     api: "7. For the curious: window.explorer", "api-why": "Open the browser's console (F12) and call the model yourself. The tests of LLM.py call these same functions and compare them with PyTorch.",
     about: (d) => `A model of ${d.parameters} parameters (${V} ${UNIT}s, C = ${C}, ${H} heads, ${N} layers, context ${CONTEXT}), ${d.source}. Everything runs in this page, offline.`,
-    unknown: (list) => `The model has never seen ${list}: it cannot read ${list.includes(",") ? "them" : "it"}. Remove ${list.includes(",") ? "them" : "it"} to go on.`,
+    unknown: (list, n) => `The model has never seen ${list}: it cannot read ${n > 1 ? "them" : "it"}. Remove ${n > 1 ? "them" : "it"} to go on.`,
     summary: (s) => `After “${s.text}” (${s.seen} ${UNIT}s seen${s.cut ? `, the last ${CONTEXT}` : ""}): entropy ${s.entropy} bits; kept ${s.kept} of ${V} (mass ${s.mass}).`,
     done: "⏎: the proverb is over. Undo, or change the beginning.", empty: "No steps yet: press Step or Write to the end.",
     looks: (s) => `Head ${s.head} of layer ${s.layer}: “${s.char}” (position ${s.t}) looks most at “${s.top}” (position ${s.s}, ${s.share}).`,
     stepHead: (n, position, context) => `step ${n} | position ${position} | context: ${context}`,
     columns: "  rank char   logit       p   cum p", entropy: "entropy",
-    chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning (p at τ)",
+    all: "all", chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning (p at τ)",
     mapNote: (e) => `Epoch ${e.epoch}: the two directions hold ${e.a} and ${e.b} of the spread.`,
     lossAxis: "loss (nats per character)", trainLoss: "train loss", valLoss: "validation loss", epochAxis: "epoch", best: "best", stream: "(stream mode: a text, not proverbs)",
   },
@@ -3385,13 +3385,13 @@ const LABELS = {
     "map-read": "Lee la sección 4 (incrustaciones) y outputs/embeddings.png.",
     api: "7. Para curiosos: window.explorer", "api-why": "Abre la consola del navegador (F12) y llama tú al modelo. Las pruebas de LLM.py llaman a estas mismas funciones y las comparan con PyTorch.",
     about: (d) => `Un modelo de ${d.parameters} parámetros (${V} caracteres, C = ${C}, ${H} cabezas, ${N} capas, contexto ${CONTEXT}), ${d.source}. Todo se calcula en esta página, sin red.`,
-    unknown: (list) => `El modelo nunca ha visto ${list}: no sabe leer${list.includes(",") ? "los" : "lo"}. Quíta${list.includes(",") ? "los" : "lo"} para seguir.`,
+    unknown: (list, n) => `El modelo nunca ha visto ${list}: no sabe leer${n > 1 ? "los" : "lo"}. Quíta${n > 1 ? "los" : "lo"} para seguir.`,
     summary: (s) => `Tras «${s.text}» (${s.seen} caracteres vistos${s.cut ? `, los últimos ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`,
     done: "⏎: el refrán ha terminado. Deshaz o cambia el comienzo.", empty: "Aún no hay pasos: pulsa Paso o Escribir hasta el final.",
     looks: (s) => `Cabeza ${s.head} de la capa ${s.layer}: «${s.char}» (posición ${s.t}) mira sobre todo a «${s.top}» (posición ${s.s}, ${s.share}).`,
     stepHead: (n, position, context) => `paso ${n} | posición ${position} | contexto: ${context}`,
     columns: "  rango car.  logit       p   p acum.", entropy: "entropía",
-    chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo (p con τ)",
+    all: "todos", chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo (p con τ)",
     mapNote: (e) => `Época ${e.epoch}: las dos direcciones recogen el ${e.a} y el ${e.b} de la dispersión.`,
     lossAxis: "pérdida (nats por carácter)", trainLoss: "pérdida de entrenamiento", valLoss: "pérdida de validación", epochAxis: "época", best: "mejor", stream: "(modo flujo: un texto, no refranes)",
   },
@@ -3405,7 +3405,8 @@ const KIND_COLORS = {"vowel": "#d62728", "consonant": "#1f77b4", "punctuation": 
                      "word piece": "#ff7f0e", "other": "#9467bd"};
 
 function unknownMessage(unknown) {
-  return LABELS[language].unknown(unknown.map(c => `“${c}” (U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")})`).join(", "));
+  const named = unknown.map(c => `“${c}” (U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")})`);
+  return LABELS[language].unknown(named.join(", "), named.length);
 }
 
 const page = {text: "", typed: "", generator: null, history: [], steps: [], over: false, row: null, lastChoice: null};
@@ -3640,21 +3641,34 @@ function translate() {
   $("about").textContent = LABELS[language].about({parameters: DATA.parameters.toLocaleString(language), source: DATA.source})
     + (DATA.mode === "stream" ? " " + t("stream") : "");
   $("language").textContent = language === "en" ? "Español" : "English";
+  showValues();
   render(true);
 }
 
-function setUp() {
+function showValues() {
+  $("temperature-value").textContent = (+$("temperature").value).toFixed(2);
+  $("top-k-value").textContent = +$("top-k").value || t("all");
+  $("top-p-value").textContent = (+$("top-p").value).toFixed(2);
+}
+
+function setUp() {  // the controls at the run's settings, their events, then the first drawing
   const s = DATA.sampling;
   $("temperature").value = s.temperature; $("top-k").max = V; $("top-k").value = s.top_k;
   $("top-p").value = s.top_p; $("greedy").checked = s.greedy; $("seed").value = s.seed;
   DATA.epochs.forEach(e => $("epoch").add(new Option(e.epoch + (e.best ? " ★" : ""), String(e.epoch))));
   for (let n = 0; n < N; n++) $("layer").add(new Option(String(n + 1), String(n)));
   for (let h = 0; h < H; h++) $("head").add(new Option(String(h + 1), String(h)));
-  const showValues = () => {
-    $("temperature-value").textContent = (+$("temperature").value).toFixed(2);
-    $("top-k-value").textContent = +$("top-k").value || "all";
-    $("top-p-value").textContent = (+$("top-p").value).toFixed(2);
-  };
+  wireControls();
+  wireHeatmap();
+  page.text = DATA.prompts.find(p => p && !unknownCharacters(p).length) ?? "";
+  $("text").value = page.text;
+  restart();
+  translate();
+  window.explorer.timings.ready = performance.now();
+  document.body.dataset.ready = "yes";
+}
+
+function wireControls() {
   ["temperature", "top-k", "top-p", "greedy"].forEach(id => $(id).addEventListener("input", () => { showValues(); render(); }));
   $("seed").addEventListener("change", () => { restart(); render(); });
   $("text").addEventListener("input", () => { page.text = $("text").value.replace(/[\r\n]/g, "").normalize("NFC"); page.row = null; restart(); render(); });
@@ -3674,6 +3688,10 @@ function setUp() {
   $("layer").addEventListener("change", () => render());
   $("head").addEventListener("change", () => render());
   $("language").addEventListener("click", () => { language = language === "en" ? "es" : "en"; translate(); });
+  window.addEventListener("resize", () => render(true));
+}
+
+function wireHeatmap() {  // the row that the strip below shows: the mouse's, or moved with the arrow keys
   const heatmap = $("heatmap"), rowAt = (event) => {
     const T = run(page.text).ids.length, box = heatmap.getBoundingClientRect(), margin = 22 * box.height / (heatmap.clientHeight || box.height);
     return Math.min(T - 1, Math.max(0, Math.floor((event.clientY - box.top - margin) / ((box.height - margin) / T))));
@@ -3687,14 +3705,6 @@ function setUp() {
     page.row = Math.min(T - 1, Math.max(0, (page.row ?? T - 1) + (event.key === "ArrowDown" ? 1 : -1)));
     drawAttention(run(page.text));
   });
-  window.addEventListener("resize", () => render(true));
-  showValues();
-  page.text = DATA.prompts.find(p => p && !unknownCharacters(p).length) ?? "";
-  $("text").value = page.text;
-  restart();
-  translate();
-  window.explorer.timings.ready = performance.now();
-  document.body.dataset.ready = "yes";
 }
 
 setUp();
