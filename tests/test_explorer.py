@@ -360,3 +360,44 @@ def test_keyboard_language_and_a_phone_width_screen(browser, opened, tiny_run):
         assert phone.problems == []
     finally:
         phone.context.close()
+
+
+# --- what the README says the classroom page shows ------------------------------------------------
+
+def test_the_readme_tells_what_the_classroom_page_shows_for_no_hay():
+    """The README's numbers for "No hay" are those of outputs/explorer.html, computed here in
+    PyTorch from the weights the page embeds."""
+    from test_prose import README, said
+    data = page_data(ROOT / "outputs" / "explorer.html")
+    vocabulary, cfg = data["tokenizer"]["vocabulary"], LLM.config_of({}, "classroom")
+    models = {}
+    for epoch in data["epochs"]:
+        models[epoch["epoch"]] = LLM.TransformerLM(len(vocabulary), cfg).eval()
+        models[epoch["epoch"]].load_state_dict(unpacked(data, epoch))
+    ids = torch.tensor([[vocabulary.index(c) for c in "\nNo hay"]])
+    with torch.no_grad():
+        logits, attention = models[data["best_epoch"]](ids, return_attention=True)
+    p = lambda temperature, c: float((logits[0, -1] / temperature).softmax(-1)[vocabulary.index(c)])  # noqa: E731
+    cold, warm, e, o, a, hot = said(README, r"a space is all but certain: ([\d.]+)% at τ 0.4 \(entropy 0.00 bits\), "
+                                            r"([\d.]+)% at τ 1 \(then \*e\* ([\d.]+)%, \*o\* ([\d.]+)%, \*a\* ([\d.]+)%\), "
+                                            r"([\d.]+)% at τ 1.5")
+    for percent, temperature, c in ((cold, 0.4, " "), (warm, 1, " "), (e, 1, "e"), (o, 1, "o"), (a, 1, "a"), (hot, 1.5, " ")):
+        assert f"{100 * p(temperature, c):.{len(percent.split('.')[1]) if '.' in percent else 0}f}" == percent, c
+    start, n, itself = said(README, r"layer 1's head 3 puts (\d+)% of its weight on the ⏎ that starts the line, "
+                                    r"layer 2's head 2 (\d+)% on the \*N\*, and its head 3 (\d+)% on the \*y\* itself")
+    assert [round(100 * float(w)) for w in (attention[0][0, 2, 6, 0], attention[1][0, 1, 6, 1], attention[1][0, 2, 6, 6])] \
+        == [int(start), int(n), int(itself)]
+    epochs = said(README, r"already ([\d.]+)% after epoch 1, and ([\d.]+)% and ([\d.]+)% after epochs 2 and 3")
+    for epoch, percent in zip((1, 2, 3), epochs):
+        with torch.no_grad():
+            space = float(models[epoch](ids)[0, -1].softmax(-1)[vocabulary.index(" ")])
+        assert f"{100 * space:.1f}" == percent, epoch
+    u, = said(README, r"The first step after \"No hay\" draws u = ([\d.]+)")
+    assert f"{float(torch.rand((), generator=torch.Generator().manual_seed(cfg.seed))):.4f}" == u
+    best = next(e for e in data["epochs"] if e["best"])
+    assert said(README, r"its two directions hold ([\d.]+)% and ([\d.]+)% of the spread after epoch 3") == \
+        tuple(f"{100 * x:.1f}" for x in best["explained"])
+    written, = said(README, r"seed 1337 it writes \*(No hay[^*]+)\*")
+    expected = LLM.generate(models[data["best_epoch"]], LLM.CharTokenizer(vocabulary), "No hay",
+                            LLM.Sampling.of(cfg), torch.Generator().manual_seed(1337))
+    assert " ".join(written.split()) == expected  # the README wraps its lines
