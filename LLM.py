@@ -56,12 +56,10 @@ class UserError(Exception):
 # Every number that shapes the run (data, model, training, sampling, the chat's `/train`) lives
 # in one dataclass, passed explicitly to whoever needs it: no hidden globals. Each field carries
 # its one-line explanation, which `python LLM.py --help` prints, and a flag (`d_model`: `--d-model`).
-#
 # The defaults are the classroom run: three passes over the 4,887 proverbs of `refranes.txt`,
 # small enough to train in seconds on a laptop CPU, big enough to learn to spell most Spanish
-# words. The model has about 110 thousand parameters, and `outputs/parameters.txt` accounts for
-# every one of them. `--preset longer` is a bigger model trained for 16 epochs, for a teacher to
-# run before class.
+# words, with a model of about 110 thousand parameters (`outputs/parameters.txt` accounts for
+# every one). `--preset longer` is a bigger model trained for 16 epochs, to run before class.
 
 # %%
 def setting(default, help: str, flag: str | None = None):
@@ -89,6 +87,7 @@ class Config:
     dropout: float = setting(0.0, "probability of zeroing an activation while training (0 = off)")
     context: int = setting(80, "the most characters the model looks at at once (longer lines are cut)")
     attention: str = setting("fast", "fast: torch's scaled_dot_product_attention; exact: the hand-written formula")
+    without: tuple = setting((), "ideas to switch off (section 8): causal-mask positions scaling residual layer-norm")
     # --- training ---
     batch_size: int = setting(16, "B: sequences (lines or windows) per optimizer step")
     eval_batch: int = setting(64, "sequences per batch when a split is measured (no gradients: it can be larger)")
@@ -403,19 +402,19 @@ def causal_mask(T: int, device=None) -> torch.Tensor:
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
-def attention(q, k, v, mask):
-    """softmax(Q K^T / sqrt(d_k), masked) V, written out. Returns (output, weights)."""
-    d_k = q.size(-1)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (B, H, T, D) @ (B, H, D, T) -> (B, H, T, T)
-    scores = scores.masked_fill(~mask, float("-inf"))  # the future gets -inf, so weight 0 below
+def attention(q, k, v, mask, scaled: bool = True):
+    """softmax(Q K^T / sqrt(d_k), masked) V, written out (mask None: none; scaled False: no sqrt(d_k)). Returns (output, weights)."""
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(q.size(-1)) if scaled else 1.0)  # (B, H, T, D) @ (B, H, D, T) -> (B, H, T, T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # the future gets -inf, so weight 0 below
     weights = scores.softmax(dim=-1)  # (B, H, T, T): row t = how much t looks at each s; sums to 1
     return weights @ v, weights  # (B, H, T, T) @ (B, H, T, D) -> (B, H, T, D)
 
 
 class MultiHeadSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, context: int, fast: bool = True):
+    def __init__(self, d_model: int, n_heads: int, context: int, fast: bool = True, without=()):
         super().__init__()
-        self.n_heads = n_heads
+        self.n_heads, self.causal, self.scaled = n_heads, "causal-mask" not in without, "scaling" not in without
         self.fast = fast  # True: F.scaled_dot_product_attention; False: attention() above
         self.query = nn.Linear(d_model, d_model)  # W_Q and b_Q, all heads side by side
         self.key = nn.Linear(d_model, d_model)  # W_K and b_K
@@ -430,10 +429,10 @@ class MultiHeadSelfAttention(nn.Module):
         k = self.key(x).view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
         v = self.value(x).view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
         if self.fast and not return_weights:
-            heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D), one kernel
+            heads = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=None if self.scaled else 1.0)
             weights = None
         else:
-            heads, weights = attention(q, k, v, self.causal_mask[:T, :T])
+            heads, weights = attention(q, k, v, self.causal_mask[:T, :T] if self.causal else None, self.scaled)
         concat = heads.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, C)
         return self.output(concat), weights  # (B, T, C) @ (C, C) -> (B, T, C); weights (B, H, T, T)
 
@@ -475,18 +474,19 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, context: int, dropout: float, fast: bool = True):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, context: int, dropout: float, fast: bool = True, without=()):
         super().__init__()
-        self.attention_norm = nn.LayerNorm(d_model)
-        self.attention = MultiHeadSelfAttention(d_model, n_heads, context, fast)
-        self.feed_forward_norm = nn.LayerNorm(d_model)
+        norm, self.residual = nn.Identity if "layer-norm" in without else nn.LayerNorm, "residual" not in without
+        self.attention_norm = norm(d_model)
+        self.attention = MultiHeadSelfAttention(d_model, n_heads, context, fast, without)
+        self.feed_forward_norm = norm(d_model)
         self.feed_forward = FeedForward(d_model, d_ff)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         attended, weights = self.attention(self.attention_norm(x), return_weights)  # (B, T, C)
-        x = x + self.dropout(attended)  # residual connection around attention
-        x = x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))  # ... and around the FFN
+        x = (x if self.residual else 0) + self.dropout(attended)  # residual connection around attention
+        x = (x if self.residual else 0) + self.dropout(self.feed_forward(self.feed_forward_norm(x)))  # ... and the FFN
         return x, weights  # (B, T, C), (B, H, T, T) or None
 
 
@@ -500,20 +500,26 @@ class EncoderLayer(nn.Module):
 # "the character after position t is c"; softmax turns the V scores into probabilities. The head
 # is its own matrix (some models reuse the embedding table here, "weight tying"; we keep them
 # apart so each can be read on its own in `parameters.txt`).
+#
+# **What if?** `--without` takes one idea away, to see what it was for, where it lives in the code
+# above: `causal-mask` (no $M$: a position may read the character it must predict), `positions`
+# (no $PE$: "sal" and "las" look alike), `scaling` (no $\sqrt{d_k}$), `residual` ($x \leftarrow
+# \mathrm{block}(x)$, nothing added) and `layer-norm` (every LayerNorm the identity).
+# `python LLM.py --what-if` trains the classroom run once as it is and once without each.
 
 # %%
 class TransformerLM(nn.Module):
     def __init__(self, vocab_size: int, cfg: Config):
         super().__init__()
-        self.context = cfg.context
+        self.context, self.positions = cfg.context, "positions" not in cfg.without
         self.token_embedding = ScaledEmbedding(vocab_size, cfg.d_model)
         self.register_buffer("positional_encoding",  # (context, C), fixed, not a parameter
                              sinusoidal_positional_encoding(cfg.context, cfg.d_model), persistent=False)
         self.embedding_dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(
-            EncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.context, cfg.dropout, cfg.attention == "fast")
+            EncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.context, cfg.dropout, cfg.attention == "fast", cfg.without)
             for _ in range(cfg.n_layers))
-        self.final_norm = nn.LayerNorm(cfg.d_model)
+        self.final_norm = nn.Identity() if "layer-norm" in cfg.without else nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size)  # the language-model head
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
@@ -521,7 +527,7 @@ class TransformerLM(nn.Module):
         T = idx.shape[1]
         if T > self.context:
             raise ValueError(f"sequence of {T} tokens is longer than the context ({self.context})")
-        return self.token_embedding(idx) + self.positional_encoding[:T]  # (B, T, C) + (T, C) -> (B, T, C)
+        return self.token_embedding(idx) + self.positional_encoding[:T] * self.positions  # (B, T, C) + (T, C) -> (B, T, C)
 
     def forward(self, idx: torch.Tensor, return_attention: bool = False):
         """(B, T) token ids -> (B, T, V) logits; with return_attention also the attention
@@ -566,7 +572,6 @@ def perplexity_report(loss: float) -> str:
     return f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | {loss / math.log(2):.3f} bits/char"
 
 
-
 # %% [markdown]
 # ## 10. The learning-rate schedule
 #
@@ -586,8 +591,7 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
     warmup = min(cfg.warmup, int(total_steps * cfg.warmup_cap))
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total_steps - warmup)  # 0 -> 1
-    floor = cfg.lr_floor
+    progress, floor = (step - warmup) / max(1, total_steps - warmup), cfg.lr_floor  # progress: 0 -> 1
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
@@ -607,10 +611,9 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
 # sign. **AdamW** (`--optimizer adamw`, Loshchilov & Hutter, 2019) also pulls every matrix a
 # little towards 0 at each step, $p \leftarrow p\,(1 - \eta\lambda)$, apart from the gradient
 # ("decoupled"); biases and layer-norm parameters are left alone. Plain Adam, the paper's, is the
-# default; the README's training-craft table measures what AdamW changes. `Adam` below is the
-# formula, one tensor at a time, what Part I run alone trains with; `python LLM.py` plugs in
-# (through a hook, section 13) a faster Adam, the same lines applied to all tensors at once; a
-# test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.
+# default. `Adam` below is the formula, one tensor at a time, what Part I run alone trains with;
+# `python LLM.py` plugs in (through a hook, section 13) a faster Adam, the same lines for all
+# tensors at once; a test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.
 
 # %%
 class Adam:
@@ -639,9 +642,8 @@ class Adam:
                 p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** self.t))  # p <- p - lr m / (1 - beta1^t) / denominator
 
     def zero_grad(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
+        for p in [p for group in self.param_groups for p in group["params"]]:
+            p.grad = None
 
 
 def make_optimizer(model: nn.Module, cfg: Config, kind=Adam) -> Adam:
@@ -715,7 +717,6 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, au
 # stopping**: after `patience` epochs without a better validation loss, more training only learns
 # the lines by heart, so it stops. A NaN or infinite loss (too high a learning rate, usually)
 # cannot recover: training stops with a message and keeps the last good epoch. `train()` does it all.
-#
 # **Hooks.** A real program needs more around this loop (a GPU, several processes, a progress
 # line, checkpoints, pictures). It gets in only through a `Hooks` object, whose methods are called
 # at fixed moments and here change nothing; Part II passes hooks that do more.
@@ -1043,6 +1044,7 @@ from dataclasses import asdict, fields
 
 
 MAX_CHARS = 100_000  # the longest sample --max-chars allows
+IDEAS = ("causal-mask", "positions", "scaling", "residual", "layer-norm")  # what --without can switch off (section 8)
 TEMPERATURE_RANGE = (0.01, 100.0)  # the sampling temperatures allowed
 
 
@@ -1086,6 +1088,10 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
     unknown = [name for name in cfg.pictures if name not in PICTURES and name != "all"]
     if unknown:
         raise UserError(f"--pictures knows all {' '.join(PICTURES)}; not: {' '.join(unknown)}")
+    unknown = [name for name in cfg.without if name not in IDEAS]
+    if unknown:
+        raise UserError(f"--without knows {' '.join(IDEAS)}; not: {' '.join(unknown)}")
+    cfg = replace(cfg, without=tuple(idea for idea in IDEAS if idea in cfg.without))  # one order: one label
     validate_choices_and_sampling(cfg)
     if not check_device:  # the settings saved in a checkpoint: the machine may be another one
         return cfg
@@ -1698,10 +1704,11 @@ class RunHooks(DeviceHooks):
         self.processes, self.resume, self.pictures, self.out_log = setup.ranks.world, setup.resume_state, pictures, setup.log
         self.in_place = setup.log is print and sys.stdout.isatty()  # progress inside an epoch: redrawn on one line
         self.progress_width, self.next_progress = 0, math.inf  # the progress line's width on screen; when next
-        self.state, self.adam, self.model = TrainingState(), None, None  # the last two: set once training starts
+        self.state, self.adam, self.model = TrainingState(), None, setup.model  # the optimizer: set once training starts
         explorer = setup.writes and wanted(setup.cfg, "explorer")
         self.snapshot_epochs = snapshot_epochs(setup.cfg, count_parameters(setup.model)) if explorer else set()
         self.snapshots: list[Snapshot] = []
+        self.data, self.untrained_loss = setup.data, None
 
     def log(self, message: str):
         """Print a line; a progress line drawn in place is wiped first."""
@@ -1728,6 +1735,10 @@ class RunHooks(DeviceHooks):
 
     def on_start(self, optimizer: Adam, state: TrainingState):
         self.adam, self.state = optimizer, state
+        if self.resume is None and not state.history:  # a new model: what it scores knowing nothing
+            self.untrained_loss = evaluate(self.model, self.data.val_split, self.cfg.eval_batch,
+                                           self.device, self.autocast)
+            self.log(start_note(self.untrained_loss, self.tokenizer.vocab_size, self.tokenizer.unit))
         if self.resume is not None:  # the checkpoint's epoch ended here: go on exactly from there
             load_optimizer_state(optimizer, self.resume["optimizer"])
             state.step, state.history = self.resume["step"], list(self.resume["history"])
@@ -1772,6 +1783,8 @@ class RunHooks(DeviceHooks):
                             + (f" and {self.kept('still holds')}" if state.best["epoch"] else "")) from None
 
     def on_epoch_end(self, state: TrainingState, record: dict):
+        for note in epoch_notes(state.history, self.cfg):
+            self.log(f"      note: {note}")
         if self.pictures is not None and record["epoch"] % self.cfg.snapshot == 0:
             self.pictures.draw(self.model, record)
         if record["epoch"] in self.snapshot_epochs:  # for explorer.html: these weights, at half the size
@@ -1815,7 +1828,7 @@ class RunHooks(DeviceHooks):
 
 # %%
 CHECKPOINT_FORMAT = "LLM.py checkpoint 3"  # 2: with the checksum of its tensors; 3: the tokenizer by name
-SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context", "tokenizer")  # fixed by the weights
+SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context", "tokenizer", "without")  # fixed by the weights
 
 
 def to_cpu(value):
@@ -2032,6 +2045,13 @@ def parameter_role(name: str) -> str:
     return PARAMETER_ROLES[key]
 
 
+def parameter_formula(cfg: Config) -> str:
+    """The parameter count as a formula in V, C, F and N (no layer norms: 4*C fewer per layer, 2*C fewer at the end)."""
+    if "layer-norm" in cfg.without:
+        return "V*C + N*(4*C^2 + 2*C*F + F + 5*C) + C*V + V"
+    return "V*C + N*(4*C^2 + 2*C*F + F + 9*C) + 2*C + C*V + V"
+
+
 def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: str = "character") -> str:
     """The text of parameters.txt: every tensor, the formulas behind the counts, statistics."""
     V, C, d_ff, N, H = vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.n_heads
@@ -2055,7 +2075,8 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: s
 
     attention_count = 4 * C * C + 4 * C
     ffn_count = 2 * C * d_ff + d_ff + C
-    layer_count = attention_count + ffn_count + 4 * C
+    norms = "layer-norm" not in cfg.without  # --without layer-norm: identities, no parameters
+    layer_count = attention_count + ffn_count + 4 * C * norms
     rows = [  # (component, formula, value by formula, value counted from the tensors)
         ("token embedding", "V*C", V * C, actual("token_embedding.")),
         ("positional encoding", "0 (fixed sinusoids)", 0, 0),
@@ -2064,14 +2085,14 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: s
         rows += [
             (f"layer {i}: attention", "4*C^2 + 4*C", attention_count, actual(f"layers.{i}.attention.")),
             (f"layer {i}: feed-forward", "2*C*F + F + C", ffn_count, actual(f"layers.{i}.feed_forward.")),
-            (f"layer {i}: two layer norms", "2 * 2*C", 4 * C,
+            (f"layer {i}: two layer norms", "2 * 2*C" if norms else "0 (--without layer-norm)", 4 * C * norms,
              actual(f"layers.{i}.attention_norm.") + actual(f"layers.{i}.feed_forward_norm.")),
-            (f"layer {i}: total", "4*C^2 + 2*C*F + F + 9*C", layer_count, actual(f"layers.{i}.")),
+            (f"layer {i}: total", "4*C^2 + 2*C*F + F + " + ("9*C" if norms else "5*C"), layer_count,
+             actual(f"layers.{i}.")),
         ]
-    rows += [("final layer norm", "2*C", 2 * C, actual("final_norm.")),
+    rows += [("final layer norm", "2*C" if norms else "0 (--without layer-norm)", 2 * C * norms, actual("final_norm.")),
              ("linear head", "C*V + V", C * V + V, actual("lm_head.")),
-             ("TOTAL", "V*C + N*(4*C^2 + 2*C*F + F + 9*C) + 2*C + C*V + V",
-              V * C + N * layer_count + 2 * C + C * V + V, total)]
+             ("TOTAL", parameter_formula(cfg), V * C + N * layer_count + 2 * C * norms + C * V + V, total)]
     lines += ["", "SUBTOTALS, WITH THE FORMULA THAT GIVES EACH",
               "-------------------------------------------",
               f"{'component':<26} {'formula':<52} {'by formula':>11} {'counted':>9}"]
@@ -2080,7 +2101,7 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: s
         lines.append(f"{component:<26} {formula:<52} {by_formula:>11,} {counted:>9,}{mark}")
     lines += ["", f"Total parameters: {total:,} (= sum of p.numel() over all {len(named)} tensors)",
               f"Per layer: attention {attention_count:,} = 4*{C}^2 + 4*{C}; "
-              f"feed-forward {ffn_count:,} = 2*{C}*{d_ff} + {d_ff} + {C}; norms {4 * C} = 4*{C}",
+              f"feed-forward {ffn_count:,} = 2*{C}*{d_ff} + {d_ff} + {C}; norms {4 * C * norms} = {4 * norms}*{C}",
               f"Attention heads split C; they add no parameters: {H} heads x D = {C // H} "
               f"uses the same 4*C^2 + 4*C.",
               "", "STATISTICS OF EVERY TENSOR AT THE END OF TRAINING",
@@ -2103,7 +2124,7 @@ def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer)
         how = (f"temperature {cfg.temperature}, top-k {cfg.top_k or 'off'}, top-p "
                f"{cfg.top_p if cfg.top_p < 1 else 'off'}, seed {cfg.seed}")
     heading = f"HOW THE MODEL CHOSE EVERY {tokenizer.unit.upper()}"
-    out = [heading, "=" * len(heading),
+    out = [heading, "=" * len(heading)] + ([f"The model was trained {without_label(cfg)} (section 8)."] if cfg.without else []) + [
            f"Sampling: {how}.",
            "Each block is one step. 'context' is what the model saw (⏎ = start or end of a proverb,",
            "␣ = space). The candidates are sorted by p = softmax(logit / temperature); 'cum p' adds",
@@ -2259,6 +2280,8 @@ class EpochPictures:
                 groups[f"L{i}.{node}"] = [(p + module + ".weight", None), (p + module + ".bias", None)]
         groups["final norm"] = [("final_norm.weight", None), ("final_norm.bias", None)]
         groups["head"] = [("lm_head.weight", None), ("lm_head.bias", None)]
+        if "layer-norm" in cfg.without:  # identities: grey nodes, like the positional encoding, with no parameters
+            groups = {node: tensors for node, tensors in groups.items() if "norm" not in node}
         return groups
 
     @staticmethod
@@ -2537,6 +2560,8 @@ class Finished:
     test_loss: float | None
     epochs: EpochPictures | None  # the epoch pictures drawn during training
     snapshots: list = field(default_factory=list)  # the Snapshots kept for explorer.html
+    samples: list = field(default_factory=list)  # what the model wrote at the end (Sample)
+    untrained_loss: float | None = None  # the validation loss before training (None when resumed)
     drawings: list = field(default_factory=list)  # what write_pictures_and_gallery drew
 
     @property
@@ -2591,16 +2616,31 @@ def loss_picture(run: Finished) -> list[Drawing]:
     handles += [Line2D([], [], ls="--", color="0.45", label="learning rate (right axis)")]
     if snapshots:
         handles += [Line2D([], [], color="0.88", lw=2, label="epochs with an epoch_<N>.png")]
+    V = run.setup.data.tokenizer.vocab_size
+    handles += [Line2D([], [], ls="", label=f"knowing nothing: ln {V} = {math.log(V):.3f}"
+                       + (f"; before training: {run.untrained_loss:.3f}" if run.untrained_loss is not None else ""))]
     ax.legend(handles=handles, fontsize=10, loc="upper right", framealpha=0.95)
-    ax.set_title("Loss per epoch: the gap between the curves is what the model learned by heart", fontsize=12)
+    below = history[-1]["val_loss"] < history[-1]["train_loss"]
+    ax.set_title("Loss per epoch: validation below training, as training's is the mean over each epoch" if below else
+                 "Loss per epoch: the gap between the curves is what the model learned by heart", fontsize=12)
     fig.subplots_adjust(left=0.09, right=0.9, top=0.92, bottom=0.11)
     save_figure(fig, run.setup.out / "loss.png")
     tested = ", and the red diamond the test loss of that model, measured once at the end" if run.test_loss else ""
+    V, last = run.setup.data.tokenizer.vocab_size, history[-1]
+    start = (f" Before training the model scored {run.untrained_loss:.3f}; even guesses over the {V} "
+             f"{run.setup.data.tokenizer.unit}s score ln {V} = {math.log(V):.3f}." if run.untrained_loss is not None else "")
+    relation = (f" In the last epoch the validation loss ({last['val_loss']:.3f}) is below the training loss "
+                f"({last['train_loss']:.3f}): the training loss is the mean over the epoch, while the weights were "
+                f"still improving, and the validation loss is measured at its end" +
+                (", with dropout off" if run.setup.cfg.dropout else "") + "."
+                if last["val_loss"] < last["train_loss"] else
+                f" In the last epoch the validation loss ({last['val_loss']:.3f}) is above the training loss "
+                f"({last['train_loss']:.3f}): the gap is what the model knows of its training lines only.")
     return [Drawing("loss.png", "loss.png: learning, epoch by epoch", (
         "Train loss (blue) and validation loss (orange) per epoch, in nats per character; the grey dashed line "
         "is the learning rate (right axis): the short warm-up, then the cosine down to its floor. The star is the "
         f"best epoch, the one kept in model.pt{tested}. Here the best validation loss is "
-        f"{best['val_loss']:.3f} at epoch {best['epoch']}. What to look for: both curves fall fast in the "
+        f"{best['val_loss']:.3f} at epoch {best['epoch']}.{start}{relation} What to look for: both curves fall fast in the "
         "first epochs (spelling is easy), then slowly; when the validation curve stops falling while the training "
         "curve goes on, the model is learning the training lines by heart, and early stopping ends the run."))]
 
@@ -2740,7 +2780,8 @@ def gallery(run: Finished, drawings: list[Drawing]) -> str:
     data, cfg = run.setup.data, run.setup.cfg
     lines = ["# What the model wrote: a gallery", "",
              f"Written by `python LLM.py` on `{Path(cfg.data).name}`: {data.n_chars:,} characters read in {data.mode} "
-             f"mode, a model of {count_parameters(run.setup.model):,} parameters, {len(run.history)} epochs. Every "
+             f"mode, a model of {count_parameters(run.setup.model):,} parameters"
+             + (f" **{without_label(cfg)}**" if cfg.without else "") + f", {len(run.history)} epochs. Every "
              f"file below is rebuilt by each run; the same seed on the same machine gives the same files.", ""]
     for d in drawings:
         shown = f"![{d.title}]({d.file})" if d.file.endswith((".png", ".gif")) else f"Open [{d.file}]({d.file})."
@@ -2829,7 +2870,7 @@ def explorer_data(model: TransformerLM, tokenizer: CharTokenizer, cfg: Config, b
                        "explained": [round(float(e), 4) for e in explained]})
     return {"format": "LLM.py explorer 1", "source": source, "parameters": count_parameters(model),
             "model": {"vocab_size": tokenizer.vocab_size, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-                      "n_layers": cfg.n_layers, "d_ff": cfg.d_ff, "context": cfg.context},
+                      "n_layers": cfg.n_layers, "d_ff": cfg.d_ff, "context": cfg.context, "without": list(cfg.without)},
             "tokenizer": {"kind": tokenizer.kind, "unit": tokenizer.unit, "vocabulary": texts,
                           "eol_id": tokenizer.eol_id, "kinds": [character_kind(c) for c in texts]},
             "sampling": {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p,
@@ -3066,6 +3107,7 @@ const V = DATA.model.vocab_size, C = DATA.model.d_model, H = DATA.model.n_heads,
 const N = DATA.model.n_layers, F = DATA.model.d_ff, CONTEXT = DATA.model.context;
 const VOCABULARY = DATA.tokenizer.vocabulary, EOL_ID = DATA.tokenizer.eol_id, UNIT = DATA.tokenizer.unit;
 const IDS = new Map(VOCABULARY.map((c, i) => [c, i]));
+const WITHOUT = new Set(DATA.model.without);  // the ideas this model was trained without (section 8's --without)
 
 // ---- the weights: base64 -> float32 (the best epoch) or float16 (a snapshot), named like state_dict
 const HALF = (() => {  // every float16 bit pattern as a float32 number
@@ -3151,14 +3193,14 @@ function linear(x, T, W, b, inputs, outputs) {
 }
 
 // ---- section 6: softmax(Q K^T / sqrt(d_k) + M) V, M = -inf above the diagonal (the causal mask)
-function causalMask(t, s) { return s <= t; }
+function causalMask(t, s) { return s <= t || WITHOUT.has("causal-mask"); }
 
 function attention(q, k, v, T, h) {  // one head: columns h*D .. h*D+D-1 of q, k and v
-  const out = new Float64Array(T * D), weights = [], scale = Math.sqrt(D);
+  const out = new Float64Array(T * D), weights = [], scale = WITHOUT.has("scaling") ? 1 : Math.sqrt(D);
   for (let t = 0; t < T; t++) {
     const row = new Float64Array(T), qt = t * C + h * D;  // row t starts at 0: the masked future keeps weight 0
     let max = -Infinity;
-    for (let s = 0; causalMask(t, s); s++) {
+    for (let s = 0; s < T && causalMask(t, s); s++) {
       let dot = 0;
       const ks = s * C + h * D;
       for (let d = 0; d < D; d++) dot += q[qt + d] * k[ks + d];
@@ -3166,8 +3208,8 @@ function attention(q, k, v, T, h) {  // one head: columns h*D .. h*D+D-1 of q, k
       if (row[s] > max) max = row[s];
     }
     let total = 0;
-    for (let s = 0; causalMask(t, s); s++) { row[s] = Math.exp(row[s] - max); total += row[s]; }
-    for (let s = 0; causalMask(t, s); s++) {
+    for (let s = 0; s < T && causalMask(t, s); s++) { row[s] = Math.exp(row[s] - max); total += row[s]; }
+    for (let s = 0; s < T && causalMask(t, s); s++) {
       row[s] /= total;  // row t sums to 1
       const vs = s * C + h * D, weight = row[s];
       for (let d = 0; d < D; d++) out[t * D + d] += weight * v[vs + d];
@@ -3208,26 +3250,28 @@ function feedForward(w, prefix, x, T) {
   return linear(hidden, T, w[prefix + "contract.weight"], w[prefix + "contract.bias"], F, C);
 }
 
+function norm(x, T, w, name) { return WITHOUT.has("layer-norm") ? x : layerNorm(x, T, w[name + ".weight"], w[name + ".bias"]); }
+
 function encoderLayer(w, n, x, T) {  // pre-norm: x + MultiHead(LayerNorm(x)), then x + FFN(LayerNorm(x))
-  const p = `layers.${n}.`;
-  const attended = multiHeadSelfAttention(w, p + "attention.",
-    layerNorm(x, T, w[p + "attention_norm.weight"], w[p + "attention_norm.bias"]), T);
-  const mid = x.map((a, i) => a + attended.out[i]);
-  const fed = feedForward(w, p + "feed_forward.", layerNorm(mid, T, w[p + "feed_forward_norm.weight"], w[p + "feed_forward_norm.bias"]), T);
-  return {x: mid.map((a, i) => a + fed[i]), weights: attended.weights};
+  const p = `layers.${n}.`, residual = WITHOUT.has("residual") ? 0 : 1;
+  const attended = multiHeadSelfAttention(w, p + "attention.", norm(x, T, w, p + "attention_norm"), T);
+  const mid = x.map((a, i) => residual * a + attended.out[i]);
+  const fed = feedForward(w, p + "feed_forward.", norm(mid, T, w, p + "feed_forward_norm"), T);
+  return {x: mid.map((a, i) => residual * a + fed[i]), weights: attended.weights};
 }
 
 // ---- section 8: logits = LayerNorm(x) W_head + b_head, after the N layers
 function transformerLM(w, ids) {
   const T = ids.length, pe = sinusoidalPositionalEncoding(T);
-  let x = scaledEmbedding(w["token_embedding.weight"], ids).map((a, i) => a + pe[i]);
+  const positions = WITHOUT.has("positions") ? 0 : 1;
+  let x = scaledEmbedding(w["token_embedding.weight"], ids).map((a, i) => a + positions * pe[i]);
   const attentionWeights = [];
   for (let n = 0; n < N; n++) {
     const layer = encoderLayer(w, n, x, T);
     x = layer.x;
     attentionWeights.push(layer.weights);
   }
-  const last = layerNorm(x.subarray((T - 1) * C), 1, w["final_norm.weight"], w["final_norm.bias"]);
+  const last = norm(x.subarray((T - 1) * C), 1, w, "final_norm");
   const logits = linear(last, 1, w["lm_head.weight"], w["lm_head.bias"], C, V);
   return {logits: Array.from(logits), attention: attentionWeights};  // (V,), [N][H][T][T]
 }
@@ -3363,7 +3407,7 @@ const LABELS = {
     looks: (s) => `Head ${s.head} of layer ${s.layer}: “${s.char}” (position ${s.t}) looks most at “${s.top}” (position ${s.s}, ${s.share}).`,
     stepHead: (n, position, context) => `step ${n} | position ${position} | context: ${context}`,
     columns: "  rank char   logit       p   cum p", entropy: "entropy",
-    all: "all", chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning (p at τ)",
+    without: "Trained without (section 8 of LLM.py): ", all: "all", chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning (p at τ)",
     mapNote: (e) => `Epoch ${e.epoch}: the two directions hold ${e.a} and ${e.b} of the spread.`,
     lossAxis: "loss (nats per character)", trainLoss: "train loss", valLoss: "validation loss", epochAxis: "epoch", best: "best", stream: "(stream mode: a text, not proverbs)",
   },
@@ -3391,7 +3435,7 @@ const LABELS = {
     looks: (s) => `Cabeza ${s.head} de la capa ${s.layer}: «${s.char}» (posición ${s.t}) mira sobre todo a «${s.top}» (posición ${s.s}, ${s.share}).`,
     stepHead: (n, position, context) => `paso ${n} | posición ${position} | contexto: ${context}`,
     columns: "  rango car.  logit       p   p acum.", entropy: "entropía",
-    all: "todos", chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo (p con τ)",
+    without: "Entrenado sin (sección 8 de LLM.py): ", all: "todos", chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo (p con τ)",
     mapNote: (e) => `Época ${e.epoch}: las dos direcciones recogen el ${e.a} y el ${e.b} de la dispersión.`,
     lossAxis: "pérdida (nats por carácter)", trainLoss: "pérdida de entrenamiento", valLoss: "pérdida de validación", epochAxis: "época", best: "mejor", stream: "(modo flujo: un texto, no refranes)",
   },
@@ -3639,7 +3683,7 @@ function translate() {
   document.documentElement.lang = language;
   document.querySelectorAll("[data-t]").forEach(element => { element.textContent = t(element.dataset.t); });
   $("about").textContent = LABELS[language].about({parameters: DATA.parameters.toLocaleString(language), source: DATA.source})
-    + (DATA.mode === "stream" ? " " + t("stream") : "");
+    + (DATA.mode === "stream" ? " " + t("stream") : "") + (WITHOUT.size ? " " + t("without") + [...WITHOUT].join(", ") + "." : "");
   $("language").textContent = language === "en" ? "Español" : "English";
   showValues();
   render(true);
@@ -3712,7 +3756,214 @@ setUp();
 
 
 # %% [markdown]
-# ## I. Talking to the model: --chat
+# ## I. What if, and what the numbers say
+#
+# `--without IDEA` (section 8) trains a model with one idea of the Transformer switched off; the
+# run says so in every file it writes, and the checkpoint keeps the switch, so `--generate`,
+# `--chat` and the explorer use the model as it was trained. `python LLM.py --what-if` trains the
+# classroom run once as it is and once without each idea, same seed and same data, into
+# `outputs/what-if/`, and writes there a table, the validation curves side by side and a few
+# sentences per switch, made from that run's own numbers.
+#
+# Every run also says what its numbers mean: before training, the loss of the untrained model
+# next to $\ln V$, what a model that knows nothing scores; after an epoch, a sentence when
+# something deserves one (the validation loss below the training loss, a gap that grows, a loss
+# that stopped falling, gradients clipped at most steps).
+
+# %%
+WITHOUT_MEANS = {"causal-mask": "no causal mask: every position may read the characters after it",
+                 "positions": "no positional encoding: the model is not told where a character stands",
+                 "scaling": "no division by sqrt(d_k) in attention",
+                 "residual": "no residual connections: each block's output replaces its input",
+                 "layer-norm": "no layer norms: every LayerNorm is the identity"}
+
+
+def without_label(cfg: Config) -> str:
+    return "without " + ", ".join(cfg.without) if cfg.without else "as it is"
+
+
+def start_note(untrained_loss: float, vocab_size: int, unit: str = "character") -> str:
+    """Before training: the untrained model's loss next to ln V."""
+    uniform = math.log(vocab_size)
+    how = ("about what spreading its bets evenly gives" if abs(untrained_loss - uniform) < 0.25 else
+           "more than even bets would cost: its random scores are confidently wrong here and there"
+           if untrained_loss > uniform else "less than even bets: its random scores happen to favour common characters")
+    return (f"before training: validation loss {untrained_loss:.3f}; a model that knows nothing and guesses all "
+            f"{vocab_size} {unit}s evenly scores ln {vocab_size} = {uniform:.3f}: the "
+            f"untrained one scores {how}")
+
+
+def epoch_notes(history: list[dict], cfg: Config) -> list[str]:
+    """Plain sentences about the last epoch of `history`, when its numbers call for one."""
+    now, before = history[-1], history[-2] if len(history) > 1 else None
+    gap, notes = now["val_loss"] - now["train_loss"], []
+    if gap < 0 and (before is None or before["val_loss"] >= before["train_loss"]):
+        why = (f" and dropout ({cfg.dropout:g}) is on while training, off while measuring" if cfg.dropout else "")
+        notes.append(f"the validation loss ({now['val_loss']:.3f}) is below the training loss ({now['train_loss']:.3f}): "
+                     f"the training loss is the mean over the epoch, while the weights were still getting better"
+                     f"{why}; the validation loss is measured once, at the end of the epoch")
+    if gap > 0 and before is not None and before["val_loss"] < before["train_loss"]:
+        notes.append(f"the validation loss is now above the training loss ({now['val_loss']:.3f} against "
+                     f"{now['train_loss']:.3f}): the model starts doing better on the lines it trains on than on new ones")
+    gaps = [r["val_loss"] - r["train_loss"] for r in history[-3:]]
+    if len(gaps) == 3 and gaps[0] > 0 and gaps[0] < gaps[1] < gaps[2] and gaps[2] > 0.02:
+        notes.append(f"the gap between validation and training loss grew for two epochs, from {gaps[0]:.3f} to "
+                     f"{gaps[2]:.3f}: the model is learning the training lines by heart (more text, more --dropout "
+                     f"or fewer epochs help; the best epoch is kept either way)")
+    best = min(r["val_loss"] for r in history)
+    if len(history) >= 3 and min(r["val_loss"] for r in history[-2:]) > min(r["val_loss"] for r in history[:-2]):
+        notes.append(f"the validation loss has not fallen for two epochs (the best is still {best:.3f}): more epochs "
+                     f"at this size buy little")
+    if cfg.clip and now["clipped"] > 0.5:
+        notes.append(f"the gradient was clipped in {now['clipped']:.0%} of the steps: the steps are often longer than "
+                     f"--clip {cfg.clip:g}, a sign that --lr ({cfg.lr:g}) is on the high side")
+    return notes
+
+
+@torch.no_grad()
+def sharpness(model: TransformerLM, tokenizer: CharTokenizer, lines: list[str], n: int = 64) -> float:
+    """How one-hot attention is: the mean, over heads, layers and rows t >= 4, of a row's largest
+    weight, on the first n lines (1 = every head looks at one character only)."""
+    largest = []
+    for line in lines[:n]:
+        tokens, weights = attention_maps(model, tokenizer, line)
+        largest += [w[:, 4:].max(dim=-1).values.flatten() for w in weights if w.shape[-1] > 4]
+    return float(torch.cat(largest).mean()) if largest else math.nan
+
+
+@dataclass
+class WhatIf:
+    """One run of --what-if, in numbers."""
+    name: str  # "as it is", or "without <idea>"
+    idea: str  # the idea switched off ("" for the run as it is)
+    history: list[dict]
+    test_loss: float
+    words: tuple[int, int]  # words of the samples that are words of the corpus, words written
+    sample: str  # the second sample (the first prompted one)
+    sharpness: float  # sharpness() of its attention
+    seconds: float
+
+
+def what_if_runs(cfg: Config, log=print) -> list[WhatIf]:
+    """The run as it is, then once per idea switched off; each in outputs/what-if/<name>/."""
+    results = []
+    for idea in ("",) + IDEAS:
+        name = f"without {idea}" if idea else "as it is"
+        out = Path(cfg.out) / "what-if" / (f"without-{idea}" if idea else "as-it-is")
+        variant = replace(cfg, without=(idea,) if idea else (), out=str(out), pictures=("explorer",))
+        log(f"what if: {name} ({WITHOUT_MEANS[idea]})" if idea else "what if: the classroom run as it is")
+        started = time.perf_counter()
+        finished = run(variant, log=lambda line: log("      " + line) if line.startswith(("epoch", "test")) else None)
+        if finished is None:  # a torchrun process that writes nothing
+            continue
+        setup = finished.setup
+        results.append(WhatIf(name, idea, finished.history, finished.test_loss,
+                              corpus_word_share(finished.samples, text_lines(setup.text)), finished.samples[1 % len(finished.samples)].text,
+                              sharpness(setup.model, setup.data.tokenizer, setup.data.held_out_text),
+                              time.perf_counter() - started))
+    return results
+
+
+def what_if_lesson(r: WhatIf, base: WhatIf, cfg: Config) -> str:
+    """Two or three sentences on one switch, from the numbers of both runs."""
+    last, first = r.history[-1], base.history[-1]
+    dv = last["val_loss"] - first["val_loss"]
+    share, base_share = r.words[0] / max(r.words[1], 1), base.words[0] / max(base.words[1], 1)
+    against = f"{last['val_loss']:.3f} against {first['val_loss']:.3f} as it is"
+    deeper = (f" At {cfg.n_layers} layers the signal crosses {2 * cfg.n_layers} blocks; the README measures 6 layers "
+              f"(`--layers 6 --what-if`)." if cfg.n_layers < 6 else "")
+    if r.idea == "causal-mask":
+        if last["train_loss"] < first["train_loss"] - 0.2:
+            return (f"Its training loss fell to {last['train_loss']:.3f} (as it is: {first['train_loss']:.3f}), and its "
+                    f"validation and test losses with it ({last['val_loss']:.3f}, {r.test_loss:.3f}): every position could "
+                    f"read the character it had to predict, and learned to copy it. Those losses were measured the same "
+                    f"way, with the answer in sight, so they prove nothing. Writing, there is no answer ahead to copy: "
+                    f"{share:.0%} of its words are words of the corpus (as it is: {base_share:.0%}).")
+        return (f"Its losses ({against}) did not fall below the run as it is: at this size it did not learn to copy "
+                f"the next character it could see; {share:.0%} of its words are words of the corpus.")
+    if r.idea == "positions":
+        how = ("higher" if dv > 0.05 else "barely different")
+        return (f"Its validation loss ended {how}: {against}. Without positions \u201csal\u201d and \u201clas\u201d "
+                f"look alike; what still gives order away is the causal mask, since a position can only attend to the "
+                f"characters before it, the further on the more of them, so the model learns something all the same. "
+                f"{share:.0%} of its words are words of the corpus (as it is: {base_share:.0%}).")
+    if r.idea == "scaling":
+        d = cfg.d_model // cfg.n_heads
+        return (f"Without the division by sqrt(d_k) = sqrt({d}) the attention scores are {math.sqrt(d):g} times larger "
+                f"and the softmax sharper: a row's largest weight averages {r.sharpness:.2f}, against "
+                f"{base.sharpness:.2f} as it is. Validation loss {against}"
+                + (": nearly one-hot attention learns more slowly." if dv > 0.02 else
+                   f": with heads only {d} wide the scores stay small enough that it hardly matters here."))
+    if r.idea == "residual":
+        return (f"Without residual connections the validation loss ended at {against} ({dv:+.3f}): every block must "
+                f"now carry the whole signal through its own weights, and the gradient reaches the first layer only "
+                f"through every block after it. The more layers, the more that costs ({cfg.n_layers} here)." + deeper)
+    clipped, base_clipped = last["clipped"], first["clipped"]
+    return (f"Without layer norms the validation loss ended at {against} ({dv:+.3f})"
+            + (": lower, at this size, not higher." if dv < 0 else ".")
+            + f" The gradient was clipped in {clipped:.0%} of the last epoch's steps ({base_clipped:.0%} as it is): "
+              f"nothing keeps the activations at one scale any more, and clipping is left to hold the steps in check."
+            + deeper)
+
+
+def draw_what_if(results: list[WhatIf], path: Path):
+    """what_if.png: the validation loss per epoch of every run, side by side."""
+    fig = new_figure(9, 4.8)
+    ax = fig.subplots()
+    for r in results:
+        epochs = [h["epoch"] for h in r.history]
+        ax.plot(epochs, [h["val_loss"] for h in r.history], "o-", ms=3, lw=2.4 if not r.idea else 1.6,
+                color="black" if not r.idea else None, label=r.name)
+    ax.set_xlabel("epoch", fontsize=11)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("validation loss (nats per character)", fontsize=11)
+    ax.grid(axis="y", color="0.92")
+    ax.legend(fontsize=10, framealpha=0.95)
+    ax.set_title("What if one idea is switched off: the validation loss of each run", fontsize=12)
+    fig.subplots_adjust(left=0.09, right=0.97, top=0.92, bottom=0.11)
+    save_figure(fig, path)
+
+
+def shortened(text: str, most: int = 70) -> str:
+    return text if len(text) <= most else text[:most] + "…"
+
+
+def what_if_report(results: list[WhatIf], cfg: Config, seconds: float) -> str:
+    """outputs/what-if/README.md: the table, the picture, the sentences."""
+    base = results[0]
+    lines = ["# What if: the classroom run with one idea switched off", "",
+             f"`python LLM.py --what-if` trained {len(results)} models on `{Path(cfg.data).name}`, same seed and same "
+             f"data, {cfg.epochs} epochs each, in {seconds:.0f} s: once as it is and once without each idea of section 8 "
+             f"of LLM.py. Each folder below holds that run's `table.txt`, `parameters.txt`, `explorer.html` and "
+             f"`model.pt` (`--generate` and `--chat` use it as it was trained).", "",
+             "| run | train loss | validation loss | test loss | words of the corpus | one sample |", "|---|---|---|---|---|---|"]
+    for r in results:
+        last = r.history[-1]
+        folder = f"without-{r.idea}" if r.idea else "as-it-is"
+        test = f"{r.test_loss:.3f}" if r.test_loss is not None else "-"
+        lines.append(f"| [{r.name}]({folder}/README.md) | {last['train_loss']:.3f} | {last['val_loss']:.3f} | {test} | "
+                     f"{r.words[0]} of {r.words[1]} ({r.words[0] / max(r.words[1], 1):.0%}) | {shortened(r.sample).replace('|', '/')} |")
+    lines += ["", "![the validation loss of every run](what_if.png)", ""]
+    for r in results[1:]:
+        lines += [f"## Without {r.idea}", "", f"{WITHOUT_MEANS[r.idea].capitalize()}. {what_if_lesson(r, base, cfg)}", ""]
+    return "\n".join(lines)
+
+
+def what_if(cfg: Config, log=print):
+    """--what-if: every run, then outputs/what-if/README.md and what_if.png."""
+    started = time.perf_counter()
+    results = what_if_runs(cfg, log)
+    if not results:
+        return
+    folder = Path(cfg.out) / "what-if"
+    draw_what_if(results, folder / "what_if.png")
+    save_text(folder / "README.md", what_if_report(results, cfg, time.perf_counter() - started))
+    log(f"wrote {folder}/: README.md (the table and what each switch shows), what_if.png and one folder per run "
+        f"({time.perf_counter() - started:.0f} s in all)")
+
+
+# %% [markdown]
+# ## J. Talking to the model: --chat
 #
 # `python LLM.py --chat` loads the checkpoint and waits: type the start of a proverb, the model
 # completes it. Slash commands change the sampling on the fly, and `/train` teaches the model
@@ -3954,7 +4205,7 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
 
 
 # %% [markdown]
-# ## J. The command line
+# ## K. The command line
 #
 # Every Config field becomes a flag (`d_model` → `--d-model`), with the field's explanation as
 # its `--help` text, in the groups of the dataclass; `--preset NAME` starts from one of section
@@ -3971,6 +4222,7 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
 #     python LLM.py --generate "No hay"     complete a prompt with the trained model
 #     python LLM.py --chat                  talk to it
 #     python LLM.py --explorer              write explorer.html again from the checkpoint
+#     python LLM.py --what-if               the run as it is and without each idea, side by side
 
 # %%
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -4012,6 +4264,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
                         help="load the checkpoint and complete PROMPT, with the sampling settings")
     action.add_argument("--chat", action="store_true",
                         help="talk to the checkpoint: type the start of a proverb, it completes it")
+    action.add_argument("--what-if", action="store_true",
+                        help="train the run once as it is and once without each idea of --without, into <out>/what-if/")
     action.add_argument("--explorer", action="store_true",
                         help="write explorer.html for the checkpoint (into its folder, or --out), and nothing else")
     use.add_argument("--preset", choices=list(PRESETS), default="classroom" if defaults else argparse.SUPPRESS,
@@ -4075,8 +4329,10 @@ def describe_data(data: Data, cfg: Config, log=print):
 
 def describe_model(model: TransformerLM, cfg: Config, vocab_size: int, device, ranks: Ranks, out: Path, log=print):
     V, C, d_ff, N = vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers
-    log(f"model: {count_parameters(model):,} parameters = V*C + N*(4*C^2 + 2*C*F + F + 9*C) + 2*C + C*V + V "
+    log(f"model: {count_parameters(model):,} parameters = {parameter_formula(cfg)} "
         f"with V={V}, C={C}, F={d_ff}, N={N} (details: {out / 'parameters.txt'})")
+    if cfg.without:
+        log(f"      {without_label(cfg)}: {', '.join(WITHOUT_MEANS[idea] for idea in cfg.without)} (section 8)")
     log(f"device: {device}, attention path: {cfg.attention}, precision: "
         f"{'bf16 autocast' if uses_bf16(cfg, device) else 'fp32'}, optimizer: {cfg.optimizer}"
         + (f"; {ranks.world} processes (DistributedDataParallel), {ranks.world} x {cfg.batch_size} "
@@ -4150,7 +4406,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size, data.tokenizer.unit))
     samples = write_samples(model, data, cfg, setup.text, log)
     save_text(out / "table.txt", sampling_table(samples, cfg, data.tokenizer))
-    finished = Finished(setup, history, test_loss, epochs, hooks.snapshots)
+    finished = Finished(setup, history, test_loss, epochs, hooks.snapshots, samples, hooks.untrained_loss)
     finished.drawings = write_pictures_and_gallery(finished, log)
     return finished
 
@@ -4381,6 +4637,12 @@ def main(argv=None) -> int:
             generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
         elif args.chat:
             chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
+        elif args.what_if:
+            if cfg.without:
+                raise UserError("--what-if switches every idea off in turn: leave out --without")
+            with sigterm_like_ctrl_c(), writing_folder(Path(cfg.out) / "what-if"):
+                what_if(cfg)
+            end_distributed()
         elif args.explorer:
             explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)
         else:

@@ -1,0 +1,213 @@
+"""Section 8's --without switches, --what-if (part I of the appendix), and the sentences a run
+prints about its own numbers.
+
+Each switch is proven to remove exactly its idea: with it the model computes what the formula
+without that idea computes, and without it everything else stays as it was."""
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import LLM
+from conftest import TINY_ARGV, one_line_error, run_into, tiny_config
+
+
+def model_without(*ideas, **changes):
+    torch.manual_seed(0)
+    return LLM.TransformerLM(11, tiny_config(without=ideas, **changes)).eval()
+
+
+def logits_of(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids]))[0]  # (T, V)
+
+
+IDS = [0, 3, 5, 2, 7, 1, 9, 4]
+
+
+# --- each switch removes its idea, and only it -----------------------------------------------------
+
+@pytest.mark.parametrize("attention", ["fast", "exact"])
+def test_without_the_causal_mask_a_later_character_changes_an_earlier_position(attention):
+    changed = IDS[:-1] + [8]  # only the last character differs
+    masked = model_without(attention=attention)
+    assert torch.equal(logits_of(masked, IDS)[:-1], logits_of(masked, changed)[:-1])  # the future is hidden
+    unmasked = model_without("causal-mask", attention=attention)
+    assert unmasked.state_dict().keys() == masked.state_dict().keys()  # the same weights, only the mask is gone
+    differs = (logits_of(unmasked, IDS)[:-1] - logits_of(unmasked, changed)[:-1]).abs().amax(dim=-1)  # (T-1,)
+    assert (differs > 1e-4).all()  # every earlier position sees the last character
+
+
+@pytest.mark.parametrize("attention", ["fast", "exact"])
+def test_without_positions_the_model_cannot_tell_the_order(attention):
+    """With neither positions nor the mask, the model is permutation-equivariant: shuffling the
+    characters shuffles the outputs the same way. Positions alone break that."""
+    perm = torch.randperm(len(IDS), generator=torch.Generator().manual_seed(1)).tolist()
+    shuffled = [IDS[i] for i in perm]
+    orderless = model_without("positions", "causal-mask", attention=attention)
+    torch.testing.assert_close(logits_of(orderless, shuffled), logits_of(orderless, IDS)[perm], rtol=1e-5, atol=1e-5)
+    ordered = model_without("causal-mask", attention=attention)
+    assert not torch.allclose(logits_of(ordered, shuffled), logits_of(ordered, IDS)[perm], atol=1e-3)
+    idx = torch.tensor([IDS])
+    torch.testing.assert_close(model_without("positions").embed(idx), model_without("positions").token_embedding(idx))
+
+
+def test_without_scaling_the_scores_are_the_unscaled_formula():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 8) for _ in range(3))
+    mask = LLM.causal_mask(5)
+    by_hand = (q @ k.transpose(-2, -1)).masked_fill(~mask, float("-inf")).softmax(-1)  # no / sqrt(8)
+    out, weights = LLM.attention(q, k, v, mask, scaled=False)
+    torch.testing.assert_close(weights, by_hand)
+    torch.testing.assert_close(out, by_hand @ v)
+    _, scaled = LLM.attention(q, k, v, mask)
+    assert not torch.allclose(scaled, weights)
+    torch.testing.assert_close(LLM.attention(q, k, v, None)[1], (q @ k.transpose(-2, -1) / math.sqrt(8)).softmax(-1))
+    fast, exact = model_without("scaling"), model_without("scaling", attention="exact")  # the same weights
+    torch.testing.assert_close(logits_of(fast, IDS), logits_of(exact, IDS), rtol=1e-5, atol=1e-5)
+
+
+def test_without_residual_each_block_replaces_its_input():
+    layer = model_without("residual").layers[0]
+    x = torch.randn(1, 6, 16, generator=torch.Generator().manual_seed(2))
+    attended, _ = layer.attention(layer.attention_norm(x))
+    expected = layer.feed_forward(layer.feed_forward_norm(attended))  # block(block(x)): nothing added
+    torch.testing.assert_close(layer(x)[0], expected)
+    with_residual = model_without().layers[0]
+    a, _ = with_residual.attention(with_residual.attention_norm(x))
+    torch.testing.assert_close(with_residual(x)[0], x + a + with_residual.feed_forward(with_residual.feed_forward_norm(x + a)))
+
+
+def test_without_layer_norm_every_norm_is_the_identity_and_the_count_says_so():
+    model = model_without("layer-norm")
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
+    assert isinstance(model.final_norm, torch.nn.Identity) and isinstance(model.layers[1].feed_forward_norm, torch.nn.Identity)
+    cfg = tiny_config(without=("layer-norm",))
+    V, C, Fd, N = 11, cfg.d_model, cfg.d_ff, cfg.n_layers
+    assert LLM.count_parameters(model) == V * C + N * (4 * C * C + 2 * C * Fd + Fd + 5 * C) + C * V + V
+    assert LLM.count_parameters(model_without()) - LLM.count_parameters(model) == N * 4 * C + 2 * C
+    report = LLM.parameter_report(model, cfg, 11)
+    assert "MISMATCH" not in report and "N*(4*C^2 + 2*C*F + F + 5*C)" in report
+
+
+def test_the_switches_are_checked_and_kept_in_one_order(capsys):
+    cfg = LLM.validate(LLM.Config(without=("layer-norm", "causal-mask", "layer-norm")), check_device=False)
+    assert cfg.without == ("causal-mask", "layer-norm")
+    one_line_error(capsys, TINY_ARGV + ["--without", "attention"], "--without knows", "attention")
+    one_line_error(capsys, TINY_ARGV + ["--what-if", "--without", "scaling"], "leave out --without")
+
+
+# --- a model trained without an idea is labelled so, and keeps it ----------------------------------
+
+@pytest.fixture(scope="module")
+def maskless_run(tmp_path_factory):
+    return run_into(tmp_path_factory, "maskless", TINY_ARGV + ["--epochs", "2", "--without", "causal-mask", "positions",
+                                                              "--pictures", "explorer", "loss", "epochs"])
+
+
+def test_a_checkpoint_keeps_its_switches_and_every_file_names_them(maskless_run, capsys):
+    model, _, cfg, _ = LLM.load_checkpoint(maskless_run / "model.pt", "cpu")
+    assert cfg.without == ("causal-mask", "positions")
+    assert not model.layers[0].attention.causal and not model.positions
+    assert "trained without causal-mask, positions" in (maskless_run / "table.txt").read_text(encoding="utf-8")
+    assert "**without causal-mask, positions**" in (maskless_run / "README.md").read_text(encoding="utf-8")
+    assert '"without":["causal-mask","positions"]' in (maskless_run / "explorer.html").read_text(encoding="utf-8")
+    assert LLM.main(["--generate", "No hay", "--checkpoint", str(maskless_run / "model.pt"), "--max-chars", "5"]) == 0
+    one_line_error(capsys, ["--resume", "--out", str(maskless_run), "--without", "scaling"], "--without cannot change")
+
+
+def test_the_printed_run_names_the_switch_and_explains_its_numbers(maskless_run, capsys):
+    out = maskless_run.parent / "printed"
+    assert LLM.main(TINY_ARGV + ["--epochs", "1", "--without", "scaling", "--pictures", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "without scaling: no division by sqrt(d_k) in attention (section 8)" in printed
+    before = re.search(r"before training: validation loss ([\d.]+); a model that knows nothing and guesses all (\d+) "
+                       r"characters evenly scores ln \2 = ([\d.]+)", printed)
+    assert before and float(before.group(3)) == pytest.approx(math.log(int(before.group(2))), abs=1e-3)
+    assert abs(float(before.group(1)) - float(before.group(3))) < 1.0  # random weights: close to even guesses
+
+
+def test_the_page_of_a_model_without_every_idea_equals_pytorch(tmp_path_factory):
+    """The explorer's JavaScript honours every switch: a model trained without all five."""
+    from test_explorer import CHROMIUM_ARGS, Opened, chromium_executable  # noqa: F401  (the same browser setup)
+    pytest.importorskip("playwright", reason="the page is tested in a browser: pip install playwright")
+    import os
+    if chromium_executable() is None:
+        if os.environ.get("LLM_BROWSER_TESTS") == "required":
+            pytest.fail("LLM_BROWSER_TESTS=required but no Chromium was found")
+        pytest.skip("explorer.html is tested in Chromium: none found")
+    out = run_into(tmp_path_factory, "ideasless", TINY_ARGV + ["--epochs", "1", "--without", *LLM.IDEAS, "--pictures",
+                                                             "explorer"])
+    model, tokenizer, cfg, _ = LLM.load_checkpoint(out / "model.pt", "cpu")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
+        tab = Opened(browser, out / "explorer.html")
+        for text in ("No hay", "Quien mucho abarca"):
+            ids = [tokenizer.eol_id] + tokenizer.encode(text)
+            with torch.no_grad():
+                logits, attention = model(torch.tensor([ids]), return_attention=True)
+            assert (torch.tensor(tab.js("t => explorer.logits(t)", text)) - logits[0, -1]).abs().max() < 1e-4
+            page = torch.tensor(tab.js("t => explorer.attention(t)", text))
+            assert (page - torch.stack([w[0] for w in attention])).abs().max() < 1e-4
+            assert (page.triu(1) > 0).any()  # no mask: the future gets weight
+        assert "Trained without" in tab.js("document.getElementById('about').textContent") and tab.problems == []
+        browser.close()
+
+
+# --- the sentences about the numbers ----------------------------------------------------------------
+
+def epoch(n, train, val, clipped=0.1):
+    return {"epoch": n, "train_loss": train, "val_loss": val, "clipped": clipped}
+
+
+def test_epoch_notes_speak_only_when_the_numbers_call_for_it():
+    cfg = LLM.Config()
+    notes = LLM.epoch_notes
+    assert "below the training loss" in " ".join(notes([epoch(1, 2.2, 2.0)], cfg))
+    assert "dropout" not in " ".join(notes([epoch(1, 2.2, 2.0)], cfg))
+    assert "dropout (0.1) is on while training" in " ".join(notes([epoch(1, 2.2, 2.0)], LLM.Config(dropout=0.1)))
+    assert notes([epoch(1, 2.2, 2.0), epoch(2, 1.9, 1.8)], cfg) == []  # still below: said once
+    assert "now above the training loss" in " ".join(notes([epoch(1, 2.2, 2.0), epoch(2, 1.7, 1.75)], cfg))
+    growing = [epoch(1, 1.8, 1.81), epoch(2, 1.6, 1.65), epoch(3, 1.4, 1.6)]
+    said = " ".join(notes(growing, cfg))
+    assert "grew for two epochs, from 0.010 to 0.200" in said and "by heart" in said
+    stalled = [epoch(1, 1.8, 1.70), epoch(2, 1.6, 1.72), epoch(3, 1.5, 1.71)]
+    assert "has not fallen for two epochs (the best is still 1.700)" in " ".join(notes(stalled, cfg))
+    assert "clipped in 80% of the steps" in " ".join(notes([epoch(1, 1.8, 1.9, clipped=0.8)], cfg))
+    assert notes([epoch(1, 1.8, 1.9, clipped=0.8)], LLM.Config(clip=0)) == []  # nothing is clipped with --clip 0
+    assert notes([epoch(1, 1.9, 1.95), epoch(2, 1.8, 1.85)], cfg) == []  # an ordinary epoch: nothing to say
+
+
+def test_the_start_note_sets_the_untrained_loss_beside_ln_v():
+    assert "ln 73 = 4.290" in LLM.start_note(4.4, 73) and "evenly" in LLM.start_note(4.4, 73)
+    assert "confidently wrong" in LLM.start_note(5.5, 73)
+    assert "favour common" in LLM.start_note(3.5, 73)
+
+
+# --- --what-if --------------------------------------------------------------------------------------
+
+def test_what_if_trains_every_switch_and_writes_its_table_picture_and_sentences(tmp_path, capsys):
+    assert LLM.main(TINY_ARGV + ["--epochs", "2", "--what-if", "--out", str(tmp_path)]) == 0
+    folder = tmp_path / "what-if"
+    report = (folder / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in report.splitlines() if line.startswith("| [")]
+    assert [re.match(r"\| \[([^]]+)\]", r).group(1) for r in rows] == ["as it is"] + [f"without {i}" for i in LLM.IDEAS]
+    for idea in LLM.IDEAS:
+        assert f"## Without {idea}" in report
+        saved = LLM.load_checkpoint(folder / f"without-{idea}" / "model.pt", "cpu")[2]
+        assert saved.without == (idea,)
+    assert (folder / "as-it-is" / "model.pt").exists() and (folder / "what_if.png").stat().st_size > 10_000
+    maskless = LLM.load_checkpoint(folder / "without-causal-mask" / "model.pt", "cpu")[3]["training"]["history"][-1]
+    assert f"{maskless['val_loss']:.3f}" in report.split("## Without causal-mask")[1].split("##")[0]
+    assert not (tmp_path / "model.pt").exists()  # the class's own run is left alone
+    assert "wrote" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_the_loss_picture_says_what_its_curves_mean(tiny_run):
+    gallery = (tiny_run / "README.md").read_text(encoding="utf-8")
+    text = gallery.split("## loss.png")[1].split("##")[0]
+    assert re.search(r"Before training the model scored [\d.]+; even guesses over the \d+ characters score ln \d+", text)
+    assert "In the last epoch the validation loss" in text
