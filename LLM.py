@@ -58,7 +58,7 @@ class UserError(Exception):
 # its one-line explanation, which `python LLM.py --help` prints, and a flag (`d_model`: `--d-model`).
 # The defaults are the classroom run: three passes over the 4,887 proverbs of `refranes.txt`,
 # small enough to train in seconds on a laptop CPU, big enough to learn to spell most Spanish
-# words, with a model of about 110 thousand parameters (`outputs/parameters.txt` accounts for
+# words. The model has about 110 thousand parameters (`outputs/parameters.txt` accounts for
 # every one). `--preset longer` is a bigger model trained for 16 epochs, to run before class.
 
 # %%
@@ -3850,7 +3850,7 @@ def what_if_runs(cfg: Config, log=print) -> list[WhatIf]:
     for idea in ("",) + IDEAS:
         name = f"without {idea}" if idea else "as it is"
         out = Path(cfg.out) / "what-if" / (f"without-{idea}" if idea else "as-it-is")
-        variant = replace(cfg, without=(idea,) if idea else (), out=str(out), pictures=("explorer",))
+        variant = replace(cfg, without=(idea,) if idea else (), out=str(out), pictures=())  # the numbers only
         log(f"what if: {name} ({WITHOUT_MEANS[idea]})" if idea else "what if: the classroom run as it is")
         started = time.perf_counter()
         finished = run(variant, log=lambda line: log("      " + line) if line.startswith(("epoch", "test")) else None)
@@ -3934,8 +3934,8 @@ def what_if_report(results: list[WhatIf], cfg: Config, seconds: float) -> str:
     lines = ["# What if: the classroom run with one idea switched off", "",
              f"`python LLM.py --what-if` trained {len(results)} models on `{Path(cfg.data).name}`, same seed and same "
              f"data, {cfg.epochs} epochs each, in {seconds:.0f} s: once as it is and once without each idea of section 8 "
-             f"of LLM.py. Each folder below holds that run's `table.txt`, `parameters.txt`, `explorer.html` and "
-             f"`model.pt` (`--generate` and `--chat` use it as it was trained).", "",
+             f"of LLM.py. Each folder below holds that run's `table.txt`, `parameters.txt` and `model.pt`: "
+             f"`--generate`, `--chat` and `--explorer` use it as it was trained.", "",
              "| run | train loss | validation loss | test loss | words of the corpus | one sample |", "|---|---|---|---|---|---|"]
     for r in results:
         last = r.history[-1]
@@ -3945,7 +3945,7 @@ def what_if_report(results: list[WhatIf], cfg: Config, seconds: float) -> str:
                      f"{r.words[0]} of {r.words[1]} ({r.words[0] / max(r.words[1], 1):.0%}) | {shortened(r.sample).replace('|', '/')} |")
     lines += ["", "![the validation loss of every run](what_if.png)", ""]
     for r in results[1:]:
-        lines += [f"## Without {r.idea}", "", f"{WITHOUT_MEANS[r.idea].capitalize()}. {what_if_lesson(r, base, cfg)}", ""]
+        lines += [f"## Without {r.idea}", "", f"{WITHOUT_MEANS[r.idea][0].upper() + WITHOUT_MEANS[r.idea][1:]}. {what_if_lesson(r, base, cfg)}", ""]
     return "\n".join(lines)
 
 

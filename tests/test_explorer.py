@@ -53,7 +53,7 @@ def test_the_page_embeds_the_best_epoch_exactly_and_the_snapshots_at_half_precis
     data = page_data(tiny_run / "explorer.html")
     assert data["tokenizer"]["vocabulary"] == [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
     assert data["model"] == {"vocab_size": tokenizer.vocab_size, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-                             "n_layers": cfg.n_layers, "d_ff": cfg.d_ff, "context": cfg.context}
+                             "n_layers": cfg.n_layers, "d_ff": cfg.d_ff, "context": cfg.context, "without": []}
     assert [e["epoch"] for e in data["epochs"]] == [1, 2, 3]  # --snapshot 1, three epochs: every one fits
     best = [e for e in data["epochs"] if e["best"]]
     assert len(best) == 1 and best[0]["epoch"] == payload["epoch"] and best[0]["dtype"] == "float32"
