@@ -4033,7 +4033,9 @@ class Chat:
         self.target = chat_checkpoint(checkpoint)  # where /train saves: never the file read above
         self.epoch, self.val_loss, self.saved_cfg = payload["epoch"], payload["val_loss"], self.trained_cfg
         log(f"chatting with {checkpoint} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}, "
-            f"{count_parameters(self.model):,} parameters). /help lists the commands; exit leaves.")
+            f"{count_parameters(self.model):,} parameters"
+            + (f", trained {without_label(self.trained_cfg)}" if self.trained_cfg.without else "")
+            + "). /help lists the commands; exit leaves.")
 
     def read_chat_log(self) -> list[str] | None:
         """The lines of the chat log (NFC, like every text read), or None if it is not UTF-8 text."""
@@ -4518,6 +4520,8 @@ def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint:
         raise UserError(f"--samples must be a positive whole number, got {samples}")
     model, tokenizer, trained_cfg, _ = load_checkpoint(checkpoint, pick_device(cfg.device))
     prompt = check_prompt(tokenizer, prompt)  # a clear error before anything else
+    if trained_cfg.without:
+        log(f"({checkpoint}: a model trained {without_label(trained_cfg)})")
     generator = torch.Generator().manual_seed(cfg.seed)
     for _ in range(samples):
         log(generate(model, tokenizer, prompt, Sampling.of(cfg), generator, stop_at_eol=trained_cfg.mode != "stream"))
