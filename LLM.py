@@ -414,7 +414,7 @@ def attention(q, k, v, mask, scaled: bool = True):
 class MultiHeadSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, context: int, fast: bool = True, without=()):
         super().__init__()
-        self.n_heads, self.causal, self.scaled = n_heads, "causal-mask" not in without, "scaling" not in without
+        self.n_heads, self.causal, self.scaled = n_heads, "causal-mask" not in without, "scaling" not in without  # section 8
         self.fast = fast  # True: F.scaled_dot_product_attention; False: attention() above
         self.query = nn.Linear(d_model, d_model)  # W_Q and b_Q, all heads side by side
         self.key = nn.Linear(d_model, d_model)  # W_K and b_K
@@ -527,7 +527,7 @@ class TransformerLM(nn.Module):
         T = idx.shape[1]
         if T > self.context:
             raise ValueError(f"sequence of {T} tokens is longer than the context ({self.context})")
-        return self.token_embedding(idx) + self.positional_encoding[:T] * self.positions  # (B, T, C) + (T, C) -> (B, T, C)
+        return self.token_embedding(idx) + self.positional_encoding[:T] * self.positions  # (B, T, C) + (T, C) -> (B, T, C); x 0: --without positions
 
     def forward(self, idx: torch.Tensor, return_attention: bool = False):
         """(B, T) token ids -> (B, T, V) logits; with return_attention also the attention
