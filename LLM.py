@@ -3407,7 +3407,8 @@ const LABELS = {
     looks: (s) => `Head ${s.head} of layer ${s.layer}: “${s.char}” (position ${s.t}) looks most at “${s.top}” (position ${s.s}, ${s.share}).`,
     stepHead: (n, position, context) => `step ${n} | position ${position} | context: ${context}`,
     columns: "  rank char   logit       p   cum p", entropy: "entropy",
-    without: "Trained without (section 8 of LLM.py): ", all: "all", chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning (p at τ)",
+    without: "Trained without (section 8 of LLM.py): ", all: "all",
+    maskless: "This model was trained without the mask: nothing is grey, every row also reads the future.", chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning (p at τ)",
     mapNote: (e) => `Epoch ${e.epoch}: the two directions hold ${e.a} and ${e.b} of the spread.`,
     lossAxis: "loss (nats per character)", trainLoss: "train loss", valLoss: "validation loss", epochAxis: "epoch", best: "best", stream: "(stream mode: a text, not proverbs)",
   },
@@ -3435,7 +3436,8 @@ const LABELS = {
     looks: (s) => `Cabeza ${s.head} de la capa ${s.layer}: «${s.char}» (posición ${s.t}) mira sobre todo a «${s.top}» (posición ${s.s}, ${s.share}).`,
     stepHead: (n, position, context) => `paso ${n} | posición ${position} | contexto: ${context}`,
     columns: "  rango car.  logit       p   p acum.", entropy: "entropía",
-    without: "Entrenado sin (sección 8 de LLM.py): ", all: "todos", chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo (p con τ)",
+    without: "Entrenado sin (sección 8 de LLM.py): ", all: "todos",
+    maskless: "Este modelo se entrenó sin la máscara: nada es gris, cada fila lee también el futuro.", chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo (p con τ)",
     mapNote: (e) => `Época ${e.epoch}: las dos direcciones recogen el ${e.a} y el ${e.b} de la dispersión.`,
     lossAxis: "pérdida (nats por carácter)", trainLoss: "pérdida de entrenamiento", valLoss: "pérdida de validación", epochAxis: "época", best: "mejor", stream: "(modo flujo: un texto, no refranes)",
   },
@@ -3682,6 +3684,7 @@ function drawMap() {
 function translate() {
   document.documentElement.lang = language;
   document.querySelectorAll("[data-t]").forEach(element => { element.textContent = t(element.dataset.t); });
+  if (WITHOUT.has("causal-mask")) $("attention-panel").querySelector(".why").textContent += " " + t("maskless");
   $("about").textContent = LABELS[language].about({parameters: DATA.parameters.toLocaleString(language), source: DATA.source})
     + (DATA.mode === "stream" ? " " + t("stream") : "") + (WITHOUT.size ? " " + t("without") + [...WITHOUT].join(", ") + "." : "");
   $("language").textContent = language === "en" ? "Español" : "English";

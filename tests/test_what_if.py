@@ -154,6 +154,7 @@ def test_the_page_of_a_model_without_every_idea_equals_pytorch(tmp_path_factory)
             assert (page - torch.stack([w[0] for w in attention])).abs().max() < 1e-4
             assert (page.triu(1) > 0).any()  # no mask: the future gets weight
         assert "Trained without" in tab.js("document.getElementById('about').textContent") and tab.problems == []
+        assert "trained without the mask" in tab.js("document.querySelector('#attention-panel .why').textContent")
         browser.close()
 
 
