@@ -3840,7 +3840,7 @@ class WhatIf:
     name: str  # "as it is", or "without <idea>"
     idea: str  # the idea switched off ("" for the run as it is)
     history: list[dict]
-    test_loss: float
+    test_loss: float | None  # None with --test-fraction 0
     words: tuple[int, int]  # words of the samples that are words of the corpus, words written
     sample: str  # the second sample (the first prompted one)
     sharpness: float  # sharpness() of its attention
@@ -3878,7 +3878,8 @@ def what_if_lesson(r: WhatIf, base: WhatIf, cfg: Config) -> str:
     if r.idea == "causal-mask":
         if last["train_loss"] < first["train_loss"] - 0.2:
             return (f"Its training loss fell to {last['train_loss']:.3f} (as it is: {first['train_loss']:.3f}), and its "
-                    f"validation and test losses with it ({last['val_loss']:.3f}, {r.test_loss:.3f}): every position could "
+                    f"validation loss with it ({last['val_loss']:.3f}" + (f", test {r.test_loss:.3f}" if r.test_loss is not None
+                                                                          else "") + "): every position could "
                     f"read the character it had to predict, and learned to copy it. Those losses were measured the same "
                     f"way, with the answer in sight, so they prove nothing. Writing, there is no answer ahead to copy: "
                     f"{share:.0%} of its words are words of the corpus (as it is: {base_share:.0%}).")
