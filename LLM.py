@@ -223,8 +223,7 @@ class CharTokenizer:
 # with −100, the value the loss is told to ignore. Padding sits after the real characters, so
 # thanks to the causal mask it never changes the prediction at a real position, and since its
 # targets are ignored it adds nothing to the loss (the tests check both). Lines longer than the
-# context are cut, and the run says how many were (58 of the 4,887 in `refranes.txt`, 1%). To
-# waste little time on padding, training batches lines of similar length together.
+# context are cut (58 of the 4,887 in `refranes.txt`, 1%); batches group lines of similar length.
 #
 # **Train, validation, test.** Whole proverbs are held out with the seed. The validation lines
 # are measured after every epoch, to pick the best epoch and stop early; the test lines once, at
@@ -501,10 +500,9 @@ class EncoderLayer(nn.Module):
 # is its own matrix (some models reuse the embedding table here, "weight tying"; we keep them
 # apart so each can be read on its own in `parameters.txt`).
 #
-# **What if?** `--without` takes one idea away, to see what it was for, where it lives in the code
-# above: `causal-mask` (no $M$: a position may read the character it must predict), `positions`
-# (no $PE$: "sal" and "las" look alike), `scaling` (no $\sqrt{d_k}$), `residual` ($x \leftarrow
-# \mathrm{block}(x)$, nothing added) and `layer-norm` (every LayerNorm the identity).
+# **What if?** `--without` takes one idea away where it lives above: `causal-mask` (no $M$: a
+# position may read the character it must predict), `positions` (no $PE$), `scaling` (no
+# $\sqrt{d_k}$), `residual` ($x \leftarrow \mathrm{block}(x)$) and `layer-norm` (the identity instead).
 # `python LLM.py --what-if` trains the classroom run once as it is and once without each.
 
 # %%
@@ -3455,7 +3453,7 @@ function unknownMessage(unknown) {
   return LABELS[language].unknown(named.join(", "), named.length);
 }
 
-const page = {text: "", typed: "", generator: null, history: [], steps: [], over: false, row: null, lastChoice: null};
+const page = {text: "", generator: null, history: [], steps: [], over: false, row: null};
 
 function settings() {
   return {temperature: +$("temperature").value, top_k: +$("top-k").value, top_p: +$("top-p").value,
@@ -3463,9 +3461,8 @@ function settings() {
 }
 
 function restart() {  // a beginning typed by hand: the draws start again from the seed
-  page.typed = page.text;
   page.generator = new MersenneTwister(Math.max(0, Math.floor(+$("seed").value || 0)));
-  page.history = []; page.steps = []; page.over = false; page.lastChoice = null;
+  page.history = []; page.steps = []; page.over = false;
 }
 
 function readable() {
@@ -3484,7 +3481,6 @@ function stepOnce() {
   page.history.push({text: page.text, generator: page.generator.copy(), over: page.over});  // for Undo
   const choice = chooseNext(result.logits, settings(), page.generator);
   page.steps.push({position: [...page.text].length + 1, window: result.ids, choice});
-  page.lastChoice = choice;
   page.row = null;  // the heatmap follows the newest character
   if (choice.id === EOL_ID && DATA.mode !== "stream") page.over = true;
   else page.text += VOCABULARY[choice.id];
@@ -3493,7 +3489,6 @@ function stepOnce() {
 }
 
 function render(everything = false) {  // everything: also the panels that depend only on the epoch
-  const started = performance.now();
   $("epoch").value = String(current.epoch);
   if (readable()) {
     const result = run(page.text);
@@ -3506,7 +3501,6 @@ function render(everything = false) {  // everything: also the panels that depen
   }
   drawSteps();
   if (everything) { drawLoss(); drawMap(); }
-  window.explorer.timings.render = performance.now() - started;
 }
 
 function drawBars(result) {
@@ -3844,7 +3838,6 @@ class WhatIf:
     words: tuple[int, int]  # words of the samples that are words of the corpus, words written
     sample: str  # the second sample (the first prompted one)
     sharpness: float  # sharpness() of its attention
-    seconds: float
 
 
 def what_if_runs(cfg: Config, log=print) -> list[WhatIf]:
@@ -3855,15 +3848,14 @@ def what_if_runs(cfg: Config, log=print) -> list[WhatIf]:
         out = Path(cfg.out) / "what-if" / (f"without-{idea}" if idea else "as-it-is")
         variant = replace(cfg, without=(idea,) if idea else (), out=str(out), pictures=())  # the numbers only
         log(f"what if: {name} ({WITHOUT_MEANS[idea]})" if idea else "what if: the classroom run as it is")
-        started = time.perf_counter()
         finished = run(variant, log=lambda line: log("      " + line) if line.startswith(("epoch", "test")) else None)
         if finished is None:  # a torchrun process that writes nothing
             continue
         setup = finished.setup
         results.append(WhatIf(name, idea, finished.history, finished.test_loss,
-                              corpus_word_share(finished.samples, text_lines(setup.text)), finished.samples[1 % len(finished.samples)].text,
-                              sharpness(setup.model, setup.data.tokenizer, setup.data.held_out_text),
-                              time.perf_counter() - started))
+                              corpus_word_share(finished.samples, text_lines(setup.text)),
+                              finished.samples[1 % len(finished.samples)].text,
+                              sharpness(setup.model, setup.data.tokenizer, setup.data.held_out_text)))
     return results
 
 

@@ -318,9 +318,9 @@ def test_step_undo_and_write_to_the_end_follow_the_seed(opened, reference):
     assert page.input_value("#text") == expected  # the same draws: the same proverb as --generate
     steps = opened.js("document.querySelectorAll('#steps .step').length")
     assert steps == min(len(expected) - len("No hay") + 1, cfg.max_chars)  # + the step that chose ⏎
-    if steps <= cfg.max_chars and len(expected) - 6 < cfg.max_chars:
-        assert "the proverb is over" in opened.js("document.getElementById('message').textContent")
-        assert opened.js("document.getElementById('step').disabled")
+    ended = len(expected) - len("No hay") < cfg.max_chars  # it chose ⏎ before max_chars
+    assert ("the proverb is over" in opened.js("document.getElementById('message').textContent")) == ended
+    assert opened.js("document.getElementById('step').disabled") == ended
     assert opened.problems == []
 
 

@@ -217,14 +217,14 @@ def test_the_loss_picture_says_what_its_curves_mean(tiny_run):
 def test_the_lessons_use_only_the_numbers_there_are():
     """A run with --test-fraction 0 has no test loss: the sentences leave it out rather than fail."""
     history = lambda train, val, clipped=0.2: [{"epoch": 1, "train_loss": train, "val_loss": val, "clipped": clipped}]  # noqa: E731
-    base = LLM.WhatIf("as it is", "", history(1.9, 1.8), None, (40, 50), "No hay", 0.4, 1.0)
+    base = LLM.WhatIf("as it is", "", history(1.9, 1.8), None, (40, 50), "No hay", 0.4)
     cfg = LLM.Config()
     for idea, numbers in (("causal-mask", (0.01, 0.02)), ("positions", (2.0, 1.98)), ("scaling", (1.9, 1.86)),
                           ("residual", (2.3, 2.25)), ("layer-norm", (1.75, 1.72, 0.8))):
-        r = LLM.WhatIf(f"without {idea}", idea, history(*numbers), None, (10, 50), "No hay", 0.7, 1.0)
+        r = LLM.WhatIf(f"without {idea}", idea, history(*numbers), None, (10, 50), "No hay", 0.7)
         said = LLM.what_if_lesson(r, base, cfg)
         assert f"{numbers[1]:.3f}" in said and "None" not in said, idea
-    assert "copy" in LLM.what_if_lesson(LLM.WhatIf("m", "causal-mask", history(0.01, 0.02), None, (0, 6), "", 0.5, 1),
+    assert "copy" in LLM.what_if_lesson(LLM.WhatIf("m", "causal-mask", history(0.01, 0.02), None, (0, 6), "", 0.5),
                                         base, cfg)
     assert "lower, at this size" in LLM.what_if_lesson(LLM.WhatIf("n", "layer-norm", history(1.7, 1.7, 0.8), None,
-                                                                   (1, 2), "", 0.5, 1), base, cfg)
+                                                                   (1, 2), "", 0.5), base, cfg)
