@@ -9,7 +9,7 @@
 # It runs on its own: its cells alone train the classroom model for an epoch and let it write.
 # **Part II**, after the appendix banner, holds the machinery a real program needs and a first
 # reading does not (checks, devices, long texts, several processes, checkpoints, pictures, chat,
-# the command line); the story never calls it, it plugs into the story's hooks (section 13).
+# the command line); the story never calls it, it plugs into the story's hooks (section 14).
 #
 # `python LLM.py` trains the classroom model on `refranes.txt` in well under a minute on a
 # laptop CPU (it prints its own time) and writes everything to `outputs/`; `python LLM.py
@@ -37,6 +37,7 @@ import random
 import re
 import time
 import unicodedata
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -78,16 +79,18 @@ class Config:
     test_fraction: float = setting(0.1, "share held out, never used to choose anything, for the final test report (0 = none)")
     seed: int = setting(1337, "random seed: the same seed on the same machine gives the same outputs")
     device: str = setting("auto", "where to compute: auto (GPU if there is one), cpu, cuda, cuda:N or mps")
-    tokenizer: str = setting("char", "how the text is cut into tokens: char (one character is one token)")
+    tokenizer: str = setting("char", "how the text is cut into tokens: char (one character is one token) or bpe "
+                                     "(word pieces learned by byte-pair encoding, section 3)")
+    vocab_size: int = setting(512, "--tokenizer bpe: the pieces to end with, the characters of the text included")
     # --- model shape ---
     d_model: int = setting(64, "C: width of the vector that represents one character at one position")
     n_heads: int = setting(4, "H: attention heads per layer (d_model must be divisible by it)", flag="--heads")
     n_layers: int = setting(2, "N: number of stacked encoder layers", flag="--layers")
     d_ff: int = setting(256, "F: hidden width of the feed-forward block (4 x d_model, as in the paper)")
     dropout: float = setting(0.0, "probability of zeroing an activation while training (0 = off)")
-    context: int = setting(80, "the most characters the model looks at at once (longer lines are cut)")
+    context: int = setting(80, "the most tokens (characters, or pieces) the model looks at at once (longer lines are cut)")
     attention: str = setting("fast", "fast: torch's scaled_dot_product_attention; exact: the hand-written formula")
-    without: tuple = setting((), "ideas to switch off (section 8): causal-mask positions scaling residual layer-norm")
+    without: tuple = setting((), "ideas to switch off (section 9): causal-mask positions scaling residual layer-norm")
     # --- training ---
     batch_size: int = setting(16, "B: sequences (lines or windows) per optimizer step")
     eval_batch: int = setting(64, "sequences per batch when a split is measured (no gradients: it can be larger)")
@@ -137,7 +140,7 @@ class Config:
 #   \text{decode}(\text{encode}(x)) = x$$
 #
 # The rest of the file asks a tokenizer only what `CharTokenizer` answers below, so another way
-# of cutting text into tokens can plug in beside it.
+# of cutting text into tokens plugs in beside it: section 3's word pieces.
 
 # %%
 EOL = "\n"  # end-of-line character: ends a proverb, and starts the next one
@@ -168,13 +171,14 @@ class CharTokenizer:
     """Characters <-> integer ids; the vocabulary is built from the corpus itself. Its methods
     are the whole of what the rest of the file asks of a tokenizer."""
     kind, unit = "char", "character"  # its name in a checkpoint; what one token is, in words
+    merges = {}  # (a, b) -> (rank, id of the merged piece): section 3's; characters merge nothing
 
     def __init__(self, chars):
         self.chars = sorted(set(chars) | {EOL})  # id -> character; sorted, so ids are reproducible
         self.ids = {c: i for i, c in enumerate(self.chars)}  # character -> id
 
     @classmethod
-    def learn(cls, text: str, cfg: Config) -> "CharTokenizer": return cls(text)  # a corpus's tokenizer: its characters
+    def learn(cls, text: str, train_lines: list[str], cfg: Config) -> "CharTokenizer": return cls(text)  # its characters
     @classmethod
     def from_lines(cls, lines: list[str]) -> "CharTokenizer": return cls("".join(lines))
     @property
@@ -183,6 +187,7 @@ class CharTokenizer:
     def vocab_size(self) -> int: return len(self.chars)
     def token_text(self, i: int) -> str: return self.chars[int(i)]  # the text of token i, for tables, pictures
     def token_id(self, text: str) -> int | None: return self.ids.get(text)  # the token that is exactly `text`
+    def alphabet(self) -> list[str]: return list(self.chars)  # the characters it knows
     def unknown(self, text: str) -> list[str]: return sorted(set(text) - self.ids.keys())  # outside the vocabulary
     def decode(self, ids) -> str: return "".join(self.chars[int(i)] for i in ids)
 
@@ -208,7 +213,144 @@ class CharTokenizer:
         return cls(chars)
 
 # %% [markdown]
-# ## 3. Teacher forcing, padding, batches
+# ## 3. Word pieces: byte-pair encoding
+#
+# One token per character makes long sequences (a proverb of 44 characters is 45 steps) and
+# leaves the model to spell every word letter by letter. **Byte-pair encoding** (Sennrich et al.,
+# 2016, after Gage's 1994 compressor) learns bigger tokens from the corpus itself. Start from the
+# characters; count every pair of adjacent tokens in the training lines; merge the most frequent
+# pair $(a, b)$ into one new token $ab$; repeat until the vocabulary has `vocab_size` tokens:
+#
+# $$(a, b) = \arg\max_{(x,\,y)} \mathrm{count}(x\,y), \qquad x\,y \rightarrow ab \text{ everywhere},
+#   \qquad V \leftarrow V + 1$$
+#
+# Pairs are counted inside **words** only (a word takes the space before it: `No`, `␣hay`,
+# `,`), as GPT-2 and SentencePiece do, so a piece never spans two words, and never the ⏎ between
+# two proverbs. Ties go to the pair of smaller ids; a pair seen once is never merged. The merges
+# are learned from the training lines only (the held-out lines must stay unseen); the characters
+# come from the whole text, so that every line can be encoded. To **encode**, each word starts as
+# characters and takes the merges in the order they were learned (the earliest learned pair
+# present is merged first); to **decode**, the pieces' texts are joined. Pieces show their space:
+# `␣que`.
+#
+# The base symbols here are characters, so `ñ` and `á` are always whole, and a character the
+# corpus never had is refused, as in section 2. GPT-2's BPE starts from the 256 byte values of
+# UTF-8 instead (*byte-level*): any text at all can be encoded, with no unknown character, at
+# the price of accented letters being two bytes that have to be merged back into one.
+#
+# What it costs and buys: a piece is about 2.6 characters, so a context of 80 tokens now holds
+# about 200 characters and an epoch has fewer, shorter sequences; but V grows from 73 to 512,
+# and with it the embedding table and the head, and each piece is seen less often. The loss is
+# then per piece: divided by the characters the pieces stand for (bits per character, section
+# 10) it compares with the character model's. `--tokenizer bpe --vocab-size 512` trains with it.
+
+# %%
+WORD = re.compile(r" ?\w+| ?[^\w\s]+|\s")  # a word and the space before it, signs (and their space), one blank
+
+
+def merge_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
+    """ids with every (a, b), left to right, replaced by the one id `new`."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+class BPETokenizer(CharTokenizer):
+    """The corpus's characters, then the pieces its most frequent pairs were merged into."""
+    kind, unit = "bpe", "piece"
+
+    def __init__(self, chars, merges=(), counts=()):
+        super().__init__(chars)  # ids 0 .. len(chars) - 1: the characters, sorted, as in section 2
+        self.pieces = list(self.chars)  # id -> text; a merge appends its new piece
+        self.merges, self.counts = {}, []  # (a, b) -> (rank, id of ab); how often each pair was seen
+        for (left, right), count in zip(merges, counts or [0] * len(merges)):
+            self.add_merge((self.ids[left], self.ids[right]), count)
+        self.cache = {}  # word -> its ids: a corpus repeats its words
+
+    def add_merge(self, pair: tuple[int, int], count: int) -> int:
+        text = self.pieces[pair[0]] + self.pieces[pair[1]]
+        if text not in self.ids:  # two merges may spell the same piece: it keeps one id
+            self.ids[text] = len(self.pieces)
+            self.pieces.append(text)
+        self.merges[pair] = (len(self.merges), self.ids[text])
+        self.counts.append(count)
+        return self.ids[text]
+
+    @classmethod
+    def learn(cls, text: str, train_lines: list[str], cfg: Config) -> "BPETokenizer":
+        tokenizer = cls(text)
+        counted = Counter(word for line in train_lines for word in WORD.findall(line))  # word -> how often
+        spelled, often = [[tokenizer.ids[c] for c in word] for word in counted], list(counted.values())
+        pairs, holders = Counter(), defaultdict(set)  # pair -> how often; pair -> the words that hold it
+        for w, (ids, n) in enumerate(zip(spelled, often)):
+            for pair in zip(ids, ids[1:]):
+                pairs[pair] += n
+                holders[pair].add(w)
+        while tokenizer.vocab_size < cfg.vocab_size and pairs and max(pairs.values()) > 1:
+            top = max(pairs.values())
+            best = min(pair for pair, n in pairs.items() if n == top)  # the most frequent; ties: smaller ids
+            new = tokenizer.add_merge(best, top)
+            for w in holders.pop(best):  # only the words that hold the pair change: recount theirs
+                ids, n = spelled[w], often[w]
+                for pair in zip(ids, ids[1:]):
+                    pairs[pair] -= n
+                    if not pairs[pair]:
+                        del pairs[pair]
+                spelled[w] = ids = merge_pair(ids, best, new)
+                for pair in zip(ids, ids[1:]):
+                    pairs[pair] += n
+                    holders[pair].add(w)
+        return tokenizer
+
+    def encode_word(self, word: str) -> list[int]:
+        if word not in self.cache:
+            ids = [self.ids[c] for c in word]
+            while learned := [pair for pair in zip(ids, ids[1:]) if pair in self.merges]:
+                first = min(learned, key=lambda pair: self.merges[pair][0])  # the pair learned earliest
+                ids = merge_pair(ids, first, self.merges[first][1])
+            self.cache[word] = ids
+        return self.cache[word]
+
+    def encode(self, text: str) -> list[int]:
+        super().encode(text)  # names any character outside the vocabulary
+        return [i for word in WORD.findall(text) for i in self.encode_word(word)]
+
+    @property
+    def vocab_size(self) -> int: return len(self.pieces)
+    def token_text(self, i: int) -> str: return self.pieces[int(i)]
+    def decode(self, ids) -> str: return "".join(self.pieces[int(i)] for i in ids)
+    def merge_texts(self) -> list[list[str]]: return [[self.pieces[a], self.pieces[b]] for a, b in self.merges]
+
+    def extended(self, text: str) -> tuple["BPETokenizer", list[str]]:  # new characters; the merges stay
+        added = self.unknown(text)
+        return (BPETokenizer(self.chars + added, self.merge_texts(), self.counts) if added else self), added
+
+    def to_dict(self) -> dict: return {**super().to_dict(), "merges": self.merge_texts(), "counts": self.counts}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "BPETokenizer":
+        chars, merges, counts = CharTokenizer.from_dict(stored).chars, stored.get("merges"), stored.get("counts")
+        known = set(chars)
+        for pair in merges if isinstance(merges, list) else [None]:
+            if not (isinstance(pair, list) and len(pair) == 2 and all(p in known and p != EOL for p in pair)):
+                raise ValueError(f"merge {pair!r}: not two earlier pieces (none of them the end of line)")
+            known.add(pair[0] + pair[1])
+        if not (isinstance(counts, list) and len(counts) == len(merges)
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts)):
+            raise ValueError("a count of at least 0 for every merge")
+        return cls(chars, merges, counts)
+
+
+TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}  # --tokenizer (and a checkpoint's kind) -> its class
+
+# %% [markdown]
+# ## 4. Teacher forcing, padding, batches
 #
 # **Teacher forcing.** For one proverb the token sequence is `⏎ N o ␣ h a y … . ⏎`, and
 #
@@ -216,7 +358,7 @@ class CharTokenizer:
 #
 # so at every position $t$ the model sees $\text{input}_0 \dots \text{input}_t$ and must predict
 # $\text{target}_t$, the next character. All positions are trained at once, in parallel: the
-# causal mask of section 6 stops position $t$ from peeking at later inputs.
+# causal mask of section 7 stops position $t$ from peeking at later inputs.
 #
 # **Padding and truncation.** Proverbs have different lengths, but a batch is one rectangular
 # tensor (B, T). Shorter lines are padded at the end: inputs with ⏎ (any id would do), targets
@@ -252,6 +394,7 @@ class LineSplit:
     inputs: torch.Tensor   # (N, L) token ids; N lines, L = the longest line + 1
     targets: torch.Tensor  # (N, L) next-token ids, IGNORE on the padding
     lengths: torch.Tensor  # (N,)  real (unpadded) length of each line
+    n_chars: int = 0  # the characters the real targets stand for (= n_tokens with one character per token)
 
     def __len__(self) -> int: return len(self.lengths)  # lines
     @property
@@ -285,7 +428,7 @@ def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> Li
     for row, s in enumerate(sequences):
         inputs[row, :len(s) - 1] = torch.tensor(s[:-1])  # tokens[:-1]
         targets[row, :len(s) - 1] = torch.tensor(s[1:])  # tokens[1:]
-    return LineSplit(inputs, targets, lengths)
+    return LineSplit(inputs, targets, lengths, sum(len(tokenizer.decode(s[1:])) for s in sequences))
 
 
 @dataclass
@@ -305,21 +448,21 @@ class Data:
 
 def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
     """Cut a text of one proverb per line into train / validation / test splits. The tokenizer
-    is built from the text unless one is given (a checkpoint's). `extra_train` lines go to the
-    training split only: the held-out splits stay those of the text, so their losses compare
-    with earlier ones."""
-    tokenizer = tokenizer or CharTokenizer.learn(text, cfg)
+    is learned from the text (the merges of section 3 from the training lines only) unless one
+    is given (a checkpoint's). `extra_train` lines go to the training split only: the held-out
+    splits stay those of the text, so their losses compare with earlier ones."""
     lines = text_lines(text)
     train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
     train_lines = train_lines + list(extra_train)
+    tokenizer = tokenizer or TOKENIZERS[cfg.tokenizer].learn(text, train_lines, cfg)
     encode = lambda rows: encode_lines(rows, tokenizer, cfg.context)  # noqa: E731
     return Data("line", "one proverb per line", tokenizer, encode(train_lines), encode(val_lines),
-                encode(test_lines) if test_lines else None, train_lines, len(text),
-                truncated=sum(len(line) + 1 > cfg.context for line in lines), held_out_text=val_lines + test_lines)
+                encode(test_lines) if test_lines else None, train_lines, len(text), held_out_text=val_lines + test_lines,
+                truncated=sum(len(tokenizer.encode(line)) + 1 > cfg.context for line in lines))
 
 
 # %% [markdown]
-# ## 4. Embeddings: a learned vector for every character
+# ## 5. Embeddings: a learned vector for every character
 #
 # An embedding is a lookup table $E$ with one row of C numbers per character: id 38 (`a`) → row 38. The
 # rows start random, and training moves them so that characters that behave alike end up with
@@ -343,7 +486,7 @@ class ScaledEmbedding(nn.Embedding):
 
 
 # %% [markdown]
-# ## 5. Positional encoding: where each character stands
+# ## 6. Positional encoding: where each character stands
 #
 # Attention by itself does not know the order of its inputs: "sal" and "las" would look the
 # same. So we add to each character's vector a vector that depends only on its position (§3.5):
@@ -369,7 +512,7 @@ def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
 
 
 # %% [markdown]
-# ## 6. Attention, with the causal mask
+# ## 7. Attention, with the causal mask
 #
 # Attention lets every position gather information from the others. Each position's vector $x$
 # is projected three ways by learned C × C matrices (each with a bias of C numbers, left out of
@@ -413,7 +556,7 @@ def attention(q, k, v, mask, scaled: bool = True):
 class MultiHeadSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, context: int, fast: bool = True, without=()):
         super().__init__()
-        self.n_heads, self.causal, self.scaled = n_heads, "causal-mask" not in without, "scaling" not in without  # section 8
+        self.n_heads, self.causal, self.scaled = n_heads, "causal-mask" not in without, "scaling" not in without  # section 9
         self.fast = fast  # True: F.scaled_dot_product_attention; False: attention() above
         self.query = nn.Linear(d_model, d_model)  # W_Q and b_Q, all heads side by side
         self.key = nn.Linear(d_model, d_model)  # W_K and b_K
@@ -437,7 +580,7 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 # %% [markdown]
-# ## 7. The encoder layer: feed-forward, residual connections, layer norm
+# ## 8. The encoder layer: feed-forward, residual connections, layer norm
 #
 # After attention has mixed information across positions, a **feed-forward** block works on
 # each position alone: it widens the vector to F numbers, applies ReLU, and narrows it back
@@ -451,7 +594,7 @@ class MultiHeadSelfAttention(nn.Module):
 # flow straight through a deep stack. The 2017 paper normalizes after the addition (post-norm);
 # we normalize the block's input instead (pre-norm, as GPT-2 and most models since), because it
 # trains stably at a high learning rate without a long warm-up, which lets the classroom run
-# finish in seconds. The price is one more LayerNorm at the end of the stack (section 8):
+# finish in seconds. The price is one more LayerNorm at the end of the stack (section 9):
 #
 # $$x \leftarrow x + \mathrm{Dropout}(\mathrm{MultiHead}(\mathrm{LayerNorm}(x))), \qquad
 #   x \leftarrow x + \mathrm{Dropout}(\mathrm{FFN}(\mathrm{LayerNorm}(x)))$$
@@ -490,7 +633,7 @@ class EncoderLayer(nn.Module):
 
 
 # %% [markdown]
-# ## 8. The model: from character ids to next-character scores
+# ## 9. The model: from character ids to next-character scores
 #
 # $$x = E[\mathrm{ids}]\sqrt{C} + PE, \qquad x \leftarrow \mathrm{EncoderLayer}_N(\cdots
 #   \mathrm{EncoderLayer}_1(x)), \qquad \mathrm{logits} = \mathrm{LayerNorm}(x)\,W_{head} + b_{head}$$
@@ -544,7 +687,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # %% [markdown]
-# ## 9. The loss: how surprised the model is by the true next character
+# ## 10. The loss: how surprised the model is by the true next character
 #
 # For every position the model outputs V logits; the loss is the cross-entropy between their
 # softmax and the true next character, averaged over the real (unpadded) positions $\mathcal{R}$:
@@ -552,11 +695,13 @@ def count_parameters(model: nn.Module) -> int:
 # $$\mathcal{L} = -\frac{1}{|\mathcal{R}|} \sum_{(b,t) \in \mathcal{R}}
 #   \log \mathrm{softmax}(\mathrm{logits}_{b,t})_{\,\mathrm{target}_{b,t}}$$
 #
-# It is measured in nats per character. A model that knows nothing spreads its bets evenly and
-# scores $\ln V$, about 4.3 for the 73 characters of the proverbs. **Perplexity** $e^{\mathcal{L}}$
-# is the number of characters the model hesitates between, as if it chose evenly among them;
-# $\mathcal{L}/\ln 2$ is in bits per character, what a compressor driven by the model would need
-# per letter.
+# It is measured in nats per token (here per character). A model that knows nothing spreads its
+# bets evenly and scores $\ln V$, about 4.3 for the 73 characters of the proverbs. **Perplexity**
+# $e^{\mathcal{L}}$ is the number of tokens the model hesitates between, as if it chose evenly
+# among them. **Bits per character** is what a compressor driven by the model would need per
+# letter: the total loss of a text over its characters, $\mathrm{bpc} = \mathcal{L}\,
+# N_{tokens} / (N_{chars} \ln 2)$, which is $\mathcal{L} / \ln 2$ when a token is a character.
+# Only bits per character compare a character model with section 3's word pieces.
 
 # %%
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -565,13 +710,21 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), ignore_index=IGNORE)  # (B*T, V), (B*T,)
 
 
-def perplexity_report(loss: float) -> str:
-    """Loss in nats per character, perplexity e^loss and bits per character loss / ln 2."""
-    return f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | {loss / math.log(2):.3f} bits/char"
+def bits_per_character(loss: float, split) -> float:
+    """Mean loss per token of a split -> its total loss in bits over the characters it stands for."""
+    return loss * split.n_tokens / split.n_chars / math.log(2)
+
+
+def perplexity_report(loss: float, split=None, unit: str = "character") -> str:
+    """Loss in nats per token, perplexity e^loss, bits per character (and characters per token)."""
+    if unit == "character":
+        return f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | {loss / math.log(2):.3f} bits/char"
+    return (f"loss {loss:.3f} nats/{unit} | perplexity {math.exp(loss):.2f} per {unit} | "
+            f"{bits_per_character(loss, split):.3f} bits/char ({split.n_chars / split.n_tokens:.2f} characters per {unit})")
 
 
 # %% [markdown]
-# ## 10. The learning-rate schedule
+# ## 11. The learning-rate schedule
 #
 # The rate rises linearly over the first `warmup` steps (at most `warmup_cap`, a fifth, of all
 # steps), while Adam's running averages are still rough guesses, then follows half a cosine from
@@ -594,7 +747,7 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
 
 
 # %% [markdown]
-# ## 11. Adam
+# ## 12. Adam
 #
 # The gradient $g$ of the loss says which way is downhill for every parameter. Adam (Kingma &
 # Ba, 2014) keeps two running averages per parameter, of the gradient and of its square, and
@@ -610,7 +763,7 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
 # little towards 0 at each step, $p \leftarrow p\,(1 - \eta\lambda)$, apart from the gradient
 # ("decoupled"); biases and layer-norm parameters are left alone. Plain Adam, the paper's, is the
 # default. `Adam` below is the formula, one tensor at a time, what Part I run alone trains with;
-# `python LLM.py` plugs in (through a hook, section 13) a faster Adam, the same lines for all
+# `python LLM.py` plugs in (through a hook, section 14) a faster Adam, the same lines for all
 # tensors at once; a test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.
 
 # %%
@@ -656,7 +809,7 @@ def make_optimizer(model: nn.Module, cfg: Config, kind=Adam) -> Adam:
 
 
 # %% [markdown]
-# ## 12. One training step, and measuring
+# ## 13. One training step, and measuring
 #
 # One step on one batch: the forward pass gives the logits, the loss compares them with the
 # targets, `backward()` computes the gradient of the loss for every parameter, and Adam moves the
@@ -707,7 +860,7 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, au
 
 
 # %% [markdown]
-# ## 13. The training loop
+# ## 14. The training loop
 #
 # One **epoch** is one pass over the training lines in a new random order, which depends only on
 # the seed and the epoch number. After every epoch the validation loss is measured; the epoch
@@ -763,19 +916,19 @@ class TrainingState:
         self.sums += torch.stack([loss.detach() * n, n, norm, norm > (clip if clip > 0 else math.inf)])
         self.step, self.epoch_steps, self.lr = self.step + 1, self.epoch_steps + 1, lr
 
-    def record(self, sums: torch.Tensor, val_loss: float, seconds: float, processes: int) -> dict:
+    def record(self, sums: torch.Tensor, val_loss: float, val_split, seconds: float, processes: int) -> dict:
         """The epoch in numbers, from its sums over every process; `seconds` of training."""
         loss_sum, tokens, norm_sum, clipped = sums  # (4,) -> 4 scalars
         steps = max(1, self.epoch_steps * processes)
         return {"epoch": self.epoch, "step": self.step, "train_loss": (loss_sum / tokens).item(),
-                "val_loss": val_loss, "lr": self.lr, "grad_norm": norm_sum.item() / steps,
+                "val_loss": val_loss, "val_bits_per_char": bits_per_character(val_loss, val_split), "lr": self.lr, "grad_norm": norm_sum.item() / steps,
                 "clipped": clipped.item() / steps, "elapsed": time.perf_counter() - self.started,
                 "tokens_per_second": tokens.item() / seconds}
 
 
 def epoch_line(record: dict, improved: bool, cfg: Config) -> str:
     return (f"epoch {record['epoch']:>3}/{cfg.epochs} | train loss {record['train_loss']:.3f} | val loss "
-            f"{record['val_loss']:.3f}{' *' if improved else '  '} | lr {record['lr']:.1e} | grad norm "
+            f"{record['val_loss']:.3f}{' *' if improved else '  '} | {record['val_bits_per_char']:.3f} bits/char | lr {record['lr']:.1e} | grad norm "
             f"{record['grad_norm']:.2f}" + (f" ({record['clipped']:.0%} clipped)" if cfg.clip > 0 else "")
             + f" | {record['elapsed']:5.1f} s | {record['tokens_per_second']:,.0f} tokens/s")
 
@@ -803,7 +956,7 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | 
                 hooks.on_step(state)
             seconds = time.perf_counter() - state.epoch_started  # the epoch's training, without measuring
             val_loss = evaluate(model, data.val_split, cfg.eval_batch, device, hooks.autocast)
-            record = state.record(hooks.totals(state.sums), val_loss, seconds, hooks.processes)
+            record = state.record(hooks.totals(state.sums), val_loss, data.val_split, seconds, hooks.processes)
             bad = [x for x in (record["train_loss"], val_loss) if not math.isfinite(x)]  # NaN or infinity
             if bad:
                 kept = f"epoch {state.best['epoch']}" if state.best["epoch"] else "its starting weights"
@@ -831,10 +984,11 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | 
 
 
 # %% [markdown]
-# ## 14. Writing: one character at a time
+# ## 15. Writing: one character at a time
 #
 # To write, the model predicts the next character, we pick one, append it and repeat, until it
-# writes ⏎ (the proverb is over) or `max_chars` is reached. Picking:
+# writes ⏎ (the proverb is over) or `max_chars` characters are written (with section 3's pieces,
+# one step writes a piece, and the last one may end past `max_chars`). Picking:
 #
 # $$p = \mathrm{softmax}(\mathrm{logits} / \tau)$$
 #
@@ -843,7 +997,7 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | 
 # whose probabilities add up to p. Then draw $u$ uniformly in $[0, 1)$ and take the first kept
 # candidate whose cumulative probability exceeds $u \times$ (the kept mass): that samples them in
 # proportion to $p$, and `table.txt` shows the draw, so every choice can be checked by hand.
-# **Greedy** always takes the most likely. The model sees at most `context` characters (the most
+# **Greedy** always takes the most likely. The model sees at most `context` tokens (the most
 # recent); the entropy $H(p) = -\sum_c p_c \log_2 p_c$ says how unsure it was: 0 bits = certain.
 
 # %%
@@ -854,7 +1008,7 @@ class Sampling:
     top_k: int = 0  # 0 = all characters
     top_p: float = 1.0  # 1 = all characters
     greedy: bool = False
-    max_chars: int = 120  # stop after this many new characters if no ⏎ came
+    max_chars: int = 120  # stop once this many new characters are written if no ⏎ came
 
     @classmethod
     def of(cls, cfg: Config) -> "Sampling": return cls(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.max_chars)
@@ -899,13 +1053,14 @@ class Pick:
 @torch.no_grad()
 def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampling: Sampling,
              generator: torch.Generator | None = None, trace: list | None = None, stop_at_eol: bool = True) -> str:
-    """prompt + its completion, until ⏎ or sampling.max_chars; appends a Pick per character to `trace`."""
+    """prompt + its completion, until ⏎ or sampling.max_chars characters; appends a Pick per token to `trace`."""
     ids = [tokenizer.eol_id] + tokenizer.encode(prompt)  # raises UnknownCharacterError
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    for _ in range(sampling.max_chars):
+    written = 0  # characters written: a token may be several (section 3)
+    while written < sampling.max_chars:
         window = ids[-model.context:]  # crop to the context the model was trained on
         logits = model(torch.tensor([window], device=device))[0, -1].float().cpu()  # (1, T, V) -> (V,)
         choice = choose_next(logits, sampling, generator)
@@ -914,12 +1069,13 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampli
         if choice.id == tokenizer.eol_id and stop_at_eol:
             break
         ids.append(choice.id)
+        written += len(tokenizer.token_text(choice.id))
     model.train(was_training)
     return tokenizer.decode(ids[1:])
 
 
 # %% [markdown]
-# ## 15. The whole story, end to end
+# ## 16. The whole story, end to end
 #
 # Everything above, in order: read, split, build, train, test once, write. Each sample is marked
 # **memorised** (a training proverb, learned by heart), **rediscovered** (a held-out proverb it
@@ -980,12 +1136,12 @@ def train_and_write(cfg: Config, log=print) -> tuple[TransformerLM, Data]:
     data = prepare_data(text, cfg)
     torch.manual_seed(cfg.seed)
     model = TransformerLM(data.tokenizer.vocab_size, cfg)
-    log(f"{len(data.train_split):,} proverbs to train on, a vocabulary of {data.tokenizer.vocab_size} characters, "
+    log(f"{len(data.train_split):,} proverbs to train on, a vocabulary of {data.tokenizer.vocab_size} {data.tokenizer.unit}s, "
         f"a model of {count_parameters(model):,} parameters, on {device}")
     train(model, data, cfg, device, log=log)
     if data.test_split is not None:
         test_loss = evaluate(model, data.test_split, cfg.eval_batch, device)
-        log(f"test split, never seen in training: {perplexity_report(test_loss)}")
+        log(f"test split, never seen in training: {perplexity_report(test_loss, data.test_split, data.tokenizer.unit)}")
     write_samples(model, data, cfg, text, log)
     return model, data
 
@@ -999,7 +1155,7 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
 # # APPENDIX. Part II: the machinery
 #
 # Everything a real program needs around the story, and a first reading does not. The story
-# never calls it; it plugs in through the story's hooks (section 13) and calls the story's
+# never calls it; it plugs in through the story's hooks (section 14) and calls the story's
 # functions. Nothing here changes what the model computes. Each part has its own banner:
 #
 # - **A. Settings, devices, files**: `validate`, `pick_device`, reading a text file safely,
@@ -1042,14 +1198,15 @@ from dataclasses import asdict, fields
 
 
 MAX_CHARS = 100_000  # the longest sample --max-chars allows
-IDEAS = ("causal-mask", "positions", "scaling", "residual", "layer-norm")  # what --without can switch off (section 8)
+MAX_VOCABULARY = 100_000  # the most pieces --vocab-size allows
+IDEAS = ("causal-mask", "positions", "scaling", "residual", "layer-norm")  # what --without can switch off (section 9)
 TEMPERATURE_RANGE = (0.01, 100.0)  # the sampling temperatures allowed
 
 
 def validate(cfg: Config, check_device: bool = True) -> Config:
     """Refuse impossible settings with one clear sentence each (raised as UserError)."""
     positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "eval_batch", "epochs", "max_chars",
-                "chat_epochs", "chat_weight"]
+                "chat_epochs", "chat_weight", "vocab_size"]
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
@@ -1065,6 +1222,8 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
                         f"(something must be left to train on), got {cfg.val_fraction} + {cfg.test_fraction}")
     if not 0 <= cfg.seed < 2 ** 32:
         raise UserError(f"--seed must be a whole number from 0 to {2 ** 32 - 1}, got {cfg.seed}")
+    if cfg.vocab_size > MAX_VOCABULARY:
+        raise UserError(f"--vocab-size can be at most {MAX_VOCABULARY:,}, got {cfg.vocab_size}")
     if cfg.max_chars > MAX_CHARS:
         raise UserError(f"--max-chars can be at most {MAX_CHARS:,} (a sample that long is a book), got {cfg.max_chars}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -1131,7 +1290,7 @@ def memory_needed(cfg: Config, vocab_size: int, batch: int, T: int) -> int:
     best epoch's copy, and the activations of one batch of `batch` sequences of T tokens kept
     for the backward pass (the (T, T) attention matrices only on the exact path)."""
     C, F_, N, H, V = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.n_heads, vocab_size
-    parameters = V * C + N * (4 * C * C + 2 * C * F_ + F_ + 9 * C) + 2 * C + C * V + V  # section 8
+    parameters = V * C + N * (4 * C * C + 2 * C * F_ + F_ + 9 * C) + 2 * C + C * V + V  # section 9
     buffers = 4 * cfg.context * C + N * cfg.context ** 2  # float32 (context, C), N bool (context, context)
     per_token = N * (16 * C + 3 * F_) + 4 * V  # activations kept per token, in float32 numbers
     per_sequence = T * per_token + (3 * N * H * T * T if cfg.attention == "exact" else 0)
@@ -1385,7 +1544,7 @@ def sigterm_like_ctrl_c():
 # %% [markdown]
 # ## B. Long texts: a book cut into windows
 #
-# A list of proverbs is one sample per line (section 3). A book is one long text: **stream
+# A list of proverbs is one sample per line (section 4). A book is one long text: **stream
 # mode** reads the whole text as one sequence, and the samples are windows of `context`
 # characters cut from it, from a new random offset every epoch; ⏎ is then simply the character
 # that ends a line of the book. A window is teacher-forced like a line:
@@ -1424,13 +1583,27 @@ def smallest_int_dtype(vocab_size: int) -> torch.dtype:
     return torch.uint8 if vocab_size <= 256 else torch.int16 if vocab_size <= 32767 else torch.int32
 
 
+MERGE_TEXT = 10_000_000  # the characters of a book's training block that section 3's merges are learned from
+
+
+def line_chunks(text: str, size: int = 1 << 20):
+    """text in pieces of about `size` characters, cut after a ⏎ (no word piece spans one)."""
+    start = 0
+    while start < len(text):
+        end = text.find(EOL, start + size)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
 def encode_long_text(tokenizer: CharTokenizer, text: str) -> torch.Tensor:
     """tokenizer.encode(text) for long texts, vectorized: (N,) ids in the smallest integer
     type. A table maps every code point to its id (-1 when unknown); indexing it with the code
     points of a chunk encodes the chunk in one operation."""
     texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
-    if any(len(t) != 1 for t in texts):  # the lookup table works when every token is one character
-        return torch.tensor(tokenizer.encode(text), dtype=smallest_int_dtype(tokenizer.vocab_size))
+    if any(len(t) != 1 for t in texts):  # word pieces: encoded a million characters (whole lines) at a time
+        return torch.cat([torch.tensor(tokenizer.encode(chunk), dtype=smallest_int_dtype(tokenizer.vocab_size))
+                          for chunk in line_chunks(text)] or [torch.empty(0, dtype=torch.uint8)])
     lookup = torch.full((max(map(ord, texts)) + 2,), -1, dtype=torch.int32)  # code point -> id
     lookup[torch.tensor([ord(c) for c in texts])] = torch.arange(tokenizer.vocab_size, dtype=torch.int32)
     ids = torch.empty(len(text), dtype=smallest_int_dtype(tokenizer.vocab_size))  # (N,)
@@ -1449,6 +1622,7 @@ class StreamSplit:
     """One contiguous block of the text, cut into windows when batched."""
     ids: torch.Tensor  # (N,) token ids, in the smallest integer type that holds them
     context: int  # window length T
+    n_chars: int = 0  # the characters its targets stand for: the block's, but the first token's
 
     def __len__(self) -> int:  # windows per epoch (at offset 0)
         return (len(self.ids) - 1) // self.context
@@ -1487,8 +1661,9 @@ class StreamSplit:
             yield inputs[rows].long(), targets[rows].long()  # (n, T) -> (B, T)
 
 
-def window_data(text: str, cfg: Config, tokenizer: CharTokenizer, reason: str, extra_train=()) -> Data:
-    """Stream mode: contiguous blocks, train | validation | test, each a StreamSplit."""
+def window_data(text: str, cfg: Config, tokenizer: CharTokenizer | None, reason: str, extra_train=()) -> Data:
+    """Stream mode: contiguous blocks, train | validation | test, each a StreamSplit. The
+    tokenizer is learned from the training block unless one is given."""
     n = len(text)
     n_val, n_test = round(n * cfg.val_fraction), round(n * cfg.test_fraction)
     n_train = n - n_val - n_test
@@ -1500,23 +1675,21 @@ def window_data(text: str, cfg: Config, tokenizer: CharTokenizer, reason: str, e
             raise UserError(f"data file {cfg.data} is too short: it has {'a single line' if count == 1 else f'{count} lines'}"
                             f" (line mode needs at least 3: train, validation, test) and in stream mode {stream_needs}")
         raise UserError(f"data file {cfg.data} is too short for stream mode: {stream_needs}")
-    # Encode the text once, then cut the blocks as views of the same ids: no copies.
     extra = "".join(line + EOL for line in extra_train)
-    ids = encode_long_text(tokenizer, extra + text)  # (len(extra) + N,)
-    cut = len(extra) + n_train  # where the validation block starts
-    blocks = [StreamSplit(part, cfg.context) for part in (ids[:cut], ids[cut:cut + n_val], ids[cut + n_val:])]
+    parts = (extra + text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:])  # train | val | test
+    tokenizer = tokenizer or TOKENIZERS[cfg.tokenizer].learn(text, text_lines(parts[0][:MERGE_TEXT]), cfg)
+    blocks = []
+    for part in parts:
+        ids = encode_long_text(tokenizer, part)  # (N,)
+        blocks.append(StreamSplit(ids, cfg.context, len(part) - len(tokenizer.token_text(ids[0])) if len(ids) else 0))
     sample_lines = text_lines((extra + text[:min(n_train, 200_000)])[:200_000])  # for the pictures
     return Data("stream", reason, tokenizer, blocks[0], blocks[1], blocks[2] if n_test else None, sample_lines, n)
 
 
-TOKENIZERS = {"char": CharTokenizer}  # --tokenizer name (and a checkpoint's kind) -> its class
-
-
 def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
-    """prepare_data (section 3) for any text: the mode of cfg.mode, or the one --mode auto
+    """prepare_data (section 4) for any text: the mode of cfg.mode, or the one --mode auto
     picks; a book goes to stream mode, proverbs to the story's line mode."""
     mode, reason = (cfg.mode, "chosen with --mode") if cfg.mode != "auto" else choose_mode(text, cfg.context)
-    tokenizer = tokenizer or TOKENIZERS[cfg.tokenizer].learn(text, cfg)
     if mode == "stream":
         return window_data(text, cfg, tokenizer, reason, extra_train)
     check_line_count(text_lines(text), cfg)  # a clear error for a text of one or two lines
@@ -1526,7 +1699,7 @@ def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = N
 # %% [markdown]
 # ## C. Faster arithmetic: mixed precision, compile
 #
-# **Adam, fast.** `FastAdam` is section 11's Adam with each line applied to every tensor of a
+# **Adam, fast.** `FastAdam` is section 12's Adam with each line applied to every tensor of a
 # group in one call (`torch._foreach_*`): on a GPU every call is a kernel launch, so a step costs
 # 7 launches per group (8 with AdamW's decay) instead of 7 per tensor. Every run plugs it in
 # through the `optimizer` hook (`DeviceHooks`, part E). On a 2-core CPU that saves little: 0.80 ms per step instead of 1.52 at the
@@ -1665,7 +1838,7 @@ def same_weights_everywhere(model: nn.Module, ranks: Ranks) -> bool:
 # %% [markdown]
 # ## E. The run's hooks
 #
-# The story's training loop (section 13) lets other code in at a few moments, through a `Hooks`
+# The story's training loop (section 14) lets other code in at a few moments, through a `Hooks`
 # object. `DeviceHooks` is what any training on a device needs: `FastAdam` (part C), bf16 where
 # asked, and on a GPU the batches in page-locked memory, so the copy to the GPU runs while it
 # computes (the chat's `/train` uses it). `RunHooks` is what `python LLM.py` adds: DDP and `torch.compile` around the
@@ -1825,8 +1998,8 @@ class RunHooks(DeviceHooks):
 # character keeps its learned rows, wherever the sorted vocabulary now puts it.
 
 # %%
-CHECKPOINT_FORMAT = "LLM.py checkpoint 3"  # 2: with the checksum of its tensors; 3: the tokenizer by name
-SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context", "tokenizer", "without")  # fixed by the weights
+CHECKPOINT_FORMAT = "LLM.py checkpoint 4"  # 2: a checksum of its tensors; 3: the tokenizer by name; 4: checksummed too
+SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context", "tokenizer", "vocab_size", "without")  # fixed by the weights
 
 
 def to_cpu(value):
@@ -1853,10 +2026,10 @@ def named_tensors(value, name: str = ""):
 
 
 def tensors_checksum(payload: dict) -> str:
-    """SHA-256 of every tensor of a checkpoint: its name, dtype, shape and bytes, in name order.
-    One flipped bit in a weight changes it; the settings are plain data, checked on loading
-    like typed flags instead."""
-    digest = hashlib.sha256()
+    """SHA-256 of every tensor of a checkpoint (its name, dtype, shape and bytes, in name order)
+    and of its tokenizer (its vocabulary and merges, as JSON). One flipped bit in a weight or a
+    merge changes it; the settings are plain data, checked on loading like typed flags instead."""
+    digest = hashlib.sha256(json.dumps(payload.get("tokenizer"), sort_keys=True).encode())
     for name, tensor in sorted(named_tensors(payload), key=lambda item: item[0]):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
@@ -1890,7 +2063,7 @@ def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokeni
         raise UserError(f"{path} is not a readable checkpoint (corrupt, cut short or another format)") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         older = isinstance(payload, dict) and str(payload.get("format", "")).startswith("LLM.py checkpoint")
-        raise UserError(f"{path} is a checkpoint of an older LLM.py, without a checksum: train it again"
+        raise UserError(f"{path} is a checkpoint of an older LLM.py, checked in another way: train it again"
                         if older else f"{path} is not an LLM.py checkpoint")
     if payload.get("checksum") != tensors_checksum({k: v for k, v in payload.items() if k != "checksum"}):
         raise UserError(f"{path} is damaged: its numbers no longer match the checksum saved with them "
@@ -1994,8 +2167,8 @@ def load_optimizer_state(optimizer: Adam, state: dict):
 # - The pictures, each registered under its `--pictures` name: `epoch_<N>.png` (every `snapshot`
 #   epochs, the architecture as a graph, node area = parameters, colour = how much they changed
 #   since the last picture, beside the strongest token → next-token links) and `evolution.gif`,
-#   the same pictures as a film; `loss.png`, `attention_layer<L>.png` (the weights of section 6,
-#   taken from the model's own forward pass), `positional_encoding.png` (section 5),
+#   the same pictures as a film; `loss.png`, `attention_layer<L>.png` (the weights of section 7,
+#   taken from the model's own forward pass), `positional_encoding.png` (section 6),
 #   `embeddings.png`; and `explorer.html`, the page of part H, registered the same way.
 # - `outputs/README.md`: a gallery that says how to read each picture, with this run's numbers.
 #
@@ -2122,7 +2295,7 @@ def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer)
         how = (f"temperature {cfg.temperature}, top-k {cfg.top_k or 'off'}, top-p "
                f"{cfg.top_p if cfg.top_p < 1 else 'off'}, seed {cfg.seed}")
     heading = f"HOW THE MODEL CHOSE EVERY {tokenizer.unit.upper()}"
-    out = [heading, "=" * len(heading)] + ([f"The model was trained {without_label(cfg)} (section 8)."] if cfg.without else []) + [
+    out = [heading, "=" * len(heading)] + ([f"The model was trained {without_label(cfg)} (section 9)."] if cfg.without else []) + [
            f"Sampling: {how}.",
            "Each block is one step. 'context' is what the model saw (⏎ = start or end of a proverb,",
            "␣ = space). The candidates are sorted by p = softmax(logit / temperature); 'cum p' adds",
@@ -2234,9 +2407,8 @@ class EpochPictures:
     def _draw_token_sides(self, ax2, train_lines: list[str]):
         """Right: the most frequent tokens on both sides; the links are drawn per snapshot."""
         import networkx as nx
-        from collections import Counter
         from matplotlib.lines import Line2D
-        counts = Counter(i for line in train_lines for i in self.tokenizer.encode(line + EOL))
+        counts = Counter(i for line in train_lines[:20_000] for i in self.tokenizer.encode(line + EOL))
         self.ids = sorted(sorted(counts, key=lambda i: (-counts[i], i))[:self.N_CHARS])  # the most frequent, by id
         self.char_graph = nx.DiGraph()
         self.char_pos = {}
@@ -2432,14 +2604,14 @@ def attention_maps(model: TransformerLM, tokenizer: CharTokenizer, text: str) ->
     return [tokenizer.token_text(i) for i in ids], [w[0].float().cpu() for w in weights]  # N x (H, T, T)
 
 
-def head_habits(weights: torch.Tensor, chars: list[str]) -> list[tuple[str, float]]:
+def head_habits(weights: torch.Tensor, chars: list[str], unit: str = "character") -> list[tuple[str, float]]:
     """For each head of one layer, (its main habit, the mean weight it gives to it): the
     character itself, the one 1, 2 or 3 places back, the last space (where the current word
     began) or the ⏎ that starts the line, averaged over the rows t >= 4; 'spread out' when no
     habit takes a quarter of the weight."""
     H, T, _ = weights.shape
     if T < 5:  # a context of 4 or fewer characters: no row t >= 4 to average over
-        return [("too few characters to tell", 0.0)] * H
+        return [(f"too few {unit}s to tell", 0.0)] * H
     rows = torch.arange(4, T)
     last_space = torch.tensor([max((s for s in range(t) if " " in chars[s]), default=-1) for t in range(T)])
     spaced = rows[last_space[rows] >= 0]  # rows with a space somewhere before them
@@ -2447,9 +2619,9 @@ def head_habits(weights: torch.Tensor, chars: list[str]) -> list[tuple[str, floa
     for h in range(H):
         w = weights[h]
         shares = {"itself": float(w[rows, rows].mean()),
-                  "the previous character": float(w[rows, rows - 1].mean()),
-                  "the character 2 back": float(w[rows, rows - 2].mean()),
-                  "the character 3 back": float(w[rows, rows - 3].mean()),
+                  f"the previous {unit}": float(w[rows, rows - 1].mean()),
+                  f"the {unit} 2 back": float(w[rows, rows - 2].mean()),
+                  f"the {unit} 3 back": float(w[rows, rows - 3].mean()),
                   "the last space (where the word began)":
                       float(w[spaced, last_space[spaced]].mean()) if len(spaced) else 0.0,
                   "the ⏎ that starts the line": float(w[rows, 0].mean())}
@@ -2458,7 +2630,7 @@ def head_habits(weights: torch.Tensor, chars: list[str]) -> list[tuple[str, floa
     return habits
 
 
-def draw_attention(chars: list[str], weights: torch.Tensor, layer: int, path: Path):
+def draw_attention(chars: list[str], weights: torch.Tensor, layer: int, path: Path, unit: str = "character"):
     """attention_layer<L>.png: one heatmap per head, the causal triangle visible."""
     import matplotlib
     H, T, _ = weights.shape
@@ -2468,7 +2640,7 @@ def draw_attention(chars: list[str], weights: torch.Tensor, layer: int, path: Pa
     fig = new_figure(4.4 * H + 1.0, 5.4)
     axes = fig.subplots(1, H, squeeze=False)[0]
     fig.subplots_adjust(left=0.035, right=0.935, top=0.86, bottom=0.1, wspace=0.1)
-    habits = head_habits(weights, chars)
+    habits = head_habits(weights, chars, unit)
     for h, ax in enumerate(axes):
         shown = weights[h].masked_fill(future, float("nan")).numpy()
         image = ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
@@ -2483,14 +2655,15 @@ def draw_attention(chars: list[str], weights: torch.Tensor, layer: int, path: Pa
             beside = ax.get_yaxis_transform()  # x in axes units, y in data units
             for i, label in enumerate(labels):
                 ax.text(-0.01, i, label, transform=beside, ha="right", va="center", fontsize=9)
-            ax.set_ylabel("the character that looks (query position t)", fontsize=10, labelpad=14)
+            ax.set_ylabel(f"the {unit} that looks (query position t)", fontsize=10,
+                          labelpad=14 + 5 * max(len(label) - 1 for label in labels))  # clear of the longest label
         ax.set_xlabel("looks at (key position s)", fontsize=10, labelpad=14)
         name, share = habits[h]
         ax.set_title(f"head {h + 1}: {name}" + (f" ({share:.0%})" if name != "spread out" else ""), fontsize=11)
     bar = fig.colorbar(image, cax=fig.add_axes([0.95, 0.18, 0.01, 0.6]))
     bar.set_label("attention weight (each row sums to 1)", fontsize=10)
     bar.ax.tick_params(labelsize=9)
-    fig.suptitle(f"Layer {layer}: where each character of \u201c{''.join(chars[1:])}\u201d looks; "
+    fig.suptitle(f"Layer {layer}: where each {unit} of \u201c{''.join(chars[1:])}\u201d looks; "
                  f"grey = the future, masked", fontsize=12)
     save_figure(fig, path)
 
@@ -2515,7 +2688,7 @@ VOWELS = set("aeiouáéíóúüAEIOUÁÉÍÓÚÜ")
 def character_kind(c: str) -> str:
     """The colour group of a token's text in embeddings.png."""
     if len(c) > 1:
-        return "word piece"
+        return "word start" if c.startswith(" ") else "word piece"
     if c in VOWELS:
         return "vowel"
     if c.isalpha():
@@ -2528,7 +2701,13 @@ def character_kind(c: str) -> str:
 
 
 KIND_COLORS = {"vowel": "tab:red", "consonant": "tab:blue", "punctuation": "tab:green",
-               "space or ⏎": "black", "word piece": "tab:orange", "other": "tab:purple"}
+               "space or ⏎": "black", "word start": "tab:brown", "word piece": "tab:orange", "other": "tab:purple"}
+EMBEDDING_LABELS = 150  # embeddings.png writes the texts of at most this many tokens: the most frequent
+
+
+def token_counts(data: Data) -> Counter:
+    """How often each token id occurs in (the first 20,000 lines of) the training text."""
+    return Counter(i for line in data.train_text[:20_000] for i in data.tokenizer.encode(line + EOL))
 
 
 def nearest_tokens(tokenizer: CharTokenizer, table: torch.Tensor, text: str, k: int = 3) -> list[str]:
@@ -2645,21 +2824,21 @@ def loss_picture(run: Finished) -> list[Drawing]:
 
 @picture("attention")
 def attention_pictures(run: Finished) -> list[Drawing]:
-    example = pick_example(run.setup.data.train_text)
+    example, unit = pick_example(run.setup.data.train_text), run.setup.data.tokenizer.unit
     tokens, weights = attention_maps(run.setup.model, run.setup.data.tokenizer, example)
     drawings = []
     for layer, layer_weights in enumerate(weights, 1):
         name = f"attention_layer{layer}.png"
-        draw_attention(tokens, layer_weights, layer, run.setup.out / name)
+        draw_attention(tokens, layer_weights, layer, run.setup.out / name, unit)
         told = "; ".join(f"head {h + 1} spreads its weight, no habit above 25%" if what == "spread out" else
                          f"head {h + 1}: {what}, with a context this short" if share == 0 else
                          f"head {h + 1} looks mostly at {what} ({share:.0%} of its weight)"
-                         for h, (what, share) in enumerate(head_habits(layer_weights, tokens)))
+                         for h, (what, share) in enumerate(head_habits(layer_weights, tokens, unit)))
         drawings.append(Drawing(name, f"{name}: where layer {layer} looks", (
             f"The attention weights of the {len(layer_weights)} heads of layer {layer} while the model reads "
-            f"\u201c{example}\u201d. Row t is the {run.setup.data.tokenizer.unit} that looks, column s where it looks; "
+            f"\u201c{example}\u201d. Row t is the {unit} that looks, column s where it looks; "
             "each row adds up to 1, and the grey triangle above the diagonal is the future, which the causal mask "
-            "hides. A bright diagonal just below the main one means 'look at the previous character', a bright "
+            f"hides. A bright diagonal just below the main one means 'look at the previous {unit}', a bright "
             f"first column 'look at the start of the line'. In this run: {told}.")))
     return drawings
 
@@ -2692,7 +2871,7 @@ def positions_picture(run: Finished) -> list[Drawing]:
     fig.subplots_adjust(left=0.06, right=0.98, top=0.92, bottom=0.11, wspace=0.32)
     save_figure(fig, run.setup.out / "positional_encoding.png")
     return [Drawing("positional_encoding.png", "positional_encoding.png: how the model knows where a character stands", (
-        "Left, the matrix PE(pos, i) that section 5 adds to every character's vector: one row per position, one "
+        "Left, the matrix PE(pos, i) that section 6 adds to every character's vector: one row per position, one "
         "column per dimension. Right, a few columns as curves: dimension 0 is sin(pos), a turn every 6.3 positions; "
         "higher dimensions are slower waves. No two rows are alike, so every position has a fingerprint, and "
         "nearby positions have similar ones. Nothing here is learned: it is the same picture for every run with "
@@ -2709,11 +2888,16 @@ def embeddings_picture(run: Finished) -> list[Drawing]:
     axes = fig.subplots(1, 2)
     texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
     kinds = [character_kind(c) for c in texts]
+    counts = token_counts(run.setup.data)
+    labelled = set(sorted(range(len(texts)), key=lambda i: (-counts[i], i))[:EMBEDDING_LABELS])  # the most frequent
     for ax, table, when in zip(axes, (before, after), ("at the start of training", "at the end of training")):
         xy, explained = pca_2d(table)
-        for (x, y), c, kind in zip(xy.tolist(), texts, kinds):
-            ax.text(x, y, show(c), color=KIND_COLORS[kind], fontsize=11, ha="center", va="center",
-                    fontweight="bold" if kind == "vowel" else "normal")
+        for i, ((x, y), c, kind) in enumerate(zip(xy.tolist(), texts, kinds)):
+            if i in labelled:
+                ax.text(x, y, show(c), color=KIND_COLORS[kind], fontsize=11 if len(texts) <= 100 else 9,
+                        ha="center", va="center", fontweight="bold" if kind == "vowel" else "normal")
+            else:  # a rarer piece: a dot
+                ax.plot(x, y, ".", color=KIND_COLORS[kind], alpha=0.35, markersize=3)
         pad = 0.08 * float((xy.max(0).values - xy.min(0).values).max())
         ax.set_xlim(float(xy[:, 0].min()) - pad, float(xy[:, 0].max()) + pad)
         ax.set_ylim(float(xy[:, 1].min()) - pad, float(xy[:, 1].max()) + pad)
@@ -2728,13 +2912,17 @@ def embeddings_picture(run: Finished) -> list[Drawing]:
     save_figure(fig, run.setup.out / "embeddings.png")
     near = lambda text: (", ".join(f"'{show(n)}'" for n in nearest_tokens(tokenizer, table, text))  # noqa: E731
                          if tokenizer.token_id(text) is not None else "(not in this text)")
-    return [Drawing("embeddings.png", "embeddings.png: what the model learned about each character", (
+    pieces = "" if tokenizer.unit == "character" else (
+        f" Only the {EMBEDDING_LABELS} most frequent of the {len(texts)} pieces are written, the others are dots; "
+        f"a piece that begins a word (with its space, '␣que') is brown, a piece inside one orange. The pieces "
+        f"nearest '␣que' are {near(' que')}.")
+    return [Drawing("embeddings.png", f"embeddings.png: what the model learned about each {tokenizer.unit}", (
         "Every token's embedding vector, projected to 2-D along the two directions in which the vectors differ "
         "most (PCA). At the start the vectors are random and the characters are mixed; at the end characters that "
         "play the same role sit together (colours: vowels, consonants, punctuation, space). In this run the "
-        f"characters whose vectors point most nearly the same way as 'a' are {near('a')}, and as '.' are "
-        f"{near('.')}. Two directions show only part of the picture: the axis labels say how much of the spread "
-        "they hold."))]
+        f"{tokenizer.unit}s whose vectors point most nearly the same way as 'a' are {near('a')}, and as '.' are "
+        f"{near('.')}.{pieces} Two directions show only part of the picture: the axis labels say how much of the "
+        "spread they hold."))]
 
 
 @picture("epochs")
@@ -2870,6 +3058,7 @@ def explorer_data(model: TransformerLM, tokenizer: CharTokenizer, cfg: Config, b
             "model": {"vocab_size": tokenizer.vocab_size, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
                       "n_layers": cfg.n_layers, "d_ff": cfg.d_ff, "context": cfg.context, "without": list(cfg.without)},
             "tokenizer": {"kind": tokenizer.kind, "unit": tokenizer.unit, "vocabulary": texts,
+                          "merges": [[a, b, new] for (a, b), (_, new) in tokenizer.merges.items()],  # in rank order
                           "eol_id": tokenizer.eol_id, "kinds": [character_kind(c) for c in texts]},
             "sampling": {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p,
                          "greedy": cfg.greedy, "max_chars": cfg.max_chars, "seed": cfg.seed},
@@ -3105,7 +3294,7 @@ const V = DATA.model.vocab_size, C = DATA.model.d_model, H = DATA.model.n_heads,
 const N = DATA.model.n_layers, F = DATA.model.d_ff, CONTEXT = DATA.model.context;
 const VOCABULARY = DATA.tokenizer.vocabulary, EOL_ID = DATA.tokenizer.eol_id, UNIT = DATA.tokenizer.unit;
 const IDS = new Map(VOCABULARY.map((c, i) => [c, i]));
-const WITHOUT = new Set(DATA.model.without);  // the ideas this model was trained without (section 8's --without)
+const WITHOUT = new Set(DATA.model.without);  // the ideas this model was trained without (section 9's --without)
 
 // ---- the weights: base64 -> float32 (the best epoch) or float16 (a snapshot), named like state_dict
 const HALF = (() => {  // every float16 bit pattern as a float32 number
@@ -3141,25 +3330,55 @@ function weightsOf(snapshot) {
   return tensors;
 }
 
-// ---- section 3: the character tokenizer (one character = one token, text in NFC; the model reads ⏎ first)
+// ---- sections 2 and 3: the tokenizer, text in NFC; the model reads ⏎ first. One character is one
+// token, or (word pieces) each word with its space starts as characters and takes the learned
+// merges, the earliest learned pair present first
 function unknownCharacters(text) { return [...new Set([...text.normalize("NFC")])].filter(c => !IDS.has(c)); }
+const MERGES = new Map(DATA.tokenizer.merges.map(([a, b, id], rank) => [a + "," + b, {a, b, id, rank}]));
+const WORD = /[ ]?[\p{L}\p{N}_]+|[ ]?[^\p{L}\p{N}_\s]+|\s/gu;  // section 3's WORD: " ?\w+| ?[^\w\s]+|\s"
+const WORDS = new Map();  // word -> its ids: a text repeats its words
+
+function encodeWord(word) {
+  if (!WORDS.has(word)) {
+    let ids = [...word].map(c => IDS.get(c));
+    for (;;) {
+      let first = null;  // the pair present that was learned earliest
+      for (let i = 0; i + 1 < ids.length; i++) {
+        const merge = MERGES.get(ids[i] + "," + ids[i + 1]);
+        if (merge && (first === null || merge.rank < first.rank)) first = merge;
+      }
+      if (first === null) break;
+      const merged = [];
+      for (let i = 0; i < ids.length; i++) {
+        if (i + 1 < ids.length && ids[i] === first.a && ids[i + 1] === first.b) { merged.push(first.id); i++; }
+        else merged.push(ids[i]);
+      }
+      ids = merged;
+    }
+    WORDS.set(word, ids);
+  }
+  return WORDS.get(word);
+}
 
 function encode(text) {
   const unknown = unknownCharacters(text);
   if (unknown.length) throw new Error(unknownMessage(unknown));
-  return [...text.normalize("NFC")].map(c => IDS.get(c));
+  text = text.normalize("NFC");
+  return MERGES.size ? (text.match(WORD) || []).flatMap(encodeWord) : [...text].map(c => IDS.get(c));
 }
 
-function windowOf(text) { return [EOL_ID, ...encode(text)].slice(-CONTEXT); }  // section 14: the last `context`
+function windowOf(source) {  // section 15: the last `context` tokens of ⏎ + a text (or of its ids)
+  return [EOL_ID, ...(typeof source === "string" ? encode(source) : source)].slice(-CONTEXT);
+}
 
-// ---- section 4: x_t = E[id_t] * sqrt(C)
+// ---- section 5: x_t = E[id_t] * sqrt(C)
 function scaledEmbedding(table, ids) {
   const x = new Float64Array(ids.length * C), scale = Math.sqrt(C);
   ids.forEach((id, t) => { for (let c = 0; c < C; c++) x[t * C + c] = table[id * C + c] * scale; });
   return x;  // (T, C)
 }
 
-// ---- section 5: PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(the same)
+// ---- section 6: PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(the same)
 function sinusoidalPositionalEncoding(T) {
   const pe = new Float64Array(T * C);
   for (let pos = 0; pos < T; pos++) {
@@ -3190,7 +3409,7 @@ function linear(x, T, W, b, inputs, outputs) {
   return y;  // (T, outputs)
 }
 
-// ---- section 6: softmax(Q K^T / sqrt(d_k) + M) V, M = -inf above the diagonal (the causal mask)
+// ---- section 7: softmax(Q K^T / sqrt(d_k) + M) V, M = -inf above the diagonal (the causal mask)
 function causalMask(t, s) { return s <= t || WITHOUT.has("causal-mask"); }
 
 function attention(q, k, v, T, h) {  // one head: columns h*D .. h*D+D-1 of q, k and v
@@ -3230,7 +3449,7 @@ function multiHeadSelfAttention(w, prefix, x, T) {
   return {out: linear(concat, T, w[prefix + "output.weight"], w[prefix + "output.bias"], C, C), weights};
 }
 
-// ---- section 7: LayerNorm(x) = gamma (x - mu) / sqrt(sigma^2 + eps) + beta; FFN(x) = max(0, x W1 + b1) W2 + b2
+// ---- section 8: LayerNorm(x) = gamma (x - mu) / sqrt(sigma^2 + eps) + beta; FFN(x) = max(0, x W1 + b1) W2 + b2
 function layerNorm(x, T, gamma, beta, eps = 1e-5) {
   const y = new Float64Array(T * C);
   for (let t = 0; t < T; t++) {
@@ -3258,7 +3477,7 @@ function encoderLayer(w, n, x, T) {  // pre-norm: x + MultiHead(LayerNorm(x)), t
   return {x: mid.map((a, i) => residual * a + fed[i]), weights: attended.weights};
 }
 
-// ---- section 8: logits = LayerNorm(x) W_head + b_head, after the N layers
+// ---- section 9: logits = LayerNorm(x) W_head + b_head, after the N layers
 function transformerLM(w, ids) {
   const T = ids.length, pe = sinusoidalPositionalEncoding(T);
   const positions = WITHOUT.has("positions") ? 0 : 1;
@@ -3274,7 +3493,7 @@ function transformerLM(w, ids) {
   return {logits: Array.from(logits), attention: attentionWeights};  // (V,), [N][H][T][T]
 }
 
-// ---- section 14: p = softmax(logits / tau), top-k, top-p, the draw u
+// ---- section 15: p = softmax(logits / tau), top-k, top-p, the draw u
 function softmax(values) {
   const max = Math.max(...values), exps = values.map(a => Math.exp(a - max)), total = exps.reduce((a, b) => a + b, 0);
   return exps.map(e => e / total);
@@ -3331,8 +3550,8 @@ class MersenneTwister {
 const cache = new Map();
 let current = DATA.epochs.find(e => e.best);
 
-function run(text, snapshot = current) {
-  const ids = windowOf(text), key = snapshot.epoch + ":" + ids.join(",");
+function run(source, snapshot = current) {  // source: a text, or the ids of one
+  const ids = windowOf(source), key = snapshot.epoch + ":" + ids.join(",");
   if (!cache.has(key)) {
     if (cache.size > 64) cache.delete(cache.keys().next().value);
     cache.set(key, {ids, ...transformerLM(weightsOf(snapshot), ids)});
@@ -3351,13 +3570,15 @@ function samplingOf(options = {}) {
           greedy: options.greedy ?? false, max_chars: options.max_chars ?? DATA.sampling.max_chars};
 }
 
-function generateText(text, options = {}) {  // section 14's generate(): until ⏎ or max_chars
+function generateText(text, options = {}) {  // section 15's generate(): until ⏎ or max_chars characters
   const sampling = samplingOf({...DATA.sampling, ...options}), generator = new MersenneTwister(options.seed ?? DATA.sampling.seed);
-  let written = text.normalize("NFC");
-  for (let n = 0; n < sampling.max_chars; n++) {
-    const choice = chooseNext(run(written).logits, sampling, generator);
+  let written = text.normalize("NFC"), ids = encode(written), count = 0;
+  while (count < sampling.max_chars) {
+    const choice = chooseNext(run(ids).logits, sampling, generator);
     if (choice.id === EOL_ID && DATA.mode !== "stream") break;
+    ids = [...ids, choice.id];  // the ids written, never the text encoded again: as generate() does
     written += VOCABULARY[choice.id];
+    count += [...VOCABULARY[choice.id]].length;
   }
   return written;
 }
@@ -3376,6 +3597,7 @@ window.explorer = {
   attention(text) { return run(text).attention.map(layer => layer.map(head => head.map(row => Array.from(row)))); },
   generate: generateText,
   unknown: unknownCharacters,
+  encode: (text) => encode(text),
   timings: {},
 };
 
@@ -3384,19 +3606,19 @@ const LABELS = {
   en: {
     title: "LLM.py explorer: ask the model anything", epoch: "Model after epoch", write: "1. Write a beginning",
     "write-why": "Type the start of a proverb: the model reads ⏎ and your text, and predicts the next character. Step writes one character with the sliders' settings; the same seed always writes the same.",
-    "write-read": "Read section 14 of LLM.py (Writing: one character at a time).",
+    "write-read": "Read section 15 of LLM.py (Writing: one character at a time).",
     beginning: "Beginning", step: "Step: one character", finish: "Write to the end", undo: "Undo",
     temperature: "Temperature τ", "top-k": "Top-k (0 = all)", "top-p": "Top-p (1 = all)", greedy: "Greedy: always the most likely", seed: "Seed",
     next: "2. What comes next", "next-why": "The bars are p = softmax(logits / τ) for the next character, the likeliest first. Blue bars are the kept set that top-k and top-p leave to draw from; grey ones cannot be drawn.",
-    "next-read": "Read sections 8 (the model's logits) and 14 (temperature, top-k, top-p).",
+    "next-read": "Read sections 9 (the model's logits) and 15 (temperature, top-k, top-p).",
     attention: "3. Where it looks: attention", "attention-why": "Row t is the character that looks, column s where it looks; each row adds up to 1. The grey triangle is the future, which the causal mask hides. Hover or use the arrow keys to pick a row.",
-    "attention-read": "Read section 6 (attention, with the causal mask).", layer: "Layer", head: "Head",
+    "attention-read": "Read section 7 (attention, with the causal mask).", layer: "Layer", head: "Head",
     steps: "4. Step by step, as in table.txt", "steps-why": "Every step you take: what the model saw, its top candidates (kept ones marked *), the draw u and the choice. With the run's settings and seed it repeats table.txt's first sample.",
-    "steps-read": "Read section 14 and outputs/table.txt.",
+    "steps-read": "Read section 15 and outputs/table.txt.",
     training: "5. How it learned", "training-why": "Train (blue) and validation (orange) loss per epoch. The dots are the epochs saved in this page: click one, or choose it above, to ask that earlier model. The table asks every saved epoch about your beginning.",
-    "training-read": "Read sections 9 (the loss) and 13 (the training loop).",
+    "training-read": "Read sections 10 (the loss) and 14 (the training loop).",
     map: "6. The embedding map", "map-why": "Every character's embedding vector, projected to 2-D along the two directions in which the vectors differ most (PCA). Characters that play the same role end up close together.",
-    "map-read": "Read section 4 (embeddings) and outputs/embeddings.png.",
+    "map-read": "Read section 5 (embeddings) and outputs/embeddings.png.",
     api: "7. For the curious: window.explorer", "api-why": "Open the browser's console (F12) and call the model yourself. The tests of LLM.py call these same functions and compare them with PyTorch.",
     about: (d) => `A model of ${d.parameters} parameters (${V} ${UNIT}s, C = ${C}, ${H} heads, ${N} layers, context ${CONTEXT}), ${d.source}. Everything runs in this page, offline.`,
     unknown: (list, n) => `The model has never seen ${list}: it cannot read ${n > 1 ? "them" : "it"}. Remove ${n > 1 ? "them" : "it"} to go on.`,
@@ -3405,7 +3627,7 @@ const LABELS = {
     looks: (s) => `Head ${s.head} of layer ${s.layer}: “${s.char}” (position ${s.t}) looks most at “${s.top}” (position ${s.s}, ${s.share}).`,
     stepHead: (n, position, context) => `step ${n} | position ${position} | context: ${context}`,
     columns: "  rank char   logit       p   cum p", entropy: "entropy",
-    without: "Trained without (section 8 of LLM.py): ", all: "all",
+    without: "Trained without (section 9 of LLM.py): ", all: "all",
     maskless: "This model was trained without the mask: nothing is grey, every row also reads the future.", chose: "chose", greedyDraw: "greedy: the most likely", compareEpoch: "epoch", compareLoss: "val. loss", compareTop: "top 3 after your beginning (p at τ)",
     mapNote: (e) => `Epoch ${e.epoch}: the two directions hold ${e.a} and ${e.b} of the spread.`,
     lossAxis: "loss (nats per character)", trainLoss: "train loss", valLoss: "validation loss", epochAxis: "epoch", best: "best", stream: "(stream mode: a text, not proverbs)",
@@ -3413,19 +3635,19 @@ const LABELS = {
   es: {
     title: "Explorador de LLM.py: pregúntale al modelo", epoch: "Modelo tras la época", write: "1. Escribe un comienzo",
     "write-why": "Escribe el comienzo de un refrán: el modelo lee ⏎ y tu texto y predice el carácter siguiente. Paso escribe un carácter con los ajustes de los deslizadores; la misma semilla escribe siempre lo mismo.",
-    "write-read": "Lee la sección 14 de LLM.py (escribir carácter a carácter).",
+    "write-read": "Lee la sección 15 de LLM.py (escribir carácter a carácter).",
     beginning: "Comienzo", step: "Paso: un carácter", finish: "Escribir hasta el final", undo: "Deshacer",
     temperature: "Temperatura τ", "top-k": "Top-k (0 = todos)", "top-p": "Top-p (1 = todos)", greedy: "Voraz: siempre el más probable", seed: "Semilla",
     next: "2. Qué viene después", "next-why": "Las barras son p = softmax(logits / τ) del carácter siguiente, el más probable primero. Las azules son el conjunto que top-k y top-p dejan sortear; las grises no pueden salir.",
-    "next-read": "Lee las secciones 8 (los logits del modelo) y 14 (temperatura, top-k, top-p).",
+    "next-read": "Lee las secciones 9 (los logits del modelo) y 15 (temperatura, top-k, top-p).",
     attention: "3. Adónde mira: la atención", "attention-why": "La fila t es el carácter que mira, la columna s adónde mira; cada fila suma 1. El triángulo gris es el futuro, que la máscara causal oculta. Pasa el ratón o usa las flechas para elegir una fila.",
-    "attention-read": "Lee la sección 6 (la atención, con la máscara causal).", layer: "Capa", head: "Cabeza",
+    "attention-read": "Lee la sección 7 (la atención, con la máscara causal).", layer: "Capa", head: "Cabeza",
     steps: "4. Paso a paso, como en table.txt", "steps-why": "Cada paso que das: lo que vio el modelo, sus mejores candidatos (los que quedan, con *), el sorteo u y la elección. Con los ajustes y la semilla de la ejecución repite la primera muestra de table.txt.",
-    "steps-read": "Lee la sección 14 y outputs/table.txt.",
+    "steps-read": "Lee la sección 15 y outputs/table.txt.",
     training: "5. Cómo aprendió", "training-why": "Pérdida de entrenamiento (azul) y de validación (naranja) por época. Los puntos son las épocas guardadas en esta página: pulsa una, o elígela arriba, para preguntar a ese modelo anterior. La tabla pregunta a cada época guardada por tu comienzo.",
-    "training-read": "Lee las secciones 9 (la pérdida) y 13 (el bucle de entrenamiento).",
+    "training-read": "Lee las secciones 10 (la pérdida) y 14 (el bucle de entrenamiento).",
     map: "6. El mapa de las incrustaciones", "map-why": "El vector de cada carácter, proyectado en 2-D sobre las dos direcciones en que más difieren (PCA). Los caracteres que hacen el mismo papel acaban juntos.",
-    "map-read": "Lee la sección 4 (incrustaciones) y outputs/embeddings.png.",
+    "map-read": "Lee la sección 5 (incrustaciones) y outputs/embeddings.png.",
     api: "7. Para curiosos: window.explorer", "api-why": "Abre la consola del navegador (F12) y llama tú al modelo. Las pruebas de LLM.py llaman a estas mismas funciones y las comparan con PyTorch.",
     about: (d) => `Un modelo de ${d.parameters} parámetros (${V} caracteres, C = ${C}, ${H} cabezas, ${N} capas, contexto ${CONTEXT}), ${d.source}. Todo se calcula en esta página, sin red.`,
     unknown: (list, n) => `El modelo nunca ha visto ${list}: no sabe leer${n > 1 ? "los" : "lo"}. Quíta${n > 1 ? "los" : "lo"} para seguir.`,
@@ -3434,16 +3656,31 @@ const LABELS = {
     looks: (s) => `Cabeza ${s.head} de la capa ${s.layer}: «${s.char}» (posición ${s.t}) mira sobre todo a «${s.top}» (posición ${s.s}, ${s.share}).`,
     stepHead: (n, position, context) => `paso ${n} | posición ${position} | contexto: ${context}`,
     columns: "  rango car.  logit       p   p acum.", entropy: "entropía",
-    without: "Entrenado sin (sección 8 de LLM.py): ", all: "todos",
+    without: "Entrenado sin (sección 9 de LLM.py): ", all: "todos",
     maskless: "Este modelo se entrenó sin la máscara: nada es gris, cada fila lee también el futuro.", chose: "elige", greedyDraw: "voraz: el más probable", compareEpoch: "época", compareLoss: "pérdida val.", compareTop: "los 3 primeros tras tu comienzo (p con τ)",
     mapNote: (e) => `Época ${e.epoch}: las dos direcciones recogen el ${e.a} y el ${e.b} de la dispersión.`,
     lossAxis: "pérdida (nats por carácter)", trainLoss: "pérdida de entrenamiento", valLoss: "pérdida de validación", epochAxis: "época", best: "mejor", stream: "(modo flujo: un texto, no refranes)",
   },
 };
+const PIECE_LABELS = {  // the texts that change when a token is a word piece (section 3)
+  en: {"write-why": "Type the start of a proverb: the model reads ⏎ and your text cut into word pieces, and predicts the next piece. Step writes one piece with the sliders' settings; the same seed always writes the same.",
+       step: "Step: one piece", "next-why": "The bars are p = softmax(logits / τ) for the next piece (␣ is a space), the likeliest first. Blue bars are the kept set that top-k and top-p leave to draw from; grey ones cannot be drawn.",
+       "attention-why": "Row t is the piece that looks, column s where it looks; each row adds up to 1. The grey triangle is the future, which the causal mask hides. Hover or use the arrow keys to pick a row.",
+       "map-why": "Every piece's embedding vector, projected to 2-D along the two directions in which the vectors differ most (PCA). Pieces that play the same role end up close together.",
+       lossAxis: "loss (nats per piece)"},
+  es: {"write-why": "Escribe el comienzo de un refrán: el modelo lee ⏎ y tu texto cortado en piezas de palabra, y predice la pieza siguiente. Paso escribe una pieza con los ajustes de los deslizadores; la misma semilla escribe siempre lo mismo.",
+       step: "Paso: una pieza", "next-why": "Las barras son p = softmax(logits / τ) de la pieza siguiente (␣ es un espacio), la más probable primero. Las azules son el conjunto que top-k y top-p dejan sortear; las grises no pueden salir.",
+       "attention-why": "La fila t es la pieza que mira, la columna s adónde mira; cada fila suma 1. El triángulo gris es el futuro, que la máscara causal oculta. Pasa el ratón o usa las flechas para elegir una fila.",
+       "map-why": "El vector de cada pieza, proyectado en 2-D sobre las dos direcciones en que más difieren (PCA). Las piezas que hacen el mismo papel acaban juntas.",
+       lossAxis: "pérdida (nats por pieza)",
+       about: (d) => `Un modelo de ${d.parameters} parámetros (${V} piezas, C = ${C}, ${H} cabezas, ${N} capas, contexto ${CONTEXT}), ${d.source}. Todo se calcula en esta página, sin red.`,
+       summary: (s) => `Tras «${s.text}» (${s.seen} piezas vistas${s.cut ? `, las últimas ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`},
+};
+if (UNIT !== "character") Object.keys(PIECE_LABELS).forEach(l => Object.assign(LABELS[l], PIECE_LABELS[l]));
 let language = "en";
 const t = (key) => LABELS[language][key];
 const $ = (id) => document.getElementById(id);
-const shown = (c) => c === "\n" ? "⏎" : c === " " ? "␣" : c;
+const shown = (c) => c.replace(/\n/g, "⏎").replace(/ /g, "␣");
 const percent = (p) => (100 * p).toFixed(p < 0.001 && p > 0 ? 2 : 1) + "%";
 const KIND_COLORS = {"vowel": "#d62728", "consonant": "#1f77b4", "punctuation": "#2ca02c", "space or ⏎": "#111",
                      "word piece": "#ff7f0e", "other": "#9467bd"};
@@ -3453,7 +3690,12 @@ function unknownMessage(unknown) {
   return LABELS[language].unknown(named.join(", "), named.length);
 }
 
-const page = {text: "", generator: null, history: [], steps: [], over: false, row: null};
+const page = {text: "", ids: [], generator: null, history: [], steps: [], over: false, row: null};  // ids: of the text
+
+function setText(text) {  // a beginning typed by hand: its ids are encoded once; Step appends to them
+  page.text = text;
+  page.ids = unknownCharacters(text).length ? [] : encode(text);
+}
 
 function settings() {
   return {temperature: +$("temperature").value, top_k: +$("top-k").value, top_p: +$("top-p").value,
@@ -3477,13 +3719,13 @@ function readable() {
 
 function stepOnce() {
   if (!readable()) return false;
-  const result = run(page.text);
-  page.history.push({text: page.text, generator: page.generator.copy(), over: page.over});  // for Undo
+  const result = run(page.ids);
+  page.history.push({text: page.text, ids: page.ids, generator: page.generator.copy(), over: page.over});  // for Undo
   const choice = chooseNext(result.logits, settings(), page.generator);
-  page.steps.push({position: [...page.text].length + 1, window: result.ids, choice});
-  page.row = null;  // the heatmap follows the newest character
+  page.steps.push({position: page.ids.length + 1, window: result.ids, choice});
+  page.row = null;  // the heatmap follows the newest token
   if (choice.id === EOL_ID && DATA.mode !== "stream") page.over = true;
-  else page.text += VOCABULARY[choice.id];
+  else { page.text += VOCABULARY[choice.id]; page.ids = [...page.ids, choice.id]; }
   $("text").value = page.text;
   return !page.over;
 }
@@ -3491,7 +3733,7 @@ function stepOnce() {
 function render(everything = false) {  // everything: also the panels that depend only on the epoch
   $("epoch").value = String(current.epoch);
   if (readable()) {
-    const result = run(page.text);
+    const result = run(page.ids);
     drawBars(result);
     drawAttention(result);
     clearTimeout(page.comparing);
@@ -3508,7 +3750,7 @@ function drawBars(result) {
   const kept = settings().greedy ? 1 : choice.kept, bars = $("bars");
   const text = [...page.text], seen = result.ids.length;
   $("next-summary").textContent = LABELS[language].summary({
-    text: text.length > 24 ? "…" + text.slice(-24).join("") : page.text, seen, cut: text.length + 1 > CONTEXT,
+    text: text.length > 24 ? "…" + text.slice(-24).join("") : page.text, seen, cut: page.ids.length + 1 > CONTEXT,
     entropy: entropyBits(choice.probs).toFixed(2), kept, mass: choice.cumulative[kept - 1].toFixed(3)});
   bars.textContent = "";
   const top = choice.probs[choice.order[0]];
@@ -3650,7 +3892,7 @@ function drawComparison() {
   const head = table.insertRow();
   [t("compareEpoch"), t("compareLoss"), t("compareTop")].forEach(label => { const th = document.createElement("th"); th.textContent = label; head.appendChild(th); });
   DATA.epochs.forEach(e => {
-    const probs = softmax(run(page.text, e).logits.map(a => a / settings().temperature)), order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]);
+    const probs = softmax(run(page.ids, e).logits.map(a => a / settings().temperature)), order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]);
     const row = table.insertRow();
     row.className = e === current ? "current" : "";
     row.insertCell().textContent = e.epoch + (e.best ? " ★" : "");
@@ -3701,7 +3943,7 @@ function setUp() {  // the controls at the run's settings, their events, then th
   for (let h = 0; h < H; h++) $("head").add(new Option(String(h + 1), String(h)));
   wireControls();
   wireHeatmap();
-  page.text = DATA.prompts.find(p => p && !unknownCharacters(p).length) ?? "";
+  setText(DATA.prompts.find(p => p && !unknownCharacters(p).length) ?? "");
   $("text").value = page.text;
   restart();
   translate();
@@ -3712,16 +3954,17 @@ function setUp() {  // the controls at the run's settings, their events, then th
 function wireControls() {
   ["temperature", "top-k", "top-p", "greedy"].forEach(id => $(id).addEventListener("input", () => { showValues(); render(); }));
   $("seed").addEventListener("change", () => { restart(); render(); });
-  $("text").addEventListener("input", () => { page.text = $("text").value.replace(/[\r\n]/g, "").normalize("NFC"); page.row = null; restart(); render(); });
+  $("text").addEventListener("input", () => { setText($("text").value.replace(/[\r\n]/g, "").normalize("NFC")); page.row = null; restart(); render(); });
   $("step").addEventListener("click", () => { stepOnce(); render(); });
   $("finish").addEventListener("click", () => {
-    for (let n = 0; n < DATA.sampling.max_chars && stepOnce(); n++);
+    const start = [...page.text].length;  // until ⏎ or max_chars characters written, as generate() does
+    while ([...page.text].length - start < DATA.sampling.max_chars && stepOnce());
     render();
   });
   $("undo").addEventListener("click", () => {
     const last = page.history.pop();
     if (!last) return;
-    page.text = last.text; page.generator = last.generator; page.over = last.over; page.steps.pop(); page.row = null;
+    page.text = last.text; page.ids = last.ids; page.generator = last.generator; page.over = last.over; page.steps.pop(); page.row = null;
     $("text").value = page.text;
     render();
   });
@@ -3734,17 +3977,17 @@ function wireControls() {
 
 function wireHeatmap() {  // the row that the strip below shows: the mouse's, or moved with the arrow keys
   const heatmap = $("heatmap"), rowAt = (event) => {
-    const T = run(page.text).ids.length, box = heatmap.getBoundingClientRect(), margin = 22 * box.height / (heatmap.clientHeight || box.height);
+    const T = run(page.ids).ids.length, box = heatmap.getBoundingClientRect(), margin = 22 * box.height / (heatmap.clientHeight || box.height);
     return Math.min(T - 1, Math.max(0, Math.floor((event.clientY - box.top - margin) / ((box.height - margin) / T))));
   };
-  heatmap.addEventListener("mousemove", (event) => { if (readable()) { page.row = rowAt(event); drawAttention(run(page.text)); } });
-  heatmap.addEventListener("click", (event) => { if (readable()) { page.row = rowAt(event); drawAttention(run(page.text)); } });
+  heatmap.addEventListener("mousemove", (event) => { if (readable()) { page.row = rowAt(event); drawAttention(run(page.ids)); } });
+  heatmap.addEventListener("click", (event) => { if (readable()) { page.row = rowAt(event); drawAttention(run(page.ids)); } });
   heatmap.addEventListener("keydown", (event) => {
     if (!readable() || !["ArrowUp", "ArrowDown"].includes(event.key)) return;
     event.preventDefault();
-    const T = run(page.text).ids.length;
+    const T = run(page.ids).ids.length;
     page.row = Math.min(T - 1, Math.max(0, (page.row ?? T - 1) + (event.key === "ArrowDown" ? 1 : -1)));
-    drawAttention(run(page.text));
+    drawAttention(run(page.ids));
   });
 }
 
@@ -3755,7 +3998,7 @@ setUp();
 # %% [markdown]
 # ## I. What if, and what the numbers say
 #
-# `--without IDEA` (section 8) trains a model with one idea of the Transformer switched off; the
+# `--without IDEA` (section 9) trains a model with one idea of the Transformer switched off; the
 # run says so in every file it writes, and the checkpoint keeps the switch, so `--generate`,
 # `--chat` and the explorer use the model as it was trained. `python LLM.py --what-if` trains the
 # classroom run once as it is and once without each idea, same seed and same data, into
@@ -3929,7 +4172,7 @@ def what_if_report(results: list[WhatIf], cfg: Config, seconds: float) -> str:
     base = results[0]
     lines = ["# What if: the classroom run with one idea switched off", "",
              f"`python LLM.py --what-if` trained {len(results)} models on `{Path(cfg.data).name}`, same seed and same "
-             f"data, {cfg.epochs} epochs each, in {seconds:.0f} s: once as it is and once without each idea of section 8 "
+             f"data, {cfg.epochs} epochs each, in {seconds:.0f} s: once as it is and once without each idea of section 9 "
              f"of LLM.py. Each folder below holds that run's `table.txt`, `parameters.txt` and `model.pt`: "
              f"`--generate`, `--chat` and `--explorer` use it as it was trained.", "",
              "| run | train loss | validation loss | test loss | words of the corpus | one sample |", "|---|---|---|---|---|---|"]
@@ -4303,20 +4546,37 @@ def prepare_output_dir(path: str) -> Path:
 
 
 
+def vocabulary_in_words(tokenizer: CharTokenizer) -> str:
+    """'73 characters', or '512 pieces (73 characters and 439 merges)'."""
+    if tokenizer.unit == "character":
+        return f"{tokenizer.vocab_size} characters"
+    return (f"{tokenizer.vocab_size} {tokenizer.unit}s ({len(tokenizer.alphabet())} characters and "
+            f"{len(tokenizer.merges)} merges)")
+
+
 def describe_data(data: Data, cfg: Config, log=print):
     """The data lines of the run: mode, sizes, splits, one teacher-forcing example."""
     test_size = len(data.test_split) if data.test_split is not None else 0
-    log(f"data: {cfg.data}: {data.n_chars:,} characters, vocabulary of {data.tokenizer.vocab_size} characters")
+    tokenizer, split = data.tokenizer, data.train_split
+    log(f"data: {cfg.data}: {data.n_chars:,} characters, vocabulary of {vocabulary_in_words(tokenizer)}")
+    if tokenizer.unit != "character":
+        per_token = split.n_chars / split.n_tokens
+        log(f"      {per_token:.2f} characters per {tokenizer.unit} in the training text: a context of {cfg.context} "
+            f"{tokenizer.unit}s holds about {cfg.context * per_token:.0f} characters")
     if data.mode == "line":
         log(f"      line mode ({data.reason}): {len(data.train_split)} lines to train on, {len(data.val_split)} for "
             f"validation, {test_size} for the final test")
+        lengths = split.lengths.float()
+        log(f"      a training sequence is {lengths.mean():.1f} {tokenizer.unit}s long on average, at most "
+            f"{int(lengths.max())} (the context: {cfg.context})")
         if data.truncated:
-            log(f"      note: {data.truncated} lines are longer than the context ({cfg.context}) and were cut")
+            log(f"      note: {data.truncated} lines are longer than the context ({cfg.context} {tokenizer.unit}s) "
+                f"and were cut")
         inputs = data.train_split.inputs[0, :data.train_split.lengths[0]]
         targets = data.train_split.targets[0, :data.train_split.lengths[0]]
     else:
         test_tokens = data.test_split.n_tokens + 1 if data.test_split is not None else 0
-        log(f"      stream mode ({data.reason}): blocks of {data.train_split.n_tokens + 1:,} characters to train on, "
+        log(f"      stream mode ({data.reason}): blocks of {data.train_split.n_tokens + 1:,} {tokenizer.unit}s to train on, "
             f"{data.val_split.n_tokens + 1:,} for validation, {test_tokens:,} for the final test; "
             f"windows of {cfg.context}")
         inputs, targets = (t[0, :min(cfg.context, 60)] for t in data.train_split.windows(0)[0])
@@ -4330,7 +4590,7 @@ def describe_model(model: TransformerLM, cfg: Config, vocab_size: int, device, r
     log(f"model: {count_parameters(model):,} parameters = {parameter_formula(cfg)} "
         f"with V={V}, C={C}, F={d_ff}, N={N} (details: {out / 'parameters.txt'})")
     if cfg.without:
-        log(f"      {without_label(cfg)}: {', '.join(WITHOUT_MEANS[idea] for idea in cfg.without)} (section 8)")
+        log(f"      {without_label(cfg)}: {', '.join(WITHOUT_MEANS[idea] for idea in cfg.without)} (section 9)")
     log(f"device: {device}, attention path: {cfg.attention}, precision: "
         f"{'bf16 autocast' if uses_bf16(cfg, device) else 'fp32'}, optimizer: {cfg.optimizer}"
         + (f"; {ranks.world} processes (DistributedDataParallel), {ranks.world} x {cfg.batch_size} "
@@ -4379,7 +4639,7 @@ def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Pa
 
 
 def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | None = None) -> Finished | None:
-    """The whole run of `python LLM.py`: section 15's story through the run's hooks, then the
+    """The whole run of `python LLM.py`: section 16's story through the run's hooks, then the
     files in which the model explains itself. With `resume` training goes on from that
     checkpoint; with `init_from` it fine-tunes it. None in a torchrun process that writes nothing."""
     setup = set_up_run(cfg, log, resume, init_from)  # device, output folder, data, model
@@ -4400,7 +4660,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     test_loss = None
     if data.test_split is not None:
         test_loss = evaluate(model, data.test_split, cfg.eval_batch, setup.device, hooks.autocast)
-        log(f"test split, never seen in training: {perplexity_report(test_loss)}")
+        log(f"test split, never seen in training: {perplexity_report(test_loss, data.test_split, data.tokenizer.unit)}")
     save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size, data.tokenizer.unit))
     samples = write_samples(model, data, cfg, setup.text, log)
     save_text(out / "table.txt", sampling_table(samples, cfg, data.tokenizer))
@@ -4431,10 +4691,12 @@ def start_from_checkpoint(cfg: Config, text: str, device, log, resume: Path | No
         old_size = tokenizer.vocab_size
         model, tokenizer, added = extend_vocabulary(model, tokenizer, text, cfg)
         log(f"fine-tuning {init_from} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}) on "
-            f"{cfg.data}, writing into {cfg.out}/ ({init_from} stays as it is): the {old_size} known characters "
-            f"keep their weights; "
-            + (f"{len(added)} new ones get new embedding and output rows: {name_chars(added)}" if added
-               else "no new characters"))
+            f"{cfg.data}, writing into {cfg.out}/ ({init_from} stays as it is): the {old_size} known "
+            f"{tokenizer.unit}s keep their weights; "
+            + (f"{len(added)} new characters get new embedding and output rows: {name_chars(added)}" if added
+               else "no new characters")
+            + (f"; the {len(tokenizer.merges)} merges stay those learned on the first text: the new text is cut "
+               f"into the same pieces (its new characters stay single)" if tokenizer.unit != "character" else ""))
         return model, tokenizer, None
     unknown = tokenizer.unknown(text)
     if unknown:
@@ -4507,7 +4769,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, data_file: str | None, lo
         f"in {data.mode} mode, split with seed {trained_cfg.seed}")
     for name, split in (("validation", data.val_split), ("test", data.test_split)):
         loss = evaluate(model, split, cfg.eval_batch, device, DeviceHooks(trained_cfg, device).autocast)
-        log(f"{name:>10} ({split.n_tokens:,} characters): {perplexity_report(loss)}")
+        size = (f"{split.n_tokens:,} characters" if tokenizer.unit == "character"
+                else f"{split.n_tokens:,} {tokenizer.unit}s = {split.n_chars:,} characters")
+        log(f"{name:>10} ({size}): {perplexity_report(loss, split, tokenizer.unit)}")
 
 
 def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint: Path, log=print):
@@ -4619,6 +4883,8 @@ def main(argv=None) -> int:
         typed = vars(build_parser(defaults=False).parse_args(argv))
         explicit = set(typed) & {f.name for f in fields(Config)}
         cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
+        if "vocab_size" in explicit and cfg.tokenizer != "bpe" and not (args.resume or args.init_from):
+            raise UserError("--vocab-size sets how many pieces --tokenizer bpe learns: add --tokenizer bpe")
         checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
         if args.chat_log and not args.chat:
             raise UserError("--chat-log works only with --chat")

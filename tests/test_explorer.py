@@ -91,7 +91,7 @@ def test_snapshot_epochs_fit_the_budget_evenly_with_the_first_and_the_last():
 def test_a_page_of_the_presets_fits_its_size(preset, limit):
     """The page of each preset's model with every snapshot its budget keeps, none of them the best."""
     cfg = LLM.config_of({}, preset)
-    tokenizer = LLM.CharTokenizer.learn((ROOT / "refranes.txt").read_text(encoding="utf-8"), cfg)
+    tokenizer = LLM.CharTokenizer.learn((ROOT / "refranes.txt").read_text(encoding="utf-8"), [], cfg)
     torch.manual_seed(0)
     model = LLM.TransformerLM(tokenizer.vocab_size, cfg)
     half = {k: v.half() for k, v in model.state_dict().items()}

@@ -321,7 +321,7 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 @pytest.mark.parametrize("kind", ["Adam", "FastAdam"])
 def test_the_hand_written_adam_takes_torch_optims_steps(optimizer, kind):
-    """Adam's formula as section 11 writes it (one tensor at a time), and FastAdam (all tensors
+    """Adam's formula as section 12 writes it (one tensor at a time), and FastAdam (all tensors
     at once, what training runs), against torch.optim's Adam / AdamW over 30 steps with a
     changing learning rate."""
     cfg = tiny_config(optimizer=optimizer, weight_decay=0.3)

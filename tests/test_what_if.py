@@ -1,4 +1,4 @@
-"""Section 8's --without switches, --what-if (part I of the appendix), and the sentences a run
+"""Section 9's --without switches, --what-if (part I of the appendix), and the sentences a run
 prints about its own numbers.
 
 Each switch is proven to remove exactly its idea: with it the model computes what the formula
@@ -122,7 +122,7 @@ def test_the_printed_run_names_the_switch_and_explains_its_numbers(maskless_run,
     out = maskless_run.parent / "printed"
     assert LLM.main(TINY_ARGV + ["--epochs", "1", "--without", "scaling", "--pictures", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "without scaling: no division by sqrt(d_k) in attention (section 8)" in printed
+    assert "without scaling: no division by sqrt(d_k) in attention (section 9)" in printed
     before = re.search(r"before training: validation loss ([\d.]+); a model that knows nothing and guesses all (\d+) "
                        r"characters evenly scores ln \2 = ([\d.]+)", printed)
     assert before and float(before.group(3)) == pytest.approx(math.log(int(before.group(2))), abs=1e-3)
