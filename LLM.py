@@ -2955,10 +2955,59 @@ def evolution_film(run: Finished) -> list[Drawing]:
 
 TEXT_FILES = {"parameters.txt": "every parameter tensor: its shape, count and role, the formulas that give the counts, "
                                 "and statistics of each tensor after training",
+              "tokens.txt": "the vocabulary: how often each token occurs, the first merges of word pieces (section 3) "
+                            "with their counts, and proverbs cut into their tokens",
               "table.txt": "every character the model wrote for the samples: what it saw, its top candidates with "
                            "their probabilities, the random draw and the choice",
               "model.pt": "the checkpoint (best epoch): weights, settings and vocabulary; not kept in git, use it "
                           "with `python LLM.py --chat`, `--generate`, `--eval` or `--resume`"}
+
+
+def cut(tokenizer: CharTokenizer, text: str) -> str:
+    """'No | ␣hay | ␣mal': a text as its tokens, each shown with its visible spaces."""
+    return " | ".join(show(tokenizer.token_text(i)) for i in tokenizer.encode(text))
+
+
+def tokens_in_words(data: Data) -> str:
+    """The gallery's two sentences about tokens.txt, with this run's numbers."""
+    tokenizer, split = data.tokenizer, data.train_split
+    example = pick_example(data.train_text, 40)
+    if tokenizer.unit == "character":
+        return (f"Every one of the {tokenizer.vocab_size} characters of the text is a token, so \u201c{example}\u201d is "
+                f"{len(tokenizer.encode(example))} tokens. The file counts how often each one occurs; `--tokenizer bpe` "
+                "learns word pieces instead (section 3 of LLM.py), and the file then lists the merges it learned.")
+    merges = list(tokenizer.merges)
+    first = ", ".join(f"'{show(tokenizer.token_text(a))}' + '{show(tokenizer.token_text(b))}'" for a, b in merges[:3])
+    return (f"Starting from the {len(tokenizer.alphabet())} characters, byte-pair encoding merged the most frequent "
+            f"pair of the training text {len(merges)} times (first {first}), for {tokenizer.vocab_size} {tokenizer.unit}s "
+            f"of {split.n_chars / split.n_tokens:.2f} characters on average. So \u201c{example}\u201d is "
+            f"{len(tokenizer.encode(example))} {tokenizer.unit}s, {cut(tokenizer, example)}, where the characters "
+            f"would be {len(example)}.")
+
+
+def tokens_report(data: Data) -> str:
+    """The text of tokens.txt: the vocabulary and its counts, the first 30 merges, proverbs cut."""
+    tokenizer, split = data.tokenizer, data.train_split
+    counts, merges = token_counts(data), list(tokenizer.merges)
+    heading = f"THE {tokenizer.vocab_size} TOKENS OF THIS RUN ({tokenizer.kind} tokenizer, section {2 if not merges else 3} of LLM.py)"
+    out = [heading, "=" * len(heading), f"Vocabulary: {vocabulary_in_words(tokenizer)}; "
+           f"{split.n_chars / split.n_tokens:.2f} characters per token in the training text. ⏎ = end of line, ␣ = space.", ""]
+    if merges:
+        out += [f"THE FIRST {min(30, len(merges))} MERGES, in the order they were learned: the most frequent adjacent pair "
+                "of the training words", "at that moment (count), merged into one new piece", "",
+                f"  {'rank':>4}  {'pair':<22} {'piece':<14} {'count':>7}"]
+        out += [f"  {rank:>4}  {repr(show(tokenizer.token_text(a))) + ' + ' + repr(show(tokenizer.token_text(b))):<22} "
+                f"{repr(show(tokenizer.token_text(a) + tokenizer.token_text(b))):<14} {count:>7,}"
+                for rank, ((a, b), count) in enumerate(zip(merges[:30], tokenizer.counts), 1)]
+        out.append("")
+    out += ["PROVERBS CUT INTO TOKENS (the first trained on, the others held out: never seen by the merges)", ""]
+    for line in [pick_example(data.train_text, 40)] + data.held_out_text[:2]:
+        out += [f"  {line}", f"  {cut(tokenizer, line)}", f"  {len(line)} characters -> {len(tokenizer.encode(line))} tokens", ""]
+    out += ["THE TOKENS, MOST FREQUENT FIRST (occurrences in the training text)", ""]
+    ranked = sorted(range(tokenizer.vocab_size), key=lambda i: (-counts[i], i))
+    out += ["  " + "   ".join(f"{repr(show(tokenizer.token_text(i)))} {counts[i]:,}" for i in ranked[row:row + 6])
+            for row in range(0, len(ranked), 6)]
+    return "\n".join(out) + "\n"
 
 
 def gallery(run: Finished, drawings: list[Drawing]) -> str:
@@ -2972,6 +3021,8 @@ def gallery(run: Finished, drawings: list[Drawing]) -> str:
     for d in drawings:
         shown = f"![{d.title}]({d.file})" if d.file.endswith((".png", ".gif")) else f"Open [{d.file}]({d.file})."
         lines += [f"## {d.title}", "", shown, "", d.text, ""]
+    lines += [f"## tokens.txt: how the text was cut into {data.tokenizer.unit}s", "", "Open [tokens.txt](tokens.txt).", "",
+              tokens_in_words(data), ""]
     # model.pt is not kept in git, so it is named but not linked: every link must lead somewhere
     listed = [(f"- `{name}`" if name == "model.pt" else f"- [{name}]({name})") + f": {what}."
               for name, what in TEXT_FILES.items()]
@@ -2984,7 +3035,7 @@ def write_pictures_and_gallery(run: Finished, log=print) -> list[Drawing]:
     drawings = [d for name, draw in PICTURES.items() if wanted(run.setup.cfg, name) for d in draw(run)]
     save_text(run.setup.out / "README.md", gallery(run, drawings))
     log(f"wrote {run.setup.out}/: model.pt (epoch {run.best['epoch']}, best validation loss "
-        f"{run.best['val_loss']:.3f}), parameters.txt, table.txt" + "".join(f", {d.named or d.file}" for d in drawings)
+        f"{run.best['val_loss']:.3f}), parameters.txt, table.txt, tokens.txt" + "".join(f", {d.named or d.file}" for d in drawings)
         + f" and README.md, the gallery ({time.perf_counter() - started:.1f} s for the pictures after training)")
     return drawings
 
@@ -4664,6 +4715,7 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size, data.tokenizer.unit))
     samples = write_samples(model, data, cfg, setup.text, log)
     save_text(out / "table.txt", sampling_table(samples, cfg, data.tokenizer))
+    save_text(out / "tokens.txt", tokens_report(data))
     finished = Finished(setup, history, test_loss, epochs, hooks.snapshots, samples, hooks.untrained_loss)
     finished.drawings = write_pictures_and_gallery(finished, log)
     return finished
@@ -4847,7 +4899,7 @@ def check_not_an_output(cfg: Config):
                         f"or give another --out")
 
 
-OUTPUT_TEXTS = ("parameters.txt", "table.txt", "README.md")  # the text files a run writes
+OUTPUT_TEXTS = ("parameters.txt", "table.txt", "tokens.txt", "README.md")  # the text files a run writes
 
 
 def in_notebook() -> bool:

@@ -5,6 +5,7 @@
     python tests/benchmark.py --quick    the same rows, shorter and smaller (under a minute)
     python tests/benchmark.py --device cuda
     python tests/benchmark.py --screenshot tests/explorer.png   also the README's picture of explorer.html
+    python tests/benchmark.py --tokenizers   only the comparison of characters and word pieces (15 to 20 minutes)
 
 Every speed is printed next to two references measured in the same run, on the same machine,
 with the same batch and context, in interleaved rounds, so the ratios mean something on a
@@ -29,6 +30,10 @@ Rows:
   generate              characters per second for one sample, and the time of one step with
                         1 and with `context` characters of history (what a key/value cache
                         could save)
+  tokenizers            (--tokenizers) the classroom and the longer run with characters and with
+                        word pieces of 256, 512 and 1024: wall time, bits per character on the
+                        test split, the share of corpus words in 60 samples, two samples; and
+                        the seconds to learn 500 merges on the proverbs
   explorer              explorer.html of each run: its size, the seconds the run spends writing
                         it, and in headless Chromium (when one is found) the time to the first
                         panel drawn and of one next-character update at the full context;
@@ -322,6 +327,57 @@ def corpus_run_rows(folder: Path, longer: bool) -> list[tuple[str, str]]:
     return rows
 
 
+TOKENIZER_RUNS = [("characters", []), ("pieces, 256", ["--tokenizer", "bpe", "--vocab-size", "256"]),
+                  ("pieces, 512", ["--tokenizer", "bpe", "--vocab-size", "512"]),
+                  ("pieces, 1024", ["--tokenizer", "bpe", "--vocab-size", "1024"])]
+
+
+def sixty_samples(checkpoint: Path) -> tuple[int, int, list[str]]:
+    """(corpus words, words, samples): 10 samples from each of the 6 default beginnings, with the
+    run's sampling settings and seed, and the share of their words that are words of the corpus."""
+    model, tokenizer, cfg, _ = LLM.load_checkpoint(checkpoint, "cpu")
+    generator, samples = torch.Generator().manual_seed(cfg.seed), []
+    for prompt in cfg.prompts:
+        for _ in range(10):
+            samples.append(LLM.Sample(prompt, LLM.generate(model, tokenizer, prompt, LLM.Sampling.of(cfg), generator),
+                                      "", []))
+    known, written = LLM.corpus_word_share(samples, LLM.text_lines(LLM.read_text(ROOT / "refranes.txt")))
+    return known, written, [s.text for s in samples]
+
+
+def merges_seconds(n: int = 500) -> float:
+    """Seconds to learn n merges on the training lines of refranes.txt (median of 3)."""
+    text = LLM.read_text(ROOT / "refranes.txt")
+    train_lines = LLM.split_lines(LLM.text_lines(text), 0.1, 1337, 0.1)[0]
+    cfg = LLM.Config(tokenizer="bpe", vocab_size=LLM.CharTokenizer(text).vocab_size + n)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        learned = LLM.BPETokenizer.learn(text, train_lines, cfg)
+        times.append(time.perf_counter() - start)
+    assert len(learned.merges) == n
+    return statistics.median(times)
+
+
+def tokenizer_rows(folder: Path, longer: bool) -> list[tuple[str, str]]:
+    """The classroom (and longer) run with characters and with word pieces, side by side."""
+    rows = [(f"tokenizers: learn 500 merges on the training proverbs", f"{merges_seconds():.2f} s (median of 3)")]
+    presets = [("classroom", [])] + ([("longer", LONGER_RUN)] if longer else [])
+    for preset, preset_argv in presets:
+        for name, argv in TOKENIZER_RUNS:
+            out_dir = folder / f"tokens-{preset}-{name.replace(', ', '')}"
+            seconds, peak, out = run_llm_measured(preset_argv + argv + ["--out", str(out_dir), "--pictures"])
+            test = re.search(r"test split, never seen in training: (.+)", out).group(1)
+            bits = re.search(r"([\d.]+) bits/char", test).group(1)
+            per = re.search(r"\(([\d.]+) characters per", test)
+            known, written, samples = sixty_samples(out_dir / "model.pt")
+            rows.append((f"tokenizers: {preset}, {name}",
+                         f"{seconds:.1f} s wall, test {bits} bits/char" + (f" ({per.group(1)} characters per piece)" if per else "")
+                         + f", {known} of {written} words in the corpus ({known / written:.0%}) in 60 samples; "
+                         f"'{samples[10]}' / '{samples[20]}'"))
+    return rows
+
+
 def explorer_write_seconds(folder: Path) -> float:
     """The seconds write_explorer takes for this run's page: the same model, snapshots and history,
     read back from the page and the checkpoint (median of 3)."""
@@ -441,6 +497,8 @@ def main():
     parser.add_argument("--all-shapes", action="store_true", help="also the GPU shape on a CPU (slow)")
     parser.add_argument("--screenshot", type=Path, metavar="FILE",
                         help="save the classroom run's explorer.html at 1280x720 as FILE (a PNG)")
+    parser.add_argument("--tokenizers", action="store_true",
+                        help="only the comparison of characters and word pieces (with --quick: the classroom run only)")
     parser.add_argument("--compile", action="store_true",
                         help="also LLM.py under torch.compile (always on a GPU; on a CPU it compiles for about 40 s)")
     args = parser.parse_args()
@@ -457,6 +515,10 @@ def main():
             ("date", time.strftime("%Y-%m-%d"))]
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
+        if args.tokenizers:
+            rows += tokenizer_rows(folder, longer=not args.quick)
+            print_rows(rows)
+            return
         rows += corpus_run_rows(folder, longer=not args.quick)
         rows += explorer_rows([("classroom", folder / "outputs0")] + ([] if args.quick else [("longer", folder / "outputs1")]),
                               args.screenshot)
@@ -469,6 +531,10 @@ def main():
             rows.append(("train, nanoGPT GPU shape", "skipped on a CPU (--all-shapes to run it anyway)"))
         rows.append(tokenize_row(10 if args.quick else 100, folder))
         rows += generate_rows(device)
+    print_rows(rows)
+
+
+def print_rows(rows: list[tuple[str, str]]):
     width = max(len(label) for label, _ in rows)
     print(f"{'measure':<{width}}  result")
     print("-" * (width + 60))

@@ -73,6 +73,16 @@ def tiny_run(tmp_path_factory):
     return run_into(tmp_path_factory, "run", TINY_RUN)
 
 
+# The same run with word pieces (section 3): 120 tokens, the 600 proverbs' characters and merges.
+BPE_RUN = TINY_RUN + ["--tokenizer", "bpe", "--vocab-size", "120"]
+
+
+@pytest.fixture(scope="session")
+def bpe_run(tmp_path_factory):
+    """The output folder of the tiny run with word pieces (BPE_RUN), shared like tiny_run."""
+    return run_into(tmp_path_factory, "bpe", BPE_RUN)
+
+
 @pytest.fixture
 def trained(tiny_run):
     """The checkpoint of the shared tiny run (3 epochs on the proverbs)."""

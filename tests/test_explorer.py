@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import LLM
-from conftest import ROOT, one_line_error
+from conftest import PROVERBS, ROOT, one_line_error
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -401,3 +401,51 @@ def test_the_readme_tells_what_the_classroom_page_shows_for_no_hay():
     expected = LLM.generate(models[data["best_epoch"]], LLM.CharTokenizer(vocabulary), "No hay",
                             LLM.Sampling.of(cfg), torch.Generator().manual_seed(1337))
     assert " ".join(written.split()) == expected  # the README wraps its lines
+
+
+# --- word pieces (section 3) ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def opened_bpe(browser, bpe_run):
+    tab = Opened(browser, bpe_run / "explorer.html")
+    yield tab
+    tab.context.close()
+
+
+def test_the_page_cuts_text_into_the_same_pieces_as_python(opened_bpe, bpe_run):
+    _, tokenizer, _, _ = LLM.load_checkpoint(bpe_run / "model.pt", "cpu")
+    assert tokenizer.kind == "bpe" and len(tokenizer.merges) > 0
+    lines = LLM.text_lines(PROVERBS.read_text(encoding="utf-8"))
+    lines += ["Quién  dos  espacios, y tres.", " empieza con espacio", "a", ""]  # characters of the 600 only
+    page = opened_bpe.js("lines => lines.map(l => explorer.encode(l))", lines)
+    assert page == [tokenizer.encode(line) for line in lines]
+
+
+def test_a_bpe_page_computes_and_writes_what_pytorch_does(opened_bpe, bpe_run):
+    model, tokenizer, cfg, _ = LLM.load_checkpoint(bpe_run / "model.pt", "cpu")
+    for text in TEXTS:
+        with torch.no_grad():
+            logits = model(torch.tensor([window(tokenizer, cfg, text)]))[0, -1]
+        assert (torch.tensor(opened_bpe.js("t => explorer.logits(t)", text)) - logits).abs().max() < 1e-4, text
+    for prompt, seed in (("No hay", 1337), ("", 3), ("Quien", 5)):
+        sampling = LLM.Sampling(1.0, 0, 1.0, False, 40)
+        expected = LLM.generate(model, tokenizer, prompt, sampling, torch.Generator().manual_seed(seed))
+        written = opened_bpe.js("([t, o]) => explorer.generate(t, o)",
+                                [prompt, dict(seed=seed, temperature=1.0, top_k=0, top_p=1.0, max_chars=40)])
+        assert written == expected, prompt
+
+
+def test_a_bpe_page_steps_one_piece_at_a_time_and_labels_pieces(opened_bpe, bpe_run):
+    page = opened_bpe
+    assert page.js("document.getElementById('text').value") == "No hay"
+    assert "piece" in page.js("document.querySelector('[data-t=write-why]').textContent")
+    page.page.click("#greedy")
+    page.page.click("#step")
+    model, tokenizer, cfg, _ = LLM.load_checkpoint(bpe_run / "model.pt", "cpu")
+    with torch.no_grad():
+        best = int(model(torch.tensor([window(tokenizer, cfg, "No hay")]))[0, -1].argmax())
+    assert page.js("document.getElementById('text').value") == "No hay" + tokenizer.token_text(best)
+    page.page.click("#undo")
+    page.page.click("#greedy")
+    assert page.js("document.getElementById('text').value") == "No hay"
+    assert page.problems == [] and all(r.startswith("file:") for r in page.requests)
