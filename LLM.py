@@ -21,14 +21,14 @@
 # | letter | meaning |
 # |---|---|
 # | B | batch size: sequences processed together |
-# | T | sequence length: tokens (here characters) in one sequence, at most `context` |
+# | T | sequence length: tokens (characters, or section 3's word pieces) in one sequence, at most `context` |
 # | C | model width $d_{model}$: the numbers that represent one token at one position |
 # | H | attention heads per layer; $D = C / H$ is the width of one head |
 # | F | hidden width of the feed-forward block, $d_{ff}$ |
-# | V | vocabulary size: the distinct tokens the model knows (here characters) |
+# | V | vocabulary size: the distinct tokens the model knows (characters, or pieces) |
 
 # %%
-"""LLM.py: a small character-level Transformer that learns Spanish proverbs, in one file (python LLM.py --help)."""
+"""LLM.py: a small Transformer that learns Spanish proverbs, character by character (or in word pieces), in one file (python LLM.py --help)."""
 from __future__ import annotations
 
 import contextlib
@@ -60,7 +60,8 @@ class UserError(Exception):
 # The defaults are the classroom run: three passes over the 4,887 proverbs of `refranes.txt`,
 # small enough to train in seconds on a laptop CPU, big enough to learn to spell most Spanish
 # words. The model has about 110 thousand parameters (`outputs/parameters.txt` accounts for
-# every one). `--preset longer` is a bigger model trained for 16 epochs, to run before class.
+# every one). `--preset longer` is a bigger model trained for 16 epochs, to run before class;
+# `--preset pieces` is the classroom run in section 3's word pieces.
 
 # %%
 def setting(default, help: str, flag: str | None = None):
@@ -238,11 +239,12 @@ class CharTokenizer:
 # UTF-8 instead (*byte-level*): any text at all can be encoded, with no unknown character, at
 # the price of accented letters being two bytes that have to be merged back into one.
 #
-# What it costs and buys: a piece is about 2.6 characters, so a context of 80 tokens now holds
-# about 200 characters and an epoch has fewer, shorter sequences; but V grows from 73 to 512,
-# and with it the embedding table and the head, and each piece is seen less often. The loss is
-# then per piece: divided by the characters the pieces stand for (bits per character, section
-# 10) it compares with the character model's. `--tokenizer bpe --vocab-size 512` trains with it.
+# What it costs and buys: at 512 pieces a piece of the proverbs is about 2.4 characters, so a
+# context of 80 tokens holds about 190 characters and the sequences of an epoch are shorter; but
+# V grows from 73 to 512, and with it the embedding table and the head, and each piece is seen
+# less often. The loss is then per piece: divided by the characters the pieces stand for (bits
+# per character, section 10) it compares with the character model's. `--tokenizer bpe
+# --vocab-size 512` trains with it; the README measures both side by side.
 
 # %%
 WORD = re.compile(r" ?\w+| ?[^\w\s]+|\s")  # a word and the space before it, signs (and their space), one blank
@@ -284,6 +286,7 @@ class BPETokenizer(CharTokenizer):
 
     @classmethod
     def learn(cls, text: str, train_lines: list[str], cfg: Config) -> "BPETokenizer":
+        """The characters of the whole text, then merges of the training words' pairs up to cfg.vocab_size."""
         tokenizer = cls(text)
         counted = Counter(word for line in train_lines for word in WORD.findall(line))  # word -> how often
         spelled, often = [[tokenizer.ids[c] for c in word] for word in counted], list(counted.values())
@@ -292,8 +295,10 @@ class BPETokenizer(CharTokenizer):
             for pair in zip(ids, ids[1:]):
                 pairs[pair] += n
                 holders[pair].add(w)
-        while tokenizer.vocab_size < cfg.vocab_size and pairs and max(pairs.values()) > 1:
+        while tokenizer.vocab_size < cfg.vocab_size and pairs:
             top = max(pairs.values())
+            if top < 2:  # a pair seen once: merging it would only learn that one word by heart
+                break
             best = min(pair for pair, n in pairs.items() if n == top)  # the most frequent; ties: smaller ids
             new = tokenizer.add_merge(best, top)
             for w in holders.pop(best):  # only the words that hold the pair change: recount theirs
@@ -309,6 +314,7 @@ class BPETokenizer(CharTokenizer):
         return tokenizer
 
     def encode_word(self, word: str) -> list[int]:
+        """The word's characters, merged while a learned pair is left, the earliest learned first."""
         if word not in self.cache:
             ids = [self.ids[c] for c in word]
             while learned := [pair for pair in zip(ids, ids[1:]) if pair in self.merges]:
@@ -318,7 +324,7 @@ class BPETokenizer(CharTokenizer):
         return self.cache[word]
 
     def encode(self, text: str) -> list[int]:
-        super().encode(text)  # names any character outside the vocabulary
+        super().encode(text)  # only to name any character outside the vocabulary
         return [i for word in WORD.findall(text) for i in self.encode_word(word)]
 
     @property
@@ -336,8 +342,10 @@ class BPETokenizer(CharTokenizer):
     @classmethod
     def from_dict(cls, stored: dict) -> "BPETokenizer":
         chars, merges, counts = CharTokenizer.from_dict(stored).chars, stored.get("merges"), stored.get("counts")
+        if not isinstance(merges, list):
+            raise ValueError("no list of merges")
         known = set(chars)
-        for pair in merges if isinstance(merges, list) else [None]:
+        for pair in merges:
             if not (isinstance(pair, list) and len(pair) == 2 and all(p in known and p != EOL for p in pair)):
                 raise ValueError(f"merge {pair!r}: not two earlier pieces (none of them the end of line)")
             known.add(pair[0] + pair[1])
@@ -2302,6 +2310,7 @@ def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer)
            "them up. Kept candidates are marked with *. To sample, draw u in [0, 1), multiply it by",
            "the kept mass, and take the first kept candidate whose cum p is above that number.",
            f"Entropy H = -sum p log2 p over all {tokenizer.unit}s, in bits: 0 = certain.", ""]
+    width = min(12, max(4, *(len(tokenizer.token_text(i)) for i in range(tokenizer.vocab_size))))  # the widest token
     for n, sample in enumerate(samples, 1):
         out += [f"SAMPLE {n}: prompt \"{sample.prompt}\"", f"result: {sample.text}", "=" * 72]
         for pick in sample.picks:
@@ -2310,8 +2319,9 @@ def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer)
             shown = min(len(c.probs), max(c.kept + 2 if c.kept < len(c.probs) else 10, chosen_rank))
             kept_mass, entropy = float(c.cumulative[c.kept - 1]), float(-(c.probs * torch.log2(c.probs.clamp_min(1e-30))).sum())
             out += [f"step {pick.position - len(sample.prompt):>3} | position {pick.position:>3} | context: "
-                    f"{show(tokenizer.decode(pick.window))}", "      rank  char        logit        p    cum p"]
-            out += [f"    {'*' if rank <= c.kept else ' '} {rank:>4}  {show(text(i)):<4} {float(c.logits[i]):>11.3f} "
+                    f"{show(tokenizer.decode(pick.window))}",
+                    f"      rank  {'char' if width == 4 else tokenizer.unit:<{width}}        logit        p    cum p"]
+            out += [f"    {'*' if rank <= c.kept else ' '} {rank:>4}  {show(text(i)):<{width}} {float(c.logits[i]):>11.3f} "
                     f"{float(c.probs[i]):>8.4f} {float(cum):>8.4f}"
                     for rank, (i, cum) in enumerate(zip(c.order[:shown], c.cumulative[:shown]), 1)]
             draw = ("greedy: the most likely" if c.u is None else
@@ -2955,10 +2965,10 @@ def evolution_film(run: Finished) -> list[Drawing]:
 
 TEXT_FILES = {"parameters.txt": "every parameter tensor: its shape, count and role, the formulas that give the counts, "
                                 "and statistics of each tensor after training",
-              "tokens.txt": "the vocabulary: how often each token occurs, the first merges of word pieces (section 3) "
-                            "with their counts, and proverbs cut into their tokens",
               "table.txt": "every character the model wrote for the samples: what it saw, its top candidates with "
                            "their probabilities, the random draw and the choice",
+              "tokens.txt": "the vocabulary: how often each token occurs, the first merges of word pieces (section 3) "
+                            "with their counts, and proverbs cut into their tokens",
               "model.pt": "the checkpoint (best epoch): weights, settings and vocabulary; not kept in git, use it "
                           "with `python LLM.py --chat`, `--generate`, `--eval` or `--resume`"}
 
@@ -3000,7 +3010,11 @@ def tokens_report(data: Data) -> str:
                 f"{repr(show(tokenizer.token_text(a) + tokenizer.token_text(b))):<14} {count:>7,}"
                 for rank, ((a, b), count) in enumerate(zip(merges[:30], tokenizer.counts), 1)]
         out.append("")
-    out += ["PROVERBS CUT INTO TOKENS (the first trained on, the others held out: never seen by the merges)", ""]
+    else:
+        out += ["One character is one token. `--tokenizer bpe` learns word pieces instead (section 3 of LLM.py), and",
+                "this file then lists the merges it learned.", ""]
+    out += ["PROVERBS CUT INTO TOKENS (the first trained on, the others held out"
+            + (": never seen by the merges)" if merges else ")"), ""]
     for line in [pick_example(data.train_text, 40)] + data.held_out_text[:2]:
         out += [f"  {line}", f"  {cut(tokenizer, line)}", f"  {len(line)} characters -> {len(tokenizer.encode(line))} tokens", ""]
     out += ["THE TOKENS, MOST FREQUENT FIRST (occurrences in the training text)", ""]
@@ -3015,7 +3029,7 @@ def gallery(run: Finished, drawings: list[Drawing]) -> str:
     data, cfg = run.setup.data, run.setup.cfg
     lines = ["# What the model wrote: a gallery", "",
              f"Written by `python LLM.py` on `{Path(cfg.data).name}`: {data.n_chars:,} characters read in {data.mode} "
-             f"mode, a model of {count_parameters(run.setup.model):,} parameters"
+             f"mode{'' if data.tokenizer.unit == 'character' else ', cut into ' + vocabulary_in_words(data.tokenizer)}, a model of {count_parameters(run.setup.model):,} parameters"
              + (f" **{without_label(cfg)}**" if cfg.without else "") + f", {len(run.history)} epochs. Every "
              f"file below is rebuilt by each run; the same seed on the same machine gives the same files.", ""]
     for d in drawings:
@@ -3306,6 +3320,8 @@ button:disabled { opacity: 0.45; cursor: default; }
 #seed { width: 7em; font: inherit; }
 output { font-weight: 600; font-variant-numeric: tabular-nums; }
 .row { display: grid; grid-template-columns: 2.4em 1fr 4.2em; align-items: center; gap: 6px; height: 21px; font-size: 14px; }
+.pieces .row { grid-template-columns: 5.2em 1fr 4.2em; }
+.pieces .row .char { text-align: left; padding-left: 6px; }
 .row .char { font: 16px ui-monospace, Menlo, Consolas, monospace; text-align: center; }
 .row .track { background: #f0f1f4; height: 15px; border-radius: 3px; overflow: hidden; }
 .row .fill { display: block; height: 100%; background: var(--kept); }
@@ -3718,12 +3734,12 @@ const PIECE_LABELS = {  // the texts that change when a token is a word piece (s
        step: "Step: one piece", "next-why": "The bars are p = softmax(logits / τ) for the next piece (␣ is a space), the likeliest first. Blue bars are the kept set that top-k and top-p leave to draw from; grey ones cannot be drawn.",
        "attention-why": "Row t is the piece that looks, column s where it looks; each row adds up to 1. The grey triangle is the future, which the causal mask hides. Hover or use the arrow keys to pick a row.",
        "map-why": "Every piece's embedding vector, projected to 2-D along the two directions in which the vectors differ most (PCA). Pieces that play the same role end up close together.",
-       lossAxis: "loss (nats per piece)"},
+       lossAxis: "loss (nats per piece)", "write-read": "Read sections 3 (word pieces) and 15 (writing) of LLM.py."},
   es: {"write-why": "Escribe el comienzo de un refrán: el modelo lee ⏎ y tu texto cortado en piezas de palabra, y predice la pieza siguiente. Paso escribe una pieza con los ajustes de los deslizadores; la misma semilla escribe siempre lo mismo.",
        step: "Paso: una pieza", "next-why": "Las barras son p = softmax(logits / τ) de la pieza siguiente (␣ es un espacio), la más probable primero. Las azules son el conjunto que top-k y top-p dejan sortear; las grises no pueden salir.",
        "attention-why": "La fila t es la pieza que mira, la columna s adónde mira; cada fila suma 1. El triángulo gris es el futuro, que la máscara causal oculta. Pasa el ratón o usa las flechas para elegir una fila.",
        "map-why": "El vector de cada pieza, proyectado en 2-D sobre las dos direcciones en que más difieren (PCA). Las piezas que hacen el mismo papel acaban juntas.",
-       lossAxis: "pérdida (nats por pieza)",
+       lossAxis: "pérdida (nats por pieza)", "write-read": "Lee las secciones 3 (piezas de palabra) y 15 (escribir) de LLM.py.",
        about: (d) => `Un modelo de ${d.parameters} parámetros (${V} piezas, C = ${C}, ${H} cabezas, ${N} capas, contexto ${CONTEXT}), ${d.source}. Todo se calcula en esta página, sin red.`,
        summary: (s) => `Tras «${s.text}» (${s.seen} piezas vistas${s.cut ? `, las últimas ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`},
 };
@@ -3824,10 +3840,12 @@ function heatColor(w) {  // viridis, as the attention pictures
   return stops[i].map((a, j) => Math.round(a + f * (stops[i + 1][j] - a)));  // [r, g, b]
 }
 
+const HEATMAP_MARGIN = MERGES.size ? 48 : 22;  // pixels for the labels; word pieces need more
+
 function drawAttention(result) {
   const layer = +$("layer").value, head = +$("head").value, weights = result.attention[layer][head];
   const T = result.ids.length, canvas = $("heatmap"), ratio = window.devicePixelRatio || 1;
-  const size = canvas.clientWidth || 400, margin = 22;
+  const size = canvas.clientWidth || 400, margin = HEATMAP_MARGIN;
   canvas.width = size * ratio; canvas.height = size * ratio;
   const g = canvas.getContext("2d");
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
@@ -3992,6 +4010,7 @@ function setUp() {  // the controls at the run's settings, their events, then th
   DATA.epochs.forEach(e => $("epoch").add(new Option(e.epoch + (e.best ? " ★" : ""), String(e.epoch))));
   for (let n = 0; n < N; n++) $("layer").add(new Option(String(n + 1), String(n)));
   for (let h = 0; h < H; h++) $("head").add(new Option(String(h + 1), String(h)));
+  document.body.classList.toggle("pieces", MERGES.size > 0);  // word pieces: wider labels
   wireControls();
   wireHeatmap();
   setText(DATA.prompts.find(p => p && !unknownCharacters(p).length) ?? "");
@@ -4028,7 +4047,7 @@ function wireControls() {
 
 function wireHeatmap() {  // the row that the strip below shows: the mouse's, or moved with the arrow keys
   const heatmap = $("heatmap"), rowAt = (event) => {
-    const T = run(page.ids).ids.length, box = heatmap.getBoundingClientRect(), margin = 22 * box.height / (heatmap.clientHeight || box.height);
+    const T = run(page.ids).ids.length, box = heatmap.getBoundingClientRect(), margin = HEATMAP_MARGIN * box.height / (heatmap.clientHeight || box.height);
     return Math.min(T - 1, Math.max(0, Math.floor((event.clientY - box.top - margin) / ((box.height - margin) / T))));
   };
   heatmap.addEventListener("mousemove", (event) => { if (readable()) { page.row = rowAt(event); drawAttention(run(page.ids)); } });
@@ -4508,6 +4527,7 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
 #
 #     python LLM.py                         train from scratch, write outputs/
 #     python LLM.py --preset longer         the longer run, into outputs/longer/
+#     python LLM.py --preset pieces         the classroom run in word pieces, into outputs/pieces/
 #     python LLM.py --resume                go on training outputs/model.pt from its epoch
 #     python LLM.py --init-from M --data F  fine-tune the model M on the text F
 #     python LLM.py --eval                  test-split loss, perplexity, bits per character
@@ -4526,6 +4546,7 @@ PRESETS = {  # name -> the settings it changes; flags typed on the command line 
     "classroom": {},  # the defaults above
     "longer": {"d_model": 128, "d_ff": 512, "dropout": 0.05, "optimizer": "adamw", "lr": 3e-3, "epochs": 16,
                "snapshot": 4, "out": "outputs/longer"},  # a few minutes, before class: better samples
+    "pieces": {"tokenizer": "bpe", "vocab_size": 512, "out": "outputs/pieces"},  # the classroom run in word pieces
 }
 
 
@@ -4539,8 +4560,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="python LLM.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=None if defaults else argparse.SUPPRESS,
-        description="Train a small character-level Transformer on a text file (Spanish proverbs by "
-                    "default) and write what it learned to an output folder.",
+        description="Train a small Transformer on a text file (Spanish proverbs by default), character by "
+                    "character or in word pieces (--tokenizer bpe), and write what it learned to an output folder.",
         epilog=f"--pictures names: {' '.join(PICTURES)}. Presets: "
                + "; ".join(f"{name}: " + (" ".join(f"{flag_of(k)} {v}" for k, v in changes.items()) or "the defaults")
                            for name, changes in PRESETS.items()) + ".")

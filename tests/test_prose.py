@@ -92,6 +92,20 @@ def test_the_lines_the_context_cuts(corpus):
     assert LLM.IGNORE == -100
 
 
+def test_what_section_3_says_word_pieces_cost_and_buy(corpus):
+    text, data, _ = corpus
+    pieces = LLM.prepare_data(text, LLM.Config(tokenizer="bpe", vocab_size=512))
+    per_piece, context, chars, V, vocab = said(
+        STORY, r"at 512 pieces a piece of the proverbs is about ([\d.]+) characters, so a context of (\d+) tokens holds "
+               r"about (\d+) characters .*? V grows from (\d+) to (\d+),")
+    measured = pieces.train_split.n_chars / pieces.train_split.n_tokens
+    assert float(per_piece) == round(measured, 1) and int(context) == LLM.Config().context
+    assert int(chars) == round(LLM.Config().context * measured, -1)
+    assert int(V) == data.tokenizer.vocab_size and int(vocab) == pieces.tokenizer.vocab_size == 512
+    said(STORY, r"a word takes the space before it: `No`, `␣hay`")
+    assert LLM.WORD.findall("No hay,") == ["No", " hay", ","]
+
+
 def test_what_a_model_that_knows_nothing_scores(corpus):
     vocabulary = corpus[1].tokenizer.vocab_size
     ln_v, v = said(STORY, r"scores \$\\ln V\$, about ([\d.]+) for the (\d+) characters of the proverbs")
