@@ -172,7 +172,7 @@ class CharTokenizer:
     """Characters <-> integer ids; the vocabulary is built from the corpus itself. Its methods
     are the whole of what the rest of the file asks of a tokenizer."""
     kind, unit = "char", "character"  # its name in a checkpoint; what one token is, in words
-    merges = {}  # (a, b) -> (rank, id of the merged piece): section 3's; characters merge nothing
+    merges, counts = {}, ()  # section 3's (a, b) -> (rank, id of ab), and how often each pair was: none here
 
     def __init__(self, chars):
         self.chars = sorted(set(chars) | {EOL})  # id -> character; sorted, so ids are reproducible
@@ -216,11 +216,11 @@ class CharTokenizer:
 # %% [markdown]
 # ## 3. Word pieces: byte-pair encoding
 #
-# One token per character makes long sequences (a proverb of 44 characters is 45 steps) and
-# leaves the model to spell every word letter by letter. **Byte-pair encoding** (Sennrich et al.,
-# 2016, after Gage's 1994 compressor) learns bigger tokens from the corpus itself. Start from the
-# characters; count every pair of adjacent tokens in the training lines; merge the most frequent
-# pair $(a, b)$ into one new token $ab$; repeat until the vocabulary has `vocab_size` tokens:
+# One token per character makes long sequences and leaves the model to spell every word letter
+# by letter. **Byte-pair encoding** (Sennrich et al., 2016, after Gage's 1994 compressor) learns
+# bigger tokens from the corpus itself. Start from the characters; count every pair of adjacent
+# tokens in the training lines; merge the most frequent pair $(a, b)$ into one new token $ab$;
+# repeat until the vocabulary has `vocab_size` tokens:
 #
 # $$(a, b) = \arg\max_{(x,\,y)} \mathrm{count}(x\,y), \qquad x\,y \rightarrow ab \text{ everywhere},
 #   \qquad V \leftarrow V + 1$$
@@ -231,20 +231,18 @@ class CharTokenizer:
 # are learned from the training lines only (the held-out lines must stay unseen); the characters
 # come from the whole text, so that every line can be encoded. To **encode**, each word starts as
 # characters and takes the merges in the order they were learned (the earliest learned pair
-# present is merged first); to **decode**, the pieces' texts are joined. Pieces show their space:
-# `␣que`.
+# present is merged first); to **decode**, the pieces' texts are joined (`␣que` shows its space).
 #
 # The base symbols here are characters, so `ñ` and `á` are always whole, and a character the
 # corpus never had is refused, as in section 2. GPT-2's BPE starts from the 256 byte values of
-# UTF-8 instead (*byte-level*): any text at all can be encoded, with no unknown character, at
-# the price of accented letters being two bytes that have to be merged back into one.
+# UTF-8 instead (*byte-level*): any text can be encoded, at the price of accented letters being
+# two bytes that have to be merged back into one.
 #
 # What it costs and buys: at 512 pieces a piece of the proverbs is about 2.4 characters, so a
 # context of 80 tokens holds about 190 characters and the sequences of an epoch are shorter; but
 # V grows from 73 to 512, and with it the embedding table and the head, and each piece is seen
-# less often. The loss is then per piece: divided by the characters the pieces stand for (bits
-# per character, section 10) it compares with the character model's. `--tokenizer bpe
-# --vocab-size 512` trains with it; the README measures both side by side.
+# less often. The loss is then per piece: in bits per character (section 10) it compares with
+# the character model's. `--tokenizer bpe` trains with it; the README measures both.
 
 # %%
 WORD = re.compile(r" ?\w+| ?[^\w\s]+|\s")  # a word and the space before it, signs (and their space), one blank
@@ -254,12 +252,9 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
     """ids with every (a, b), left to right, replaced by the one id `new`."""
     out, i = [], 0
     while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
+        joined = tuple(ids[i:i + 2]) == pair
+        out.append(new if joined else ids[i])
+        i += 2 if joined else 1
     return out
 
 

@@ -454,7 +454,7 @@ def test_a_new_picture_needs_only_its_function_and_its_registry_entry(tmp_path, 
     gallery = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert "## lengths.png: how long the proverbs are" in gallery and "![lengths.png" in gallery
     assert "The longest of the" in gallery and "attention_layer1.png" not in gallery
-    assert "table.txt, loss.png, lengths.png and README.md" in printed.getvalue()
+    assert "table.txt, tokens.txt, loss.png, lengths.png and README.md" in printed.getvalue()
 
 
 def test_character_kinds_for_the_embedding_colours():

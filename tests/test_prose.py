@@ -183,7 +183,7 @@ def test_the_readme_counts_the_corpus_the_vocabulary_and_the_model(corpus):
     assert said(README, r"the vocabulary is tiny \((\d+) for the proverbs\)")[0] == str(data.tokenizer.vocab_size)
     train, val, test = said(README, r"(\d+) lines to train on, (\d+) for validation, (\d+) for the final test")
     assert (int(train), int(val), int(test)) == (len(data.train_split), len(data.val_split), len(data.test_split))
-    cut, context = said(README, r"note: (\d+) lines are longer than the context \((\d+)\) and were cut")
+    cut, context = said(README, r"note: (\d+) lines are longer than the context \((\d+) characters\) and were cut")
     assert int(cut) == data.truncated and int(context) == LLM.Config().context
     assert said(README, r"model: ([\d,]+) parameters = V\*C")[0] == f"{LLM.count_parameters(model):,}"
 
