@@ -3267,7 +3267,7 @@ EXPLORER_PAGE = """<!DOCTYPE html>
 <section id="api-panel" aria-labelledby="api-heading">
   <h2 id="api-heading" data-t="api">7. For the curious: window.explorer</h2>
   <p class="why" data-t="api-why"></p>
-<pre>explorer.vocabulary                  // the characters, in id order
+<pre>explorer.vocabulary                  // the tokens (characters or pieces), in id order
 explorer.logits("No hay")            // the V logits after the last character
 explorer.probabilities("No hay", {temperature: 0.4, top_k: 3, top_p: 1, greedy: false})
                                      // V probabilities after filtering, in vocabulary order
@@ -3729,12 +3729,12 @@ const PIECE_LABELS = {  // the texts that change when a token is a word piece (s
        step: "Step: one piece", "next-why": "The bars are p = softmax(logits / τ) for the next piece (␣ is a space), the likeliest first. Blue bars are the kept set that top-k and top-p leave to draw from; grey ones cannot be drawn.",
        "attention-why": "Row t is the piece that looks, column s where it looks; each row adds up to 1. The grey triangle is the future, which the causal mask hides. Hover or use the arrow keys to pick a row.",
        "map-why": "Every piece's embedding vector, projected to 2-D along the two directions in which the vectors differ most (PCA). Pieces that play the same role end up close together.",
-       lossAxis: "loss (nats per piece)", "write-read": "Read sections 3 (word pieces) and 15 (writing) of LLM.py."},
+       lossAxis: "loss (nats per piece)", columns: "  rank piece  logit       p   cum p", "write-read": "Read sections 3 (word pieces) and 15 (writing) of LLM.py."},
   es: {"write-why": "Escribe el comienzo de un refrán: el modelo lee ⏎ y tu texto cortado en piezas de palabra, y predice la pieza siguiente. Paso escribe una pieza con los ajustes de los deslizadores; la misma semilla escribe siempre lo mismo.",
        step: "Paso: una pieza", "next-why": "Las barras son p = softmax(logits / τ) de la pieza siguiente (␣ es un espacio), la más probable primero. Las azules son el conjunto que top-k y top-p dejan sortear; las grises no pueden salir.",
        "attention-why": "La fila t es la pieza que mira, la columna s adónde mira; cada fila suma 1. El triángulo gris es el futuro, que la máscara causal oculta. Pasa el ratón o usa las flechas para elegir una fila.",
        "map-why": "El vector de cada pieza, proyectado en 2-D sobre las dos direcciones en que más difieren (PCA). Las piezas que hacen el mismo papel acaban juntas.",
-       lossAxis: "pérdida (nats por pieza)", "write-read": "Lee las secciones 3 (piezas de palabra) y 15 (escribir) de LLM.py.",
+       lossAxis: "pérdida (nats por pieza)", columns: "  rango pieza logit       p   p acum.", "write-read": "Lee las secciones 3 (piezas de palabra) y 15 (escribir) de LLM.py.",
        about: (d) => `Un modelo de ${d.parameters} parámetros (${V} piezas, C = ${C}, ${H} cabezas, ${N} capas, contexto ${CONTEXT}), ${d.source}. Todo se calcula en esta página, sin red.`,
        summary: (s) => `Tras «${s.text}» (${s.seen} piezas vistas${s.cut ? `, las últimas ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`},
 };
@@ -3745,7 +3745,7 @@ const $ = (id) => document.getElementById(id);
 const shown = (c) => c.replace(/\n/g, "⏎").replace(/ /g, "␣");
 const percent = (p) => (100 * p).toFixed(p < 0.001 && p > 0 ? 2 : 1) + "%";
 const KIND_COLORS = {"vowel": "#d62728", "consonant": "#1f77b4", "punctuation": "#2ca02c", "space or ⏎": "#111",
-                     "word piece": "#ff7f0e", "other": "#9467bd"};
+                     "word start": "#8c564b", "word piece": "#ff7f0e", "other": "#9467bd"};
 
 function unknownMessage(unknown) {
   const named = unknown.map(c => `“${c}” (U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")})`);

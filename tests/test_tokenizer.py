@@ -257,3 +257,13 @@ def test_a_book_in_stream_mode_learns_its_merges_from_the_training_block(tmp_pat
     for split in (data.train_split, data.val_split, data.test_split):
         assert split.n_chars == len(data.tokenizer.decode(split.ids[1:].tolist()))
     assert data.tokenizer.decode(torch.cat([data.train_split.ids, data.val_split.ids, data.test_split.ids]).tolist()) == text
+
+
+def test_resume_goes_on_with_the_checkpoints_own_pieces(bpe_run, tmp_path, capsys):
+    shutil.copytree(bpe_run, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    before = LLM.load_checkpoint(tmp_path / "run" / "model.pt", "cpu")[1].to_dict()
+    assert LLM.main(["--resume", "--epochs", "4", "--checkpoint", str(tmp_path / "run" / "model.pt"),
+                     "--out", str(tmp_path / "run"), "--pictures"]) == 0
+    assert re.search(r"^epoch   4/4 \| .* bits/char", capsys.readouterr().out, re.M)
+    _, tokenizer, _, payload = LLM.load_checkpoint(tmp_path / "run" / "model.pt", "cpu")
+    assert tokenizer.to_dict() == before
