@@ -2786,7 +2786,7 @@ def loss_picture(run: Finished) -> list[Drawing]:
                 label=f"test loss of that model: {test_loss:.3f}")
     ax.set_xlabel("epoch", fontsize=11)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("cross-entropy loss (nats per character)", fontsize=11)
+    ax.set_ylabel(f"cross-entropy loss (nats per {run.setup.data.tokenizer.unit})", fontsize=11)
     ax.tick_params(labelsize=10)
     ax.grid(axis="y", color="0.92")
     lr_axis = ax.twinx()
@@ -2818,11 +2818,14 @@ def loss_picture(run: Finished) -> list[Drawing]:
                 if last["val_loss"] < last["train_loss"] else
                 f" In the last epoch the validation loss ({last['val_loss']:.3f}) is above the training loss "
                 f"({last['train_loss']:.3f}): the gap is what the model knows of its training lines only.")
+    unit = run.setup.data.tokenizer.unit
+    bits = (f" ({best['val_bits_per_char']:.3f} bits per character, the figure that compares with a model of "
+            "characters)" if unit != "character" and "val_bits_per_char" in best else "")
     return [Drawing("loss.png", "loss.png: learning, epoch by epoch", (
-        "Train loss (blue) and validation loss (orange) per epoch, in nats per character; the grey dashed line "
+        f"Train loss (blue) and validation loss (orange) per epoch, in nats per {unit}; the grey dashed line "
         "is the learning rate (right axis): the short warm-up, then the cosine down to its floor. The star is the "
         f"best epoch, the one kept in model.pt{tested}. Here the best validation loss is "
-        f"{best['val_loss']:.3f} at epoch {best['epoch']}.{start}{relation} What to look for: both curves fall fast in the "
+        f"{best['val_loss']:.3f} at epoch {best['epoch']}{bits}.{start}{relation} What to look for: both curves fall fast in the "
         "first epochs (spelling is easy), then slowly; when the validation curve stops falling while the training "
         "curve goes on, the model is learning the training lines by heart, and early stopping ends the run."))]
 
