@@ -1185,8 +1185,11 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
 # fit in memory. Text typed by a person is read like the data (NFC, UTF-8 checked).
 #
 # Every output file is written by `write_file`: whole or not at all, and a failure (a full disk)
-# is one line that says what is left. One run at a time writes a folder (`writing_folder`), and
-# SIGTERM stops a run the way Ctrl-C does.
+# is one line that says what is left. One run at a time writes a folder (`writing_folder`); a
+# run lists what it writes in the folder's manifest, `.written`, and the next run there removes
+# exactly those files at its first write (`recording`), so a folder never mixes two runs. A new
+# run on another text with no `--out` writes `outputs/<its name>/`. SIGTERM stops a run the way
+# Ctrl-C does.
 
 # %%
 import argparse
@@ -1422,6 +1425,7 @@ def write_file(path: Path, write):
             file.flush()
             os.fsync(file.fileno())  # on the disk before the rename makes it the real file
         os.replace(temporary, path)  # atomic
+        listed(path)  # in the manifest of the run writing this folder, if one is
     except BaseException as error:  # Ctrl-C included: never leave a temporary file behind
         with contextlib.suppress(OSError):
             temporary.unlink()
@@ -1430,6 +1434,66 @@ def write_file(path: Path, write):
             left = "the earlier file there is untouched" if path.is_file() else "nothing was written there"
             raise UserError(f"cannot write {path} ({reason}): {left}") from None
         raise
+
+
+MANIFEST = ".written"  # in an output folder: the files the run that wrote the folder wrote there, one a line
+RECORDING = {}  # resolved folder -> its Recording, while a run writes that folder
+
+
+@dataclass
+class Recording:
+    """A run writing a folder: the earlier run's files, removed at this run's first write."""
+    out: Path
+    earlier: list  # the earlier run's files there, until this run writes its first file
+    keep: Path | None  # never removed: the checkpoint --resume goes on from
+    log: object
+
+
+def listed(path: Path):
+    """After a file is written: if a run is recording its folder, the earlier run's files go at
+    the run's first write (so a run that fails before it leaves the earlier folder whole), and
+    the file is added to the folder's manifest."""
+    record = RECORDING.get(path.parent.resolve())
+    if record is None or path.name == MANIFEST:
+        return
+    if record.earlier is not None:
+        gone = [f for f in record.earlier if f.name != path.name and f.is_file()
+                and not (record.keep is not None and same_file(f, record.keep))]
+        for f in gone:
+            f.unlink()
+        if gone:
+            record.log(f"note: {record.out}/ held the files of an earlier run: its {len(gone)} other files are removed")
+        record.earlier = None
+        save_text(record.out / MANIFEST, "# the files the run that wrote this folder wrote here; the next run there replaces them\n")
+    if path.name not in manifest_names(record.out):
+        append_line(record.out / MANIFEST, path.name)
+
+
+def manifest_names(folder: Path) -> list[str]:
+    """The file names a folder's manifest lists (a name with a path in it is ignored: only that folder's files)."""
+    try:
+        lines = (Path(folder) / MANIFEST).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [name for name in lines[1:] if name and name == Path(name).name and name not in (".", "..")]
+
+
+@contextlib.contextmanager
+def recording(out: Path, keep: Path | None = None, log=print):
+    """A run writes `out`: the files the earlier run there wrote (its manifest) are removed at
+    this run's first write, all but `keep`, so a folder never holds the files of two runs, and
+    every file this run writes is listed in a new manifest. A folder holding a run's files
+    without a manifest (an older LLM.py wrote it) is refused."""
+    out = Path(out)
+    if not (out / MANIFEST).is_file() and keep is None and all(  # a gallery, not a checkpoint copied there
+            (out / name).exists() for name in ("parameters.txt", "table.txt", "README.md")):
+        raise UserError(f"{out}/ holds the files of an earlier run that did not list them (an older LLM.py): "
+                        f"empty it or give another --out, so that the folder never mixes two runs")
+    RECORDING[out.resolve()] = Recording(out, [out / name for name in manifest_names(out)], keep, log)
+    try:
+        yield
+    finally:
+        RECORDING.pop(out.resolve(), None)
 
 
 def save_text(path: Path, text: str):
@@ -4263,8 +4327,9 @@ def what_if(cfg: Config, log=print):
     if not results:
         return
     folder = Path(cfg.out) / "what-if"
-    draw_what_if(results, folder / "what_if.png")
-    save_text(folder / "README.md", what_if_report(results, cfg, time.perf_counter() - started))
+    with recording(folder, log=log):  # the folder's own files: each run's folder has its own list
+        draw_what_if(results, folder / "what_if.png")
+        save_text(folder / "README.md", what_if_report(results, cfg, time.perf_counter() - started))
     log(f"wrote {folder}/: README.md (the table and what each switch shows), what_if.png and one folder per run "
         f"({time.perf_counter() - started:.0f} s in all)")
 
@@ -4713,6 +4778,14 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
     files in which the model explains itself. With `resume` training goes on from that
     checkpoint; with `init_from` it fine-tunes it. None in a torchrun process that writes nothing."""
     setup = set_up_run(cfg, log, resume, init_from)  # device, output folder, data, model
+    if not setup.writes:
+        return train_and_finish(setup)
+    with recording(setup.out, resume, setup.log):  # the earlier run's files go; this run's are listed
+        return train_and_finish(setup)
+
+
+def train_and_finish(setup: Setup) -> Finished | None:
+    """run() once the run is set up: train, then measure and write every output."""
     cfg, model, data, out = setup.cfg, setup.model, setup.data, setup.out
     epochs = EpochPictures(model, data, cfg, out) if cfg.snapshot and setup.writes and wanted(cfg, "epochs") else None
     hooks = RunHooks(setup, epochs)
@@ -4885,6 +4958,15 @@ def config_for_checkpoint(typed: Config, explicit: set, saved: Config, resume: b
     return replace(typed, **{name: getattr(saved, name) for name in SHAPE_FIELDS})
 
 
+def folder_of_its_own(cfg: Config, typed_data: bool) -> Config:
+    """A new run on another text than the proverbs, with no --out, writes into a folder named
+    after that text inside the usual one (--data book.txt: outputs/book/): never into the
+    classroom run's folder."""
+    if not typed_data or same_file(cfg.data, find_default_data(Config(), False).data):
+        return cfg
+    return replace(cfg, out=str(Path(cfg.out) / Path(cfg.data).stem))
+
+
 def folder_for_fine_tuning(cfg: Config, typed_out: bool, source: Path) -> Config:
     """--init-from never writes over the checkpoint it starts from. Without --out the run writes
     into a folder named after its text inside the usual one (--data otro.txt: outputs/otro/),
@@ -4956,6 +5038,9 @@ def main(argv=None) -> int:
         cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
         if "vocab_size" in explicit and cfg.tokenizer != "bpe" and not (args.resume or args.init_from):
             raise UserError("--vocab-size sets how many pieces --tokenizer bpe learns: add --tokenizer bpe")
+        if "out" not in explicit and not any((args.resume, args.init_from, args.eval, args.generate is not None,
+                                              args.chat, args.explorer)):
+            cfg = folder_of_its_own(cfg, "data" in explicit)
         checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
         if args.chat_log and not args.chat:
             raise UserError("--chat-log works only with --chat")

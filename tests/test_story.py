@@ -521,7 +521,7 @@ def test_generation_stops_at_end_of_line_and_records_every_step():
 
 def test_tiny_run_writes_every_output(tiny_run):
     names = sorted(p.name for p in tiny_run.iterdir() if p.name != ".lock")  # the folder's lock: appendix A
-    assert names == ["README.md", "attention_layer1.png", "attention_layer2.png", "embeddings.png", "epoch_1.png",
+    assert names == [".written", "README.md", "attention_layer1.png", "attention_layer2.png", "embeddings.png", "epoch_1.png",
                      "epoch_2.png", "epoch_3.png", "evolution.gif", "explorer.html", "loss.png", "model.pt", "parameters.txt",
                      "positional_encoding.png", "table.txt", "tokens.txt"]
     from PIL import Image
