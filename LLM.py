@@ -1355,12 +1355,18 @@ def flag_of(field_name: str) -> str:
     raise KeyError(field_name)
 
 
+DOWNLOADS = {  # texts the README trains on that LLM.py does not ship, and how to get each
+    "tinyshakespeare.txt": "curl -L -o tinyshakespeare.txt "
+                           "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"}
+
+
 def read_text(path: str | Path) -> str:
     """The text of a UTF-8 file in Unicode NFC form, line ends as '\\n'; a UserError for a
     missing, unreadable, binary, non-UTF-8 or empty file."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"data file not found: {path}")
+        fetch = DOWNLOADS.get(path.name)
+        raise UserError(f"data file not found: {path}" + (f" (download it first: {fetch})" if fetch else ""))
     if not path.is_file():
         raise UserError(f"data path is not a file: {path}")
     try:
@@ -2301,7 +2307,8 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: s
              f"N = {N} layers, F = d_ff = {d_ff}, context = {cfg.context}",
              "A Linear layer from a inputs to b outputs has a*b weights plus b biases; "
              "a LayerNorm over C numbers has C gains plus C shifts.",
-             "The positional encoding is a fixed formula, not a parameter: it adds 0.", ""]
+             "The positional encoding is a fixed formula, not a parameter: it adds 0.",
+             "Layers are counted from 1, as in the pictures; PyTorch names the tensors of layer 1 layers.0. (from 0).", ""]
     width = max(len(n) for n, _ in named)
     lines.append(f"{'name':<{width}}  {'shape':<10} {'count':>9}  role")
     lines.append("-" * (width + 80))
@@ -2319,13 +2326,13 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: s
         ("token embedding", "V*C", V * C, actual("token_embedding.")),
         ("positional encoding", "0 (fixed sinusoids)", 0, 0),
     ]
-    for i in range(N):
+    for i in range(N):  # layer i + 1, as the pictures count; its tensors are named layers.<i>. (PyTorch counts from 0)
         rows += [
-            (f"layer {i}: attention", "4*C^2 + 4*C", attention_count, actual(f"layers.{i}.attention.")),
-            (f"layer {i}: feed-forward", "2*C*F + F + C", ffn_count, actual(f"layers.{i}.feed_forward.")),
-            (f"layer {i}: two layer norms", "2 * 2*C" if norms else "0 (--without layer-norm)", 4 * C * norms,
+            (f"layer {i + 1}: attention", "4*C^2 + 4*C", attention_count, actual(f"layers.{i}.attention.")),
+            (f"layer {i + 1}: feed-forward", "2*C*F + F + C", ffn_count, actual(f"layers.{i}.feed_forward.")),
+            (f"layer {i + 1}: two layer norms", "2 * 2*C" if norms else "0 (--without layer-norm)", 4 * C * norms,
              actual(f"layers.{i}.attention_norm.") + actual(f"layers.{i}.feed_forward_norm.")),
-            (f"layer {i}: total", "4*C^2 + 2*C*F + F + " + ("9*C" if norms else "5*C"), layer_count,
+            (f"layer {i + 1}: total", "4*C^2 + 2*C*F + F + " + ("9*C" if norms else "5*C"), layer_count,
              actual(f"layers.{i}.")),
         ]
     rows += [("final layer norm", "2*C" if norms else "0 (--without layer-norm)", 2 * C * norms, actual("final_norm.")),
@@ -4600,6 +4607,19 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
 #     python LLM.py --what-if               the run as it is and without each idea, side by side
 
 # %%
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with every default as a user would type it: none for a switch or an empty setting,
+    a list as its words ('' for an empty one)."""
+    def _get_help_string(self, action):
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or action.nargs == 0:
+            return action.help
+        if isinstance(default, (tuple, list)):
+            words = " ".join(f"'{v}'" if not v or " " in v else v for v in default)
+            return f"{action.help} (default: {words or 'none'})".replace("%", "%%")
+        return super()._get_help_string(action)
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print the whole usage; we say one line
         raise UserError(f"{message} (see python LLM.py --help)")
@@ -4621,7 +4641,7 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     """The flags. With defaults=False, flags that were not typed stay out of the result:
     that is how --resume tells what the user asked to change."""
     parser = OneLineErrorParser(
-        prog="python LLM.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python LLM.py", formatter_class=HelpFormatter,
         argument_default=None if defaults else argparse.SUPPRESS,
         description="Train a small Transformer on a text file (Spanish proverbs by default), character by "
                     "character or in word pieces (--tokenizer bpe), and write what it learned to an output folder.",
@@ -4637,7 +4657,7 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     action.add_argument("--eval", action="store_true",
                         help="report loss, perplexity and bits per character of the checkpoint on the test split")
     action.add_argument("--generate", metavar="PROMPT",
-                        help="load the checkpoint and complete PROMPT, with the sampling settings")
+                        help="load the checkpoint and complete PROMPT, with the settings of the 'sampling' group")
     action.add_argument("--chat", action="store_true",
                         help="talk to the checkpoint: type the start of a proverb, it completes it")
     action.add_argument("--what-if", action="store_true",
@@ -5012,12 +5032,29 @@ def in_notebook() -> bool:
 
 
 def show_pictures_inline(finished: Finished):
-    """In a notebook: show the run's pictures below the cell, those their Drawing marks inline."""
-    from IPython.display import Image, Markdown, display
+    """In a notebook: show the run's pictures below the cell, those their Drawing marks inline,
+    each with its alternative text (the gallery's title and first sentence); the wide ones (the
+    attention maps) take the whole width of the notebook, so that their labels stay readable."""
+    import html
+    from IPython.display import HTML, display
     for d in finished.drawings:
         if d.inline:
             path = finished.setup.out / d.file
-            display(Markdown(f"**{path}**: {d.title.split(': ', 1)[-1]}"), Image(filename=str(path)))
+            picture = base64.b64encode(path.read_bytes()).decode("ascii")
+            alt = html.escape(f"{d.title}. {d.text.split('. ')[0]}.", quote=True)
+            width = "100%" if d.file.startswith("attention") else "auto"
+            display(HTML(f"<p><b>{html.escape(str(path))}</b>: {html.escape(d.title.split(': ', 1)[-1])}</p>"
+                         f'<img src="data:image/png;base64,{picture}" alt="{alt}" style="width: {width}; max-width: 100%">'))
+
+
+def notebook_log(line: str, width: int = 96):
+    """print() for a notebook: a long line is wrapped between words, indented like itself, so
+    that the notebook never has to break one in the middle."""
+    import textwrap
+    for part in str(line).split("\n"):
+        indent = " " * (len(part) - len(part.lstrip(" ")) + 2)
+        print(textwrap.fill(part, width, subsequent_indent=indent, break_long_words=False,
+                            break_on_hyphens=False, drop_whitespace=True) if len(part) > width else part)
 
 
 def main(argv=None) -> int:
@@ -5069,7 +5106,7 @@ def main(argv=None) -> int:
             explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)
         else:
             with sigterm_like_ctrl_c(), writing_folder_of(cfg):
-                finished = run(cfg)
+                finished = run(cfg, log=notebook_log if notebook else print)
             end_distributed()
             if notebook and finished is not None:
                 show_pictures_inline(finished)

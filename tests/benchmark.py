@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -469,7 +470,8 @@ def generate_rows(device) -> list[tuple[str, str]]:
     LLM.generate(model, tokenizer, "No hay", LLM.Sampling(max_chars=20), stop_at_eol=False)  # warm-up
     n = 300
     start = time.perf_counter()
-    LLM.generate(model, tokenizer, "No hay", LLM.Sampling(temperature=0.6, top_k=5, max_chars=n), stop_at_eol=False)
+    sampling = replace(LLM.Sampling.of(cfg), max_chars=n)  # the run's own sampling settings
+    LLM.generate(model, tokenizer, "No hay", sampling, stop_at_eol=False)
     seconds = time.perf_counter() - start
     step = {}
     with torch.no_grad():
@@ -483,7 +485,7 @@ def generate_rows(device) -> list[tuple[str, str]]:
                 sync(device)
                 times.append(time.perf_counter() - t)
             step[T] = statistics.median(times)
-    return [(f"generate {n} characters, default model (temperature 0.6, top-k 5)",
+    return [(f"generate {n} characters, untrained default model (temperature {sampling.temperature}, top-k {sampling.top_k})",
              f"{n / seconds:,.0f} characters/s ({seconds / n * 1000:.2f} ms each)"),
             ("  one forward pass with 1 / with 80 characters of history",
              f"{step[1] * 1000:.2f} ms / {step[cfg.context] * 1000:.2f} ms: a key/value cache could save at most "

@@ -134,7 +134,14 @@ def test_run_all_as_a_notebook_trains_the_classroom_run_and_shows_its_pictures(t
     assert "epoch   1/1 | train loss" in printed  # the story's own cell, one epoch with Part I alone
     assert "epoch   1/3 | train loss" in printed and "test split, never seen in training" in printed
     assert "wrote outputs/: model.pt" in printed
-    images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.data]
+    images = [o.data["text/html"] for o in outputs if o.output_type == "display_data" and "<img" in o.data.get("text/html", "")]
     assert len(images) >= 5  # loss, attention per layer, positions, embeddings, the last epoch picture
+    for image in images:  # every picture has its alternative text; the attention maps the whole width
+        assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}" alt="[^"]{20,}"', image), image[:300]
+        assert ('style="width: 100%' in image) == ("attention_layer" in image)
+    run = [o for cell in notebook.cells[-3:] if cell.cell_type == "code" for o in cell.outputs]  # the run's own cell
+    lines = "".join(o.text for o in run if o.output_type == "stream" and o.name == "stdout").splitlines()
+    too_long = [line for line in lines if len(line) > 100 and " " in line.strip()]
+    assert lines and not too_long, too_long  # wrapped between words: the notebook never breaks one
     assert "inline" in printed.splitlines()[-1]  # the notebook's plotting backend was left alone
     assert (tmp_path / "outputs" / "model.pt").is_file() and (tmp_path / "outputs" / "epoch_3.png").is_file()

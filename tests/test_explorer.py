@@ -8,6 +8,7 @@ Step and Write buttons write with a seed. Without a Chromium they skip with one 
 (Debian: apt install chromium; pip install playwright); where LLM_BROWSER_TESTS=required, as
 in CI, they fail instead of skipping."""
 import base64
+import collections
 import json
 import os
 import re
@@ -449,3 +450,27 @@ def test_a_bpe_page_steps_one_piece_at_a_time_and_labels_pieces(opened_bpe, bpe_
     page.page.click("#greedy")
     assert page.js("document.getElementById('text').value") == "No hay"
     assert page.problems == [] and all(r.startswith("file:") for r in page.requests)
+
+
+def test_the_readme_names_the_strongest_links_the_last_epoch_picture_draws():
+    """'Reading an epoch picture': the links the README names are the strongest of the direct
+    path among the picture's 14 characters, in that order, computed from the best epoch's weights."""
+    from test_prose import README, said
+    data = page_data(ROOT / "outputs" / "explorer.html")
+    vocabulary, cfg = data["tokenizer"]["vocabulary"], LLM.config_of({}, "classroom")
+    model = LLM.TransformerLM(len(vocabulary), cfg).eval()
+    model.load_state_dict(unpacked(data, next(e for e in data["epochs"] if e["best"])))
+    corpus = LLM.prepare_data(LLM.read_text(ROOT / "refranes.txt"), cfg)
+    pictures = LLM.EpochPictures.__new__(LLM.EpochPictures)  # only its direct path: no figure drawn
+    counts = collections.Counter(i for line in corpus.train_text for i in corpus.tokenizer.encode(line + "\n"))
+    ids = sorted(sorted(counts, key=lambda i: (-counts[i], i))[:LLM.EpochPictures.N_CHARS])
+    links = pictures.direct_path(model)[ids][:, ids]
+    order = links.flatten().argsort(descending=True)
+    strongest = [(vocabulary[ids[int(f) // len(ids)]], vocabulary[ids[int(f) % len(ids)]]) for f in order[:6]]
+    named = said(README, r"After the last epoch the strongest links are\s+Spanish spelling: `(.)` → `(.)` \(([\d.]+) logits "
+                         r"above the average: .*?\), `(.)` → `(.)` \(([\d.]+): .*?\), `(.)` → `(.)` and `(.)` → `(.)` .*?, "
+                         r"`(.)` → `(.)`, `(.)` → space\.")
+    pairs = [(named[0], named[1]), (named[3], named[4]), (named[6], named[7]), (named[8], named[9]),
+             (named[10], named[11]), (named[12], " ")]
+    assert pairs == strongest
+    assert [f"{float(links.flatten()[f]):.1f}" for f in order[:2]] == [named[2], named[5]]

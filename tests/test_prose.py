@@ -238,3 +238,33 @@ def test_how_long_the_story_says_the_run_takes_is_what_the_benchmark_measured():
     benchmark = (ROOT / "tests" / "BENCHMARK.md").read_text(encoding="utf-8")
     newest = re.search(r"^\| classroom run, `python LLM.py`, every output \| ([\d.]+) s wall[^|]*\| ([\d.]+) s wall", benchmark, re.M)
     assert newest and max(float(newest.group(1)), float(newest.group(2))) < 30  # "well under": half a minute at most
+
+
+def test_the_readme_install_lines_put_the_cpu_build_first_on_linux_and_ci_runs_the_test_line():
+    blocks = re.findall(r"```(?:bash|powershell)\n(.*?)```", README, re.S)
+    first = blocks[0]
+    assert first.startswith("# Linux without an NVIDIA GPU")
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install -r requirements.txt" in first
+    test_line = next(line for block in blocks for line in block.splitlines() if "python -m pytest -q tests" in line)
+    assert "--index-url https://download.pytorch.org/whl/cpu" in test_line
+    assert test_line in (ROOT / ".ci" / "run").read_text().splitlines()  # CI runs it word for word
+    said(README, r"\| CPU build \(the first line\) \| ([\d,]+) MB of wheels")
+    said(README, r"\| PyPI's CUDA build \(the second line, on Linux\) \| ([\d,]+) MB of wheels")
+
+
+def test_help_shows_each_default_as_a_user_would_type_it(capsys):
+    with pytest.raises(SystemExit):
+        LLM.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for wrong in ("(default: None)", "(default: False)", "(default: ()", "(default: ('", "below) (default"):
+        assert wrong not in text, wrong
+    assert "(default: all)" in text and "(default: '' 'No hay' 'Más vale' Quien 'El que' Cada)" in text
+    assert "checkpoint to load (model.pt in the --out folder if not given) --chat-log" in text
+
+
+def test_parameters_txt_counts_layers_from_1_as_the_pictures_do(tiny_run):
+    text = (tiny_run / "parameters.txt").read_text(encoding="utf-8")
+    assert re.search(r"^layer 1: attention ", text, re.M) and re.search(r"^layer 2: total ", text, re.M)
+    assert not re.search(r"^layer 0:", text, re.M) and "layers.0.attention.query.weight" in text
+    for committed in (ROOT / "outputs").rglob("parameters.txt"):
+        assert not re.search(r"^layer 0:", committed.read_text(encoding="utf-8"), re.M), committed
