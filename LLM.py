@@ -1216,6 +1216,8 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
+    if not cfg.out.strip():  # '' would be the current folder, with whatever files it holds
+        raise UserError("--out must name a folder for the outputs, got an empty name")
     if cfg.d_model % cfg.n_heads != 0:
         raise UserError(f"--d-model ({cfg.d_model}) must be divisible by --heads ({cfg.n_heads}): "
                         f"each head gets d_model / heads numbers")
@@ -1572,7 +1574,10 @@ STAND_INS = {"⏎": "<eol>", "␣": "_", "→": "->", "≈": "~"}  # for a conso
 def console_stand_ins():
     """Printing never stops on a character the console cannot encode (Windows' cp1252 when the
     output is redirected, some IDE consoles): it prints a stand-in. Files are UTF-8 whatever
-    the console."""
+    the console. A stream the shell closed (`>&-`) prints nowhere instead of failing."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
     codecs.register_error("stand-ins", stand_in)
     for stream in (sys.stdout, sys.stderr):
         encoding = codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name
@@ -1848,9 +1853,26 @@ class Ranks:
         return self.rank == 0
 
 
-def start_distributed(device: torch.device) -> tuple[Ranks, torch.device]:
-    """Join the process group when started by torchrun (gloo on CPU, nccl on GPUs)."""
+def torchrun_world() -> int:
+    """How many processes train together: WORLD_SIZE when torchrun set it, with RANK, MASTER_ADDR
+    and MASTER_PORT; 1 when one of those is missing (a WORLD_SIZE a cluster job left behind is
+    not torchrun's). A value that is not a whole number is refused, naming the variable."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT"):
+        value = os.environ.get(name)
+        if value is not None and not value.strip().isdigit():
+            raise UserError(f"the environment variable {name} is {value!r}: torchrun sets it to a whole number "
+                            f"(unset it to train in one process)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    started = all(os.environ.get(name) for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"))
+    return world if started else 1
+
+
+def start_distributed(device: torch.device, log=print) -> tuple[Ranks, torch.device]:
+    """Join the process group when started by torchrun (gloo on CPU, nccl on GPUs)."""
+    world = torchrun_world()
+    if world <= 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        log(f"note: WORLD_SIZE={os.environ['WORLD_SIZE']} is set, but not by torchrun (no RANK, MASTER_ADDR "
+            f"and MASTER_PORT): this run trains in one process")
     if world <= 1:
         return Ranks(), device
     import torch.distributed as dist
@@ -4771,7 +4793,7 @@ class Setup:
 
 def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | None = None) -> Setup:
     """Device and processes, output folder, data, and the model: new, resumed or fine-tuned."""
-    ranks, device = start_distributed(pick_device(cfg.device))
+    ranks, device = start_distributed(pick_device(cfg.device), log)
     if not ranks.is_writer:
         log = lambda *args: None  # noqa: E731  (the other ranks stay silent)
     check_not_an_output(cfg)
@@ -5009,7 +5031,7 @@ def folder_for_fine_tuning(cfg: Config, typed_out: bool, source: Path) -> Config
 def writing_folder_of(cfg: Config):
     """The lock on cfg.out (writing_folder) in the process that writes; with torchrun the other
     processes write nothing and take none."""
-    return writing_folder(Path(cfg.out)) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    return writing_folder(Path(cfg.out)) if torchrun_world() == 1 or os.environ["RANK"] == "0" else contextlib.nullcontext()
 
 
 def check_not_an_output(cfg: Config):
@@ -5063,8 +5085,13 @@ def main(argv=None) -> int:
     notebook = in_notebook()
     console_stand_ins()
     if not notebook:
-        import matplotlib
-        matplotlib.use("Agg")  # draw into files only: never open a window, never block
+        backend = os.environ.pop("MPLBACKEND", None)  # the user's (even a misspelt one) never matters here
+        try:
+            import matplotlib
+            matplotlib.use("Agg")  # draw into files only: never open a window, never block
+        finally:
+            if backend is not None:  # left as it was for whatever this process starts
+                os.environ["MPLBACKEND"] = backend
     if argv is None:
         argv = [] if notebook else sys.argv[1:]  # a kernel's own arguments are not ours
     argv = list(argv)
@@ -5117,6 +5144,11 @@ def main(argv=None) -> int:
         terminated = isinstance(stop, Terminated)
         print("\nstopped by SIGTERM" if terminated else "\ninterrupted", file=sys.stderr)
         return 143 if terminated else 130  # 128 + the signal's number, as shells report it
+    except BrokenPipeError:  # the reader of the output went away (`| head -1`): stop, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit must not fail
+        with contextlib.suppress(OSError):
+            print("stopped: the output was closed (a broken pipe); every file written is whole", file=sys.stderr)
+        return 141  # 128 + SIGPIPE, as shells report a process the closed pipe stopped
     return 0
 
 

@@ -316,3 +316,48 @@ def test_sigterm_says_which_epoch_the_checkpoint_keeps(tmp_path):
     kept = next(line for line in out.splitlines() if line.startswith("training stopped by SIGTERM in epoch"))
     epoch = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")[3]["epoch"]
     assert f"model.pt keeps epoch {epoch} " in kept and leftovers(tmp_path) == []
+
+
+# --- 7. Streams and the environment ---------------------------------------------------------------
+
+def test_a_pipe_closed_by_its_reader_stops_the_command_quietly_with_141(trained):
+    process = subprocess.Popen([sys.executable, str(ROOT / "LLM.py"), "--generate", "No hay", "--samples", "2000",
+                                "--checkpoint", str(trained), "--max-chars", "5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    first = process.stdout.readline()  # `| head -1`: one line read, then the pipe is closed
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and first.startswith(b"No hay")
+    assert "Traceback" not in err and err.count("\n") == 1 and "broken pipe" in err, err
+
+
+@pytest.mark.skipif(not POSIX, reason="closing a standard stream before the program starts is a POSIX shell's >&-")
+def test_a_closed_standard_output_is_no_error(trained):
+    result = run_llm("--generate", "No hay", "--checkpoint", str(trained), "--max-chars", "5",
+                     preexec_fn=lambda: os.close(1))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_misspelt_matplotlib_backend_does_not_matter(trained, tmp_path):
+    environment = {**os.environ, "MPLBACKEND": "bogus"}
+    result = run_llm("--generate", "No hay", "--checkpoint", str(trained), "--max-chars", "5", env=environment)
+    assert result.returncode == 0, result.stderr
+    result = run_llm(*TINY_ARGV, "--epochs", "1", "--pictures", "loss", "--out", str(tmp_path), env=environment)
+    assert result.returncode == 0 and (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG"), result.stderr
+
+
+def test_a_world_size_torchrun_did_not_set_is_said_and_ignored_and_a_bad_one_refused(tmp_path):
+    stray = {k: v for k, v in os.environ.items() if k not in ("RANK", "MASTER_ADDR", "MASTER_PORT")}
+    result = run_llm(*TINY_ARGV, "--epochs", "1", "--pictures", "--out", str(tmp_path / "a"), env={**stray, "WORLD_SIZE": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "note: WORLD_SIZE=2 is set, but not by torchrun" in result.stdout and "trains in one process" in result.stdout
+    for name, value in (("WORLD_SIZE", "abc"), ("RANK", "-1"), ("LOCAL_RANK", "x")):
+        result = run_llm(*TINY_ARGV, "--epochs", "1", "--out", str(tmp_path / "b"), env={**stray, name: value})
+        assert_one_line_error(result, f"the environment variable {name} is", "whole number")
+
+
+def test_an_empty_out_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for empty in ("", "  "):
+        one_line_error(capsys, TINY_ARGV + ["--out", empty], "--out must name a folder")
+    assert list(tmp_path.iterdir()) == []  # nothing written in the current folder
