@@ -1493,10 +1493,11 @@ def recording(out: Path, keep: Path | None = None, log=print):
     every file this run writes is listed in a new manifest. A folder holding a run's files
     without a manifest (an older LLM.py wrote it) is refused."""
     out = Path(out)
-    if not (out / MANIFEST).is_file() and keep is None and all(  # a gallery, not a checkpoint copied there
-            (out / name).exists() for name in ("parameters.txt", "table.txt", "README.md")):
-        raise UserError(f"{out}/ holds the files of an earlier run that did not list them (an older LLM.py): "
-                        f"empty it or give another --out, so that the folder never mixes two runs")
+    clash = [name for name in OUTPUT_TEXTS + RUN_PICTURES if (out / name).exists()]  # a checkpoint alone may be replaced
+    if not (out / MANIFEST).is_file() and keep is None and clash:
+        raise UserError(f"{out}/ already holds {', '.join(clash[:3])}{' ...' if len(clash) > 3 else ''}, which no run "
+                        f"listed as its own (another program's files, or an older LLM.py's run): give another --out, "
+                        f"or empty that folder, so that a run never replaces a file it did not write")
     RECORDING[out.resolve()] = Recording(out, [out / name for name in manifest_names(out)], keep, log)
     try:
         yield
@@ -1596,13 +1597,18 @@ def find_default_data(cfg: Config, typed: bool) -> Config:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM: a `kill`, a scheduler's time limit, a closing terminal."""
+    """SIGTERM (a `kill`, a scheduler's time limit) or SIGHUP (a closing terminal)."""
+
+    def __init__(self, signum: int = 15):
+        import signal
+        super().__init__()
+        self.signum, self.name = signum, signal.Signals(signum).name  # exit code 128 + signum, as shells report it
 
 
 @contextlib.contextmanager
 def sigterm_like_ctrl_c():
-    """While inside, SIGTERM stops the program the way Ctrl-C does: training says which epoch
-    the checkpoint keeps, and no file is left half written."""
+    """While inside, SIGTERM and SIGHUP stop the program the way Ctrl-C does: training says
+    which epoch the checkpoint keeps, and no file is left half written."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
@@ -1610,13 +1616,15 @@ def sigterm_like_ctrl_c():
         return
 
     def stop(signum, frame):
-        raise Terminated()
+        raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    caught = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])  # Windows has no SIGHUP
+    previous = {signum: signal.signal(signum, stop) for signum in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # %% [markdown]
@@ -4834,7 +4842,7 @@ def train_and_finish(setup: Setup) -> Finished | None:
     try:
         history = train(model, data, cfg, setup.device, hooks, hooks.state, hooks.log)
     except KeyboardInterrupt as stop:
-        how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+        how = f"stopped by {stop.name}" if isinstance(stop, Terminated) else "interrupted"
         hooks.log(f"\ntraining {how} in epoch {hooks.state.epoch}: {hooks.kept('keeps')}")
         raise
     except TrainingDiverged as e:
@@ -5043,6 +5051,7 @@ def check_not_an_output(cfg: Config):
 
 
 OUTPUT_TEXTS = ("parameters.txt", "table.txt", "tokens.txt", "README.md")  # the text files a run writes
+RUN_PICTURES = ("loss.png", "embeddings.png", "positional_encoding.png", "evolution.gif", "explorer.html")
 
 
 def in_notebook() -> bool:
@@ -5142,8 +5151,8 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)
-        print("\nstopped by SIGTERM" if terminated else "\ninterrupted", file=sys.stderr)
-        return 143 if terminated else 130  # 128 + the signal's number, as shells report it
+        print(f"\nstopped by {stop.name}" if terminated else "\ninterrupted", file=sys.stderr)
+        return 128 + (stop.signum if terminated else 2)  # 128 + the signal's number, as shells report it
     except BrokenPipeError:  # the reader of the output went away (`| head -1`): stop, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit must not fail
         with contextlib.suppress(OSError):

@@ -296,10 +296,13 @@ def test_the_chat_refuses_a_temperature_that_underflows(trained):
     assert "  temperature = 0.5" in transcript
 
 
-# --- 6. SIGTERM stops a run like Ctrl-C ----------------------------------------------------------
+# --- 6. SIGTERM and SIGHUP stop a run like Ctrl-C --------------------------------------------------
 
 @pytest.mark.skipif(not POSIX, reason="Windows has no SIGTERM to send")
-def test_sigterm_says_which_epoch_the_checkpoint_keeps(tmp_path):
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_say_which_epoch_the_checkpoint_keeps(tmp_path, name):
+    if not hasattr(signal, name):
+        pytest.skip(f"no {name} here")
     argv = [sys.executable, str(ROOT / "LLM.py"), *TINY_ARGV, "--epochs", "500", "--patience", "0",
             "--out", str(tmp_path)]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
@@ -308,12 +311,12 @@ def test_sigterm_says_which_epoch_the_checkpoint_keeps(tmp_path):
         for line in process.stdout:
             if line.startswith("epoch   2/"):
                 break
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(getattr(signal, name))
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 143 and err.strip().endswith("stopped by SIGTERM"), err
-    kept = next(line for line in out.splitlines() if line.startswith("training stopped by SIGTERM in epoch"))
+    assert process.returncode == 128 + getattr(signal, name) and err.strip().endswith(f"stopped by {name}"), err
+    kept = next(line for line in out.splitlines() if line.startswith(f"training stopped by {name} in epoch"))
     epoch = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")[3]["epoch"]
     assert f"model.pt keeps epoch {epoch} " in kept and leftovers(tmp_path) == []
 

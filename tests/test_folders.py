@@ -66,13 +66,18 @@ def test_a_manifest_never_removes_a_file_outside_its_folder(tmp_path):
     assert outside.read_text(encoding="utf-8") == "keep me\n"
 
 
-def test_a_gallery_with_no_manifest_is_refused(tmp_path, capsys):
+def test_a_folder_holding_files_no_run_listed_is_refused(tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()
     for name in ("parameters.txt", "table.txt", "README.md"):
         (out / name).write_text("an older run\n", encoding="utf-8")
-    one_line_error(capsys, TINY_ARGV + ["--epochs", "1", "--out", str(out)], "did not list them", "another --out")
+    one_line_error(capsys, TINY_ARGV + ["--epochs", "1", "--out", str(out)], "which no run listed", "another --out")
     assert sorted(files(out)) == ["README.md", "parameters.txt", "table.txt"]
+    project = tmp_path / "project"  # --out . from a project's folder: its README.md would be the gallery
+    project.mkdir()
+    (project / "README.md").write_text("# my project\n", encoding="utf-8")
+    one_line_error(capsys, TINY_ARGV + ["--epochs", "1", "--out", str(project)], "README.md", "never replaces")
+    assert (project / "README.md").read_text(encoding="utf-8") == "# my project\n"
 
 
 def test_fine_tuning_twice_into_the_same_folder_says_what_it_replaces(trained_copy, tmp_path, capsys):
