@@ -1490,8 +1490,8 @@ def manifest_names(folder: Path) -> list[str]:
 def recording(out: Path, keep: Path | None = None, log=print):
     """A run writes `out`: the files the earlier run there wrote (its manifest) are removed at
     this run's first write, all but `keep`, so a folder never holds the files of two runs, and
-    every file this run writes is listed in a new manifest. A folder holding a run's files
-    without a manifest (an older LLM.py wrote it) is refused."""
+    every file this run writes is listed in a new manifest. A folder holding a file a run writes
+    that no manifest lists (another program's, or an older LLM.py's) is refused."""
     out = Path(out)
     clash = [name for name in OUTPUT_TEXTS + RUN_PICTURES if (out / name).exists()]  # a checkpoint alone may be replaced
     if not (out / MANIFEST).is_file() and keep is None and clash:
