@@ -1455,6 +1455,7 @@ class Recording:
     earlier: list  # the earlier run's files there, until this run writes its first file
     keep: Path | None  # never removed: the checkpoint --resume goes on from
     log: object
+    written: set = field(default_factory=set)  # the names this run wrote there
 
 
 def listed(path: Path):
@@ -1473,8 +1474,17 @@ def listed(path: Path):
             record.log(f"note: {record.out}/ held the files of an earlier run: its {len(gone)} other files are removed")
         record.earlier = None
         save_text(record.out / MANIFEST, "# the files the run that wrote this folder wrote here; the next run there replaces them\n")
+        if record.keep is not None and record.keep.is_file() and same_file(record.keep.parent, record.out):
+            append_line(record.out / MANIFEST, record.keep.name)  # --resume: the same run's checkpoint goes on
+    record.written.add(path.name)
     if path.name not in manifest_names(record.out):
         append_line(record.out / MANIFEST, path.name)
+
+
+def this_run_wrote(folder: Path) -> set:
+    """The names of the files the run recording `folder` has written there so far."""
+    record = RECORDING.get(Path(folder).resolve())
+    return set(record.written) if record is not None else set()
 
 
 def manifest_names(folder: Path) -> list[str]:
@@ -2067,7 +2077,7 @@ class RunHooks(DeviceHooks):
 
     def kept(self, verb: str) -> str:
         """What the checkpoint holds now, in words."""
-        if self.checkpoint is None or not self.state.best["epoch"]:
+        if self.checkpoint is None or not self.state.best["epoch"] or not self.checkpoint.is_file():
             return "no checkpoint was written" + (" yet" if verb == "keeps" else "")
         best = self.state.best
         return f"{self.checkpoint} {verb} epoch {best['epoch']} (validation loss {best['val_loss']:.3f})"
@@ -3138,7 +3148,7 @@ def gallery(run: Finished, drawings: list[Drawing]) -> str:
               tokens_in_words(data), ""]
     # model.pt is not kept in git, so it is named but not linked: every link must lead somewhere
     listed = [(f"- `{name}`" if name == "model.pt" else f"- [{name}]({name})") + f": {what}."
-              for name, what in TEXT_FILES.items()]
+              for name, what in TEXT_FILES.items() if name != "model.pt" or (run.setup.out / name).is_file()]
     return "\n".join(lines + ["## Text files", ""] + listed) + "\n"
 
 
@@ -3147,8 +3157,11 @@ def write_pictures_and_gallery(run: Finished, log=print) -> list[Drawing]:
     started = time.perf_counter()
     drawings = [d for name, draw in PICTURES.items() if wanted(run.setup.cfg, name) for d in draw(run)]
     save_text(run.setup.out / "README.md", gallery(run, drawings))
-    log(f"wrote {run.setup.out}/: model.pt (epoch {run.best['epoch']}, best validation loss "
-        f"{run.best['val_loss']:.3f}), parameters.txt, table.txt, tokens.txt" + "".join(f", {d.named or d.file}" for d in drawings)
+    best = f"epoch {run.best['epoch']}, best validation loss {run.best['val_loss']:.3f}"
+    checkpoint = (f"model.pt ({best})" if "model.pt" in this_run_wrote(run.setup.out) else
+                  f"model.pt as it was ({best}: no epoch did better)" if (run.setup.out / "model.pt").is_file() else
+                  f"no model.pt (no epoch did better than the checkpoint it went on from, {run.best['val_loss']:.3f})")
+    log(f"wrote {run.setup.out}/: {checkpoint}, parameters.txt, table.txt, tokens.txt" + "".join(f", {d.named or d.file}" for d in drawings)
         + f" and README.md, the gallery ({time.perf_counter() - started:.1f} s for the pictures after training)")
     return drawings
 

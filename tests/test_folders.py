@@ -99,3 +99,18 @@ def test_every_committed_run_lists_its_files(folder):
     names = {t.rsplit("/", 1)[-1] for t in tracked if t.rsplit("/", 1)[0] == folder} - {".written"}
     listed = set(LLM.manifest_names(ROOT / folder)) - {"model.pt"}  # the checkpoint is not kept in git
     assert listed == names
+
+
+def test_wrote_names_only_what_this_run_wrote(tmp_path, capsys):
+    """--resume into a new folder where no epoch does better: no model.pt there, and the run's
+    last line and gallery say so instead of naming one."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert LLM.main(TINY_ARGV + ["--epochs", "2", "--pictures", "loss", "--out", str(first)]) == 0
+    capsys.readouterr()
+    assert LLM.main(["--resume", "--checkpoint", str(first / "model.pt"), "--epochs", "3", "--lr", "1e-30",
+                     "--out", str(second)]) == 0  # a step too small to change the loss: no better epoch
+    said = capsys.readouterr().out
+    assert not (second / "model.pt").exists()
+    assert f"wrote {second}/: no model.pt (no epoch did better than the checkpoint it went on from" in said
+    assert "model.pt" not in (second / "README.md").read_text(encoding="utf-8").split("## Text files")[1]
+    assert "model.pt" not in LLM.manifest_names(second)
