@@ -2095,10 +2095,11 @@ class RunHooks(DeviceHooks):
 # It is written atomically, like every output (`write_file`, part A), so a run killed at any
 # moment leaves either the old file or the new one, never half of one. It is read with
 # `torch.load(weights_only=True)`, which accepts only tensors and plain Python data: opening a
-# checkpoint cannot run code. Then it has to prove itself: it carries a SHA-256 of all its
-# tensors, so one bit changed on the disk is caught; its weights must be finite; and its settings
-# and vocabulary pass the same checks as typed flags (`validate`), so a hand-edited file is bad
-# input, refused in one line, not a crash three functions later.
+# checkpoint cannot run code. Then it has to prove itself: it carries a SHA-256 of everything in
+# it, tensors, settings, vocabulary, losses and history, so one bit changed on the disk or one
+# value edited by hand is caught; its weights must be finite; and its settings, vocabulary,
+# epoch, losses and history pass the checks of typed flags (`validate`) and of their ranges, so
+# even a file edited with its checksum made right is refused in one line naming the field.
 #
 # A run never writes over the checkpoint it starts from: `--init-from outputs/model.pt --data
 # otro.txt` writes `outputs/otro/`, and the chat's `/train` saves `model-chat.pt` beside the
@@ -2111,7 +2112,7 @@ class RunHooks(DeviceHooks):
 # character keeps its learned rows, wherever the sorted vocabulary now puts it.
 
 # %%
-CHECKPOINT_FORMAT = "LLM.py checkpoint 4"  # 2: a checksum of its tensors; 3: the tokenizer by name; 4: checksummed too
+CHECKPOINT_FORMAT = "LLM.py checkpoint 5"  # 2: a checksum of its tensors; 3: the tokenizer by name; 5: of every field
 SHAPE_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "context", "tokenizer", "vocab_size", "without")  # fixed by the weights
 
 
@@ -2139,10 +2140,11 @@ def named_tensors(value, name: str = ""):
 
 
 def tensors_checksum(payload: dict) -> str:
-    """SHA-256 of every tensor of a checkpoint (its name, dtype, shape and bytes, in name order)
-    and of its tokenizer (its vocabulary and merges, as JSON). One flipped bit in a weight or a
-    merge changes it; the settings are plain data, checked on loading like typed flags instead."""
-    digest = hashlib.sha256(json.dumps(payload.get("tokenizer"), sort_keys=True).encode())
+    """SHA-256 of a whole checkpoint: every field that is plain data (settings, vocabulary and
+    merges, epoch, losses, history, as JSON) and every tensor (its name, dtype, shape and bytes,
+    in name order). One flipped bit anywhere, or one value edited by hand, changes it."""
+    plain = json.dumps(payload, sort_keys=True, default=lambda t: f"tensor {tuple(t.shape)} {t.dtype}")  # NaN too
+    digest = hashlib.sha256(plain.encode())
     for name, tensor in sorted(named_tensors(payload), key=lambda item: item[0]):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
@@ -2220,9 +2222,11 @@ def checkpoint_settings(path: Path, payload: dict) -> tuple[Config, CharTokenize
         raise UserError(f"{path} has no valid vocabulary (no tokenizer of a kind this LLM.py knows: "
                         f"{', '.join(TOKENIZERS)})")
     check_memory(cfg, tokenizer.vocab_size, 1, 1, torch.device("cpu"))  # the model is built on the CPU first
-    for name, kind in (("epoch", int), ("val_loss", float)):
-        if not isinstance(payload.get(name), kind):
-            raise UserError(f"{path} has no valid {name}")
+    epoch, val_loss = payload.get("epoch"), payload.get("val_loss")
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1):
+        raise UserError(f"{path} has no valid epoch (found {epoch!r}: a whole number, 1 or more)")
+    if not (isinstance(val_loss, float) and math.isfinite(val_loss) and val_loss >= 0):
+        raise UserError(f"{path} has no valid val_loss (found {val_loss!r}: a loss is a finite number, 0 or more)")
     return cfg, tokenizer
 
 
@@ -4933,8 +4937,11 @@ def check_training_state(path: Path, state: dict, model: TransformerLM, cfg: Con
     if not (isinstance(state.get("step"), int) and state["step"] >= 0):
         problem = "its step count"
     elif not (isinstance(history, list) and history and all(
-            isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in HISTORY_FIELDS) for r in history)):
-        problem = "its history of losses"
+            isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)
+                                        and math.isfinite(r[k]) and r[k] >= 0 for k in HISTORY_FIELDS) for r in history)):
+        problem = "its history of losses (a value that is not a finite number, 0 or more)"
+    elif [r["epoch"] for r in history] != list(range(1, len(history) + 1)) or history[-1]["step"] != state["step"]:
+        problem = "its history of losses (epochs 1, 2, 3, ... and the step count of the last one)"
     elif not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.shape == torch.get_rng_state().shape):
         problem = "its random-number state"
     else:

@@ -270,7 +270,10 @@ def test_missing_corrupt_foreign_and_mismatched_checkpoints(capsys, tmp_path):
     LLM.save_checkpoint(tmp_path / "model.pt", model, tiny_config(), tok, {"epoch": 1, "val_loss": 2.0})
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     payload["config"]["d_model"] = 32  # the weights are for 16
-    torch.save(payload, tmp_path / "mismatch.pt")
+    torch.save(payload, tmp_path / "mismatch.pt")  # a setting edited by hand: the checksum covers it
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "mismatch.pt")], "is damaged")
+    payload["checksum"] = LLM.tensors_checksum({k: v for k, v in payload.items() if k != "checksum"})
+    torch.save(payload, tmp_path / "mismatch.pt")  # ... and with its checksum made right again
     one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "mismatch.pt")], "does not match")
 
 

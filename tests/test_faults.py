@@ -230,6 +230,30 @@ def test_a_hand_edited_training_state_cannot_be_resumed(capsys, trained, tmp_pat
                        "training state")
 
 
+@pytest.mark.parametrize("field, change", [
+    ("n_heads", lambda p: p["config"].__setitem__("n_heads", 4)),
+    ("a character", lambda p: p["tokenizer"]["chars"].__setitem__(-1, "å")),
+    ("the best loss", lambda p: p.__setitem__("val_loss", float("nan"))),
+    ("an epoch of the history", lambda p: p["training"]["history"][0].__setitem__("epoch", 10 ** 6)),
+    ("the step", lambda p: p["training"].__setitem__("step", 1.5))])
+def test_every_field_is_under_the_checksum(capsys, trained, tmp_path, field, change):
+    path = edited(trained, tmp_path, change, checksum=False)
+    for action in (["--generate", "No"], ["--resume", "--epochs", "9", "--out", str(tmp_path)]):
+        one_line_error(capsys, action + ["--checkpoint", str(path)], "is damaged", "checksum")
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda p: p.__setitem__("val_loss", float("nan")), "no valid val_loss"),
+    (lambda p: p.__setitem__("epoch", 0), "no valid epoch"),
+    (lambda p: p["training"]["history"][0].__setitem__("epoch", 10 ** 6), "history of losses"),
+    (lambda p: p["training"]["history"][1].__setitem__("train_loss", float("inf")), "history of losses"),
+    (lambda p: p["training"]["history"][0].__setitem__("step", True), "history of losses"),
+    (lambda p: p["training"].__setitem__("step", 1.5), "step count")])
+def test_an_edited_field_with_its_checksum_made_right_is_still_refused_by_name(capsys, trained, tmp_path, change, expected):
+    path = edited(trained, tmp_path, change)
+    one_line_error(capsys, ["--resume", "--epochs", "9", "--checkpoint", str(path), "--out", str(tmp_path)], expected)
+
+
 # --- 4. People's text is read like the data ------------------------------------------------------
 
 def test_a_decomposed_prompt_is_read_as_the_data_is(trained, capsys):
