@@ -4457,6 +4457,9 @@ class Chat:
             if same_file(self.chat_log, checkpoint) or self.read_chat_log() is None:
                 raise UserError(f"the chat log {self.chat_log} must be a UTF-8 text file (one typed line each)")
         self.target = chat_checkpoint(checkpoint)  # where /train saves: never the file read above
+        if self.chat_log is not None and (same_file(self.chat_log, self.target) or same_file(self.chat_log, self.trained_cfg.data)):
+            raise UserError(f"the chat log {self.chat_log} would be {'where /train saves' if same_file(self.chat_log, self.target) else 'the text /train reads'}: "
+                            f"name another file")
         self.epoch, self.val_loss, self.saved_cfg = payload["epoch"], payload["val_loss"], self.trained_cfg
         log(f"chatting with {checkpoint} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}, "
             f"{count_parameters(self.model):,} parameters"
@@ -4577,7 +4580,9 @@ class Chat:
                  f"line{'s' * (len(typed) != 1)}")
         try:
             train(self.model, data, cfg, self.device, hooks, log=lambda m: self.log("  " + m.strip()))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            if isinstance(stop, Terminated):
+                raise
             self.log("  (training stopped; the chat goes on with the best weights so far)")
         except TrainingDiverged as e:
             self.log(f"  {e}")
@@ -4589,17 +4594,29 @@ class Chat:
         self.save(self.target)
 
     def save(self, target: Path):
-        """Save the chat's model (after /train, or /save FILE); a failure leaves the chat going."""
-        if same_file(target, self.checkpoint):
-            self.log(f"  {target} is the checkpoint this chat started from: it stays as it is; /save OTHER.pt")
-            return
+        """Save the chat's model (after /train, or /save FILE); a failure leaves the chat going.
+        Never over a file the chat reads or writes: its checkpoint, its corpus, its log."""
         try:
+            mine = {"the checkpoint this chat started from": self.checkpoint, "the text /train reads": self.trained_cfg.data,
+                    "the chat log": self.chat_log}
+            taken = next((what for what, path in mine.items() if path is not None and same_file(target, path)), None)
+            if taken or (target.is_file() and not target.suffix == ".pt"):
+                self.log(f"  {target} is {taken or 'a file that is not a checkpoint'}: it stays as it is; /save OTHER.pt")
+                return
             save_checkpoint(target, self.model, self.saved_cfg, self.tokenizer,
                             {"epoch": self.epoch, "val_loss": self.val_loss})
+        except ValueError:  # a name with a NUL byte, say
+            self.log(f"  {show_path(target)} is not a file name this system accepts: /save OTHER.pt")
+            return
         except UserError as e:
             self.log(f"  {e}. The model is still here: /save FILE saves it somewhere else (another disk or folder)")
             return
         self.log(f"  saved {target} (python LLM.py --chat --checkpoint {target}); chat on")
+
+
+def show_path(path) -> str:
+    """A path as text that any console and any UTF-8 file can hold, whatever its bytes."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\0")
 
 
 def chat_checkpoint(source: Path) -> Path:
@@ -4626,7 +4643,9 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
                     break
             else:
                 session.answer(line)
-    except KeyboardInterrupt:  # Ctrl-C while waiting for a line
+    except KeyboardInterrupt as stop:  # Ctrl-C while waiting for a line
+        if isinstance(stop, Terminated):  # SIGTERM or SIGHUP: every file is whole; main() says so
+            raise
         log("")
     log("bye")
 
@@ -5151,7 +5170,8 @@ def main(argv=None) -> int:
         elif args.generate is not None:
             generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
         elif args.chat:
-            chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
+            with sigterm_like_ctrl_c():  # a closing terminal or a kill never leaves a half-saved file
+                chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
         elif args.what_if:
             if cfg.without:
                 raise UserError("--what-if switches every idea off in turn: leave out --without")

@@ -388,3 +388,25 @@ def test_an_empty_out_is_refused(capsys, tmp_path, monkeypatch):
     for empty in ("", "  "):
         one_line_error(capsys, TINY_ARGV + ["--out", empty], "--out must name a folder")
     assert list(tmp_path.iterdir()) == []  # nothing written in the current folder
+
+
+def test_the_chats_save_never_replaces_a_file_the_chat_reads_or_writes(trained_copy, tmp_path):
+    log, data = tmp_path / "chat.txt", tmp_path / "corpus.txt"
+    data.write_text(LLM.read_text(ROOT / "refranes.txt"), encoding="utf-8")
+    log.write_text("Más vale tarde\n", encoding="utf-8")
+    before = {path: path.read_bytes() for path in (log, data, trained_copy)}
+    typed = f"/save {log}\n/save {data}\n/save {trained_copy}\n/save {tmp_path / 'README.md'}\n/save bad\x00name.pt\nexit\n"
+    (tmp_path / "README.md").write_text("# mine\n", encoding="utf-8")
+    transcript = []
+    LLM.chat(tiny_config(max_chars=5), trained_copy, str(log), io.StringIO(typed), transcript.append, data=str(data))
+    said = "\n".join(transcript)
+    assert "is the chat log" in said and "is the text /train reads" in said and "is the checkpoint this chat started from" in said
+    assert "is a file that is not a checkpoint" in said and "not a file name this system accepts" in said
+    assert transcript[-1] == "bye" and (tmp_path / "README.md").read_text(encoding="utf-8") == "# mine\n"
+    assert all(path.read_bytes() == content for path, content in before.items() if path != log)
+    assert log.read_text(encoding="utf-8").startswith("Más vale tarde\n") and leftovers(tmp_path) == []
+
+
+def test_a_chat_log_that_would_be_the_save_or_the_corpus_is_refused(capsys, trained_copy):
+    one_line_error(capsys, ["--chat", "--checkpoint", str(trained_copy), "--chat-log",
+                            str(trained_copy.with_name("model-chat.pt"))], "where /train saves")
