@@ -1362,6 +1362,13 @@ DOWNLOADS = {  # texts the README trains on that LLM.py does not ship, and how t
                            "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"}
 
 
+def show_path(path) -> str:
+    """A path as text that any console and any UTF-8 file can hold, whatever its bytes (a byte
+    that is not UTF-8 as \\xNN, a NUL as \\0)."""
+    text = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in str(path))
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\0")
+
+
 def read_text(path: str | Path) -> str:
     """The text of a UTF-8 file in Unicode NFC form, line ends as '\\n'; a UserError for a
     missing, unreadable, binary, non-UTF-8 or empty file."""
@@ -1575,6 +1582,8 @@ def stand_in(error: UnicodeEncodeError) -> tuple[str, int]:
     """What a console that cannot show a character prints instead: ⏎ as <eol>, ␣ as _, a letter
     with an accent as the letter alone (é as e), anything else as ?."""
     text = error.object[error.start:error.end]
+    if any(0xDC80 <= ord(c) <= 0xDCFF for c in text):  # a byte of a file name that is not UTF-8: shown as \xNN
+        return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else "?" for c in text), error.end
     return "".join(STAND_INS.get(c) or unicodedata.normalize("NFKD", c).encode("ascii", "ignore").decode() or "?"
                    for c in text), error.end
 
@@ -1591,8 +1600,7 @@ def console_stand_ins():
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
     codecs.register_error("stand-ins", stand_in)
     for stream in (sys.stdout, sys.stderr):
-        encoding = codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name
-        if encoding != "utf-8" and hasattr(stream, "reconfigure"):
+        if hasattr(stream, "reconfigure"):  # also on a UTF-8 console: a file name's stray bytes print as \xNN
             stream.reconfigure(errors="stand-ins")
 
 
@@ -3141,7 +3149,7 @@ def gallery(run: Finished, drawings: list[Drawing]) -> str:
     """outputs/README.md: every file of the run, with how to read it."""
     data, cfg = run.setup.data, run.setup.cfg
     lines = ["# What the model wrote: a gallery", "",
-             f"Written by `python LLM.py` on `{Path(cfg.data).name}`: {data.n_chars:,} characters read in {data.mode} "
+             f"Written by `python LLM.py` on `{show_path(Path(cfg.data).name)}`: {data.n_chars:,} characters read in {data.mode} "
              f"mode{'' if data.tokenizer.unit == 'character' else ', cut into ' + vocabulary_in_words(data.tokenizer)}, a model of {count_parameters(run.setup.model):,} parameters"
              + (f" **{without_label(cfg)}**" if cfg.without else "") + f", {len(run.history)} epochs. Every "
              f"file below is rebuilt by each run; the same seed on the same machine gives the same files.", ""]
@@ -4612,11 +4620,6 @@ class Chat:
             self.log(f"  {e}. The model is still here: /save FILE saves it somewhere else (another disk or folder)")
             return
         self.log(f"  saved {target} (python LLM.py --chat --checkpoint {target}); chat on")
-
-
-def show_path(path) -> str:
-    """A path as text that any console and any UTF-8 file can hold, whatever its bytes."""
-    return str(path).encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\0")
 
 
 def chat_checkpoint(source: Path) -> Path:

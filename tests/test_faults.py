@@ -410,3 +410,16 @@ def test_the_chats_save_never_replaces_a_file_the_chat_reads_or_writes(trained_c
 def test_a_chat_log_that_would_be_the_save_or_the_corpus_is_refused(capsys, trained_copy):
     one_line_error(capsys, ["--chat", "--checkpoint", str(trained_copy), "--chat-log",
                             str(trained_copy.with_name("model-chat.pt"))], "where /train saves")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a file name that is not UTF-8 is a Linux file system's")
+def test_a_data_file_whose_name_is_not_utf8_runs_to_the_end(tmp_path):
+    name = os.fsdecode(b"prov\xff.txt")
+    (tmp_path / name).write_text("\n".join(LLM.text_lines(LLM.read_text(ROOT / "refranes.txt"))[:200]) + "\n",
+                                 encoding="utf-8")
+    result = run_llm(*TINY_ARGV[:-4], "--data", name, "--epochs", "1", "--pictures", "loss", cwd=tmp_path,
+                     env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "wrote outputs/prov\\xff/" in result.stdout
+    gallery = (tmp_path / "outputs" / os.fsdecode(b"prov\xff") / "README.md").read_text(encoding="utf-8")
+    assert "on `prov\\xff.txt`" in gallery
