@@ -20,7 +20,8 @@ import LLM
 from conftest import PROVERBS, ROOT
 from test_prose import README
 
-TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--epochs", "1", "--pictures", "loss"]
+TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--epochs", "1", "--snapshot", "0",
+        "--pictures", "loss"]
 REBUILDS = {(): "outputs/", ("--preset", "longer"): "outputs/longer/", ("--preset", "pieces"): "outputs/pieces/",
             ("--what-if",): "outputs/what-if/"}  # the commands that rebuild a committed run, and its folder
 
