@@ -1447,6 +1447,11 @@ def write_file(path: Path, write):
     except BaseException as error:  # Ctrl-C included: never leave a temporary file behind
         with contextlib.suppress(OSError):
             temporary.unlink()
+        cause = error.__context__  # torch.save reports what stopped its writes as a RuntimeError around it
+        if isinstance(error, RuntimeError) and isinstance(cause, KeyboardInterrupt):
+            raise cause from None  # Ctrl-C, SIGTERM or SIGHUP inside the write: an interruption, not a disk's fault
+        if isinstance(error, RuntimeError) and isinstance(cause, OSError):
+            error = cause  # its reason in words ("No space left on device"), not torch's
         if isinstance(error, (OSError, RuntimeError)):
             reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
             left = "the earlier file there is untouched" if path.is_file() else "nothing was written there"

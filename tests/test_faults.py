@@ -119,6 +119,34 @@ def test_ctrl_c_during_a_write_leaves_no_debris(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), LLM.Terminated(15)])
+def test_a_signal_inside_torch_save_is_an_interruption_not_a_disk_fault(tmp_path, monkeypatch, stop):
+    """torch.save turns what stops its writes into a RuntimeError around it: the run still says
+    interrupted (exit code 130, or 143 for SIGTERM), keeps the earlier file whole, leaves no debris."""
+    model = LLM.TransformerLM(11, tiny_config())
+    (tmp_path / "model.pt").write_bytes(b"the earlier checkpoint")
+    calls = []
+
+    class Stopping:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, data):
+            calls.append(len(data))
+            if len(calls) == 3:
+                raise stop
+            return self.file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    real_save = torch.save
+    monkeypatch.setattr(LLM.torch, "save", lambda obj, file: real_save(obj, Stopping(file)))
+    with pytest.raises(type(stop)):
+        LLM.save_checkpoint(tmp_path / "model.pt", model, tiny_config(), LLM.CharTokenizer("ab"), {"epoch": 1, "val_loss": 1.0})
+    assert (tmp_path / "model.pt").read_bytes() == b"the earlier checkpoint" and leftovers(tmp_path) == []
+
+
 @pytest.mark.skipif(not POSIX, reason="the file-size limit (RLIMIT_FSIZE) is POSIX")
 def test_a_full_disk_during_training_is_one_line_and_keeps_the_earlier_checkpoint(trained_copy):
     """A real failing write: the kernel refuses every byte past 40 kB (EFBIG, as ENOSPC would)."""
