@@ -1887,6 +1887,11 @@ class Ranks:
         return self.rank == 0
 
 
+def started_by_torchrun() -> bool:
+    """True in a process torchrun started: it sets RANK, MASTER_ADDR and MASTER_PORT."""
+    return all(os.environ.get(name) for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"))
+
+
 def torchrun_world() -> int:
     """How many processes train together: WORLD_SIZE when torchrun set it, with RANK, MASTER_ADDR
     and MASTER_PORT; 1 when one of those is missing (a WORLD_SIZE a cluster job left behind is
@@ -1897,8 +1902,7 @@ def torchrun_world() -> int:
             raise UserError(f"the environment variable {name} is {value!r}: torchrun sets it to a whole number "
                             f"(unset it to train in one process)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    started = all(os.environ.get(name) for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"))
-    return world if started else 1
+    return world if started_by_torchrun() else 1
 
 
 def start_distributed(device: torch.device, log=print) -> tuple[Ranks, torch.device]:
@@ -1926,11 +1930,13 @@ def current_ranks() -> Ranks:
     return Ranks()
 
 
-def end_distributed():
-    """Leave the process group together: the other ranks wait here while rank 0 writes."""
+def end_distributed(together: bool = True):
+    """Leave the process group together: the other ranks wait here while rank 0 writes. After an
+    error (together=False) each process leaves at once, waiting for no other."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -4852,7 +4858,7 @@ def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Pa
     if not ranks.is_writer:
         log = lambda *args: None  # noqa: E731  (the other ranks stay silent)
     check_not_an_output(cfg)
-    out = prepare_output_dir(cfg.out) if ranks.is_writer else Path(cfg.out)
+    out = prepare_output_dir(cfg.out)  # every process checks it: none waits for one that could not start
     text = read_text(cfg.data)
     model, tokenizer, resume_state = start_from_checkpoint(cfg, text, device, log, resume, init_from)
     data = prepare_any_text(text, cfg, tokenizer)
@@ -5089,7 +5095,10 @@ def folder_for_fine_tuning(cfg: Config, typed_out: bool, source: Path) -> Config
 def writing_folder_of(cfg: Config):
     """The lock on cfg.out (writing_folder) in the process that writes; with torchrun the other
     processes write nothing and take none."""
-    return writing_folder(Path(cfg.out)) if torchrun_world() == 1 or os.environ["RANK"] == "0" else contextlib.nullcontext()
+    if torchrun_world() == 1 or os.environ["RANK"] == "0":
+        return writing_folder(Path(cfg.out))
+    prepare_output_dir(cfg.out)  # fails here as rank 0 fails in writing_folder: no process waits for one that left
+    return contextlib.nullcontext()
 
 
 def check_not_an_output(cfg: Config):
@@ -5198,7 +5207,9 @@ def main(argv=None) -> int:
             if notebook and finished is not None:
                 show_pictures_inline(finished)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not (started_by_torchrun() and os.environ.get("RANK") != "0"):  # torchrun: one line, from rank 0
+            print(f"error: {e}", file=sys.stderr)
+        end_distributed(together=False)
         return 2
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)

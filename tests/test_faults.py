@@ -481,3 +481,15 @@ def test_the_memory_estimate_covers_the_measured_peak_within_a_factor_of_2(shape
     assert result.returncode == 0, result.stderr
     peak, estimate = map(int, result.stdout.split())
     assert peak <= estimate <= 2 * peak, (peak, estimate)
+
+
+@pytest.mark.parametrize("bad, expected", [(["--heads", "3"], "--d-model (16) must be divisible by --heads (3)"),
+                                           (["--out", "/proc/llm-cannot-write-here"], "cannot write to the output folder")])
+def test_torchrun_says_each_failure_once_and_no_process_waits_for_it(bad, expected, tmp_path):
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "LLM.py"),
+            *TINY_ARGV, "--epochs", "1", "--pictures", "--out", str(tmp_path), *bad]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+    assert 'LLM.py", line' not in result.stderr  # no traceback of LLM.py's own (torchrun may print its own summary)
