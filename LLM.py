@@ -1572,18 +1572,26 @@ def writing_folder(out: Path):
     except OSError as e:
         raise UserError(f"cannot write to the output folder {out}: {e.strerror or e}") from None
     with lock:
-        try:
-            if os.name == "nt":
-                import msvcrt
-                lock.seek(0)
-                msvcrt.locking(lock.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not locked(lock):
             raise UserError(f"another run is writing {out}/ right now: wait for it to end, "
-                            f"or give this run another --out") from None
+                            f"or give this run another --out")
         yield
+
+
+def locked(lock) -> bool:
+    """Take the operating system's exclusive lock on an open file (flock; msvcrt on Windows):
+    False when another process, or another open of it, holds it. It ends with the process."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+            lock.seek(0)
+            msvcrt.locking(lock.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
 
 
 def stand_in(error: UnicodeEncodeError) -> tuple[str, int]:
@@ -4483,6 +4491,13 @@ class Chat:
             raise UserError(f"the chat log {self.chat_log} would be {'where /train saves' if same_file(self.chat_log, self.target) else 'the text /train reads'}: "
                             f"name another file")
         self.epoch, self.val_loss, self.saved_cfg = payload["epoch"], payload["val_loss"], self.trained_cfg
+        self.log_lock = None  # one chat at a time appends to a log: a second would lose the first's lines
+        if self.chat_log is not None:
+            self.log_lock = open(self.chat_log.with_name(f".{self.chat_log.name}.lock"), "a+b")
+            if not locked(self.log_lock):
+                self.log_lock.close()
+                raise UserError(f"another chat is writing the chat log {self.chat_log} right now: end it first, "
+                                f"or give this one another --chat-log")
         log(f"chatting with {checkpoint} (epoch {payload['epoch']}, validation loss {payload['val_loss']:.3f}, "
             f"{count_parameters(self.model):,} parameters"
             + (f", trained {without_label(self.trained_cfg)}" if self.trained_cfg.without else "")
@@ -4652,6 +4667,17 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
     if stream is None and hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8: refused line by line
     session = Chat(cfg, checkpoint, chat_log, log, data)
+    try:
+        chat_session(session, stream, log)
+    finally:
+        if session.log_lock is not None:  # the lock ends with the process anyway; its file goes now
+            session.log_lock.close()
+            with contextlib.suppress(OSError):
+                Path(session.log_lock.name).unlink()
+
+
+def chat_session(session: Chat, stream, log):
+    """The chat's loop: each line typed is a command or the start of a proverb."""
     try:
         for line in chat_lines(stream or sys.stdin, log):
             text = line.strip()

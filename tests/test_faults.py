@@ -493,3 +493,17 @@ def test_torchrun_says_each_failure_once_and_no_process_waits_for_it(bad, expect
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
     assert 'LLM.py", line' not in result.stderr  # no traceback of LLM.py's own (torchrun may print its own summary)
+
+
+def test_two_chats_on_one_log_the_second_is_refused_and_no_line_is_lost(trained, tmp_path, capsys):
+    log = tmp_path / "chat.txt"
+    first = LLM.Chat(tiny_config(max_chars=5), trained, str(log), lambda *a: None)
+    try:
+        with pytest.raises(LLM.UserError, match="another chat is writing the chat log"):
+            LLM.Chat(tiny_config(max_chars=5), trained, str(log), lambda *a: None)
+        first.answer("Más vale tarde")
+    finally:
+        first.log_lock.close()
+    LLM.chat(tiny_config(max_chars=5), trained, str(log), io.StringIO("que nunca\nexit\n"), lambda *a: None)
+    assert log.read_text(encoding="utf-8") == "Más vale tarde\nque nunca\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.txt"]  # the lock's file goes with the chat
