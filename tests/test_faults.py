@@ -471,6 +471,7 @@ print(status("VmHWM:") - base, LLM.memory_needed(cfg, data.tokenizer.vocab_size,
 """
 
 
+@pytest.mark.slow  # three processes that train: CI runs them with -m slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="reads Linux's own account of the peak memory")
 @pytest.mark.parametrize("shape", ["dict(context=8000, epochs=1)", "dict(context=80, d_model=512, d_ff=2048, epochs=1)",
                                    "dict(context=80, attention='exact', batch_size=64, epochs=1)"])
@@ -483,6 +484,7 @@ def test_the_memory_estimate_covers_the_measured_peak_within_a_factor_of_2(shape
     assert peak <= estimate <= 2 * peak, (peak, estimate)
 
 
+@pytest.mark.slow  # torchrun starts three processes a case: CI runs them with -m slow
 @pytest.mark.parametrize("bad, expected", [(["--heads", "3"], "--d-model (16) must be divisible by --heads (3)"),
                                            (["--out", "/proc/llm-cannot-write-here"], "cannot write to the output folder")])
 def test_torchrun_says_each_failure_once_and_no_process_waits_for_it(bad, expected, tmp_path):
