@@ -258,99 +258,28 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
     return out
 
 
-class BPETokenizer(CharTokenizer):
-    """The corpus's characters, then the pieces its most frequent pairs were merged into."""
-    kind, unit = "bpe", "piece"
-
-    def __init__(self, chars, merges=(), counts=()):
-        super().__init__(chars)  # ids 0 .. len(chars) - 1: the characters, sorted, as in section 2
-        self.pieces = list(self.chars)  # id -> text; a merge appends its new piece
-        self.merges, self.counts = {}, []  # (a, b) -> (rank, id of ab); how often each pair was seen
-        for (left, right), count in zip(merges, counts or [0] * len(merges)):
-            self.add_merge((self.ids[left], self.ids[right]), count)
-        self.cache = {}  # word -> its ids: a corpus repeats its words
-
-    def add_merge(self, pair: tuple[int, int], count: int) -> int:
-        text = self.pieces[pair[0]] + self.pieces[pair[1]]
-        if text not in self.ids:  # two merges may spell the same piece: it keeps one id
-            self.ids[text] = len(self.pieces)
-            self.pieces.append(text)
-        self.merges[pair] = (len(self.merges), self.ids[text])
-        self.counts.append(count)
-        return self.ids[text]
-
-    @classmethod
-    def learn(cls, text: str, train_lines: list[str], cfg: Config) -> "BPETokenizer":
-        """The characters of the whole text, then merges of the training words' pairs up to cfg.vocab_size."""
-        tokenizer = cls(text)
-        counted = Counter(word for line in train_lines for word in WORD.findall(line))  # word -> how often
-        spelled, often = [[tokenizer.ids[c] for c in word] for word in counted], list(counted.values())
-        pairs, holders = Counter(), defaultdict(set)  # pair -> how often; pair -> the words that hold it
-        for w, (ids, n) in enumerate(zip(spelled, often)):
-            for pair in zip(ids, ids[1:]):
+def learn_merges(train_lines: list[str], chars: list[str], vocab_size: int) -> list[tuple[str, str, int]]:
+    """The merges (left piece, right piece, how often the pair was seen), the formula above step by
+    step. (Part II's BPETokenizer learns the same ones faster: it counts again only the words a
+    merge changes; a test proves them equal.)"""
+    pieces = list(chars)  # id -> text: the characters, then each merged piece
+    words = Counter(word for line in train_lines for word in WORD.findall(line))  # word -> how often
+    spelled = {word: [pieces.index(c) for c in word] for word in words}  # word -> its ids now
+    merges = []
+    while len(pieces) < vocab_size:
+        pairs = Counter()
+        for word, n in words.items():
+            for pair in zip(spelled[word], spelled[word][1:]):
                 pairs[pair] += n
-                holders[pair].add(w)
-        while tokenizer.vocab_size < cfg.vocab_size and pairs:
-            top = max(pairs.values())
-            if top < 2:  # a pair seen once: merging it would only learn that one word by heart
-                break
-            best = min(pair for pair, n in pairs.items() if n == top)  # the most frequent; ties: smaller ids
-            new = tokenizer.add_merge(best, top)
-            for w in holders.pop(best):  # only the words that hold the pair change: recount theirs
-                ids, n = spelled[w], often[w]
-                for pair in zip(ids, ids[1:]):
-                    pairs[pair] -= n
-                    if not pairs[pair]:
-                        del pairs[pair]
-                spelled[w] = ids = merge_pair(ids, best, new)
-                for pair in zip(ids, ids[1:]):
-                    pairs[pair] += n
-                    holders[pair].add(w)
-        return tokenizer
-
-    def encode_word(self, word: str) -> list[int]:
-        """The word's characters, merged while a learned pair is left, the earliest learned first."""
-        if word not in self.cache:
-            ids = [self.ids[c] for c in word]
-            while learned := [pair for pair in zip(ids, ids[1:]) if pair in self.merges]:
-                first = min(learned, key=lambda pair: self.merges[pair][0])  # the pair learned earliest
-                ids = merge_pair(ids, first, self.merges[first][1])
-            self.cache[word] = ids
-        return self.cache[word]
-
-    def encode(self, text: str) -> list[int]:
-        super().encode(text)  # only to name any character outside the vocabulary
-        return [i for word in WORD.findall(text) for i in self.encode_word(word)]
-
-    @property
-    def vocab_size(self) -> int: return len(self.pieces)
-    def token_text(self, i: int) -> str: return self.pieces[int(i)]
-    def decode(self, ids) -> str: return "".join(self.pieces[int(i)] for i in ids)
-    def merge_texts(self) -> list[list[str]]: return [[self.pieces[a], self.pieces[b]] for a, b in self.merges]
-
-    def extended(self, text: str) -> tuple["BPETokenizer", list[str]]:  # new characters; the merges stay
-        added = self.unknown(text)
-        return (BPETokenizer(self.chars + added, self.merge_texts(), self.counts) if added else self), added
-
-    def to_dict(self) -> dict: return {**super().to_dict(), "merges": self.merge_texts(), "counts": self.counts}
-
-    @classmethod
-    def from_dict(cls, stored: dict) -> "BPETokenizer":
-        chars, merges, counts = CharTokenizer.from_dict(stored).chars, stored.get("merges"), stored.get("counts")
-        if not isinstance(merges, list):
-            raise ValueError("no list of merges")
-        known = set(chars)
-        for pair in merges:
-            if not (isinstance(pair, list) and len(pair) == 2 and all(p in known and p != EOL for p in pair)):
-                raise ValueError(f"merge {pair!r}: not two earlier pieces (none of them the end of line)")
-            known.add(pair[0] + pair[1])
-        if not (isinstance(counts, list) and len(counts) == len(merges)
-                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts)):
-            raise ValueError("a count of at least 0 for every merge")
-        return cls(chars, merges, counts)
-
-
-TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}  # --tokenizer (and a checkpoint's kind) -> its class
+        if not pairs or max(pairs.values()) < 2:  # a pair seen once: merging it would learn one word by heart
+            break
+        top = max(pairs.values())
+        a, b = min(pair for pair, n in pairs.items() if n == top)  # the most frequent; ties: smaller ids
+        if pieces[a] + pieces[b] not in pieces:  # two merges may spell one piece: it keeps one id
+            pieces.append(pieces[a] + pieces[b])
+        merges.append((pieces[a], pieces[b], top))
+        spelled = {word: merge_pair(ids, (a, b), pieces.index(pieces[a] + pieces[b])) for word, ids in spelled.items()}
+    return merges
 
 # %% [markdown]
 # ## 4. Teacher forcing, padding, batches
@@ -451,13 +380,13 @@ class Data:
 
 def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
     """Cut a text of one proverb per line into train / validation / test splits. The tokenizer
-    is learned from the text (the merges of section 3 from the training lines only) unless one
-    is given (a checkpoint's). `extra_train` lines go to the training split only: the held-out
+    is the text's characters unless one is given (a checkpoint's, or section 3's pieces learned
+    from the training lines). `extra_train` lines go to the training split only: the held-out
     splits stay those of the text, so their losses compare with earlier ones."""
     lines = text_lines(text)
     train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
     train_lines = train_lines + list(extra_train)
-    tokenizer = tokenizer or TOKENIZERS[cfg.tokenizer].learn(text, train_lines, cfg)
+    tokenizer = tokenizer or CharTokenizer.learn(text, train_lines, cfg)
     encode = lambda rows: encode_lines(rows, tokenizer, cfg.context)  # noqa: E731
     return Data("line", "one proverb per line", tokenizer, encode(train_lines), encode(val_lines),
                 encode(test_lines) if test_lines else None, train_lines, len(text), held_out_text=val_lines + test_lines,
@@ -1164,8 +1093,8 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
 # - **A. Settings, devices, files**: `validate`, `pick_device`, reading a text file safely,
 #   writing a file in one piece, checking a prompt, the memory a shape needs, one run per
 #   folder, SIGTERM.
-# - **B. Long texts**: a book cut into windows instead of lines (`--mode stream`), and encoding
-#   100 MB of text in seconds.
+# - **B. Long texts and word pieces**: a book cut into windows instead of lines (`--mode
+#   stream`), encoding 100 MB of text in seconds, and `BPETokenizer`, section 3's merges learned fast.
 # - **C. Faster arithmetic**: bf16 mixed precision, `torch.compile`.
 # - **D. Several processes**: `torchrun` and `DistributedDataParallel`.
 # - **E. The run's hooks**: what `python LLM.py` plugs into the training loop: the device, the
@@ -1806,6 +1735,101 @@ def window_data(text: str, cfg: Config, tokenizer: CharTokenizer | None, reason:
     return Data("stream", reason, tokenizer, blocks[0], blocks[1], blocks[2] if n_test else None, sample_lines, n)
 
 
+class BPETokenizer(CharTokenizer):
+    """The corpus's characters, then the pieces its most frequent pairs were merged into."""
+    kind, unit = "bpe", "piece"
+
+    def __init__(self, chars, merges=(), counts=()):
+        super().__init__(chars)  # ids 0 .. len(chars) - 1: the characters, sorted, as in section 2
+        self.pieces = list(self.chars)  # id -> text; a merge appends its new piece
+        self.merges, self.counts = {}, []  # (a, b) -> (rank, id of ab); how often each pair was seen
+        for (left, right), count in zip(merges, counts or [0] * len(merges)):
+            self.add_merge((self.ids[left], self.ids[right]), count)
+        self.cache = {}  # word -> its ids: a corpus repeats its words
+
+    def add_merge(self, pair: tuple[int, int], count: int) -> int:
+        text = self.pieces[pair[0]] + self.pieces[pair[1]]
+        if text not in self.ids:  # two merges may spell the same piece: it keeps one id
+            self.ids[text] = len(self.pieces)
+            self.pieces.append(text)
+        self.merges[pair] = (len(self.merges), self.ids[text])
+        self.counts.append(count)
+        return self.ids[text]
+
+    @classmethod
+    def learn(cls, text: str, train_lines: list[str], cfg: Config) -> "BPETokenizer":
+        """The characters of the whole text, then merges of the training words' pairs up to cfg.vocab_size."""
+        tokenizer = cls(text)
+        counted = Counter(word for line in train_lines for word in WORD.findall(line))  # word -> how often
+        spelled, often = [[tokenizer.ids[c] for c in word] for word in counted], list(counted.values())
+        pairs, holders = Counter(), defaultdict(set)  # pair -> how often; pair -> the words that hold it
+        for w, (ids, n) in enumerate(zip(spelled, often)):
+            for pair in zip(ids, ids[1:]):
+                pairs[pair] += n
+                holders[pair].add(w)
+        while tokenizer.vocab_size < cfg.vocab_size and pairs:
+            top = max(pairs.values())
+            if top < 2:  # a pair seen once: merging it would only learn that one word by heart
+                break
+            best = min(pair for pair, n in pairs.items() if n == top)  # the most frequent; ties: smaller ids
+            new = tokenizer.add_merge(best, top)
+            for w in holders.pop(best):  # only the words that hold the pair change: recount theirs
+                ids, n = spelled[w], often[w]
+                for pair in zip(ids, ids[1:]):
+                    pairs[pair] -= n
+                    if not pairs[pair]:
+                        del pairs[pair]
+                spelled[w] = ids = merge_pair(ids, best, new)
+                for pair in zip(ids, ids[1:]):
+                    pairs[pair] += n
+                    holders[pair].add(w)
+        return tokenizer
+
+    def encode_word(self, word: str) -> list[int]:
+        """The word's characters, merged while a learned pair is left, the earliest learned first."""
+        if word not in self.cache:
+            ids = [self.ids[c] for c in word]
+            while learned := [pair for pair in zip(ids, ids[1:]) if pair in self.merges]:
+                first = min(learned, key=lambda pair: self.merges[pair][0])  # the pair learned earliest
+                ids = merge_pair(ids, first, self.merges[first][1])
+            self.cache[word] = ids
+        return self.cache[word]
+
+    def encode(self, text: str) -> list[int]:
+        super().encode(text)  # only to name any character outside the vocabulary
+        return [i for word in WORD.findall(text) for i in self.encode_word(word)]
+
+    @property
+    def vocab_size(self) -> int: return len(self.pieces)
+    def token_text(self, i: int) -> str: return self.pieces[int(i)]
+    def decode(self, ids) -> str: return "".join(self.pieces[int(i)] for i in ids)
+    def merge_texts(self) -> list[list[str]]: return [[self.pieces[a], self.pieces[b]] for a, b in self.merges]
+
+    def extended(self, text: str) -> tuple["BPETokenizer", list[str]]:  # new characters; the merges stay
+        added = self.unknown(text)
+        return (BPETokenizer(self.chars + added, self.merge_texts(), self.counts) if added else self), added
+
+    def to_dict(self) -> dict: return {**super().to_dict(), "merges": self.merge_texts(), "counts": self.counts}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "BPETokenizer":
+        chars, merges, counts = CharTokenizer.from_dict(stored).chars, stored.get("merges"), stored.get("counts")
+        if not isinstance(merges, list):
+            raise ValueError("no list of merges")
+        known = set(chars)
+        for pair in merges:
+            if not (isinstance(pair, list) and len(pair) == 2 and all(p in known and p != EOL for p in pair)):
+                raise ValueError(f"merge {pair!r}: not two earlier pieces (none of them the end of line)")
+            known.add(pair[0] + pair[1])
+        if not (isinstance(counts, list) and len(counts) == len(merges)
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts)):
+            raise ValueError("a count of at least 0 for every merge")
+        return cls(chars, merges, counts)
+
+
+TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}  # --tokenizer (and a checkpoint's kind) -> its class
+
+
 def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
     """prepare_data (section 4) for any text: the mode of cfg.mode, or the one --mode auto
     picks; a book goes to stream mode, proverbs to the story's line mode."""
@@ -1813,6 +1837,9 @@ def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = N
     if mode == "stream":
         return window_data(text, cfg, tokenizer, reason, extra_train)
     check_line_count(text_lines(text), cfg)  # a clear error for a text of one or two lines
+    if tokenizer is None:  # the tokenizer --tokenizer names, learned from the training lines only
+        train_lines = split_lines(text_lines(text), cfg.val_fraction, cfg.seed, cfg.test_fraction)[0]
+        tokenizer = TOKENIZERS[cfg.tokenizer].learn(text, train_lines, cfg)
     return replace(prepare_data(text, cfg, tokenizer, extra_train), reason=reason)
 
 

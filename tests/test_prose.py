@@ -94,7 +94,7 @@ def test_the_lines_the_context_cuts(corpus):
 
 def test_what_section_3_says_word_pieces_cost_and_buy(corpus):
     text, data, _ = corpus
-    pieces = LLM.prepare_data(text, LLM.Config(tokenizer="bpe", vocab_size=512))
+    pieces = LLM.prepare_any_text(text, LLM.Config(tokenizer="bpe", vocab_size=512))
     per_piece, context, chars, V, vocab = said(
         STORY, r"at 512 pieces a piece of the proverbs is about ([\d.]+) characters, so a context of (\d+) tokens holds "
                r"about (\d+) characters .*? V grows from (\d+) to (\d+),")

@@ -46,6 +46,17 @@ def test_merges_learned_on_a_hand_made_text_are_the_ones_computed_by_hand():
     assert learned(["la casa", "la cosa", "casa"], vocab_size=9).merge_texts() == [["s", "a"], [" ", "c"]]
 
 
+def test_section_3s_merges_step_by_step_are_the_fast_learners_on_the_proverbs():
+    """Part I's learn_merges (the formula, counting every pair again after each merge) and Part II's
+    BPETokenizer.learn (counting again only the words a merge changes) learn the same merges."""
+    lines = LLM.text_lines(PROVERBS.read_text(encoding="utf-8"))
+    fast = learned(lines, 160)
+    slow = LLM.learn_merges(lines, fast.alphabet(), 160)
+    assert [[a, b] for a, b, _ in slow] == fast.merge_texts() and [n for _, _, n in slow] == fast.counts
+    hand = LLM.learn_merges(["la casa", "la cosa", "casa"], ["\n", " ", "a", "c", "l", "o", "s"], 100)
+    assert hand == [("s", "a", 3), (" ", "c", 2), ("a", "sa", 2), ("l", "a", 2)]  # the docstring's derivation below
+
+
 def test_a_merge_that_spells_an_existing_piece_keeps_its_id():
     """'ab' then 'abc' from ab+c in one word, and a+bc in another once 'bc' exists: one piece 'abc'."""
     tokenizer = LLM.BPETokenizer("abc", [["a", "b"], ["ab", "c"], ["b", "c"], ["a", "bc"]], [5, 4, 3, 2])
@@ -72,7 +83,7 @@ def literally(tokenizer: LLM.BPETokenizer, word: str) -> list[int]:
 
 
 def test_encoding_applies_the_merges_in_the_order_they_were_learned_on_the_whole_corpus():
-    data = LLM.prepare_data(CORPUS, LLM.Config(tokenizer="bpe", vocab_size=512))
+    data = LLM.prepare_any_text(CORPUS, LLM.Config(tokenizer="bpe", vocab_size=512))
     tokenizer = data.tokenizer
     assert tokenizer.vocab_size == 512
     for word in {w for line in LLM.text_lines(CORPUS) for w in LLM.WORD.findall(line)}:
@@ -80,7 +91,7 @@ def test_encoding_applies_the_merges_in_the_order_they_were_learned_on_the_whole
 
 
 def test_encode_then_decode_gives_back_the_whole_corpus_held_out_lines_included():
-    data = LLM.prepare_data(CORPUS, LLM.Config(tokenizer="bpe", vocab_size=512))
+    data = LLM.prepare_any_text(CORPUS, LLM.Config(tokenizer="bpe", vocab_size=512))
     ids = data.tokenizer.encode(CORPUS)
     assert data.tokenizer.decode(ids) == CORPUS
     assert 2.0 < len(CORPUS) / len(ids) < 3.0  # section 3: "a piece is about 2.3 characters"
