@@ -1528,7 +1528,7 @@ def stand_in(error: UnicodeEncodeError) -> tuple[str, int]:
     with an accent as the letter alone (é as e), anything else as ?."""
     text = error.object[error.start:error.end]
     if any(0xDC80 <= ord(c) <= 0xDCFF for c in text):  # a byte of a file name that is not UTF-8: shown as \xNN
-        return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else "?" for c in text), error.end
+        return show_path(text).encode("ascii", "replace").decode(), error.end
     return "".join(STAND_INS.get(c) or unicodedata.normalize("NFKD", c).encode("ascii", "ignore").decode() or "?"
                    for c in text), error.end
 

@@ -104,7 +104,7 @@ def test_no_piece_crosses_the_end_of_a_line():
     pieces = texts(tokenizer, range(tokenizer.vocab_size))
     assert [p for p in pieces if "\n" in p] == ["\n"]
     ids = tokenizer.encode("venga.\nA buen entendedor")
-    assert texts(tokenizer, ids)[:3] == ["ven", "ga", "."] or "\n" in texts(tokenizer, ids)
+    assert ids.count(tokenizer.eol_id) == 1 and texts(tokenizer, ids).count("\n") == 1
     assert tokenizer.decode(ids[:ids.index(tokenizer.eol_id)]) == "venga."  # ⏎ is a token of its own
     with pytest.raises(ValueError, match="end of line"):
         LLM.BPETokenizer.from_dict({**tokenizer.to_dict(), "merges": [[".", "\n"]], "counts": [1]})
