@@ -2,21 +2,16 @@
 # %% [markdown]
 # # LLM.py: a small Transformer that learns Spanish proverbs
 #
-# This file is a book in two parts.
+# This file is a book in two parts. **Part I, the story**, is what a class reads, in the order
+# the data flows, from the settings to sampling; each section opens with a few sentences and its
+# formula, and its cells alone train the classroom model for an epoch and let it write. **Part
+# II**, after the appendix banner, holds the machinery a real program needs and a first reading
+# does not (checks, devices, long texts, several processes, checkpoints, pictures, chat, the
+# command line); the story never calls it, it plugs into the story's hooks (section 14).
 #
-# **Part I, the story**, is what a class reads, in the order the data flows, from the settings
-# to sampling; each section opens with a few sentences and, where there is one, its formula.
-# It runs on its own: its cells alone train the classroom model for an epoch and let it write.
-# **Part II**, after the appendix banner, holds the machinery a real program needs and a first
-# reading does not (checks, devices, long texts, several processes, checkpoints, pictures, chat,
-# the command line); the story never calls it, it plugs into the story's hooks (section 14).
-#
-# `python LLM.py` trains the classroom model on `refranes.txt` in well under a minute on a
-# laptop CPU (it prints its own time) and writes everything to `outputs/`; `python LLM.py
-# --help` lists every setting. Opened as a notebook (Jupyter with jupytext, or VS Code),
-# *Run All* does the same and shows the pictures. Importing the file runs nothing.
-#
-# Shape letters used in the comments, defined once here:
+# `python LLM.py` trains the classroom model on `refranes.txt` in well under a minute on a laptop
+# CPU and writes everything to `outputs/`; `--help` lists every setting. As a notebook (Jupyter
+# with jupytext, or VS Code), *Run All* does the same. Importing it runs nothing. Shape letters:
 #
 # | letter | meaning |
 # |---|---|
@@ -26,7 +21,6 @@
 # | H | attention heads per layer; $D = C / H$ is the width of one head |
 # | F | hidden width of the feed-forward block, $d_{ff}$ |
 # | V | vocabulary size: the distinct tokens the model knows (characters, or pieces) |
-
 # %%
 """LLM.py: a small Transformer that learns Spanish proverbs, character by character (or in word pieces), in one file (python LLM.py --help)."""
 from __future__ import annotations
@@ -47,20 +41,18 @@ import torch.nn.functional as F
 
 
 class UserError(Exception):
-    """A problem with what the user gave (a file, a setting, a prompt): the program says it in
-    one line, `error: ...`, and exits with code 2, never with a traceback."""
+    """A problem with what the user gave (a file, a setting, a prompt): one line `error: ...`, exit code 2."""
 
 
 # %% [markdown]
 # ## 1. The settings
 #
-# Every number that shapes the run (data, model, training, sampling, the chat's `/train`) lives
-# in one dataclass, passed explicitly to whoever needs it: no hidden globals. Each field carries
-# its one-line explanation, which `python LLM.py --help` prints, and a flag (`d_model`: `--d-model`).
-# The defaults are the classroom run: three passes over the 4,887 proverbs of `refranes.txt`,
-# small enough to train in seconds on a laptop CPU, big enough to learn to spell most Spanish
-# words. The model has about 110 thousand parameters (`outputs/parameters.txt` accounts for
-# every one). `--preset longer` is a bigger model trained for 16 epochs, to run before class;
+# Every number that shapes the run lives in one dataclass, passed explicitly to whoever needs
+# it: no hidden globals. Each field carries its explanation, which `python LLM.py --help` prints,
+# and a flag (`d_model`: `--d-model`). The defaults are the classroom run: three passes over the
+# 4,887 proverbs of `refranes.txt`, seconds on a laptop CPU, enough to learn to spell most
+# Spanish words. The model has about 110 thousand parameters (`outputs/parameters.txt` counts
+# them). `--preset longer` is a bigger model trained for 16 epochs, to run before class;
 # `--preset pieces` is the classroom run in section 3's word pieces.
 
 # %%
@@ -73,15 +65,13 @@ def setting(default, help: str, flag: str | None = None):
 class Config:
     # --- data and outputs ---
     data: str = setting("refranes.txt", "text file to learn from, UTF-8: one sample per line, or any running text")
-    mode: str = setting("auto", "how the text is cut into samples: line (one per line: proverbs), stream "
-                                "(windows of one long text: a book) or auto (line if the lines are short, none blank)")
+    mode: str = setting("auto", "samples: line (one per line), stream (windows of a long text) or auto (line if lines are short)")
     out: str = setting("outputs", "folder where every output file is written")
     val_fraction: float = setting(0.1, "share of the text held out to measure the validation loss every epoch")
     test_fraction: float = setting(0.1, "share held out, never used to choose anything, for the final test report (0 = none)")
     seed: int = setting(1337, "random seed: the same seed on the same machine gives the same outputs")
     device: str = setting("auto", "where to compute: auto (GPU if there is one), cpu, cuda, cuda:N or mps")
-    tokenizer: str = setting("char", "how the text is cut into tokens: char (one character is one token) or bpe "
-                                     "(word pieces learned by byte-pair encoding, section 3)")
+    tokenizer: str = setting("char", "tokens: char (one character each) or bpe (word pieces, byte-pair encoding, section 3)")
     vocab_size: int = setting(512, "--tokenizer bpe: the pieces to end with, the characters of the text included")
     # --- model shape ---
     d_model: int = setting(64, "C: width of the vector that represents one character at one position")
@@ -106,8 +96,7 @@ class Config:
     weight_decay: float = setting(0.1, "adamw only: how strongly matrices are pulled towards 0 at every step")
     clip: float = setting(1.0, "largest gradient norm: longer gradients are scaled down to it (0 = no clipping)")
     precision: str = setting("auto", "bf16: bfloat16 where safe (autocast); fp32: never; auto: bf16 on a GPU that has it")
-    compile: bool = setting(False, "compile the training step into fused kernels: tens of seconds first, then maybe "
-                                   "faster (slower on a 2-core CPU: tests/BENCHMARK.md)")
+    compile: bool = setting(False, "compile the training step into fused kernels: tens of seconds first, then maybe faster")
     epochs: int = setting(3, "passes over the training data (at most: early stopping may end sooner)")
     patience: int = setting(5, "stop after this many epochs without a better validation loss (0 = never stop early)")
     snapshot: int = setting(1, "draw outputs/epoch_<N>.png, and keep the weights for explorer.html, every this many epochs (0 = never)")
@@ -136,13 +125,11 @@ class Config:
 # "this proverb is over" after a proverb and "a new proverb starts here" before one. For
 # `refranes.txt` that gives ⏎ → 0, `' '` → 1, `','` → 6, ..., `'a'` → 38. The text is read in
 # Unicode NFC form, so that `ñ` is one character even when a file spells it `n` + combining tilde.
+# The rest of the file asks a tokenizer only what `CharTokenizer` answers, so section 3's word
+# pieces plug in beside it.
 #
 # $$\text{encode}(\texttt{"sal"}) = [\,\mathrm{id}(s), \mathrm{id}(a), \mathrm{id}(l)\,], \qquad
 #   \text{decode}(\text{encode}(x)) = x$$
-#
-# The rest of the file asks a tokenizer only what `CharTokenizer` answers below, so another way
-# of cutting text into tokens plugs in beside it: section 3's word pieces.
-
 # %%
 EOL = "\n"  # end-of-line character: ends a proverb, and starts the next one
 IGNORE = -100  # target value that cross-entropy skips (padding)
@@ -160,8 +147,7 @@ def show(text: str) -> str:
 
 def name_chars(chars) -> str:
     """'ç' (LATIN SMALL LETTER C WITH CEDILLA), ... : characters named so nobody has to guess."""
-    quote = lambda c: f'"{c}"' if c == "'" else f"'{show(c)}'"  # noqa: E731
-    return ", ".join(f"{quote(c)} ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in chars)
+    return ", ".join(f"{show(c)!r} ({unicodedata.name(c, 'U+%04X' % ord(c))})" for c in chars)
 
 
 class UnknownCharacterError(UserError):
@@ -169,8 +155,7 @@ class UnknownCharacterError(UserError):
 
 
 class CharTokenizer:
-    """Characters <-> integer ids; the vocabulary is built from the corpus itself. Its methods
-    are the whole of what the rest of the file asks of a tokenizer."""
+    """Characters <-> integer ids, the vocabulary built from the corpus: all the file asks of a tokenizer."""
     kind, unit = "char", "character"  # its name in a checkpoint; what one token is, in words
     merges, counts = {}, ()  # section 3's (a, b) -> (rank, id of ab), and how often each pair was: none here
 
@@ -180,8 +165,6 @@ class CharTokenizer:
 
     @classmethod
     def learn(cls, text: str, train_lines: list[str], cfg: Config) -> "CharTokenizer": return cls(text)  # its characters
-    @classmethod
-    def from_lines(cls, lines: list[str]) -> "CharTokenizer": return cls("".join(lines))
     @property
     def eol_id(self) -> int: return self.ids[EOL]
     @property
@@ -199,50 +182,28 @@ class CharTokenizer:
                                         f"it knows only: {''.join(show(c) for c in self.chars)}")
         return [self.ids[c] for c in text]
 
-    def extended(self, text: str) -> tuple["CharTokenizer", list[str]]:  # fine-tuning: (knows text too, added)
-        added = self.unknown(text)
-        return (CharTokenizer(self.chars + added) if added else self), added
-
-    def to_dict(self) -> dict: return {"kind": self.kind, "chars": list(self.chars)}  # a checkpoint's: plain data
-
-    @classmethod
-    def from_dict(cls, stored: dict) -> "CharTokenizer":
-        chars = stored.get("chars")
-        if not (isinstance(chars, list) and EOL in chars and chars == sorted(set(chars))
-                and all(isinstance(c, str) and len(c) == 1 for c in chars)):
-            raise ValueError("a list of distinct single characters, sorted, with the end of line")
-        return cls(chars)
-
 # %% [markdown]
 # ## 3. Word pieces: byte-pair encoding
 #
 # One token per character makes long sequences and leaves the model to spell every word letter
-# by letter. **Byte-pair encoding** (Sennrich et al., 2016, after Gage's 1994 compressor) learns
-# bigger tokens from the corpus itself. Start from the characters; count every pair of adjacent
-# tokens in the training lines; merge the most frequent pair $(a, b)$ into one new token $ab$;
-# repeat until the vocabulary has `vocab_size` tokens:
+# by letter. **Byte-pair encoding** (Sennrich et al., 2016) learns bigger tokens from the corpus:
+# count every pair of adjacent tokens in the training lines (never the held-out ones), merge the
+# most frequent pair $(a, b)$ into one new token $ab$, repeat until there are `vocab_size` tokens:
 #
 # $$(a, b) = \arg\max_{(x,\,y)} \mathrm{count}(x\,y), \qquad x\,y \rightarrow ab \text{ everywhere},
 #   \qquad V \leftarrow V + 1$$
 #
 # Pairs are counted inside **words** only (a word takes the space before it: `No`, `␣hay`,
-# `,`), as GPT-2 and SentencePiece do, so a piece never spans two words, and never the ⏎ between
-# two proverbs. Ties go to the pair of smaller ids; a pair seen once is never merged. The merges
-# are learned from the training lines only (the held-out lines must stay unseen); the characters
-# come from the whole text, so that every line can be encoded. To **encode**, each word starts as
-# characters and takes the merges in the order they were learned (the earliest learned pair
-# present is merged first); to **decode**, the pieces' texts are joined (`␣que` shows its space).
-#
-# The base symbols here are characters, so `ñ` and `á` are always whole, and a character the
-# corpus never had is refused, as in section 2. GPT-2's BPE starts from the 256 byte values of
-# UTF-8 instead (*byte-level*): any text can be encoded, at the price of accented letters being
-# two bytes that have to be merged back into one.
+# `,`), as GPT-2 does, so a piece never spans two words nor the ⏎ between proverbs. Ties go to
+# the smaller ids; a pair seen once is never merged. To **encode**, a word starts as characters
+# and takes the merges in the order they were learned; to **decode**, the pieces are joined. The
+# base symbols are characters, so `ñ` is always whole (GPT-2 starts from the 256 bytes of UTF-8:
+# any text can be encoded, but `ñ` is two bytes to merge back into one).
 #
 # What it costs and buys: at 512 pieces a piece of the proverbs is about 2.4 characters, so a
-# context of 80 tokens holds about 190 characters and the sequences of an epoch are shorter; but
-# V grows from 73 to 512, and with it the embedding table and the head, and each piece is seen
-# less often. The loss is then per piece: in bits per character (section 10) it compares with
-# the character model's. `--tokenizer bpe` trains with it; the README measures both.
+# context of 80 tokens holds about 190 characters and an epoch has fewer steps; but V grows from
+# 73 to 512, and with it the embedding table and the head, and each piece is seen less often. In
+# bits per character (section 10) the loss compares with the character model's.
 
 # %%
 WORD = re.compile(r" ?\w+| ?[^\w\s]+|\s")  # a word and the space before it, signs (and their space), one blank
@@ -259,9 +220,8 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
 
 
 def learn_merges(train_lines: list[str], chars: list[str], vocab_size: int) -> list[tuple[str, str, int]]:
-    """The merges (left piece, right piece, how often the pair was seen), the formula above step by
-    step. (Part II's BPETokenizer learns the same ones faster: it counts again only the words a
-    merge changes; a test proves them equal.)"""
+    """The merges (left piece, right piece, how often the pair was seen), the formula step by step. (Part II
+    learns the same ones faster, counting again only the words a merge changes; a test proves them equal.)"""
     pieces = list(chars)  # id -> text: the characters, then each merged piece
     words = Counter(word for line in train_lines for word in WORD.findall(line))  # word -> how often
     spelled = {word: [pieces.index(c) for c in word] for word in words}  # word -> its ids now
@@ -289,26 +249,22 @@ def learn_merges(train_lines: list[str], chars: list[str], vocab_size: int) -> l
 # $$\text{input} = \text{tokens}[0 : L-1], \qquad \text{target} = \text{tokens}[1 : L]$$
 #
 # so at every position $t$ the model sees $\text{input}_0 \dots \text{input}_t$ and must predict
-# $\text{target}_t$, the next character. All positions are trained at once, in parallel: the
-# causal mask of section 7 stops position $t$ from peeking at later inputs.
+# $\text{target}_t$, the next character; all positions at once, the causal mask of section 7
+# stopping position $t$ from peeking at later inputs.
 #
-# **Padding and truncation.** Proverbs have different lengths, but a batch is one rectangular
-# tensor (B, T). Shorter lines are padded at the end: inputs with ⏎ (any id would do), targets
-# with −100, the value the loss is told to ignore. Padding sits after the real characters, so
-# thanks to the causal mask it never changes the prediction at a real position, and since its
-# targets are ignored it adds nothing to the loss (the tests check both). Lines longer than the
-# context are cut (58 of the 4,887 in `refranes.txt`, 1%); batches group lines of similar length.
-#
-# **Train, validation, test.** Whole proverbs are held out with the seed. The validation lines
-# are measured after every epoch, to pick the best epoch and stop early; the test lines once, at
-# the end: an honest score on text the whole procedure never looked at. (A book is cut into
-# windows instead: Part II.)
+# **Padding and truncation.** A batch is one rectangular tensor (B, T), so shorter lines are
+# padded at the end: inputs with ⏎ (any id would do), targets with −100, the value the loss is
+# told to ignore. Behind the causal mask the padding never changes a real position's prediction,
+# and it adds nothing to the loss (the tests check both). Lines longer than the context are cut
+# (58 of the 4,887 in `refranes.txt`, 1%); batches group lines of similar length. **Train,
+# validation, test**: whole proverbs are held out with the seed. The validation lines are
+# measured after every epoch, to pick the best epoch and stop early; the test lines once, at the
+# end: an honest score on text the whole procedure never looked at.
 
 # %%
 def split_lines(lines: list[str], val_fraction: float, seed: int,
                 test_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
-    """Shuffle whole lines with the seed; the first val_fraction of them are the validation
-    lines, the next test_fraction the test lines, the rest the training lines."""
+    """Shuffle whole lines with the seed: val_fraction of them validate, test_fraction test, the rest train."""
     order = list(range(len(lines)))
     random.Random(seed).shuffle(order)
     n_val = max(1, round(len(lines) * val_fraction))  # at least one line in every split
@@ -333,16 +289,14 @@ class LineSplit:
     def n_tokens(self) -> int: return int(self.lengths.sum())  # real (unpadded) targets
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Yield (inputs, targets), each (B, T). With a generator (training): shuffle, sort by
-        length (a stable sort keeps equal lengths shuffled), cut into batches, shuffle the
-        batches, cut each to its longest line. Without one (measuring): the stored order."""
+        """Yield (inputs, targets), each (B, T), cut to the batch's longest line. With a generator (training):
+        shuffled, sorted by length (stably), cut into batches, the batches shuffled. Without: the stored order."""
         if generator is None:
-            order = torch.arange(len(self))
+            chunks = list(torch.arange(len(self)).split(batch_size))
         else:
             order = torch.randperm(len(self), generator=generator)  # (N,)
             order = order[self.lengths[order].argsort(stable=True)]  # (N,) shortest first
-        chunks = list(order.split(batch_size))
-        if generator is not None:
+            chunks = list(order.split(batch_size))
             chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator)]
         for rows in chunks:  # rows: (B,)
             T = int(self.lengths[rows].max())
@@ -379,10 +333,7 @@ class Data:
 
 
 def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
-    """Cut a text of one proverb per line into train / validation / test splits. The tokenizer
-    is the text's characters unless one is given (a checkpoint's, or section 3's pieces learned
-    from the training lines). `extra_train` lines go to the training split only: the held-out
-    splits stay those of the text, so their losses compare with earlier ones."""
+    """One proverb per line -> train / validation / test splits; `extra_train` lines join the training split only."""
     lines = text_lines(text)
     train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
     train_lines = train_lines + list(extra_train)
@@ -396,15 +347,14 @@ def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None,
 # %% [markdown]
 # ## 5. Embeddings: a learned vector for every character
 #
-# An embedding is a lookup table $E$ with one row of C numbers per character: id 38 (`a`) → row 38. The
-# rows start random, and training moves them so that characters that behave alike end up with
-# similar vectors. Following the Transformer paper (Vaswani et al., 2017, §3.4) the vectors are
-# multiplied by $\sqrt{C}$:
+# An embedding is a lookup table $E$ with one row of C numbers per character: id 38 (`a`) → row
+# 38. The rows start random, and training moves characters that behave alike to similar vectors.
+# As in the Transformer paper (Vaswani et al., 2017, §3.4) the vectors are scaled by $\sqrt{C}$:
 #
 # $$x_t = E[\mathrm{id}_t]\,\sqrt{C}$$
 #
 # The table starts with standard deviation $1/\sqrt{C}$, so after the scaling every number is
-# about 1 in size: the size of the positional encoding added next, so neither drowns the other.
+# about 1 in size, as are the positional encoding's added next: neither drowns the other.
 
 # %%
 class ScaledEmbedding(nn.Embedding):
@@ -421,17 +371,15 @@ class ScaledEmbedding(nn.Embedding):
 # ## 6. Positional encoding: where each character stands
 #
 # Attention by itself does not know the order of its inputs: "sal" and "las" would look the
-# same. So we add to each character's vector a vector that depends only on its position (§3.5):
+# same. So each character's vector gets a vector added that depends only on its position (§3.5):
 #
 # $$PE_{(pos,\,2i)} = \sin\!\left(\frac{pos}{10000^{2i/C}}\right), \qquad
 #   PE_{(pos,\,2i+1)} = \cos\!\left(\frac{pos}{10000^{2i/C}}\right)$$
 #
 # Each pair of dimensions is a wave of its own frequency, from one turn every $2\pi$ positions
-# ($i = 0$) down to very slow waves: together they give every position a distinct fingerprint,
-# and nearby positions similar ones. Nothing here is learned. The encoding is a (T, C) matrix
-# added to every sequence of the batch alike: position means the index $t$ inside one sequence,
-# never the index of the sequence in the batch (a test checks exactly that).
-
+# down to very slow waves: a distinct fingerprint for every position, similar ones for nearby
+# positions, nothing learned. The (T, C) matrix is added to every sequence of the batch alike:
+# position is the index $t$ inside a sequence (a test checks exactly that).
 # %%
 def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
     position = torch.arange(seq_len, dtype=torch.float32).unsqueeze(1)  # (T,) -> (T, 1)
@@ -447,29 +395,25 @@ def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
 # ## 7. Attention, with the causal mask
 #
 # Attention lets every position gather information from the others. Each position's vector $x$
-# is projected three ways by learned C × C matrices (each with a bias of C numbers, left out of
-# the formulas): a **query** $q = xW_Q$ ("what am I looking for?"), a **key** $k = xW_K$ ("what
-# do I contain?") and a **value** $v = xW_V$ ("what do I pass on?"). Position $t$ scores every
-# position $s$ by how well its query matches their key, turns the scores into weights that add
-# up to 1, and takes the weighted average of the values:
+# is projected three ways by learned C × C matrices (and biases, left out of the formulas): a
+# **query** $q = xW_Q$ ("what am I looking for?"), a **key** $k = xW_K$ ("what do I contain?")
+# and a **value** $v = xW_V$ ("what do I pass on?"). Position $t$ scores every position $s$ by
+# how well its query matches their key, turns the scores into weights that add up to 1, and
+# takes the weighted average of the values:
 #
 # $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right) V,
 #   \qquad M_{ts} = \begin{cases} 0 & s \le t \\ -\infty & s > t \end{cases}$$
 #
 # Dividing by $\sqrt{d_k}$ keeps the scores from growing with the head width $d_k = D$, which
-# would make the softmax nearly one-hot. $M$ is the **causal mask**: after the softmax a position
-# gives zero weight to the future, so the model cannot read the character it must predict.
+# would make the softmax nearly one-hot. $M$ is the **causal mask**: a position gives zero weight
+# to the future, so the model cannot read the character it must predict. **Multi-head**: the C
+# numbers are split into H heads of D; each attends on its own (one may follow the previous
+# letter, another the start of the word), and they are concatenated and mixed by $W_O$:
+# $\mathrm{MultiHead}(x) = \mathrm{concat}(\mathrm{head}_1, \dots, \mathrm{head}_H)\, W_O$.
 #
-# **Multi-head**: the C numbers are split into H heads of D numbers. Each head attends on its
-# own (one may follow the previous letter, another the start of the word); the heads are
-# concatenated back to C numbers and mixed by $W_O$:
-#
-# $$\mathrm{MultiHead}(x) = \mathrm{concat}(\mathrm{head}_1, \dots, \mathrm{head}_H)\, W_O$$
-#
-# `attention()` is the formula written out, and returns the weights so they can be drawn.
-# PyTorch's `F.scaled_dot_product_attention` computes the same numbers in one fast kernel and is
-# what training uses by default (`--attention fast`); the tests prove the two equal.
-
+# `attention()` is the formula written out, returning the weights to be drawn. Training uses
+# PyTorch's `F.scaled_dot_product_attention` by default (`--attention fast`), the same numbers
+# in one fast kernel; the tests prove the two equal.
 # %%
 def causal_mask(T: int, device=None) -> torch.Tensor:
     """(T, T) booleans: True where query position t may attend to key position s (s <= t)."""
@@ -524,17 +468,14 @@ class MultiHeadSelfAttention(nn.Module):
 #
 # **Residual connections** add each block's output to its input, so the signal and the gradient
 # flow straight through a deep stack. The 2017 paper normalizes after the addition (post-norm);
-# we normalize the block's input instead (pre-norm, as GPT-2 and most models since), because it
-# trains stably at a high learning rate without a long warm-up, which lets the classroom run
-# finish in seconds. The price is one more LayerNorm at the end of the stack (section 9):
+# we normalize the block's input (pre-norm, as GPT-2): it trains stably at a high learning rate
+# without a long warm-up, at the price of one more LayerNorm at the end of the stack:
 #
 # $$x \leftarrow x + \mathrm{Dropout}(\mathrm{MultiHead}(\mathrm{LayerNorm}(x))), \qquad
 #   x \leftarrow x + \mathrm{Dropout}(\mathrm{FFN}(\mathrm{LayerNorm}(x)))$$
 #
-# We call it an *encoder* layer, as the paper's encoder does; with the causal mask, a stack of
-# them is what is usually called a decoder-only (GPT-style) model: no second stack, no
-# cross-attention. A test proves it equal to PyTorch's `nn.TransformerEncoderLayer(norm_first=True)`.
-
+# With the causal mask, a stack of these *encoder* layers is what is usually called a
+# decoder-only (GPT-style) model. A test proves it equal to PyTorch's `nn.TransformerEncoderLayer(norm_first=True)`.
 # %%
 class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int):
@@ -572,13 +513,10 @@ class EncoderLayer(nn.Module):
 #
 # The shapes go (B, T) → (B, T, C) → (B, T, C) → (B, T, V). `logits[b, t, c]` is the score of
 # "the character after position t is c"; softmax turns the V scores into probabilities. The head
-# is its own matrix (some models reuse the embedding table here, "weight tying"; we keep them
-# apart so each can be read on its own in `parameters.txt`).
-#
-# **What if?** `--without` takes one idea away where it lives above: `causal-mask` (no $M$: a
-# position may read the character it must predict), `positions` (no $PE$), `scaling` (no
-# $\sqrt{d_k}$), `residual` ($x \leftarrow \mathrm{block}(x)$) and `layer-norm` (the identity instead).
-# `python LLM.py --what-if` trains the classroom run once as it is and once without each.
+# is its own matrix, not the embedding table reused ("weight tying"), so each can be read alone.
+# **What if?** `--without` takes an idea away where it lives: `causal-mask` (no $M$), `positions`
+# (no $PE$), `scaling` (no $\sqrt{d_k}$), `residual` ($x \leftarrow \mathrm{block}(x)$) and
+# `layer-norm` (the identity); `python LLM.py --what-if` trains the classroom run with each off.
 
 # %%
 class TransformerLM(nn.Module):
@@ -603,8 +541,7 @@ class TransformerLM(nn.Module):
         return self.token_embedding(idx) + self.positional_encoding[:T] * self.positions  # (B, T, C) + (T, C) -> (B, T, C); x 0: --without positions
 
     def forward(self, idx: torch.Tensor, return_attention: bool = False):
-        """(B, T) token ids -> (B, T, V) logits; with return_attention also the attention
-        weights of every layer, a list of N tensors (B, H, T, T)."""
+        """(B, T) token ids -> (B, T, V) logits; with return_attention also every layer's weights, N x (B, H, T, T)."""
         x = self.embedding_dropout(self.embed(idx))  # (B, T) -> (B, T, C)
         all_weights = []
         for layer in self.layers:
@@ -627,14 +564,11 @@ def count_parameters(model: nn.Module) -> int:
 # $$\mathcal{L} = -\frac{1}{|\mathcal{R}|} \sum_{(b,t) \in \mathcal{R}}
 #   \log \mathrm{softmax}(\mathrm{logits}_{b,t})_{\,\mathrm{target}_{b,t}}$$
 #
-# It is measured in nats per token (here per character). A model that knows nothing spreads its
-# bets evenly and scores $\ln V$, about 4.3 for the 73 characters of the proverbs. **Perplexity**
-# $e^{\mathcal{L}}$ is the number of tokens the model hesitates between, as if it chose evenly
-# among them. **Bits per character** is what a compressor driven by the model would need per
-# letter: the total loss of a text over its characters, $\mathrm{bpc} = \mathcal{L}\,
-# N_{tokens} / (N_{chars} \ln 2)$, which is $\mathcal{L} / \ln 2$ when a token is a character.
-# Only bits per character compare a character model with section 3's word pieces.
-
+# It is in nats per token. A model that knows nothing spreads its bets evenly and scores
+# $\ln V$, about 4.3 for the 73 characters of the proverbs. **Perplexity** $e^{\mathcal{L}}$ is
+# the number of tokens the model hesitates between. **Bits per character**, what a compressor
+# driven by the model would need per letter, $\mathrm{bpc} = \mathcal{L}\, N_{tokens} / (N_{chars} \ln 2)$,
+# is the only one that compares characters with section 3's pieces.
 # %%
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the positions whose target is not IGNORE (padding)."""
@@ -651,17 +585,16 @@ def perplexity_report(loss: float, split=None, unit: str = "character") -> str:
     """Loss in nats per token, perplexity e^loss, bits per character (and characters per token)."""
     if unit == "character":
         return f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | {loss / math.log(2):.3f} bits/char"
-    return (f"loss {loss:.3f} nats/{unit} | perplexity {math.exp(loss):.2f} per {unit} | "
-            f"{bits_per_character(loss, split):.3f} bits/char ({split.n_chars / split.n_tokens:.2f} characters per {unit})")
+    per = f"{bits_per_character(loss, split):.3f} bits/char ({split.n_chars / split.n_tokens:.2f} characters per {unit})"
+    return f"loss {loss:.3f} nats/{unit} | perplexity {math.exp(loss):.2f} per {unit} | {per}"
 
 
 # %% [markdown]
 # ## 11. The learning-rate schedule
 #
 # The rate rises linearly over the first `warmup` steps (at most `warmup_cap`, a fifth, of all
-# steps), while Adam's running averages are still rough guesses, then follows half a cosine from
-# `lr` down to `lr_floor` × `lr` (a tenth): big steps while the model is far from good, small
-# ones to settle. With $f$ = `lr_floor`:
+# steps), while Adam's averages are rough guesses, then follows half a cosine from `lr` down to
+# `lr_floor` × `lr` (a tenth), $f$: big steps while the model is far from good, small ones after:
 #
 # $$\eta(s) = \begin{cases} \eta_{max}\,\dfrac{s + 1}{s_{warm}} & s < s_{warm} \\[1ex]
 #   \eta_{max}\left(f + (1 - f)\cdot\dfrac{1 + \cos(\pi p)}{2}\right),
@@ -669,8 +602,7 @@ def perplexity_report(loss: float, split=None, unit: str = "character") -> str:
 
 # %%
 def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
-    """Linear warm-up for cfg.warmup steps (at most cfg.warmup_cap of the run), then a cosine
-    from cfg.lr down to cfg.lr * cfg.lr_floor."""
+    """Linear warm-up for cfg.warmup steps (at most cfg.warmup_cap of the run), then a cosine down to lr_floor."""
     warmup = min(cfg.warmup, int(total_steps * cfg.warmup_cap))
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
@@ -682,22 +614,18 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
 # ## 12. Adam
 #
 # The gradient $g$ of the loss says which way is downhill for every parameter. Adam (Kingma &
-# Ba, 2014) keeps two running averages per parameter, of the gradient and of its square, and
-# steps by their ratio:
+# Ba, 2014) keeps running averages of the gradient and of its square, and steps by their ratio:
 #
 # $$m \leftarrow \beta_1 m + (1-\beta_1)\, g, \qquad v \leftarrow \beta_2 v + (1-\beta_2)\, g^2,
 #   \qquad p \leftarrow p - \eta\, \frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}$$
 #
 # $m$ and $v$ start at 0, so early on they are too small; dividing by $1 - \beta^t$ undoes that.
-# Dividing $m$ by $\sqrt{v}$ takes away the gradient's scale: a parameter whose gradients are a
-# thousand times smaller moves just as far, about $\eta$ per step while its gradient keeps its
-# sign. **AdamW** (`--optimizer adamw`, Loshchilov & Hutter, 2019) also pulls every matrix a
-# little towards 0 at each step, $p \leftarrow p\,(1 - \eta\lambda)$, apart from the gradient
-# ("decoupled"); biases and layer-norm parameters are left alone. Plain Adam, the paper's, is the
-# default. `Adam` below is the formula, one tensor at a time, what Part I run alone trains with;
-# `python LLM.py` plugs in (through a hook, section 14) a faster Adam, the same lines for all
-# tensors at once; a test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.
-
+# Dividing $m$ by $\sqrt{v}$ takes away the gradient's scale: every parameter moves about $\eta$
+# per step while its gradient keeps its sign. **AdamW** (`--optimizer adamw`) also pulls every
+# matrix towards 0, $p \leftarrow p\,(1 - \eta\lambda)$, apart from the gradient ("decoupled").
+# `Adam` below is the formula, one tensor at a time; `python LLM.py` plugs in (a hook, section
+# 14) a faster Adam that does all tensors at once, and a test proves both take
+# `torch.optim.Adam`'s and `AdamW`'s steps.
 # %%
 class Adam:
     """Adam, written out; a group with weight_decay > 0 gets AdamW's decoupled decay."""
@@ -751,16 +679,12 @@ def make_optimizer(model: nn.Module, cfg: Config, kind=Adam) -> Adam:
 #
 # $$g \leftarrow g \cdot \min\!\left(1, \frac{\mathrm{clip}}{\lVert g \rVert}\right)$$
 #
-# The epoch's line reports the mean $\lVert g \rVert$ and how often it was clipped: clipping at
-# most steps means the learning rate is too high. `evaluate` measures the mean loss over a whole
-# split, dropout off, no gradients. Both run the forward pass inside `autocast()`: by default
-# nothing, the hook where lower-precision arithmetic plugs in.
-
+# `evaluate` measures the mean loss over a whole split, dropout off, no gradients. Both run the
+# forward pass inside `autocast()`: nothing here, the hook where lower precision plugs in.
 # %%
 def train_step(model: nn.Module, optimizer: Adam, inputs: torch.Tensor, targets: torch.Tensor,
                lr: float, clip: float, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on one batch: forward, loss, backward, clip, update.
-    Returns (loss, gradient norm before clipping), both still on the device."""
+    """Forward, loss, backward, clip, update; returns (loss, gradient norm before clipping), on the device."""
     with autocast():
         logits = model(inputs)  # (B, T) -> (B, T, V)
     loss = sequence_loss(logits, targets)  # (B, T, V) vs (B, T) -> scalar
@@ -794,15 +718,12 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, au
 # %% [markdown]
 # ## 14. The training loop
 #
-# One **epoch** is one pass over the training lines in a new random order, which depends only on
-# the seed and the epoch number. After every epoch the validation loss is measured; the epoch
-# with the lowest is the **best**, and at the end the model holds its weights. **Early
-# stopping**: after `patience` epochs without a better validation loss, more training only learns
-# the lines by heart, so it stops. A NaN or infinite loss (too high a learning rate, usually)
-# cannot recover: training stops with a message and keeps the last good epoch. `train()` does it all.
-# **Hooks.** A real program needs more around this loop (a GPU, several processes, a progress
-# line, checkpoints, pictures). It gets in only through a `Hooks` object, whose methods are called
-# at fixed moments and here change nothing; Part II passes hooks that do more.
+# One **epoch** is one pass over the training lines in a new random order, set by the seed and
+# the epoch number. The epoch with the lowest validation loss is the **best**; the model ends
+# with its weights. **Early stopping**: after `patience` epochs without a better validation loss,
+# more training only learns the lines by heart, so it stops; a NaN or infinite loss stops it too.
+# **Hooks**: a GPU, several processes, a progress line, checkpoints and pictures get in only
+# through a `Hooks` object, whose methods are called at fixed moments and here change nothing.
 
 # %%
 class Hooks:
@@ -919,18 +840,16 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | 
 # ## 15. Writing: one character at a time
 #
 # To write, the model predicts the next character, we pick one, append it and repeat, until it
-# writes ⏎ (the proverb is over) or `max_chars` characters are written (with section 3's pieces,
-# one step writes a piece, and the last one may end past `max_chars`). Picking:
+# writes ⏎ (the proverb is over) or `max_chars` characters are written. Picking:
 #
 # $$p = \mathrm{softmax}(\mathrm{logits} / \tau)$$
 #
-# A temperature $\tau < 1$ sharpens $p$ (safer, more repetitive), $\tau > 1$ flattens it (more
-# surprising). Sort the characters by $p$; **top-k** keeps the k most likely, **top-p** the fewest
-# whose probabilities add up to p. Then draw $u$ uniformly in $[0, 1)$ and take the first kept
-# candidate whose cumulative probability exceeds $u \times$ (the kept mass): that samples them in
-# proportion to $p$, and `table.txt` shows the draw, so every choice can be checked by hand.
-# **Greedy** always takes the most likely. The model sees at most `context` tokens (the most
-# recent); the entropy $H(p) = -\sum_c p_c \log_2 p_c$ says how unsure it was: 0 bits = certain.
+# A temperature $\tau < 1$ sharpens $p$ (safer, more repetitive), $\tau > 1$ flattens it. Sort
+# the characters by $p$; **top-k** keeps the k most likely, **top-p** the fewest whose
+# probabilities add up to p. Draw $u$ uniformly in $[0, 1)$ and take the first kept candidate
+# whose cumulative probability exceeds $u \times$ (the kept mass): that samples in proportion to
+# $p$ (`table.txt` shows each draw). **Greedy** always takes the most likely. The entropy
+# $H(p) = -\sum_c p_c \log_2 p_c$ says how unsure the model was: 0 bits = certain.
 
 # %%
 @dataclass
@@ -1009,17 +928,13 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampli
 # %% [markdown]
 # ## 16. The whole story, end to end
 #
-# Everything above, in order: read, split, build, train, test once, write. Each sample is marked
-# **memorised** (a training proverb, learned by heart), **rediscovered** (a held-out proverb it
-# never trained on) or **new**, and the run counts the words written that are words of the
-# corpus: a model that learned to spell writes new lines of real words.
-#
-# The cell after the code runs the story so when Part I runs on its own (in a notebook, or
-# pasted into Python), for one epoch: a first look in seconds. `python LLM.py` runs it through
-# Part II's hooks for all the epochs, and adds the files in which the model explains itself:
-# `parameters.txt` (every parameter: $N_{params} = VC + N(4C^2 + 2CF + F + 9C) + 2C + CV + V$),
-# `table.txt` (every character written, its candidates, the draw), pictures and their gallery.
-
+# Read, split, build, train, test once, write. Each sample is **memorised** (a training proverb),
+# **rediscovered** (a held-out proverb it never trained on) or **new**, and the run counts the
+# words written that are words of the corpus: a model that learned to spell writes real words.
+# The last cell runs the story for one epoch when Part I runs alone (a notebook, or pasted into
+# Python). `python LLM.py` runs it through Part II's hooks and adds `parameters.txt` (every
+# parameter, $N_{params} = VC + N(4C^2 + 2CF + F + 9C) + 2C + CV + V$), `table.txt` (every
+# character written, its candidates, the draw), pictures and their gallery.
 # %%
 @dataclass
 class Sample:
@@ -1038,8 +953,7 @@ def corpus_word_share(samples: list[Sample], lines: list[str]) -> tuple[int, int
 
 
 def sample_kind(sample: str, data: Data) -> str:
-    """What a sample is: 'memorised' (a line of the training text, learned by heart),
-    'rediscovered' (a validation or test line: never trained on, written anyway) or 'new'."""
+    """'memorised' (a training line), 'rediscovered' (a held-out line, never trained on) or 'new'."""
     if sample in data.train_text:
         return "memorised"
     return "rediscovered" if sample in data.held_out_text else "new"
@@ -1083,7 +997,6 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
     story_model, story_data = train_and_write(replace(Config(), epochs=1))
 
 # %% [markdown]
-# ---
 # # APPENDIX. Part II: the machinery
 #
 # Everything a real program needs around the story, and a first reading does not. The story
@@ -1805,29 +1718,45 @@ class BPETokenizer(CharTokenizer):
     def decode(self, ids) -> str: return "".join(self.pieces[int(i)] for i in ids)
     def merge_texts(self) -> list[list[str]]: return [[self.pieces[a], self.pieces[b]] for a, b in self.merges]
 
-    def extended(self, text: str) -> tuple["BPETokenizer", list[str]]:  # new characters; the merges stay
-        added = self.unknown(text)
-        return (BPETokenizer(self.chars + added, self.merge_texts(), self.counts) if added else self), added
-
-    def to_dict(self) -> dict: return {**super().to_dict(), "merges": self.merge_texts(), "counts": self.counts}
-
-    @classmethod
-    def from_dict(cls, stored: dict) -> "BPETokenizer":
-        chars, merges, counts = CharTokenizer.from_dict(stored).chars, stored.get("merges"), stored.get("counts")
-        if not isinstance(merges, list):
-            raise ValueError("no list of merges")
-        known = set(chars)
-        for pair in merges:
-            if not (isinstance(pair, list) and len(pair) == 2 and all(p in known and p != EOL for p in pair)):
-                raise ValueError(f"merge {pair!r}: not two earlier pieces (none of them the end of line)")
-            known.add(pair[0] + pair[1])
-        if not (isinstance(counts, list) and len(counts) == len(merges)
-                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts)):
-            raise ValueError("a count of at least 0 for every merge")
-        return cls(chars, merges, counts)
-
-
 TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}  # --tokenizer (and a checkpoint's kind) -> its class
+
+
+def tokenizer_record(tokenizer: CharTokenizer) -> dict:
+    """What a checkpoint keeps of a tokenizer, as plain data: its kind, its characters, its merges."""
+    merges = [[tokenizer.token_text(a), tokenizer.token_text(b)] for a, b in tokenizer.merges]  # in learned order
+    pieces = {"merges": merges, "counts": list(tokenizer.counts)} if tokenizer.kind == "bpe" else {}
+    return {"kind": tokenizer.kind, "chars": tokenizer.alphabet(), **pieces}
+
+
+def tokenizer_from_record(stored: dict) -> CharTokenizer:
+    """The tokenizer a record describes, every field checked (a ValueError says which is wrong)."""
+    chars = stored.get("chars")
+    if not (isinstance(chars, list) and EOL in chars and chars == sorted(set(chars))
+            and all(isinstance(c, str) and len(c) == 1 for c in chars)):
+        raise ValueError("a list of distinct single characters, sorted, with the end of line")
+    if stored.get("kind") == "char":
+        return CharTokenizer(chars)
+    merges, counts = stored.get("merges"), stored.get("counts")
+    if not isinstance(merges, list):
+        raise ValueError("no list of merges")
+    known = set(chars)
+    for pair in merges:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(p in known and p != EOL for p in pair)):
+            raise ValueError(f"merge {pair!r}: not two earlier pieces (none of them the end of line)")
+        known.add(pair[0] + pair[1])
+    if not (isinstance(counts, list) and len(counts) == len(merges)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts)):
+        raise ValueError("a count of at least 0 for every merge")
+    return BPETokenizer(chars, merges, counts)
+
+
+def with_characters(tokenizer: CharTokenizer, text: str) -> tuple[CharTokenizer, list[str]]:
+    """Fine-tuning on a new text: (the tokenizer that also knows its new characters, those characters).
+    Word pieces keep their merges; the ids are those of the sorted characters, then the pieces."""
+    added = tokenizer.unknown(text)
+    if not added:
+        return tokenizer, []
+    return tokenizer_from_record({**tokenizer_record(tokenizer), "chars": sorted(tokenizer.alphabet() + added)}), added
 
 
 def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
@@ -2214,7 +2143,7 @@ def save_checkpoint(path: Path, model: TransformerLM, cfg: Config, tokenizer: Ch
     payload = {"format": CHECKPOINT_FORMAT,
                "config": {k: list(v) if isinstance(v, tuple) else v  # data as a full path: usable from any folder
                           for k, v in asdict(replace(cfg, data=str(Path(cfg.data).resolve()))).items()},
-               "tokenizer": tokenizer.to_dict(),
+               "tokenizer": tokenizer_record(tokenizer),
                "model": to_cpu(model.state_dict()),
                "epoch": record["epoch"], "val_loss": record["val_loss"],
                "training": to_cpu(training)}  # for --resume: step, history, rng, optimizer
@@ -2270,14 +2199,13 @@ def checkpoint_settings(path: Path, payload: dict) -> tuple[Config, CharTokenize
         cfg = validate(Config(**values), check_device=False)
     except UserError as e:
         raise UserError(f"{path} has an impossible setting: {e}") from None
-    kind = TOKENIZERS.get(stored.get("kind")) if isinstance(stored, dict) else None
-    try:
-        tokenizer = kind.from_dict(stored) if kind is not None else None
-    except ValueError as e:
-        raise UserError(f"{path} has no valid vocabulary ({e})") from None
-    if tokenizer is None:
+    if not (isinstance(stored, dict) and isinstance(stored.get("kind"), str) and stored["kind"] in TOKENIZERS):
         raise UserError(f"{path} has no valid vocabulary (no tokenizer of a kind this LLM.py knows: "
                         f"{', '.join(TOKENIZERS)})")
+    try:
+        tokenizer = tokenizer_from_record(stored)
+    except ValueError as e:
+        raise UserError(f"{path} has no valid vocabulary ({e})") from None
     check_memory(cfg, tokenizer.vocab_size, 1, 1, torch.device("cpu"))  # the model is built on the CPU first
     epoch, val_loss = payload.get("epoch"), payload.get("val_loss")
     if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1):
@@ -2291,7 +2219,7 @@ def extend_vocabulary(model: TransformerLM, tokenizer: CharTokenizer, text: str,
                       cfg: Config) -> tuple[TransformerLM, CharTokenizer, list[str]]:
     """Make room for the characters of `text` that the model never saw: new embedding and
     head rows for them, the learned rows for the others. Returns (model, tokenizer, added)."""
-    bigger, added = tokenizer.extended(text)
+    bigger, added = with_characters(tokenizer, text)
     if not added:
         return model, tokenizer, []
     device = next(model.parameters()).device

@@ -42,6 +42,11 @@ def tiny_config(**changes) -> "LLM.Config":
     return LLM.Config(**{**TINY, **changes})
 
 
+def tokenizer_of(lines: list[str]) -> "LLM.CharTokenizer":
+    """Section 2's tokenizer for the characters of some lines."""
+    return LLM.CharTokenizer("".join(lines))
+
+
 def tiny_model(vocab_size=11, **changes) -> "LLM.TransformerLM":
     torch.manual_seed(0)
     return LLM.TransformerLM(vocab_size, tiny_config(**changes)).eval()

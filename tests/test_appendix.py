@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import LLM
-from conftest import PROVERBS, ROOT, TINY_ARGV as TINY, one_line_error, tiny_config
+from conftest import PROVERBS, ROOT, TINY_ARGV as TINY, one_line_error, tiny_config, tokenizer_of
 
 
 def weights(path):
@@ -246,7 +246,7 @@ def test_resume_continues_from_the_saved_epoch_and_step_as_if_never_stopped(tmp_
 # --- F. Checkpoints and fine-tuning -----------------------------------------------------------
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
-    tok = LLM.CharTokenizer.from_lines(["Más vale tarde", "que nunca"])
+    tok = tokenizer_of(["Más vale tarde", "que nunca"])
     cfg = tiny_config(prompts=("Más",))
     torch.manual_seed(0)
     model = LLM.TransformerLM(tok.vocab_size, cfg).eval()
@@ -265,7 +265,7 @@ def test_missing_corrupt_foreign_and_mismatched_checkpoints(capsys, tmp_path):
     one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "corrupt.pt")], "not a readable")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "foreign.pt")], "not an LLM.py")
-    tok = LLM.CharTokenizer.from_lines(["No hay", "mal"])
+    tok = tokenizer_of(["No hay", "mal"])
     model = LLM.TransformerLM(tok.vocab_size, tiny_config())
     LLM.save_checkpoint(tmp_path / "model.pt", model, tiny_config(), tok, {"epoch": 1, "val_loss": 2.0})
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
@@ -379,7 +379,7 @@ def test_one_attention_picture_per_layer_and_a_gallery_that_links_only_real_file
 
 
 def test_the_attention_drawn_is_the_attention_the_model_used(monkeypatch):
-    tok = LLM.CharTokenizer.from_lines(["La necesidad agudiza el ingenio."])
+    tok = tokenizer_of(["La necesidad agudiza el ingenio."])
     torch.manual_seed(0)
     model = LLM.TransformerLM(tok.vocab_size, LLM.Config(d_model=16, n_heads=4, n_layers=2, d_ff=32,
                                                          context=40, attention="exact")).eval()

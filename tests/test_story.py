@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import LLM
-from conftest import PROVERBS, TINY_RUN, tiny_config, tiny_model
+from conftest import PROVERBS, TINY_RUN, tiny_config, tiny_model, tokenizer_of
 
 
 def proverbs_data(cfg):
@@ -47,7 +47,7 @@ def test_an_unknown_preset_is_one_line(capsys):
 # --- 2. the proverbs, as numbers ------------------------------------------------------------
 
 def test_tokenizer_round_trip_and_end_of_line():
-    tok = LLM.CharTokenizer.from_lines(["¿Dónde va Vicente?", "Año de nieves, año de bienes."])
+    tok = tokenizer_of(["¿Dónde va Vicente?", "Año de nieves, año de bienes."])
     text = "¿Año de Vicente?"
     assert tok.decode(tok.encode(text)) == text
     assert "\n" in tok.chars and tok.decode([tok.eol_id]) == "\n"
@@ -55,7 +55,7 @@ def test_tokenizer_round_trip_and_end_of_line():
 
 
 def test_tokenizer_names_the_unknown_character():
-    tok = LLM.CharTokenizer.from_lines(["hola", "adiós"])
+    tok = tokenizer_of(["hola", "adiós"])
     with pytest.raises(LLM.UnknownCharacterError, match=r"'ç'.*CEDILLA") as error:
         tok.encode("hoça")
     assert "'h'" not in str(error.value).split(";")[0]  # only the unknown one is named
@@ -73,7 +73,7 @@ def test_split_holds_out_whole_lines_reproducibly():
 
 
 def test_teacher_forcing_targets_are_the_inputs_shifted_by_one():
-    tok = LLM.CharTokenizer.from_lines(["ab", "abcd"])
+    tok = tokenizer_of(["ab", "abcd"])
     split = LLM.encode_lines(["ab", "abcd"], tok, context=10)
     eol, a, b, c, d = (tok.ids[ch] for ch in "\nabcd")
     assert split.inputs.tolist() == [[eol, a, b, eol, eol], [eol, a, b, c, d]]
@@ -82,7 +82,7 @@ def test_teacher_forcing_targets_are_the_inputs_shifted_by_one():
 
 
 def test_padding_is_masked_out_of_the_loss():
-    tok = LLM.CharTokenizer.from_lines(["sal", "la sal del mar"])
+    tok = tokenizer_of(["sal", "la sal del mar"])
     model = tiny_model(tok.vocab_size)
     alone = LLM.encode_lines(["sal"], tok, context=24)
     padded = LLM.encode_lines(["sal", "la sal del mar"], tok, context=24)
@@ -94,7 +94,7 @@ def test_padding_is_masked_out_of_the_loss():
 
 def test_a_padded_and_an_unpadded_batch_give_the_same_loss_for_the_same_lines():
     lines = ["Más vale tarde que nunca.", "Ojo por ojo."]
-    tok = LLM.CharTokenizer.from_lines(lines)
+    tok = tokenizer_of(lines)
     model = tiny_model(tok.vocab_size, context=40)
     padded = LLM.encode_lines(lines, tok, 40)  # the short line padded to the long one
     together = LLM.sequence_loss(model(padded.inputs), padded.targets)
@@ -107,7 +107,7 @@ def test_a_padded_and_an_unpadded_batch_give_the_same_loss_for_the_same_lines():
 
 
 def test_batches_cover_every_line_once_and_cut_padding():
-    tok = LLM.CharTokenizer.from_lines(["a" * n for n in range(1, 30)])
+    tok = tokenizer_of(["a" * n for n in range(1, 30)])
     split = LLM.encode_lines(["a" * n for n in range(1, 30)], tok, context=40)
     seen = 0
     for inputs, targets in split.batches(4, torch.Generator().manual_seed(0)):
@@ -395,7 +395,7 @@ def test_train_step_with_clip_0_leaves_the_gradient_as_it_is():
 
 def test_a_tiny_model_overfits_one_batch_with_the_files_own_training_step():
     lines = ["A quien madruga, Dios le ayuda.", "Más vale tarde que nunca."]
-    tok = LLM.CharTokenizer.from_lines(lines)
+    tok = tokenizer_of(lines)
     split = LLM.encode_lines(lines, tok, 40)
     cfg = tiny_config(context=40, d_model=32, n_heads=4, d_ff=64, lr=1e-2)
     model = tiny_model(tok.vocab_size, context=40, d_model=32, n_heads=4, d_ff=64).train()
@@ -407,7 +407,7 @@ def test_a_tiny_model_overfits_one_batch_with_the_files_own_training_step():
 
 def test_evaluate_is_the_loss_per_real_token_over_the_whole_split():
     lines = ["Ojo por ojo.", "Más vale tarde que nunca.", "Quien calla, otorga."]
-    tok = LLM.CharTokenizer.from_lines(lines)
+    tok = tokenizer_of(lines)
     model = tiny_model(tok.vocab_size, context=40)
     split = LLM.encode_lines(lines, tok, 40)
     by_hand = LLM.sequence_loss(model(split.inputs), split.targets).item()  # one batch holding every line
@@ -505,7 +505,7 @@ def test_sampling_picks_by_inverse_cumulative_probability():
 
 
 def test_generation_stops_at_end_of_line_and_records_every_step():
-    tok = LLM.CharTokenizer.from_lines(["ab", "ba"])
+    tok = tokenizer_of(["ab", "ba"])
     model = LLM.TransformerLM(tok.vocab_size, tiny_config(context=4))
     steps = []
     text = LLM.generate(model, tok, "abab", LLM.Sampling(max_chars=10), torch.Generator().manual_seed(0), steps)
@@ -545,7 +545,7 @@ def test_tiny_run_writes_every_output(tiny_run):
 def test_parameters_txt_lists_every_tensor_and_the_right_total(tiny_run):
     text = (tiny_run / "parameters.txt").read_text(encoding="utf-8")
     lines = LLM.text_lines(LLM.read_text(PROVERBS))
-    model = LLM.TransformerLM(LLM.CharTokenizer.from_lines(lines).vocab_size, tiny_config(context=80))
+    model = LLM.TransformerLM(tokenizer_of(lines).vocab_size, tiny_config(context=80))
     total = sum(p.numel() for p in model.parameters())
     V, C, N, d_ff = len(set("".join(lines)) | {"\n"}), 16, 2, 32
     assert total == V * C + N * (4 * C * C + 2 * C * d_ff + d_ff + 9 * C) + 2 * C + C * V + V  # the formula
@@ -592,7 +592,7 @@ def test_corpus_word_share_counts_only_what_the_model_wrote():
 
 
 def test_samples_are_marked_memorised_rediscovered_or_new():
-    tok = LLM.CharTokenizer.from_lines(["abc"])
+    tok = tokenizer_of(["abc"])
     data = LLM.Data("line", "", tok, None, None, None, ["Más vale tarde que nunca."], 0,
                     held_out_text=["No hay mal que por bien no venga."])
     assert LLM.sample_kind("Más vale tarde que nunca.", data) == "memorised"

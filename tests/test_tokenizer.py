@@ -69,7 +69,7 @@ def test_learning_is_the_same_twice_and_follows_the_training_lines():
     train = LLM.split_lines(LLM.text_lines(CORPUS), 0.1, 1337, 0.1)[0]
     other = LLM.split_lines(LLM.text_lines(CORPUS), 0.1, 7, 0.1)[0]
     first, again = learned(train, 300, CORPUS), learned(train, 300, CORPUS)
-    assert first.to_dict() == again.to_dict() and first.vocab_size == 300
+    assert LLM.tokenizer_record(first) == LLM.tokenizer_record(again) and first.vocab_size == 300
     assert learned(other, 300, CORPUS).merge_texts() != first.merge_texts()  # another seed, other lines
 
 
@@ -107,7 +107,7 @@ def test_no_piece_crosses_the_end_of_a_line():
     assert ids.count(tokenizer.eol_id) == 1 and texts(tokenizer, ids).count("\n") == 1
     assert tokenizer.decode(ids[:ids.index(tokenizer.eol_id)]) == "venga."  # ⏎ is a token of its own
     with pytest.raises(ValueError, match="end of line"):
-        LLM.BPETokenizer.from_dict({**tokenizer.to_dict(), "merges": [[".", "\n"]], "counts": [1]})
+        LLM.tokenizer_from_record({**LLM.tokenizer_record(tokenizer), "merges": [[".", "\n"]], "counts": [1]})
 
 
 def test_an_unknown_character_is_named_as_for_characters():
@@ -119,7 +119,7 @@ def test_an_unknown_character_is_named_as_for_characters():
 
 def test_new_characters_extend_the_base_and_the_merges_stay():
     tokenizer = learned(LLM.text_lines(CORPUS)[:500], 150, CORPUS)
-    bigger, added = tokenizer.extended("Qui ne risque rien ne gagne rien ç")
+    bigger, added = LLM.with_characters(tokenizer, "Qui ne risque rien ne gagne rien ç")
     assert added == ["ç"] and bigger.merge_texts() == tokenizer.merge_texts()
     assert bigger.vocab_size == tokenizer.vocab_size + 1
     assert [bigger.token_id(tokenizer.token_text(i)) is not None for i in range(tokenizer.vocab_size)] == [True] * 150
@@ -127,13 +127,19 @@ def test_new_characters_extend_the_base_and_the_merges_stay():
 
 
 def test_a_damaged_vocabulary_is_refused_when_it_is_read():
-    good = learned(["la casa", "la cosa", "casa"], 100).to_dict()
-    assert LLM.BPETokenizer.from_dict(good).to_dict() == good
+    good = LLM.tokenizer_record(learned(["la casa", "la cosa", "casa"], 100))
+    assert LLM.tokenizer_record(LLM.tokenizer_from_record(good)) == good
     for broken in ({"merges": [["s", "x"]], "counts": [1]},  # x: not a piece
                    {"merges": [["sa", "s"]], "counts": [1]},  # sa before it was merged
                    {"merges": "s+a"}, {"counts": [1, 2]}, {"counts": [-1, 0, 0, 0]}, {"merges": None}):
         with pytest.raises(ValueError):
-            LLM.BPETokenizer.from_dict({**good, **broken})
+            LLM.tokenizer_from_record({**good, **broken})
+    characters = LLM.tokenizer_record(LLM.CharTokenizer("sal"))
+    assert characters == {"kind": "char", "chars": ["\n", "a", "l", "s"]}
+    assert LLM.tokenizer_from_record(characters).chars == ["\n", "a", "l", "s"]
+    for broken in (["a", "\n"], ["\n", "a", "a"], ["\n", "al"], ["a"], "\nal", None):  # unsorted, repeated, ...
+        with pytest.raises(ValueError, match="single characters"):
+            LLM.tokenizer_from_record({"kind": "char", "chars": broken})
 
 
 # --- bits per character ---------------------------------------------------------------------------
@@ -272,9 +278,9 @@ def test_a_book_in_stream_mode_learns_its_merges_from_the_training_block(tmp_pat
 
 def test_resume_goes_on_with_the_checkpoints_own_pieces(bpe_run, tmp_path, capsys):
     shutil.copytree(bpe_run, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
-    before = LLM.load_checkpoint(tmp_path / "run" / "model.pt", "cpu")[1].to_dict()
+    before = LLM.tokenizer_record(LLM.load_checkpoint(tmp_path / "run" / "model.pt", "cpu")[1])
     assert LLM.main(["--resume", "--epochs", "4", "--checkpoint", str(tmp_path / "run" / "model.pt"),
                      "--out", str(tmp_path / "run"), "--pictures"]) == 0
     assert re.search(r"^epoch   4/4 \| .* bits/char", capsys.readouterr().out, re.M)
     _, tokenizer, _, payload = LLM.load_checkpoint(tmp_path / "run" / "model.pt", "cpu")
-    assert tokenizer.to_dict() == before
+    assert LLM.tokenizer_record(tokenizer) == before
