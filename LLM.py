@@ -1007,7 +1007,8 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
 #   writing a file in one piece, checking a prompt, the memory a shape needs, one run per
 #   folder, SIGTERM.
 # - **B. Long texts and word pieces**: a book cut into windows instead of lines (`--mode
-#   stream`), encoding 100 MB of text in seconds, and `BPETokenizer`, section 3's merges learned fast.
+#   stream`), encoding 100 MB of text in seconds, and `BPETokenizer`, section 3's merges learned
+#   fast, with what a checkpoint keeps of a tokenizer.
 # - **C. Faster arithmetic**: bf16 mixed precision, `torch.compile`.
 # - **D. Several processes**: `torchrun` and `DistributedDataParallel`.
 # - **E. The run's hooks**: what `python LLM.py` plugs into the training loop: the device, the
@@ -1015,8 +1016,10 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
 # - **F. Checkpoints and fine-tuning**: `model.pt`, `--resume`, `--init-from`.
 # - **G. The outputs and the pictures**: `parameters.txt`, `table.txt`, the pictures and their
 #   registry, the gallery.
-# - **H. Talking to the model**: `--chat`.
-# - **I. The command line**: `main()`, flags, presets, errors, and the whole run.
+# - **H. The explorer**: `explorer.html`, the trained model running in a web page.
+# - **I. What if, and what the numbers say**: `--without`, `--what-if`, and their comparison.
+# - **J. Talking to the model**: `--chat`.
+# - **K. The command line**: `main()`, flags, presets, errors, signals, and the whole run.
 
 # %% [markdown]
 # ## A. Settings, devices, files

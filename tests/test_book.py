@@ -145,3 +145,12 @@ def test_run_all_as_a_notebook_trains_the_classroom_run_and_shows_its_pictures(t
     assert lines and not too_long, too_long  # wrapped between words: the notebook never breaks one
     assert "inline" in printed.splitlines()[-1]  # the notebook's plotting backend was left alone
     assert (tmp_path / "outputs" / "model.pt").is_file() and (tmp_path / "outputs" / "epoch_3.png").is_file()
+
+
+def test_the_appendix_lists_its_parts_as_their_banners_name_them():
+    """The appendix opens with a list of its parts; each is a banner further down, in that order."""
+    listed = re.findall(r"^# - \*\*([A-Z])\. ([^*:]+)", MACHINERY, re.M)
+    banners = re.findall(r"^# ## ([A-Z])\. (.+)$", MACHINERY, re.M)
+    assert [letter for letter, _ in listed] == [letter for letter, _ in banners]
+    for (_, title), (_, banner) in zip(listed, banners):
+        assert banner.lower().startswith(title.lower().split(" and ")[0].strip()), (title, banner)
