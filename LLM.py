@@ -29,15 +29,21 @@ import contextlib
 import math
 import random
 import re
+import sys
 import time
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except (ImportError, ValueError, OSError) as error:  # no PyTorch here, or a setting it refuses (TORCH_LOGS=...)
+    fix = "README.md says how to install it" if isinstance(error, ImportError) else "check the environment's TORCH_ settings"
+    print(f"error: PyTorch cannot be loaded ({str(error).strip().splitlines()[0]}): {fix}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 class UserError(Exception):
@@ -867,7 +873,7 @@ class Sampling:
 
 @dataclass
 class Choice:
-    """One pick, with everything that table.txt shows about it."""
+    """One token picked, with everything that table.txt shows about it."""
     id: int  # the character chosen
     logits: torch.Tensor  # (V,) the model's scores
     probs: torch.Tensor  # (V,) p = softmax(logits / temperature)
@@ -875,6 +881,8 @@ class Choice:
     cumulative: torch.Tensor  # (V,) cumulative p in that order
     kept: int  # how many candidates top-k and top-p kept
     u: float | None  # the uniform draw (None when greedy)
+    position: int = 0  # where it goes in the sequence (the opening ⏎ is 0), and the ids the model saw:
+    window: list = field(default_factory=list)  # both filled in by generate()
 
 
 def choose_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> Choice:
@@ -893,18 +901,10 @@ def choose_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
     return Choice(int(order[rank]), logits, probs, order, cumulative, kept, u)
 
 
-@dataclass
-class Pick:
-    """One character written, as generate() records it for table.txt."""
-    position: int  # index of the new character in the sequence (the opening ⏎ is 0)
-    window: list[int]  # the ids the model saw
-    choice: Choice
-
-
 @torch.no_grad()
 def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampling: Sampling,
              generator: torch.Generator | None = None, trace: list | None = None, stop_at_eol: bool = True) -> str:
-    """prompt + its completion, until ⏎ or sampling.max_chars characters; appends a Pick per token to `trace`."""
+    """prompt + its completion, until ⏎ or sampling.max_chars characters; appends a Choice per token to `trace`."""
     ids = [tokenizer.eol_id] + tokenizer.encode(prompt)  # raises UnknownCharacterError
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
@@ -916,7 +916,7 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampli
         logits = model(torch.tensor([window], device=device))[0, -1].float().cpu()  # (1, T, V) -> (V,)
         choice = choose_next(logits, sampling, generator)
         if trace is not None:
-            trace.append(Pick(len(ids), window, choice))
+            trace.append(replace(choice, position=len(ids), window=window))
         if choice.id == tokenizer.eol_id and stop_at_eol:
             break
         ids.append(choice.id)
@@ -942,7 +942,7 @@ class Sample:
     prompt: str
     text: str  # prompt + completion
     kind: str  # memorised, rediscovered or new (line mode); "" for a long text
-    picks: list  # one Pick per character written
+    picks: list  # one Choice per token written
 
 
 def corpus_word_share(samples: list[Sample], lines: list[str]) -> tuple[int, int]:
@@ -965,7 +965,7 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=
     samples = []
     log("samples (memorised: a proverb it trained on; rediscovered: a held-out one it never saw):")
     for prompt in cfg.prompts:
-        picks: list[Pick] = []
+        picks: list[Choice] = []
         completion = generate(model, data.tokenizer, prompt, Sampling.of(cfg), generator, picks,
                               stop_at_eol=data.mode == "line")
         kind = sample_kind(completion, data) if data.mode == "line" else ""
@@ -1040,11 +1040,11 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
 import argparse
 import base64
 import codecs
+import glob
 import hashlib
 import json
 import os
 import shutil
-import sys
 from dataclasses import asdict, fields
 
 
@@ -1211,10 +1211,10 @@ DOWNLOADS = {  # texts the README trains on that LLM.py does not ship, and how t
 
 
 def show_path(path) -> str:
-    """A path as text that any console and any UTF-8 file can hold, whatever its bytes (a byte
-    that is not UTF-8 as \\xNN, a NUL as \\0)."""
+    """A path as text that any console and any UTF-8 file can hold on one line, whatever its bytes
+    (a byte that is not UTF-8 as \\xNN, a newline as \\n, any control character escaped: one_line)."""
     text = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in str(path))
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\0")
+    return one_line(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def read_text(path: str | Path) -> str:
@@ -1282,6 +1282,7 @@ def write_file(path: Path, write):
     becomes a UserError that says what is left at `path`."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    remove_orphans(path)
     try:
         with open(temporary, "xb") as file:  # x: fails rather than share a file with another run
             write(file)
@@ -1302,6 +1303,28 @@ def write_file(path: Path, write):
             left = "the earlier file there is untouched" if path.is_file() else "nothing was written there"
             raise UserError(f"cannot write {path} ({reason}): {left}") from None
         raise
+
+
+def remove_orphans(path: Path):
+    """Remove the temporary files of `path` that a run killed while writing it (`kill -9`, a power
+    cut) left behind: those whose process no longer exists. A running one's are never touched."""
+    with contextlib.suppress(OSError):
+        for orphan in path.parent.glob(f".{glob.escape(path.name)}.*-*.tmp"):
+            pid = orphan.name[len(path.name) + 2:].split("-")[0]
+            if pid.isdigit() and not process_exists(int(pid)):
+                orphan.unlink()
+
+
+def process_exists(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would stop the process instead of asking
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process is there
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):  # another user's, or a platform that cannot ask
+        return True
+    return True
 
 
 MANIFEST = ".written"  # in an output folder: the files the run that wrote the folder wrote there, one a line
@@ -1455,14 +1478,82 @@ STAND_INS = {"⏎": "<eol>", "␣": "_", "→": "->", "≈": "~"}  # for a conso
 def console_stand_ins():
     """Printing never stops on a character the console cannot encode (Windows' cp1252 when the
     output is redirected, some IDE consoles): it prints a stand-in. Files are UTF-8 whatever
-    the console. A stream the shell closed (`>&-`) prints nowhere instead of failing."""
-    for name in ("stdout", "stderr"):
+    the console. A stream the shell closed (`>&-`, `<&-`) prints nowhere, or reads as empty."""
+    for name, mode in (("stdout", "w"), ("stderr", "w"), ("stdin", "r")):
         if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))
     codecs.register_error("stand-ins", stand_in)
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # also on a UTF-8 console: a file name's stray bytes print as \xNN
             stream.reconfigure(errors="stand-ins")
+
+
+class ConsoleLost(Exception):
+    """Standard output stopped taking text: its reader went away (`| head -1`: a broken pipe), or
+    its device failed (`> /dev/full`: no space left). `kept` says what the run keeps."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error.strerror or str(error))
+        self.error, self.kept = error, ""
+
+
+class GuardedOutput:
+    """sys.stdout as it was, except that its first failed write raises ConsoleLost (the command
+    stops, main() says so on stderr) and any later one prints nowhere."""
+
+    def __init__(self, stream):
+        self.stream, self.lost = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                self.stream.write(text)
+            except OSError as error:
+                self.give_up(error)
+        return len(text)
+
+    def flush(self):
+        if not self.lost:
+            try:
+                self.stream.flush()
+            except OSError as error:
+                self.give_up(error)
+
+    def give_up(self, error: OSError):
+        self.lost = True
+        with contextlib.suppress(OSError, ValueError):  # the text still buffered goes nowhere at exit, quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        raise ConsoleLost(error) from None
+
+    def __getattr__(self, name):  # isatty, encoding, fileno, ...: the stream's own
+        return getattr(self.stream, name)
+
+
+def say(text: str):
+    """One line on stderr, the channel of errors and interruptions; a stderr that cannot take it is left alone."""
+    with contextlib.suppress(OSError, ValueError):
+        print(one_line(text), file=sys.stderr)
+
+
+def one_line(text: str) -> str:
+    """Text with its control characters (a file name's newline, a terminal's escape) written out as
+    \\n, \\x1b: what a path or a prompt holds can never break a message into lines nor colour a console."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                   for c in text)
+
+
+def need_packages(*names: str):
+    """Refuse, before any work, a run that needs a package this Python does not have."""
+    missing = []
+    for name in names:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed here, and this "
+                        f"run draws pictures with {'them' if len(missing) > 1 else 'it'}: pip install -r requirements.txt "
+                        f"(or add --pictures alone to draw none)")
 
 
 def find_default_data(cfg: Config, typed: bool) -> Config:
@@ -1476,7 +1567,8 @@ def find_default_data(cfg: Config, typed: bool) -> Config:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a `kill`, a scheduler's time limit) or SIGHUP (a closing terminal)."""
+    """A signal that would end the program: SIGTERM (a `kill`, a scheduler's time limit), SIGHUP (a
+    closing terminal), SIGQUIT (Ctrl-\\), SIGXCPU (a CPU-time limit), SIGUSR1, SIGUSR2, SIGALRM."""
 
     def __init__(self, signum: int = 15):
         import signal
@@ -1484,10 +1576,15 @@ class Terminated(KeyboardInterrupt):
         self.signum, self.name = signum, signal.Signals(signum).name  # exit code 128 + signum, as shells report it
 
 
+STOPPING_SIGNALS = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGXCPU", "SIGUSR1", "SIGUSR2", "SIGALRM")  # those the OS has
+
+
 @contextlib.contextmanager
-def sigterm_like_ctrl_c():
-    """While inside, SIGTERM and SIGHUP stop the program the way Ctrl-C does: training says
-    which epoch the checkpoint keeps, and no file is left half written."""
+def signals_like_ctrl_c():
+    """While inside, every signal that would end the program (STOPPING_SIGNALS) stops it the way
+    Ctrl-C does: training says which epoch the checkpoint keeps, and no file is left half
+    written. SIGXFSZ (a file-size limit, `ulimit -f`) is ignored, so that the write it would kill
+    fails instead and says so."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
@@ -1497,8 +1594,10 @@ def sigterm_like_ctrl_c():
     def stop(signum, frame):
         raise Terminated(signum)
 
-    caught = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])  # Windows has no SIGHUP
+    caught = [getattr(signal, name) for name in STOPPING_SIGNALS if hasattr(signal, name)]  # Windows: SIGTERM only
     previous = {signum: signal.signal(signum, stop) for signum in caught}
+    if hasattr(signal, "SIGXFSZ"):
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         yield
     finally:
@@ -1897,6 +1996,22 @@ def current_ranks() -> Ranks:
     return Ranks()
 
 
+def collective_failure(error: RuntimeError) -> str:
+    """gloo's or NCCL's reason in a few words: "[.../pair.cc:537] Read error [127.0.0.1]:17100: Connection
+    reset by peer. This is typically caused by ..." -> "Read error [127.0.0.1]:17100: Connection reset by peer"."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0][:200]
+
+
+def checkpoint_holds(path: Path) -> str:
+    """What a checkpoint another process writes holds now, in words (whole or absent: writes are atomic)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return f"{path} keeps epoch {payload['epoch']} (validation loss {payload['val_loss']:.3f})"
+    except Exception:
+        return f"no checkpoint was written to {path}"
+
+
 def end_distributed(together: bool = True):
     """Leave the process group together: the other ranks wait here while rank 0 writes. After an
     error (together=False) each process leaves at once, waiting for no other."""
@@ -2063,6 +2178,9 @@ class RunHooks(DeviceHooks):
         if record["epoch"] in self.snapshot_epochs:  # for explorer.html: these weights, at half the size
             weights = {k: v.detach().to("cpu", torch.float16, copy=True) for k, v in self.model.state_dict().items()}
             self.snapshots.append(Snapshot(record["epoch"], record["val_loss"], weights))
+
+    def when(self) -> str:
+        return f"in epoch {self.state.epoch}" if self.state.epoch else "before its first epoch"
 
     def kept(self, verb: str) -> str:
         """What the checkpoint holds now, in words."""
@@ -2409,15 +2527,15 @@ def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer)
            "the kept mass, and take the first kept candidate whose cum p is above that number.",
            f"Entropy H = -sum p log2 p over all {tokenizer.unit}s, in bits: 0 = certain.", ""]
     width = min(12, max(4, *(len(tokenizer.token_text(i)) for i in range(tokenizer.vocab_size))))  # the widest token
+    text = tokenizer.token_text
     for n, sample in enumerate(samples, 1):
         out += [f"SAMPLE {n}: prompt \"{sample.prompt}\"", f"result: {sample.text}", "=" * 72]
-        for pick in sample.picks:
-            c, text = pick.choice, tokenizer.token_text
+        for c in sample.picks:
             chosen_rank = int((c.order == c.id).nonzero()) + 1
             shown = min(len(c.probs), max(c.kept + 2 if c.kept < len(c.probs) else 10, chosen_rank))
             kept_mass, entropy = float(c.cumulative[c.kept - 1]), float(-(c.probs * torch.log2(c.probs.clamp_min(1e-30))).sum())
-            out += [f"step {pick.position - len(sample.prompt):>3} | position {pick.position:>3} | context: "
-                    f"{show(tokenizer.decode(pick.window))}",
+            out += [f"step {c.position - len(sample.prompt):>3} | position {c.position:>3} | context: "
+                    f"{show(tokenizer.decode(c.window))}",
                     f"      rank  {'char' if width == 4 else tokenizer.unit:<{width}}        logit        p    cum p"]
             out += [f"    {'*' if rank <= c.kept else ' '} {rank:>4}  {show(text(i)):<{width}} {float(c.logits[i]):>11.3f} "
                     f"{float(c.probs[i]):>8.4f} {float(cum):>8.4f}"
@@ -4880,10 +4998,21 @@ def train_and_finish(setup: Setup) -> Finished | None:
         history = train(model, data, cfg, setup.device, hooks, hooks.state, hooks.log)
     except KeyboardInterrupt as stop:
         how = f"stopped by {stop.name}" if isinstance(stop, Terminated) else "interrupted"
-        hooks.log(f"\ntraining {how} in epoch {hooks.state.epoch}: {hooks.kept('keeps')}")
+        hooks.log(f"\ntraining {how} {hooks.when()}: {hooks.kept('keeps')}")
         raise
     except TrainingDiverged as e:
         raise TrainingDiverged(f"{e}; {hooks.kept('still holds')}") from None
+    except ConsoleLost as lost:
+        lost.kept = f"training stopped {hooks.when()}: {hooks.kept('keeps')}"
+        raise
+    except RuntimeError as e:  # under torchrun: a collective whose partner process is gone (killed, crashed)
+        if setup.ranks.world == 1:
+            raise
+        kept = hooks.kept("keeps") if setup.writes else checkpoint_holds(setup.out / "model.pt")
+        lost = UserError(f"another process of this run stopped ({collective_failure(e)}): training stopped "
+                         f"{hooks.when()}: {kept}")
+        lost.heard = setup.ranks.world == 2  # of two processes the one left says it, even when rank 0 is the one lost
+        raise lost from None
     if not finish_training(model, setup, setup.log):  # the torchrun processes that write nothing stop here
         return None
     log = setup.log
@@ -5136,11 +5265,16 @@ def main(argv=None) -> int:
     exit code 2. In a notebook, with no argv, it runs the classroom run with the defaults."""
     notebook = in_notebook()
     console_stand_ins()
+    guard = None if notebook else GuardedOutput(sys.stdout)  # a closed pipe or a full device: one line, no traceback
+    if guard is not None:
+        sys.stdout = guard
     if not notebook:
         backend = os.environ.pop("MPLBACKEND", None)  # the user's (even a misspelt one) never matters here
         try:
             import matplotlib
             matplotlib.use("Agg")  # draw into files only: never open a window, never block
+        except ImportError:  # not installed: a run that draws says so (need_packages), the others need none
+            pass
         finally:
             if backend is not None:  # left as it was for whatever this process starts
                 os.environ["MPLBACKEND"] = backend
@@ -5157,6 +5291,8 @@ def main(argv=None) -> int:
         if "out" not in explicit and not any((args.resume, args.init_from, args.eval, args.generate is not None,
                                               args.chat, args.explorer)):
             cfg = folder_of_its_own(cfg, "data" in explicit)
+        if not any((args.eval, args.generate is not None, args.chat, args.explorer)) and cfg.pictures:
+            need_packages("matplotlib", "networkx")  # a run that trains draws its pictures after training
         checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
         if args.chat_log and not args.chat:
             raise UserError("--chat-log works only with --chat")
@@ -5166,7 +5302,7 @@ def main(argv=None) -> int:
             cfg = validate(config_for_checkpoint(cfg, explicit, saved, args.resume))
             if args.init_from:
                 cfg = folder_for_fine_tuning(cfg, "out" in explicit, source)
-            with sigterm_like_ctrl_c(), writing_folder_of(cfg):
+            with signals_like_ctrl_c(), writing_folder_of(cfg):
                 run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
             end_distributed()
         elif args.eval:
@@ -5174,36 +5310,41 @@ def main(argv=None) -> int:
         elif args.generate is not None:
             generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
         elif args.chat:
-            with sigterm_like_ctrl_c():  # a closing terminal or a kill never leaves a half-saved file
+            with signals_like_ctrl_c():  # a closing terminal or a kill never leaves a half-saved file
                 chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
         elif args.what_if:
             if cfg.without:
                 raise UserError("--what-if switches every idea off in turn: leave out --without")
-            with sigterm_like_ctrl_c(), writing_folder(Path(cfg.out) / "what-if"):
+            with signals_like_ctrl_c(), writing_folder(Path(cfg.out) / "what-if"):
                 what_if(cfg)
             end_distributed()
         elif args.explorer:
             explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)
         else:
-            with sigterm_like_ctrl_c(), writing_folder_of(cfg):
+            with signals_like_ctrl_c(), writing_folder_of(cfg):
                 finished = run(cfg, log=notebook_log if notebook else print)
             end_distributed()
             if notebook and finished is not None:
                 show_pictures_inline(finished)
     except UserError as e:
-        if not (started_by_torchrun() and os.environ.get("RANK") != "0"):  # torchrun: one line, from rank 0
-            print(f"error: {e}", file=sys.stderr)
+        if not started_by_torchrun() or os.environ.get("RANK") == "0" or getattr(e, "heard", False):  # torchrun: one line
+            say(f"error: {e}")
         end_distributed(together=False)
         return 2
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)
-        print(f"\nstopped by {stop.name}" if terminated else "\ninterrupted", file=sys.stderr)
+        with contextlib.suppress(OSError, ValueError):
+            print(file=sys.stderr)  # after a progress line, or the ^C the terminal echoed
+        say(f"stopped by {stop.name}" if terminated else "interrupted")
         return 128 + (stop.signum if terminated else 2)  # 128 + the signal's number, as shells report it
-    except BrokenPipeError:  # the reader of the output went away (`| head -1`): stop, quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit must not fail
-        with contextlib.suppress(OSError):
-            print("stopped: the output was closed (a broken pipe); every file written is whole", file=sys.stderr)
-        return 141  # 128 + SIGPIPE, as shells report a process the closed pipe stopped
+    except ConsoleLost as lost:
+        closed = isinstance(lost.error, BrokenPipeError)  # its reader went away (`| head -1`): stop, quietly
+        say(("stopped: the output was closed (a broken pipe)" if closed else f"error: the output cannot be written "
+             f"({lost}): stopped") + (f"; {lost.kept}" if lost.kept else "") + "; every file written is whole")
+        return 141 if closed else 2  # 141 = 128 + SIGPIPE, as shells report a process a closed pipe stopped
+    finally:
+        if guard is not None:
+            sys.stdout = guard.stream
     return 0
 
 

@@ -176,10 +176,10 @@ def test_generate_stops_after_max_chars_characters_however_long_the_pieces(bpe_r
     for seed in range(5):
         trace = []
         text = LLM.generate(model, tokenizer, "", sampling, torch.Generator().manual_seed(seed), trace)
-        written = [len(tokenizer.token_text(p.choice.id)) for p in trace if p.choice.id != tokenizer.eol_id]
+        written = [len(tokenizer.token_text(p.id)) for p in trace if p.id != tokenizer.eol_id]
         assert len(text) == sum(written)  # the pieces, joined
         assert sum(written[:-1]) < 15  # it went on only while fewer than max_chars were written
-        assert len(text) >= 15 or trace[-1].choice.id == tokenizer.eol_id
+        assert len(text) >= 15 or trace[-1].id == tokenizer.eol_id
 
 
 # --- the whole program with word pieces -----------------------------------------------------------
