@@ -1583,8 +1583,7 @@ STOPPING_SIGNALS = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGXCPU", "SIGUSR1", "SIGUS
 def signals_like_ctrl_c():
     """While inside, every signal that would end the program (STOPPING_SIGNALS) stops it the way
     Ctrl-C does: training says which epoch the checkpoint keeps, and no file is left half
-    written. SIGXFSZ (a file-size limit, `ulimit -f`) is ignored, so that the write it would kill
-    fails instead and says so."""
+    written. (SIGXFSZ, a file-size limit, Python itself ignores: the write fails and says so.)"""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
@@ -1596,8 +1595,6 @@ def signals_like_ctrl_c():
 
     caught = [getattr(signal, name) for name in STOPPING_SIGNALS if hasattr(signal, name)]  # Windows: SIGTERM only
     previous = {signum: signal.signal(signum, stop) for signum in caught}
-    if hasattr(signal, "SIGXFSZ"):
-        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         yield
     finally:

@@ -350,9 +350,9 @@ def test_the_chat_refuses_a_temperature_that_underflows(trained):
 
 # --- 6. SIGTERM and SIGHUP stop a run like Ctrl-C --------------------------------------------------
 
-@pytest.mark.skipif(not POSIX, reason="Windows has no SIGTERM to send")
-@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
-def test_sigterm_and_sighup_say_which_epoch_the_checkpoint_keeps(tmp_path, name):
+def stopped_by_a_signal(tmp_path, name):
+    """A run stopped by signal `name` in its second epoch says which epoch model.pt keeps, exits with
+    128 + the signal's number, and leaves model.pt whole and no temporary file."""
     if not hasattr(signal, name):
         pytest.skip(f"no {name} here")
     argv = [sys.executable, str(ROOT / "LLM.py"), *TINY_ARGV, "--epochs", "500", "--patience", "0",
@@ -373,6 +373,36 @@ def test_sigterm_and_sighup_say_which_epoch_the_checkpoint_keeps(tmp_path, name)
     assert f"model.pt keeps epoch {epoch} " in kept and leftovers(tmp_path) == []
 
 
+@pytest.mark.skipif(not POSIX, reason="Windows has no SIGTERM to send")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_say_which_epoch_the_checkpoint_keeps(tmp_path, name):
+    stopped_by_a_signal(tmp_path, name)
+
+
+@pytest.mark.slow  # one training process a signal: CI runs them with -m slow
+@pytest.mark.skipif(not POSIX, reason="these signals are POSIX")
+@pytest.mark.parametrize("name", ["SIGQUIT", "SIGXCPU", "SIGUSR1", "SIGUSR2", "SIGALRM"])
+def test_every_signal_that_would_end_the_program_stops_it_like_sigterm(tmp_path, name):
+    """Ctrl-\\ (SIGQUIT), a CPU-time limit (SIGXCPU), a stray kill -USR1: all end the program by
+    default, and without a handler would leave a temporary file and no word of model.pt."""
+    stopped_by_a_signal(tmp_path, name)
+
+
+def test_a_temporary_file_a_killed_run_left_is_removed_by_the_next_write_of_that_file(tmp_path):
+    """kill -9 during a save leaves `.model.pt.<pid>-<random>.tmp`; the next write of model.pt removes
+    it when no process <pid> exists, and never a living process's (this one's, here)."""
+    dead = 2 ** 22 + 7  # above Linux's largest pid (4,194,304), so no process has it
+    orphan, alive = tmp_path / f".model.pt.{dead}-0badc0de.tmp", tmp_path / f".model.pt.{os.getpid()}-12345678.tmp"
+    other = tmp_path / f".table.txt.{dead}-0badc0de.tmp"  # another file's: left for that file's next write
+    for path in (orphan, alive, other):
+        path.write_bytes(b"half a checkpoint")
+    LLM.write_file(tmp_path / "model.pt", lambda file: file.write(b"whole"))
+    assert (tmp_path / "model.pt").read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", alive.name, other.name]) if POSIX else True
+    LLM.write_file(tmp_path / "table.txt", lambda file: file.write(b"table"))
+    assert not other.exists() or not POSIX
+
+
 # --- 7. Streams and the environment ---------------------------------------------------------------
 
 def test_a_pipe_closed_by_its_reader_stops_the_command_quietly_with_141(trained):
@@ -384,6 +414,105 @@ def test_a_pipe_closed_by_its_reader_stops_the_command_quietly_with_141(trained)
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141 and first.startswith(b"No hay")
     assert "Traceback" not in err and err.count("\n") == 1 and "broken pipe" in err, err
+
+
+@pytest.mark.skipif(not POSIX, reason="a pipe closed while training runs needs POSIX's signals")
+def test_a_pipe_closed_while_training_says_what_model_pt_keeps(tmp_path):
+    process = subprocess.Popen([sys.executable, str(ROOT / "LLM.py"), *TINY_ARGV, "--epochs", "500", "--patience", "0",
+                                "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in process.stdout:
+            if line.startswith("epoch   2/"):
+                break
+        process.stdout.close()  # the reader goes away in epoch 2 or 3
+        err = process.stderr.read()
+        assert process.wait(timeout=60) == 141
+    finally:
+        process.kill()
+    epoch = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")[3]["epoch"]
+    assert err.count("\n") == 1 and err.startswith("stopped: the output was closed (a broken pipe); training stopped in epoch")
+    assert f"model.pt keeps epoch {epoch} " in err and "every file written is whole" in err and leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full, a device that is always full, is Linux's")
+def test_an_output_on_a_full_device_is_one_line_and_an_error_that_cannot_be_printed_still_exits_2(trained):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--generate", "No hay", "--samples", "3",
+                                 "--max-chars", "5", "--checkpoint", str(trained)], stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                timeout=120)
+        assert_one_line_error(result, "the output cannot be written (No space left on device): stopped")
+        refused = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--epochs", "0"], stderr=full, cwd=ROOT, timeout=60)
+    assert refused.returncode == 2  # the error line itself found no room: still exit code 2, no traceback to hide
+
+
+@pytest.mark.skipif(not POSIX, reason="closing a standard stream before the program starts is a POSIX shell's <&-")
+def test_a_chat_with_its_input_closed_ends_as_at_the_end_of_a_file(trained):
+    result = run_llm("--chat", "--checkpoint", str(trained), "--max-chars", "5", preexec_fn=lambda: os.close(0))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("path", ["a\nb.txt", "a\x1b[31mred.txt", "a\u2028b.txt"])
+def test_a_path_with_a_newline_or_an_escape_is_named_on_one_line(capsys, path):
+    err = one_line_error(capsys, ["--data", path], "data file not found: a\\")
+    assert "\x1b" not in err and "\u2028" not in err
+
+
+def test_the_reason_a_torchrun_collective_gives_is_cut_to_its_words():
+    gloo = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+                        "[127.0.0.1]:17100: Connection reset by peer. This is typically caused by a remote worker hanging")
+    assert LLM.collective_failure(gloo) == "Read error [127.0.0.1]:17100: Connection reset by peer"
+    assert LLM.collective_failure(RuntimeError("")) == "RuntimeError"
+
+
+@pytest.mark.parametrize("environment, expected", [({"TORCH_LOGS": "bogus"}, "Invalid log settings: bogus"),
+                                                   ({"TORCH_LOGS_OUT": "/proc/no/such/folder/log.txt"}, "No such file")])
+def test_a_pytorch_setting_it_refuses_at_import_is_one_line(environment, expected):
+    result = run_llm("--help", env={**os.environ, **environment})
+    assert_one_line_error(result, "PyTorch cannot be loaded", expected, "TORCH_ settings")
+
+
+@pytest.mark.parametrize("package", ["torch", "matplotlib", "networkx"])
+def test_a_package_that_is_not_installed_is_one_line(package, tmp_path):
+    """As on a machine where `pip install -r requirements.txt` was not run: the package cannot be imported."""
+    code = (f"import runpy, sys; sys.modules[{package!r}] = None; sys.argv = ['LLM.py'] + sys.argv[1:]; "
+            f"runpy.run_path({str(ROOT / 'LLM.py')!r}, run_name='__main__')")
+    argv = [*TINY_ARGV, "--epochs", "1", "--out", str(tmp_path / "run")]
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    if package == "torch":
+        assert_one_line_error(result, "PyTorch cannot be loaded", "README.md says how to install it")
+        return
+    assert_one_line_error(result, f"{package} is not installed here", "pip install -r requirements.txt")
+
+
+@pytest.mark.slow  # a training run a package: CI runs them with -m slow
+@pytest.mark.parametrize("package", ["matplotlib", "networkx"])
+def test_without_a_drawing_package_a_run_that_draws_nothing_runs(package, tmp_path):
+    code = (f"import runpy, sys; sys.modules[{package!r}] = None; sys.argv = ['LLM.py'] + sys.argv[1:]; "
+            f"runpy.run_path({str(ROOT / 'LLM.py')!r}, run_name='__main__')")
+    argv = [*TINY_ARGV, "--epochs", "1", "--out", str(tmp_path / "run"), "--pictures"]
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0 and (tmp_path / "run" / "model.pt").is_file(), result.stderr
+
+
+@pytest.mark.slow  # one process a setting: CI runs them with -m slow
+@pytest.mark.parametrize("name, value, says", [
+    ("OMP_NUM_THREADS", "abc", True), ("OMP_NUM_THREADS", "0", True), ("OMP_PROC_BIND", "bogus", True), ("OMP_WAIT_POLICY", "bogus", True),
+    ("TORCH_CPP_LOG_LEVEL", "bogus", True), ("TORCH_SHOW_CPP_STACKTRACES", "abc", True),
+    ("MPLCONFIGDIR", "/proc/no/such/folder", True), ("CUDA_VISIBLE_DEVICES", "abc", False), ("MKL_NUM_THREADS", "abc", False),
+    ("COLUMNS", "abc", False), ("TMPDIR", "/no/such/folder", False), ("HOME", None, False), ("LC_ALL", "C", False),
+    ("PYTHONIOENCODING", "ascii", False)])
+def test_a_library_setting_is_named_by_its_library_in_one_line_or_has_no_effect(trained, name, value, says):
+    """What the README's fault table says of the environment: the run goes on and writes the same text."""
+    environment = {k: v for k, v in os.environ.items() if k != name} | ({name: value} if value is not None else {})
+    if name == "LC_ALL":
+        environment |= {"PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}  # the C locale as it is, not coerced to UTF-8
+    argv = ("--generate", "No hay", "--checkpoint", str(trained), "--max-chars", "12", "--seed", "3")
+    plain, result = run_llm(*argv), run_llm(*argv, env=environment)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == plain.stdout or name == "PYTHONIOENCODING" and result.stdout.startswith("No hay")
+    said = [line for line in result.stderr.splitlines() if line.strip()]
+    assert (said == [] or (says and name in " ".join(said))) and len(said) <= (2 if says else 0), said
 
 
 @pytest.mark.skipif(not POSIX, reason="closing a standard stream before the program starts is a POSIX shell's >&-")
@@ -496,6 +625,41 @@ def test_torchrun_says_each_failure_once_and_no_process_waits_for_it(bad, expect
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
     assert 'LLM.py", line' not in result.stderr  # no traceback of LLM.py's own (torchrun may print its own summary)
+
+
+@pytest.mark.slow  # torchrun starts three processes a case: CI runs them with -m slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="finds each rank's process through Linux's /proc")
+@pytest.mark.parametrize("lost", ["1", "0"])
+def test_a_torchrun_process_killed_makes_the_other_stop_at_once_saying_what_model_pt_keeps(lost, tmp_path):
+    import time
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "LLM.py"),
+            *TINY_ARGV, "--epochs", "500", "--patience", "0", "--pictures", "--out", str(tmp_path)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in process.stdout:
+            if line.startswith("epoch   3/"):
+                break
+        ranks = {}
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                environment = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if f"TORCHELASTIC_RUN_ID".encode() in b" ".join(environment) and b"LLM.py" in open(f"/proc/{pid}/cmdline", "rb").read():
+                rank = next((e[5:].decode() for e in environment if e.startswith(b"RANK=")), None)
+                ranks[rank] = pid
+        os.kill(ranks[lost], signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = process.communicate(timeout=60)
+        assert time.monotonic() - killed < 20  # the other one stops at once, not after a collective's time-out
+    finally:
+        process.kill()
+    errors = [line for line in err.splitlines() if "error: " in line]
+    assert len(errors) == 1 and "another process of this run stopped" in errors[0], err[-3000:]
+    epoch = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")[3]["epoch"]
+    assert f"model.pt keeps epoch {epoch} " in errors[0] and leftovers(tmp_path) == []
+    assert 'LLM.py", line' not in err  # no traceback of LLM.py's own (torchrun prints its own summary)
 
 
 def test_two_chats_on_one_log_the_second_is_refused_and_no_line_is_lost(trained, tmp_path, capsys):
