@@ -1301,7 +1301,7 @@ def write_file(path: Path, write):
         if isinstance(error, (OSError, RuntimeError)):
             reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
             left = "the earlier file there is untouched" if path.is_file() else "nothing was written there"
-            raise UserError(f"cannot write {path} ({reason}): {left}") from None
+            raise UserError(f"cannot write {show_path(path)} ({reason}): {left}") from None
         raise
 
 
@@ -4534,7 +4534,7 @@ def chat_lines(stream, log=print):
             if not line:  # end of the piped input
                 return
             line = line.rstrip("\r\n")
-            log(f"> {line}")
+            log(f"> {one_line(line)}")
             yield line
 
 
@@ -4609,8 +4609,8 @@ class Chat:
 
     def command(self, line: str) -> bool:
         """Run a /command; False when the chat should end."""
-        name, *rest = line.split()
-        argument = rest[0] if rest else None
+        name, *rest = line.split(maxsplit=1)
+        argument = rest[0].strip() if rest else None  # the rest of the line: /save takes a name with spaces whole
         s = self.sampling
         try:
             if name in ("exit", "quit", "/exit", "/quit"):
@@ -4711,7 +4711,7 @@ class Chat:
                     "the chat log": self.chat_log}
             taken = next((what for what, path in mine.items() if path is not None and same_file(target, path)), None)
             if taken or (target.is_file() and not target.suffix == ".pt"):
-                self.log(f"  {target} is {taken or 'a file that is not a checkpoint'}: it stays as it is; /save OTHER.pt")
+                self.log(f"  {show_path(target)} is {taken or 'a file that is not a checkpoint'}: it stays as it is; /save OTHER.pt")
                 return
             save_checkpoint(target, self.model, self.saved_cfg, self.tokenizer,
                             {"epoch": self.epoch, "val_loss": self.val_loss})
@@ -4721,7 +4721,12 @@ class Chat:
         except UserError as e:
             self.log(f"  {e}. The model is still here: /save FILE saves it somewhere else (another disk or folder)")
             return
-        self.log(f"  saved {target} (python LLM.py --chat --checkpoint {target}); chat on")
+        self.log(f"  saved {show_path(target)} (python LLM.py --chat --checkpoint {shell_word(show_path(target))}); chat on")
+
+
+def shell_word(text: str) -> str:
+    """A file name as a shell command takes it: quoted when it holds a space or a sign the shell reads."""
+    return text if re.fullmatch(r"[\w./@%+=:,-]+", text) else "'" + text.replace("'", "'\\''") + "'"
 
 
 def chat_checkpoint(source: Path) -> Path:

@@ -436,12 +436,18 @@ def test_a_pipe_closed_while_training_says_what_model_pt_keeps(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full, a device that is always full, is Linux's")
-def test_an_output_on_a_full_device_is_one_line_and_an_error_that_cannot_be_printed_still_exits_2(trained):
+def test_an_output_on_a_full_device_is_one_line(trained):
     with open("/dev/full", "w") as full:
         result = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--generate", "No hay", "--samples", "3",
-                                 "--max-chars", "5", "--checkpoint", str(trained)], stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                timeout=120)
-        assert_one_line_error(result, "the output cannot be written (No space left on device): stopped")
+                                 "--max-chars", "5", "--checkpoint", str(trained)], stdout=full, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT, timeout=120)
+    assert_one_line_error(result, "the output cannot be written (No space left on device): stopped")
+
+
+@pytest.mark.slow  # one more process: CI runs it with -m slow
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full, a device that is always full, is Linux's")
+def test_an_error_that_cannot_be_printed_still_exits_2():
+    with open("/dev/full", "w") as full:
         refused = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--epochs", "0"], stderr=full, cwd=ROOT, timeout=60)
     assert refused.returncode == 2  # the error line itself found no room: still exit code 2, no traceback to hide
 
@@ -465,14 +471,15 @@ def test_the_reason_a_torchrun_collective_gives_is_cut_to_its_words():
     assert LLM.collective_failure(RuntimeError("")) == "RuntimeError"
 
 
-@pytest.mark.parametrize("environment, expected", [({"TORCH_LOGS": "bogus"}, "Invalid log settings: bogus"),
-                                                   ({"TORCH_LOGS_OUT": "/proc/no/such/folder/log.txt"}, "No such file")])
+@pytest.mark.parametrize("environment, expected", [
+    ({"TORCH_LOGS": "bogus"}, "Invalid log settings: bogus"),
+    pytest.param({"TORCH_LOGS_OUT": "/proc/no/such/folder/log.txt"}, "No such file", marks=pytest.mark.slow)])
 def test_a_pytorch_setting_it_refuses_at_import_is_one_line(environment, expected):
     result = run_llm("--help", env={**os.environ, **environment})
     assert_one_line_error(result, "PyTorch cannot be loaded", expected, "TORCH_ settings")
 
 
-@pytest.mark.parametrize("package", ["torch", "matplotlib", "networkx"])
+@pytest.mark.parametrize("package", ["torch", "matplotlib", pytest.param("networkx", marks=pytest.mark.slow)])
 def test_a_package_that_is_not_installed_is_one_line(package, tmp_path):
     """As on a machine where `pip install -r requirements.txt` was not run: the package cannot be imported."""
     code = (f"import runpy, sys; sys.modules[{package!r}] = None; sys.argv = ['LLM.py'] + sys.argv[1:]; "
@@ -674,3 +681,13 @@ def test_two_chats_on_one_log_the_second_is_refused_and_no_line_is_lost(trained,
     LLM.chat(tiny_config(max_chars=5), trained, str(log), io.StringIO("que nunca\nexit\n"), lambda *a: None)
     assert log.read_text(encoding="utf-8") == "Más vale tarde\nque nunca\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.txt"]  # the lock's file goes with the chat
+
+
+def test_the_chats_save_takes_a_name_with_spaces_whole_and_shows_any_name_on_one_line(trained_copy, tmp_path):
+    said = []
+    typed = f"/save {tmp_path}/mi modelo.pt\n/save {tmp_path}/\x1b[31mred.pt\nexit\n"
+    LLM.chat(tiny_config(max_chars=5), trained_copy, None, io.StringIO(typed), said.append)
+    assert LLM.load_checkpoint(tmp_path / "mi modelo.pt", "cpu")[3]["epoch"] >= 1
+    assert (tmp_path / "\x1b[31mred.pt").is_file()
+    assert not [line for line in said if "\x1b" in line] and sum("saved " in line for line in said) == 2, said
+    assert any("--checkpoint '" in line and "mi modelo.pt'" in line for line in said), said  # ready to paste in a shell
