@@ -1599,7 +1599,8 @@ def signals_like_ctrl_c():
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # one ignored while stopping (ignore_sigterm) stays so
+                signal.signal(signum, handler)
 
 
 # %% [markdown]
@@ -1965,7 +1966,13 @@ def torchrun_world() -> int:
             raise UserError(f"the environment variable {name} is {value!r}: torchrun sets it to a whole number "
                             f"(unset it to train in one process)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world if started_by_torchrun() else 1
+    if not started_by_torchrun():
+        return 1
+    for name in ("RANK", "LOCAL_RANK"):
+        if int(os.environ.get(name, "0")) >= max(world, 1):
+            raise UserError(f"the environment variable {name} is {os.environ[name]}, but WORLD_SIZE is {world}: a rank "
+                            f"counts the processes from 0, so it must be below WORLD_SIZE (torchrun sets both)")
+    return world
 
 
 def start_distributed(device: torch.device, log=print) -> tuple[Ranks, torch.device]:
@@ -1981,8 +1988,31 @@ def start_distributed(device: torch.device, log=print) -> tuple[Ranks, torch.dev
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        join_process_group("nccl" if device.type == "cuda" else "gloo", world, log)
     return Ranks(dist.get_rank(), dist.get_world_size()), device
+
+
+JOIN_TIMEOUT = 300  # seconds the processes of a launch without torchrun wait for each other to join
+
+
+def join_process_group(backend: str, world: int, log=print):
+    """Join the processes of this run. torchrun starts them all together (it sets TORCHELASTIC_RUN_ID);
+    processes started another way, or torchrun's variables left in the environment, may wait for
+    partners that never come: they wait JOIN_TIMEOUT seconds at most, and say so first."""
+    import datetime
+    import torch.distributed as dist
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        dist.init_process_group(backend)
+        return
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    log(f"note: RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are set, but not by torchrun: process "
+        f"{os.environ['RANK']} of {world} joins the others at {where}, waiting at most {JOIN_TIMEOUT} s")
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=JOIN_TIMEOUT))
+    except RuntimeError as e:
+        raise UserError(f"the {world} processes never all joined at {where} ({collective_failure(e)}): start "
+                        f"every one of them (torchrun does), or unset RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT "
+                        f"to train in one process") from None
 
 
 def current_ranks() -> Ranks:
@@ -1998,6 +2028,14 @@ def collective_failure(error: RuntimeError) -> str:
     reset by peer. This is typically caused by ..." -> "Read error [127.0.0.1]:17100: Connection reset by peer"."""
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0][:200]
+
+
+def ignore_sigterm():
+    """From now on SIGTERM changes nothing: the process is already stopping, and says how."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def checkpoint_holds(path: Path) -> str:
@@ -5000,7 +5038,13 @@ def train_and_finish(setup: Setup) -> Finished | None:
         history = train(model, data, cfg, setup.device, hooks, hooks.state, hooks.log)
     except KeyboardInterrupt as stop:
         how = f"stopped by {stop.name}" if isinstance(stop, Terminated) else "interrupted"
-        hooks.log(f"\ntraining {how} {hooks.when()}: {hooks.kept('keeps')}")
+        if isinstance(stop, Terminated) and os.environ.get("TORCHELASTIC_RUN_ID"):
+            how += " (torchrun stops every process when one of them fails, or when it is stopped itself)"
+            ignore_sigterm()  # a second one, while this is said, changes nothing
+        if setup.writes:
+            hooks.log(f"\ntraining {how} {hooks.when()}: {hooks.kept('keeps')}")
+        elif setup.ranks.world == 2:  # rank 0 may be the process lost: the one left says what model.pt holds
+            say(f"training {how} {hooks.when()}: {checkpoint_holds(setup.out / 'model.pt')}")
         raise
     except TrainingDiverged as e:
         raise TrainingDiverged(f"{e}; {hooks.kept('still holds')}") from None
@@ -5010,6 +5054,7 @@ def train_and_finish(setup: Setup) -> Finished | None:
     except RuntimeError as e:  # under torchrun: a collective whose partner process is gone (killed, crashed)
         if setup.ranks.world == 1:
             raise
+        ignore_sigterm()  # torchrun's SIGTERM, sent because that process is gone, must not cut this line short
         kept = hooks.kept("keeps") if setup.writes else checkpoint_holds(setup.out / "model.pt")
         lost = UserError(f"another process of this run stopped ({collective_failure(e)}): training stopped "
                          f"{hooks.when()}: {kept}")
@@ -5329,8 +5374,8 @@ def main(argv=None) -> int:
             if notebook and finished is not None:
                 show_pictures_inline(finished)
     except UserError as e:
-        if not started_by_torchrun() or os.environ.get("RANK") == "0" or getattr(e, "heard", False):  # torchrun: one line
-            say(f"error: {e}")
+        if not os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("RANK") == "0" or getattr(e, "heard", False):
+            say(f"error: {e}")  # under torchrun one line, from rank 0: each process hits the same bad flag
         end_distributed(together=False)
         return 2
     except KeyboardInterrupt as stop:
