@@ -1281,6 +1281,11 @@ def write_file(path: Path, write):
     file is removed; a failed write (a full disk, a lost permission, torch's "file write failed")
     becomes a UserError that says what is left at `path`."""
     path = Path(path)
+    if path.is_symlink():  # a link the user made (outputs/model.pt -> a disk with room): the file it names is written
+        path = path.resolve()
+    if path.exists() and not path.is_file():  # a folder, or a device (/dev/null), a pipe: renaming would replace it
+        raise UserError(f"cannot write {show_path(path)}: it is {'a folder' if path.is_dir() else 'not a regular file'}"
+                        f" (a device or a pipe), and a file written there would replace it; it is left as it is")
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     remove_orphans(path)
     try:
@@ -2312,6 +2317,9 @@ def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokeni
     unchanged since it was written (the checksum), with settings a fresh run would accept and
     finite weights. Anything else is a UserError, never a traceback."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} is {'a folder' if path.is_dir() else 'not a regular file'}, not a checkpoint "
+                        f"(a checkpoint is a file such as outputs/model.pt)")
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (train one first: python LLM.py)")
     try:
@@ -4595,7 +4603,7 @@ class Chat:
                                               and os.access(self.chat_log.parent, os.W_OK)):
             raise UserError(f"cannot write the chat log {self.chat_log}: its folder is missing or read-only")
         if self.chat_log is not None and self.chat_log.exists():  # it will be written again whole: text only
-            if same_file(self.chat_log, checkpoint) or self.read_chat_log() is None:
+            if not self.chat_log.is_file() or same_file(self.chat_log, checkpoint) or self.read_chat_log() is None:
                 raise UserError(f"the chat log {self.chat_log} must be a UTF-8 text file (one typed line each)")
         self.target = chat_checkpoint(checkpoint)  # where /train saves: never the file read above
         if self.chat_log is not None and (same_file(self.chat_log, self.target) or same_file(self.chat_log, self.trained_cfg.data)):

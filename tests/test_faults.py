@@ -718,3 +718,25 @@ def test_the_chats_save_takes_a_name_with_spaces_whole_and_shows_any_name_on_one
     assert (tmp_path / "\x1b[31mred.pt").is_file()
     assert not [line for line in said if "\x1b" in line] and sum("saved " in line for line in said) == 2, said
     assert any("--checkpoint '" in line and "mi modelo.pt'" in line for line in said), said  # ready to paste in a shell
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="a named pipe stands for a device here (never /dev/null itself)")
+def test_a_write_never_replaces_a_folder_a_device_or_a_pipe_and_writes_through_a_link(tmp_path, capsys, trained):
+    """Renaming a file over /dev/null would replace the device for every program (as root it can);
+    a named pipe and a folder stand for it here. A link the user made is kept, its file written."""
+    pipe, folder = tmp_path / "pipe.txt", tmp_path / "folder.txt"
+    os.mkfifo(pipe)
+    folder.mkdir()
+    for path, what in ((pipe, "not a regular file"), (folder, "a folder")):
+        with pytest.raises(LLM.UserError, match=what):
+            LLM.write_file(path, lambda file: file.write(b"x"))
+    assert pipe.exists() and not pipe.is_file() and folder.is_dir() and leftovers(tmp_path) == []
+    (tmp_path / "real.txt").write_text("old", encoding="utf-8")
+    (tmp_path / "link.txt").symlink_to("real.txt")
+    LLM.write_file(tmp_path / "link.txt", lambda file: file.write(b"new"))
+    assert (tmp_path / "link.txt").is_symlink() and (tmp_path / "real.txt").read_text(encoding="utf-8") == "new"
+    result = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--chat", "--checkpoint", str(trained), "--chat-log",
+                             str(pipe)], capture_output=True, text=True, cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
+    assert_one_line_error(result, "must be a UTF-8 text file")  # refused before it is read: a pipe would block
+    one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path)], "is a folder, not a checkpoint")
+    assert pipe.exists() and not pipe.is_file()
