@@ -5038,12 +5038,34 @@ def run(cfg: Config, log=print, resume: Path | None = None, init_from: Path | No
 
 
 def train_and_finish(setup: Setup) -> Finished | None:
-    """run() once the run is set up: train, then measure and write every output."""
-    cfg, model, data, out = setup.cfg, setup.model, setup.data, setup.out
-    epochs = EpochPictures(model, data, cfg, out) if cfg.snapshot and setup.writes and wanted(cfg, "epochs") else None
+    """run() once the run is set up: train, then measure and write every output. Stopped at any
+    moment, it says what model.pt keeps (and what the folder holds)."""
+    cfg, model, out = setup.cfg, setup.model, setup.out
+    epochs = EpochPictures(model, setup.data, cfg, out) if cfg.snapshot and setup.writes and wanted(cfg, "epochs") else None
     hooks = RunHooks(setup, epochs)
+    history = train_saying_what_is_kept(setup, hooks)
+    if not finish_training(model, setup, setup.log):  # the torchrun processes that write nothing stop here
+        return None
     try:
-        history = train(model, data, cfg, setup.device, hooks, hooks.state, hooks.log)
+        return write_outputs(setup, hooks, history, epochs)
+    except (KeyboardInterrupt, ConsoleLost) as stop:
+        record = RECORDING.get(out.resolve())
+        so_far = f"{len(record.written)} files of this run written so far" if record else "files of this run written so far"
+        held = f"{hooks.kept('keeps')}; {out}/ holds the {so_far} (listed in {MANIFEST}), not yet its gallery"
+        if isinstance(stop, ConsoleLost):
+            stop.kept = f"the outputs were being written: {held}"
+        else:
+            how = f"stopped by {stop.name}" if isinstance(stop, Terminated) else "interrupted"
+            hooks.log(f"\n{how} while the outputs were written: {held}")
+        raise
+
+
+def train_saying_what_is_kept(setup: Setup, hooks: RunHooks) -> list[dict]:
+    """Section 14's train() with the run's hooks; whatever stops it (Ctrl-C, a signal, a closed
+    output, a lost torchrun process, a NaN) is said with what model.pt keeps."""
+    model, data, cfg = setup.model, setup.data, setup.cfg
+    try:
+        return train(model, data, cfg, setup.device, hooks, hooks.state, hooks.log)
     except KeyboardInterrupt as stop:
         how = f"stopped by {stop.name}" if isinstance(stop, Terminated) else "interrupted"
         if isinstance(stop, Terminated) and os.environ.get("TORCHELASTIC_RUN_ID"):
@@ -5068,9 +5090,11 @@ def train_and_finish(setup: Setup) -> Finished | None:
                          f"{hooks.when()}: {kept}")
         lost.heard = setup.ranks.world == 2  # of two processes the one left says it, even when rank 0 is the one lost
         raise lost from None
-    if not finish_training(model, setup, setup.log):  # the torchrun processes that write nothing stop here
-        return None
-    log = setup.log
+
+
+def write_outputs(setup: Setup, hooks: RunHooks, history: list[dict], epochs) -> Finished:
+    """After training: the test score, the samples, and every file in which the model explains itself."""
+    cfg, model, data, out, log = setup.cfg, setup.model, setup.data, setup.out, setup.log
     test_loss = None
     if data.test_split is not None:
         test_loss = evaluate(model, data.test_split, cfg.eval_batch, setup.device, hooks.autocast)

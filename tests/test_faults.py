@@ -379,6 +379,35 @@ def test_sigterm_and_sighup_say_which_epoch_the_checkpoint_keeps(tmp_path, name)
     stopped_by_a_signal(tmp_path, name)
 
 
+@pytest.mark.slow  # two training processes: CI runs it with -m slow
+@pytest.mark.skipif(not POSIX, reason="Windows has no SIGTERM to send")
+def test_a_signal_while_the_outputs_are_written_leaves_only_this_runs_files_and_says_so(tmp_path):
+    """The earlier run's gallery and pictures are gone at this run's first write; stopped while
+    it draws, the folder holds this run's files so far and the run says what model.pt keeps."""
+    argv = [sys.executable, str(ROOT / "LLM.py"), *TINY_ARGV, "--epochs", "2", "--snapshot", "1", "--out", str(tmp_path)]
+    assert subprocess.run(argv, capture_output=True, cwd=ROOT, timeout=120).returncode == 0
+    earlier = set(p.name for p in tmp_path.iterdir())
+    assert {"README.md", "explorer.html", "epoch_2.png"} <= earlier
+    process = subprocess.Popen([*argv[:-4], "--epochs", "1", "--snapshot", "1", "--out", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in process.stdout:
+            if line.startswith("samples"):  # training is over; the files are being written
+                process.send_signal(signal.SIGTERM)
+                break
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and err.strip().endswith("stopped by SIGTERM"), err
+    said = next(line for line in out.splitlines() if line.startswith("stopped by SIGTERM while the outputs were written"))
+    assert "model.pt keeps epoch 1 " in said and "not yet its gallery" in said
+    now = set(p.name for p in tmp_path.iterdir())
+    listed = set((tmp_path / ".written").read_text(encoding="utf-8").split("\n")[1:]) - {""}
+    assert "README.md" not in now and "epoch_2.png" not in now and leftovers(tmp_path) == []
+    assert now - {".written", ".lock"} == listed, (now, listed)  # every file there is this run's
+
+
 @pytest.mark.slow  # one training process a signal: CI runs them with -m slow
 @pytest.mark.skipif(not POSIX, reason="these signals are POSIX")
 @pytest.mark.parametrize("name", ["SIGQUIT", "SIGXCPU", "SIGUSR1", "SIGUSR2", "SIGALRM"])
