@@ -445,6 +445,7 @@ def test_a_pipe_closed_by_its_reader_stops_the_command_quietly_with_141(trained)
     assert "Traceback" not in err and err.count("\n") == 1 and "broken pipe" in err, err
 
 
+@pytest.mark.slow  # a process of its own: CI runs it with -m slow
 @pytest.mark.skipif(not POSIX, reason="a pipe closed while training runs needs POSIX's signals")
 def test_a_pipe_closed_while_training_says_what_model_pt_keeps(tmp_path):
     process = subprocess.Popen([sys.executable, str(ROOT / "LLM.py"), *TINY_ARGV, "--epochs", "500", "--patience", "0",
@@ -464,6 +465,7 @@ def test_a_pipe_closed_while_training_says_what_model_pt_keeps(tmp_path):
     assert f"model.pt keeps epoch {epoch} " in err and "every file written is whole" in err and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow  # a process of its own: CI runs it with -m slow
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full, a device that is always full, is Linux's")
 def test_an_output_on_a_full_device_is_one_line(trained):
     with open("/dev/full", "w") as full:
@@ -481,6 +483,7 @@ def test_an_error_that_cannot_be_printed_still_exits_2():
     assert refused.returncode == 2  # the error line itself found no room: still exit code 2, no traceback to hide
 
 
+@pytest.mark.slow  # a process of its own: CI runs it with -m slow
 @pytest.mark.skipif(not POSIX, reason="closing a standard stream before the program starts is a POSIX shell's <&-")
 def test_a_chat_with_its_input_closed_ends_as_at_the_end_of_a_file(trained):
     result = run_llm("--chat", "--checkpoint", str(trained), "--max-chars", "5", preexec_fn=lambda: os.close(0))
@@ -508,7 +511,8 @@ def test_a_pytorch_setting_it_refuses_at_import_is_one_line(environment, expecte
     assert_one_line_error(result, "PyTorch cannot be loaded", expected, "TORCH_ settings")
 
 
-@pytest.mark.parametrize("package", ["torch", "matplotlib", pytest.param("networkx", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("package", ["torch", pytest.param("matplotlib", marks=pytest.mark.slow),
+                                     pytest.param("networkx", marks=pytest.mark.slow)])
 def test_a_package_that_is_not_installed_is_one_line(package, tmp_path):
     """As on a machine where `pip install -r requirements.txt` was not run: the package cannot be imported."""
     code = (f"import runpy, sys; sys.modules[{package!r}] = None; sys.argv = ['LLM.py'] + sys.argv[1:]; "
