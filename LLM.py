@@ -1898,7 +1898,9 @@ def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = N
 # **torch.compile** (`--compile`, off by default) traces the model once and writes fused kernels
 # for it: fewer trips through memory, less Python per step, the same numbers up to rounding. The
 # first steps wait tens of seconds for the compiler, so it pays only in long runs on a GPU; on a
-# 2-core CPU it was slower (tests/BENCHMARK.md). It plugs into the `network` hook.
+# 2-core CPU it was slower (tests/BENCHMARK.md). It plugs into the `network` hook. The compiler
+# needs a C++ compiler and a cache folder of its own; when it cannot work, the run says so in one
+# line (`compiler_failure`) instead of its traceback.
 
 # %%
 class FastAdam(Adam):
@@ -2035,6 +2037,17 @@ def collective_failure(error: RuntimeError) -> str:
     return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0][:200]
 
 
+def compiler_failure(error: Exception) -> str:
+    """torch.compile's reason in a line: "PyTorch's compiler failed (InductorError: InvalidCxxCompiler: ...)"."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"PyTorch's compiler failed ({type(error).__name__}{': ' + first if first else ''})"
+
+
+def from_the_compiler(error: Exception) -> bool:
+    """Raised inside torch.compile's machinery (dynamo traces, inductor writes the kernels)?"""
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
 def ignore_sigterm():
     """From now on SIGTERM changes nothing: the process is already stopping, and says how."""
     import signal
@@ -2151,7 +2164,10 @@ class RunHooks(DeviceHooks):
             from torch.nn.parallel import DistributedDataParallel
             network = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
         if self.cfg.compile:  # training's forward and backward run as generated kernels; evaluation stays plain
-            network = torch.compile(network)
+            try:
+                network = torch.compile(network)
+            except Exception as e:  # its own files and settings (TORCHINDUCTOR_CACHE_DIR, the locale) it cannot use
+                raise UserError(f"--compile: {compiler_failure(e)}: leave out --compile") from None
             self.log("torch.compile: the first steps of each new batch shape wait for the compiler (tens of seconds)")
         return network
 
@@ -5081,8 +5097,11 @@ def train_saying_what_is_kept(setup: Setup, hooks: RunHooks) -> list[dict]:
     except ConsoleLost as lost:
         lost.kept = f"training stopped {hooks.when()}: {hooks.kept('keeps')}"
         raise
-    except RuntimeError as e:  # under torchrun: a collective whose partner process is gone (killed, crashed)
-        if setup.ranks.world == 1:
+    except Exception as e:  # --compile's kernels that cannot be built; under torchrun, a process that is gone
+        if cfg.compile and from_the_compiler(e):
+            raise UserError(f"--compile: {compiler_failure(e)}: leave out --compile; training stopped "
+                            f"{hooks.when()}: {hooks.kept('keeps')}") from None
+        if setup.ranks.world == 1 or not isinstance(e, RuntimeError):
             raise
         ignore_sigterm()  # torchrun's SIGTERM, sent because that process is gone, must not cut this line short
         kept = hooks.kept("keeps") if setup.writes else checkpoint_holds(setup.out / "model.pt")

@@ -555,6 +555,19 @@ def test_a_library_setting_is_named_by_its_library_in_one_line_or_has_no_effect(
     assert (said == [] or (says and name in " ".join(said))) and len(said) <= (2 if says else 0), said
 
 
+@pytest.mark.slow  # PyTorch's compiler loads and traces: CI runs them with -m slow
+@pytest.mark.skipif(not POSIX or not LLM.shutil.which("g++"), reason="--compile on a CPU needs g++")
+@pytest.mark.parametrize("setting, says", [
+    ("TORCHINDUCTOR_CACHE_DIR", "NotADirectoryError"),  # its cache folder cannot be made: torch.compile() fails
+    ("CXX", "No working C++ compiler")])  # a compiler that fails: the first step's kernels cannot be built
+def test_a_compiler_that_cannot_work_is_one_line_naming_it(tmp_path, setting, says):
+    (tmp_path / "file").write_text("a file, not a folder")
+    value = str(tmp_path / "file" / "cache") if setting == "TORCHINDUCTOR_CACHE_DIR" else "/bin/false"
+    environment = os.environ | {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")} | {setting: value}  # no kernel cached
+    result = run_llm(*TINY_ARGV, "--epochs", "1", "--compile", "--out", str(tmp_path / "out"), env=environment)
+    assert_one_line_error(result, "--compile: PyTorch's compiler failed", says, "leave out --compile")
+
+
 @pytest.mark.skipif(not POSIX, reason="closing a standard stream before the program starts is a POSIX shell's >&-")
 def test_a_closed_standard_output_is_no_error(trained):
     result = run_llm("--generate", "No hay", "--checkpoint", str(trained), "--max-chars", "5",
