@@ -3436,7 +3436,7 @@ def write_explorer(path: Path, model: TransformerLM, tokenizer: CharTokenizer, c
 def explorer_picture(run: Finished) -> list[Drawing]:
     setup = run.setup
     written = write_explorer(setup.out / "explorer.html", setup.model, setup.data.tokenizer, setup.cfg, run.best,
-                             run.history, run.test_loss, run.snapshots, f"python LLM.py on {Path(setup.cfg.data).name}")
+                             run.history, run.test_loss, run.snapshots, f"python LLM.py on {show_path(Path(setup.cfg.data).name)}")
     if not written:
         setup.log(f"explorer.html: not written, a model of {count_parameters(setup.model):,} parameters is too large "
                   f"for a page (at most {EXPLORER_MAX_PARAMETERS:,})")
@@ -3459,7 +3459,7 @@ def explorer_from_checkpoint(cfg: Config, checkpoint: Path, out: Path, log=print
     best = {"epoch": payload["epoch"], "val_loss": payload["val_loss"]}
     path = out / "explorer.html"
     with writing_folder(out):
-        if not write_explorer(path, model, tokenizer, trained_cfg, best, history, None, [], f"--explorer {checkpoint}"):
+        if not write_explorer(path, model, tokenizer, trained_cfg, best, history, None, [], f"--explorer {show_path(checkpoint)}"):
             raise UserError(f"{checkpoint} holds {count_parameters(model):,} parameters: too large for a page "
                             f"(at most {EXPLORER_MAX_PARAMETERS:,})")
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {checkpoint}, epoch {payload['epoch']}; open it in a "
@@ -4522,7 +4522,7 @@ def what_if_report(results: list[WhatIf], cfg: Config, seconds: float) -> str:
     """outputs/what-if/README.md: the table, the picture, the sentences."""
     base = results[0]
     lines = ["# What if: the classroom run with one idea switched off", "",
-             f"`python LLM.py --what-if` trained {len(results)} models on `{Path(cfg.data).name}`, same seed and same "
+             f"`python LLM.py --what-if` trained {len(results)} models on `{show_path(Path(cfg.data).name)}`, same seed and same "
              f"data, {cfg.epochs} epochs each, in {seconds:.0f} s: once as it is and once without each idea of section 9 "
              f"of LLM.py. Each folder below holds that run's `table.txt`, `parameters.txt` and `model.pt`: "
              f"`--generate`, `--chat` and `--explorer` use it as it was trained.", "",

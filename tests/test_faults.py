@@ -652,12 +652,16 @@ def test_a_data_file_whose_name_is_not_utf8_runs_to_the_end(tmp_path):
     name = os.fsdecode(b"prov\xff.txt")
     (tmp_path / name).write_text("\n".join(LLM.text_lines(LLM.read_text(ROOT / "refranes.txt"))[:200]) + "\n",
                                  encoding="utf-8")
-    result = run_llm(*TINY_ARGV[:-4], "--data", name, "--epochs", "1", "--pictures", "loss", cwd=tmp_path,
+    result = run_llm(*TINY_ARGV[:-4], "--data", name, "--epochs", "1", "--pictures", "loss", "explorer", cwd=tmp_path,
                      env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "wrote outputs/prov\\xff/" in result.stdout
-    gallery = (tmp_path / "outputs" / os.fsdecode(b"prov\xff") / "README.md").read_text(encoding="utf-8")
-    assert "on `prov\\xff.txt`" in gallery
+    out = tmp_path / "outputs" / os.fsdecode(b"prov\xff")
+    assert "on `prov\\xff.txt`" in (out / "README.md").read_text(encoding="utf-8")
+    assert '"source":"python LLM.py on prov\\\\xff.txt"' in (out / "explorer.html").read_text(encoding="utf-8")
+    result = run_llm("--explorer", "--checkpoint", str(out / "model.pt"), "--out", str(tmp_path))  # its folder's name
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert '\\xff/model.pt"' in (tmp_path / "explorer.html").read_text(encoding="utf-8")
 
 
 MEASURE_PEAK = """

@@ -4,6 +4,7 @@ prints about its own numbers.
 Each switch is proven to remove exactly its idea: with it the model computes what the formula
 without that idea computes, and without it everything else stays as it was."""
 import math
+import os
 import re
 
 import pytest
@@ -228,3 +229,11 @@ def test_the_lessons_use_only_the_numbers_there_are():
                                         base, cfg)
     assert "lower, at this size" in LLM.what_if_lesson(LLM.WhatIf("n", "layer-norm", history(1.7, 1.7, 0.8), None,
                                                                    (1, 2), "", 0.5), base, cfg)
+
+
+def test_the_report_names_a_data_file_whose_name_is_not_utf8_in_utf8():
+    """Linux allows any bytes in a file name: the report writes a stray one as \\xNN, and stays UTF-8."""
+    history = [{"epoch": 1, "train_loss": 1.9, "val_loss": 1.8, "clipped": 0.2}]
+    base = LLM.WhatIf("as it is", "", history, None, (40, 50), "No hay", 0.4)
+    report = LLM.what_if_report([base], LLM.Config(data=os.fsdecode(b"/tmp/prov\xff.txt")), 3.0)
+    assert "on `prov\\xff.txt`" in report and report.encode("utf-8")
