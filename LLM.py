@@ -1040,6 +1040,7 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own:
 import argparse
 import base64
 import codecs
+import errno
 import glob
 import hashlib
 import json
@@ -1063,6 +1064,7 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
             raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
     if not cfg.out.strip():  # '' would be the current folder, with whatever files it holds
         raise UserError("--out must name a folder for the outputs, got an empty name")
+    check_names({"--out": cfg.out, "--data": cfg.data})
     if cfg.d_model % cfg.n_heads != 0:
         raise UserError(f"--d-model ({cfg.d_model}) must be divisible by --heads ({cfg.n_heads}): "
                         f"each head gets d_model / heads numbers")
@@ -1217,6 +1219,26 @@ def show_path(path) -> str:
     return one_line(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
+def name_problem(path) -> str | None:
+    """Why no file can ever be read or written under this name, or None: a part of it longer than
+    the file system allows (255 bytes on most), or symbolic links that lead to each other."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+            return e.strerror
+    except ValueError:  # a NUL byte: no file has it
+        return "a file name cannot hold a NUL byte"
+    return None
+
+
+def check_names(paths: dict):
+    """The UserError for the first flag whose file name no file can have (name_problem)."""
+    for flag, path in paths.items():
+        if path is not None and (problem := name_problem(path)):
+            raise UserError(f"{flag} {show_path(path)}: {problem}")
+
+
 def read_text(path: str | Path) -> str:
     """The text of a UTF-8 file in Unicode NFC form, line ends as '\\n'; a UserError for a
     missing, unreadable, binary, non-UTF-8 or empty file."""
@@ -1284,8 +1306,8 @@ def write_file(path: Path, write):
     if path.is_symlink():  # a link the user made (outputs/model.pt -> a disk with room): the file it names is written
         path = path.resolve()
     if path.exists() and not path.is_file():  # a folder, or a device (/dev/null), a pipe: renaming would replace it
-        raise UserError(f"cannot write {show_path(path)}: it is {'a folder' if path.is_dir() else 'not a regular file'}"
-                        f" (a device or a pipe), and a file written there would replace it; it is left as it is")
+        raise UserError(f"cannot write {show_path(path)}: it is {'a folder' if path.is_dir() else 'a device or a pipe'}, "
+                        f"not a regular file, and a file written there would replace it; it is left as it is")
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     remove_orphans(path)
     try:
@@ -1425,6 +1447,8 @@ def append_line(path: Path, line: str):
 def same_file(a: Path, b: Path) -> bool:
     """True when two paths name one file (through '..', links or another spelling)."""
     a, b = Path(a), Path(b)
+    if name_problem(a) or name_problem(b):  # no file has that name: compare the names as written
+        return os.path.abspath(a) == os.path.abspath(b)
     if a.exists() and b.exists():
         return os.path.samefile(a, b)
     return a.resolve() == b.resolve()
@@ -4768,6 +4792,9 @@ class Chat:
     def save(self, target: Path):
         """Save the chat's model (after /train, or /save FILE); a failure leaves the chat going.
         Never over a file the chat reads or writes: its checkpoint, its corpus, its log."""
+        if problem := name_problem(target):  # a NUL byte, a name too long, links that loop
+            self.log(f"  {show_path(target)}: {problem}: /save OTHER.pt")
+            return
         try:
             mine = {"the checkpoint this chat started from": self.checkpoint, "the text /train reads": self.trained_cfg.data,
                     "the chat log": self.chat_log}
@@ -4777,8 +4804,8 @@ class Chat:
                 return
             save_checkpoint(target, self.model, self.saved_cfg, self.tokenizer,
                             {"epoch": self.epoch, "val_loss": self.val_loss})
-        except ValueError:  # a name with a NUL byte, say
-            self.log(f"  {show_path(target)} is not a file name this system accepts: /save OTHER.pt")
+        except OSError as e:  # a folder on the way that cannot be searched, say
+            self.log(f"  {show_path(target)}: {e.strerror or e}: /save OTHER.pt")
             return
         except UserError as e:
             self.log(f"  {e}. The model is still here: /save FILE saves it somewhere else (another disk or folder)")
@@ -5394,6 +5421,7 @@ def main(argv=None) -> int:
         checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
         if args.chat_log and not args.chat:
             raise UserError("--chat-log works only with --chat")
+        check_names({"--checkpoint": args.checkpoint, "--init-from": args.init_from, "--chat-log": args.chat_log})
         if args.resume or args.init_from:
             source = checkpoint if args.resume else Path(args.init_from)
             _, _, saved, _ = load_checkpoint(source, "cpu")
@@ -5427,6 +5455,10 @@ def main(argv=None) -> int:
     except UserError as e:
         if not os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("RANK") == "0" or getattr(e, "heard", False):
             say(f"error: {e}")  # under torchrun one line, from rank 0: each process hits the same bad flag
+        end_distributed(together=False)
+        return 2
+    except OSError as e:  # the file system refused what no check above foresaw: its reason, on one line
+        say(f"error: {show_path(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
         end_distributed(together=False)
         return 2
     except KeyboardInterrupt as stop:

@@ -777,7 +777,7 @@ def test_a_write_never_replaces_a_folder_a_device_or_a_pipe_and_writes_through_a
     pipe, folder = tmp_path / "pipe.txt", tmp_path / "folder.txt"
     os.mkfifo(pipe)
     folder.mkdir()
-    for path, what in ((pipe, "not a regular file"), (folder, "a folder")):
+    for path, what in ((pipe, "a device or a pipe, not a regular file"), (folder, "a folder")):
         with pytest.raises(LLM.UserError, match=what):
             LLM.write_file(path, lambda file: file.write(b"x"))
     assert pipe.exists() and not pipe.is_file() and folder.is_dir() and leftovers(tmp_path) == []
@@ -790,3 +790,36 @@ def test_a_write_never_replaces_a_folder_a_device_or_a_pipe_and_writes_through_a
     assert_one_line_error(result, "must be a UTF-8 text file")  # refused before it is read: a pipe would block
     one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path)], "is a folder, not a checkpoint")
     assert pipe.exists() and not pipe.is_file()
+
+
+def unusable_names(tmp_path):
+    """A name with a part longer than any file system allows (255 bytes), and a link that leads to itself."""
+    (tmp_path / "loop").symlink_to("loop")
+    return {"too long": (str(tmp_path / ("a" * 300)), "File name too long"),
+            "a loop": (str(tmp_path / "loop" / "x"), "Too many levels of symbolic links")}
+
+
+@pytest.mark.skipif(not POSIX, reason="a link to itself is made with POSIX's symlink")
+@pytest.mark.parametrize("kind", ["too long", "a loop"])
+@pytest.mark.parametrize("argv", [["--out", "{}"], ["--data", "{}"], ["--what-if", "--out", "{}"],
+                                  ["--generate", "No", "--checkpoint", "{}"], ["--eval", "--checkpoint", "{}"],
+                                  ["--explorer", "--checkpoint", "{}"], ["--init-from", "{}"], ["--resume", "--out", "{}"],
+                                  ["--chat", "--checkpoint", "TRAINED", "--chat-log", "{}"]])
+def test_a_name_no_file_can_have_is_one_line_naming_its_flag(capsys, tmp_path, trained, kind, argv):
+    name, reason = unusable_names(tmp_path)[kind]
+    flag = argv[argv.index("{}") - 1]
+    argv = [name if a == "{}" else str(trained) if a == "TRAINED" else a for a in argv]
+    one_line_error(capsys, argv, f"{flag} {tmp_path}", reason)
+
+
+@pytest.mark.skipif(not POSIX, reason="a link to itself is made with POSIX's symlink")
+def test_the_chats_save_under_a_name_no_file_can_have_says_so_and_goes_on(trained_copy, tmp_path):
+    said = []
+    names = unusable_names(tmp_path)
+    typed = "".join(f"/save {name}\n" for name, _ in names.values()) + "/save a\x00b.pt\nexit\n"
+    LLM.chat(tiny_config(max_chars=5), trained_copy, None, io.StringIO(typed), said.append)
+    for _, reason in names.values():
+        assert sum(reason in line and "/save OTHER.pt" in line for line in said) == 1, said
+    assert sum("cannot hold a NUL byte" in line for line in said) == 1 and said[-1] == "bye", said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop", "outputs"]  # outputs/: the chat's checkpoint
+    assert [p.name for p in trained_copy.parent.iterdir()] == ["model.pt"]
