@@ -636,7 +636,7 @@ def test_the_chats_save_never_replaces_a_file_the_chat_reads_or_writes(trained_c
     LLM.chat(tiny_config(max_chars=5), trained_copy, str(log), io.StringIO(typed), transcript.append, data=str(data))
     said = "\n".join(transcript)
     assert "is the chat log" in said and "is the text /train reads" in said and "is the checkpoint this chat started from" in said
-    assert "is a file that is not a checkpoint" in said and "not a file name this system accepts" in said
+    assert "is a file that is not a checkpoint" in said and "a file name cannot hold a NUL byte" in said
     assert transcript[-1] == "bye" and (tmp_path / "README.md").read_text(encoding="utf-8") == "# mine\n"
     assert all(path.read_bytes() == content for path, content in before.items() if path != log)
     assert log.read_text(encoding="utf-8").startswith("Más vale tarde\n") and leftovers(tmp_path) == []
