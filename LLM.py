@@ -5339,6 +5339,21 @@ def writing_folder_of(cfg: Config):
     return contextlib.nullcontext()
 
 
+def one_process_only(args) -> bool:
+    """True in the processes beside rank 0 when torchrun starts --eval, --generate, --chat or
+    --explorer: those run in one process (they train nothing to share), so rank 0 runs it alone
+    and says so, and the output is written and printed once."""
+    command = next((flag for flag, on in (("--eval", args.eval), ("--generate", args.generate is not None),
+                                          ("--chat", args.chat), ("--explorer", args.explorer)) if on), None)
+    world = torchrun_world()
+    if command is None or world == 1:
+        return False
+    if os.environ["RANK"] == "0":
+        print(f"note: {command} runs in one process: this one (rank 0); the {world - 1} other "
+              f"process{'es' * (world > 2)} torchrun started do{'es' * (world == 2)} nothing")
+    return os.environ["RANK"] != "0"
+
+
 def check_not_an_output(cfg: Config):
     """A run never writes the file it reads: --data cannot be one of the files it writes."""
     out = Path(cfg.out)
@@ -5431,6 +5446,8 @@ def main(argv=None) -> int:
             with signals_like_ctrl_c(), writing_folder_of(cfg):
                 run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
             end_distributed()
+        elif one_process_only(args):
+            return 0  # a command of one process, started by torchrun: rank 0 runs it, the others nothing
         elif args.eval:
             evaluate_checkpoint(cfg, checkpoint, cfg.data if "data" in explicit else None)
         elif args.generate is not None:
@@ -5441,8 +5458,8 @@ def main(argv=None) -> int:
         elif args.what_if:
             if cfg.without:
                 raise UserError("--what-if switches every idea off in turn: leave out --without")
-            with signals_like_ctrl_c(), writing_folder(Path(cfg.out) / "what-if"):
-                what_if(cfg)
+            with signals_like_ctrl_c(), writing_folder_of(replace(cfg, out=str(Path(cfg.out) / "what-if"))):
+                what_if(cfg, log=print if torchrun_world() == 1 or os.environ["RANK"] == "0" else lambda line: None)
             end_distributed()
         elif args.explorer:
             explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)

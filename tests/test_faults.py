@@ -698,13 +698,38 @@ def test_the_memory_estimate_covers_the_measured_peak_within_a_factor_of_2(shape
 @pytest.mark.parametrize("bad, expected", [(["--heads", "3"], "--d-model (16) must be divisible by --heads (3)"),
                                            (["--out", "/proc/llm-cannot-write-here"], "cannot write to the output folder")])
 def test_torchrun_says_each_failure_once_and_no_process_waits_for_it(bad, expected, tmp_path):
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "LLM.py"),
-            *TINY_ARGV, "--epochs", "1", "--pictures", "--out", str(tmp_path), *bad]
-    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = torchrun(*TINY_ARGV, "--epochs", "1", "--pictures", "--out", str(tmp_path), *bad)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
     assert 'LLM.py", line' not in result.stderr  # no traceback of LLM.py's own (torchrun may print its own summary)
+
+
+def torchrun(*argv, timeout=120, **kwargs):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(ROOT / "LLM.py"), *argv], capture_output=True, text=True, cwd=ROOT, timeout=timeout, **kwargs)
+
+
+@pytest.mark.slow  # torchrun starts three processes a case: CI runs them with -m slow
+@pytest.mark.parametrize("command", [["--generate", "No hay", "--max-chars", "12"], ["--eval"],
+                                     ["--chat"], ["--explorer", "--out", "{tmp}"]])
+def test_under_torchrun_a_command_of_one_process_runs_once(trained, tmp_path, command):
+    argv = [str(tmp_path) if a == "{tmp}" else a for a in command]
+    result = torchrun(*argv, "--checkpoint", str(trained), input="No hay\n")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    alone = run_llm(*argv, "--checkpoint", str(trained), input="No hay\n")
+    note, *lines = result.stdout.splitlines()
+    assert note == f"note: {command[0]} runs in one process: this one (rank 0); the 1 other process torchrun started does nothing"
+    assert "\n".join(lines) == alone.stdout.rstrip("\n")  # once, as one process prints it
+
+
+@pytest.mark.slow  # torchrun starts three processes, six trainings: CI runs it with -m slow
+def test_what_if_under_torchrun_trains_every_run_and_says_each_line_once(tmp_path):
+    result = torchrun(*TINY_ARGV, "--epochs", "1", "--what-if", "--out", str(tmp_path))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    said = [line for line in result.stdout.splitlines() if line.startswith("what if:")]
+    assert len(said) == len(set(said)) == 1 + len(LLM.IDEAS), result.stdout
+    assert (tmp_path / "what-if" / "README.md").is_file() and (tmp_path / "what-if" / "without-residual" / "model.pt").is_file()
 
 
 @pytest.mark.slow  # torchrun starts three processes a case: CI runs them with -m slow
