@@ -1612,7 +1612,9 @@ STOPPING_SIGNALS = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGXCPU", "SIGUSR1", "SIGUS
 def signals_like_ctrl_c():
     """While inside, every signal that would end the program (STOPPING_SIGNALS) stops it the way
     Ctrl-C does: training says which epoch the checkpoint keeps, and no file is left half
-    written. (SIGXFSZ, a file-size limit, Python itself ignores: the write fails and says so.)"""
+    written. A signal the program was started ignoring stays ignored: `nohup python LLM.py &`
+    goes on when its terminal closes. (SIGXFSZ, a file-size limit, Python itself ignores: the
+    write fails and says so.)"""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
@@ -1622,7 +1624,8 @@ def signals_like_ctrl_c():
     def stop(signum, frame):
         raise Terminated(signum)
 
-    caught = [getattr(signal, name) for name in STOPPING_SIGNALS if hasattr(signal, name)]  # Windows: SIGTERM only
+    caught = [getattr(signal, name) for name in STOPPING_SIGNALS if hasattr(signal, name)  # Windows: SIGTERM only
+              and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN]  # `nohup`'s SIGHUP stays ignored
     previous = {signum: signal.signal(signum, stop) for signum in caught}
     try:
         yield
@@ -5422,53 +5425,53 @@ def main(argv=None) -> int:
         argv = [] if notebook else sys.argv[1:]  # a kernel's own arguments are not ours
     argv = list(argv)
     try:
-        args = build_parser().parse_args(argv)
-        typed = vars(build_parser(defaults=False).parse_args(argv))
-        explicit = set(typed) & {f.name for f in fields(Config)}
-        cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
-        if "vocab_size" in explicit and cfg.tokenizer != "bpe" and not (args.resume or args.init_from):
-            raise UserError("--vocab-size sets how many pieces --tokenizer bpe learns: add --tokenizer bpe")
-        if "out" not in explicit and not any((args.resume, args.init_from, args.eval, args.generate is not None,
-                                              args.chat, args.explorer)):
-            cfg = folder_of_its_own(cfg, "data" in explicit)
-        if not any((args.eval, args.generate is not None, args.chat, args.explorer)) and cfg.pictures:
-            need_packages("matplotlib", "networkx")  # a run that trains draws its pictures after training
-        checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
-        if args.chat_log and not args.chat:
-            raise UserError("--chat-log works only with --chat")
-        check_names({"--checkpoint": args.checkpoint, "--init-from": args.init_from, "--chat-log": args.chat_log})
-        if args.resume or args.init_from:
-            source = checkpoint if args.resume else Path(args.init_from)
-            _, _, saved, _ = load_checkpoint(source, "cpu")
-            cfg = validate(config_for_checkpoint(cfg, explicit, saved, args.resume))
-            if args.init_from:
-                cfg = folder_for_fine_tuning(cfg, "out" in explicit, source)
-            with signals_like_ctrl_c(), writing_folder_of(cfg):
-                run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
-            end_distributed()
-        elif one_process_only(args):
-            return 0  # a command of one process, started by torchrun: rank 0 runs it, the others nothing
-        elif args.eval:
-            evaluate_checkpoint(cfg, checkpoint, cfg.data if "data" in explicit else None)
-        elif args.generate is not None:
-            generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
-        elif args.chat:
-            with signals_like_ctrl_c():  # a closing terminal or a kill never leaves a half-saved file
+        with signals_like_ctrl_c():  # SIGTERM, SIGHUP, ...: stopped like Ctrl-C, no file left half written
+            args = build_parser().parse_args(argv)
+            typed = vars(build_parser(defaults=False).parse_args(argv))
+            explicit = set(typed) & {f.name for f in fields(Config)}
+            cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
+            if "vocab_size" in explicit and cfg.tokenizer != "bpe" and not (args.resume or args.init_from):
+                raise UserError("--vocab-size sets how many pieces --tokenizer bpe learns: add --tokenizer bpe")
+            if "out" not in explicit and not any((args.resume, args.init_from, args.eval, args.generate is not None,
+                                                  args.chat, args.explorer)):
+                cfg = folder_of_its_own(cfg, "data" in explicit)
+            if not any((args.eval, args.generate is not None, args.chat, args.explorer)) and cfg.pictures:
+                need_packages("matplotlib", "networkx")  # a run that trains draws its pictures after training
+            checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
+            if args.chat_log and not args.chat:
+                raise UserError("--chat-log works only with --chat")
+            check_names({"--checkpoint": args.checkpoint, "--init-from": args.init_from, "--chat-log": args.chat_log})
+            if args.resume or args.init_from:
+                source = checkpoint if args.resume else Path(args.init_from)
+                _, _, saved, _ = load_checkpoint(source, "cpu")
+                cfg = validate(config_for_checkpoint(cfg, explicit, saved, args.resume))
+                if args.init_from:
+                    cfg = folder_for_fine_tuning(cfg, "out" in explicit, source)
+                with writing_folder_of(cfg):
+                    run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
+                end_distributed()
+            elif one_process_only(args):
+                return 0  # a command of one process, started by torchrun: rank 0 runs it, the others nothing
+            elif args.eval:
+                evaluate_checkpoint(cfg, checkpoint, cfg.data if "data" in explicit else None)
+            elif args.generate is not None:
+                generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
+            elif args.chat:
                 chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
-        elif args.what_if:
-            if cfg.without:
-                raise UserError("--what-if switches every idea off in turn: leave out --without")
-            with signals_like_ctrl_c(), writing_folder_of(replace(cfg, out=str(Path(cfg.out) / "what-if"))):
-                what_if(cfg, log=print if torchrun_world() == 1 or os.environ["RANK"] == "0" else lambda line: None)
-            end_distributed()
-        elif args.explorer:
-            explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)
-        else:
-            with signals_like_ctrl_c(), writing_folder_of(cfg):
-                finished = run(cfg, log=notebook_log if notebook else print)
-            end_distributed()
-            if notebook and finished is not None:
-                show_pictures_inline(finished)
+            elif args.what_if:
+                if cfg.without:
+                    raise UserError("--what-if switches every idea off in turn: leave out --without")
+                with writing_folder_of(replace(cfg, out=str(Path(cfg.out) / "what-if"))):
+                    what_if(cfg, log=print if torchrun_world() == 1 or os.environ["RANK"] == "0" else lambda line: None)
+                end_distributed()
+            elif args.explorer:
+                explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)
+            else:
+                with writing_folder_of(cfg):
+                    finished = run(cfg, log=notebook_log if notebook else print)
+                end_distributed()
+                if notebook and finished is not None:
+                    show_pictures_inline(finished)
     except UserError as e:
         if not os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("RANK") == "0" or getattr(e, "heard", False):
             say(f"error: {e}")  # under torchrun one line, from rank 0: each process hits the same bad flag

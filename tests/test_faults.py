@@ -350,18 +350,22 @@ def test_the_chat_refuses_a_temperature_that_underflows(trained):
 
 # --- 6. SIGTERM and SIGHUP stop a run like Ctrl-C --------------------------------------------------
 
-def stopped_by_a_signal(tmp_path, name):
+def stopped_by_a_signal(tmp_path, name, ignored=None):
     """A run stopped by signal `name` in its second epoch says which epoch model.pt keeps, exits with
-    128 + the signal's number, and leaves model.pt whole and no temporary file."""
+    128 + the signal's number, and leaves model.pt whole and no temporary file. A signal `ignored`
+    when it started (as `nohup` ignores SIGHUP), sent first, changes nothing."""
     if not hasattr(signal, name):
         pytest.skip(f"no {name} here")
     argv = [sys.executable, str(ROOT / "LLM.py"), *TINY_ARGV, "--epochs", "500", "--patience", "0",
             "--out", str(tmp_path)]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # each line as it is printed
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each line as it is printed
+                               preexec_fn=(lambda: signal.signal(ignored, signal.SIG_IGN)) if ignored else None)
     try:
         for line in process.stdout:
-            if line.startswith("epoch   2/"):
+            if line.startswith("epoch   2/") and ignored:
+                process.send_signal(ignored)
+            if line.startswith("epoch   4/" if ignored else "epoch   2/"):  # the ignored one did not stop it
                 break
         process.send_signal(getattr(signal, name))
         out, err = process.communicate(timeout=60)
@@ -377,6 +381,28 @@ def stopped_by_a_signal(tmp_path, name):
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
 def test_sigterm_and_sighup_say_which_epoch_the_checkpoint_keeps(tmp_path, name):
     stopped_by_a_signal(tmp_path, name)
+
+
+@pytest.mark.slow  # a process of its own: CI runs it with -m slow
+@pytest.mark.skipif(not POSIX, reason="Windows has no SIGHUP to send")
+def test_a_signal_stops_every_command_as_it_stops_training(trained):
+    """--generate, --eval and --explorer too: SIGHUP is an interruption with its exit code, not a kill."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "LLM.py"), "--generate", "No hay", "--samples", "100000",
+                                "--checkpoint", str(trained)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        process.stdout.readline()
+        process.send_signal(signal.SIGHUP)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGHUP and err.strip() == "stopped by SIGHUP", err
+
+
+@pytest.mark.slow  # a training process of its own: CI runs it with -m slow
+@pytest.mark.skipif(not POSIX, reason="nohup and SIGHUP are POSIX")
+def test_under_nohup_a_closing_terminal_does_not_stop_training(tmp_path):
+    stopped_by_a_signal(tmp_path, "SIGTERM", ignored=signal.SIGHUP)
 
 
 @pytest.mark.slow  # two training processes: CI runs it with -m slow
