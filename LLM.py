@@ -4680,7 +4680,10 @@ class Chat:
         except UserError as e:
             self.log(f"  {e}; it was not used")
             return
-        line = unicodedata.normalize("NFC", line)  # like the data: one code point per accented letter
+        if "\x00" in line:  # the log and /train read text files, and a file with a NUL is refused as binary
+            self.log("  this line holds a NUL character (U+0000), which no text to learn from may hold; it was not used")
+            return
+        line = unicodedata.normalize("NFC", line.removeprefix("\ufeff"))  # NFC like the data; no byte-order mark
         self.typed.append(line)
         if self.chat_log is not None and line.strip():
             try:

@@ -293,12 +293,15 @@ def test_a_decomposed_prompt_is_read_as_the_data_is(trained, capsys):
 
 def test_chat_lines_are_normalised_and_bytes_that_are_not_utf8_refused(trained, tmp_path):
     log = tmp_path / "chat.txt"
-    typed = unicodedata.normalize("NFD", "Más vale").encode() + b"\n" + b"M\xe1s\n" + b"exit\n"
+    typed = (b"\xef\xbb\xbf" + unicodedata.normalize("NFD", "Más vale").encode() + b"\n" + b"M\xe1s\n"  # a file's BOM first
+             + b"a\x00b\n" + b"exit\n")
     result = run_llm("--chat", "--checkpoint", str(trained), "--chat-log", str(log), "--max-chars", "5",
                      input=typed.decode("utf-8", "surrogateescape"), encoding="utf-8", errors="surrogateescape")
     assert result.returncode == 0, result.stderr
     assert "this line is not UTF-8 text (byte 0xe1)" in result.stdout and "it was not used" in result.stdout
-    assert log.read_bytes() == "Más vale\n".encode()  # NFC, and nothing of the bad line
+    assert "holds a NUL character (U+0000)" in result.stdout  # a log with one would be refused as binary
+    assert log.read_bytes() == "Más vale\n".encode()  # NFC, no BOM, and nothing of the bad lines
+    assert LLM.read_text(log) == "Más vale\n"  # the next chat and /train can read it
 
 
 @pytest.mark.skipif(not POSIX, reason="arguments that are not UTF-8 exist on POSIX only")
