@@ -1046,6 +1046,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict, fields
 
 
@@ -2361,20 +2362,22 @@ def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokeni
     finite weights. Anything else is a UserError, never a traceback."""
     path = Path(path)
     if path.exists() and not path.is_file():
-        raise UserError(f"{path} is {'a folder' if path.is_dir() else 'not a regular file'}, not a checkpoint "
+        raise UserError(f"{show_path(path)} is {'a folder' if path.is_dir() else 'not a regular file'}, not a checkpoint "
                         f"(a checkpoint is a file such as outputs/model.pt)")
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path} (train one first: python LLM.py)")
+        raise UserError(f"checkpoint not found: {show_path(path)} (train one first: python LLM.py)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a pickle of another program: its refusal below says enough
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
-        raise UserError(f"{path} is not a readable checkpoint (corrupt, cut short or another format)") from None
+        raise UserError(f"{show_path(path)} is not a readable checkpoint (corrupt, cut short or another format)") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         older = isinstance(payload, dict) and str(payload.get("format", "")).startswith("LLM.py checkpoint")
-        raise UserError(f"{path} is a checkpoint of an older LLM.py, checked in another way: train it again"
-                        if older else f"{path} is not an LLM.py checkpoint")
+        raise UserError(f"{show_path(path)} is a checkpoint of an older LLM.py, checked in another way: train it again"
+                        if older else f"{show_path(path)} is not an LLM.py checkpoint")
     if payload.get("checksum") != tensors_checksum({k: v for k, v in payload.items() if k != "checksum"}):
-        raise UserError(f"{path} is damaged: its numbers no longer match the checksum saved with them "
+        raise UserError(f"{show_path(path)} is damaged: its numbers no longer match the checksum saved with them "
                         f"(the file changed after it was written); use another copy or train again")
     cfg, tokenizer = checkpoint_settings(path, payload)
     try:
@@ -2382,9 +2385,9 @@ def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokeni
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} does not match the model it describes: {reason}") from None
+        raise UserError(f"{show_path(path)} does not match the model it describes: {reason}") from None
     if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
-        raise UserError(f"{path} holds weights that are not finite numbers (NaN or infinity): it cannot be used")
+        raise UserError(f"{show_path(path)} holds weights that are not finite numbers (NaN or infinity): it cannot be used")
     return model.to(device).eval(), tokenizer, cfg, payload
 
 

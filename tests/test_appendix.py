@@ -6,10 +6,12 @@ import dataclasses
 import io
 import math
 import os
+import pickle
 import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -263,6 +265,11 @@ def test_missing_corrupt_foreign_and_mismatched_checkpoints(capsys, tmp_path):
     one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "none.pt")], "not found")
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 not really a zip")
     one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "corrupt.pt")], "not a readable")
+    (tmp_path / "pickle.pt").write_bytes(pickle.dumps({"weights": [1, 2]}, protocol=4))  # plain pickle: torch warns first
+    with warnings.catch_warnings(record=True) as warned:  # run as a command, a warning would print before the error
+        warnings.simplefilter("always")
+        one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "pickle.pt")], "not a readable")
+    assert warned == []
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     one_line_error(capsys, ["--generate", "No", "--checkpoint", str(tmp_path / "foreign.pt")], "not an LLM.py")
     tok = tokenizer_of(["No hay", "mal"])
