@@ -5478,13 +5478,11 @@ def main(argv=None) -> int:
                 end_distributed()
                 if notebook and finished is not None:
                     show_pictures_inline(finished)
-    except UserError as e:
+    except (UserError, OSError) as e:  # an OSError: the file system refused what no check foresaw
+        if isinstance(e, OSError):
+            e = UserError(f"{show_path(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
         if not os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("RANK") == "0" or getattr(e, "heard", False):
             say(f"error: {e}")  # under torchrun one line, from rank 0: each process hits the same bad flag
-        end_distributed(together=False)
-        return 2
-    except OSError as e:  # the file system refused what no check above foresaw: its reason, on one line
-        say(f"error: {show_path(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
         end_distributed(together=False)
         return 2
     except KeyboardInterrupt as stop:

@@ -877,3 +877,11 @@ def test_the_chats_save_under_a_name_no_file_can_have_says_so_and_goes_on(traine
     assert sum("cannot hold a NUL byte" in line for line in said) == 1 and said[-1] == "bye", said
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop", "outputs"]  # outputs/: the chat's checkpoint
     assert [p.name for p in trained_copy.parent.iterdir()] == ["model.pt"]
+
+
+def test_a_refusal_of_the_file_system_no_check_foresaw_is_one_line_with_its_file(capsys, monkeypatch, tmp_path):
+    """The last net under every check: an OSError anywhere is `error: FILE: reason`, exit code 2."""
+    def refused(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "a\nb.txt")
+    monkeypatch.setattr(LLM, "read_text", refused)
+    one_line_error(capsys, TINY_ARGV + ["--out", str(tmp_path)], f"error: a\\nb.txt: {os.strerror(errno.EACCES)}")
