@@ -4472,7 +4472,13 @@ def what_if_runs(cfg: Config, log=print) -> list[WhatIf]:
         out = Path(cfg.out) / "what-if" / (f"without-{idea}" if idea else "as-it-is")
         variant = replace(cfg, without=(idea,) if idea else (), out=str(out), pictures=())  # the numbers only
         log(f"what if: {name} ({WITHOUT_MEANS[idea]})" if idea else "what if: the classroom run as it is")
-        finished = run(variant, log=lambda line: log("      " + line) if line.startswith(("epoch", "test")) else None)
+        try:
+            finished = run(variant, log=lambda line: log("      " + line.lstrip("\n"))
+                           if line.lstrip("\n").startswith(("epoch", "test", "training stopped", "stopped")) else None)
+        except (KeyboardInterrupt, ConsoleLost):
+            log(f"what if: stopped in the run {name}; {len(results)} of {1 + len(IDEAS)} runs finished, every file "
+                f"written is whole; {Path(cfg.out) / 'what-if'}/README.md is written only when every run has finished")
+            raise
         if finished is None:  # a torchrun process that writes nothing
             continue
         setup = finished.setup

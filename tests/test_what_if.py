@@ -237,3 +237,23 @@ def test_the_report_names_a_data_file_whose_name_is_not_utf8_in_utf8():
     base = LLM.WhatIf("as it is", "", history, None, (40, 50), "No hay", 0.4)
     report = LLM.what_if_report([base], LLM.Config(data=os.fsdecode(b"/tmp/prov\xff.txt")), 3.0)
     assert "on `prov\\xff.txt`" in report and report.encode("utf-8")
+
+
+def test_what_if_stopped_says_how_many_runs_finished_and_what_the_stopped_one_keeps(tmp_path, monkeypatch):
+    """SIGTERM in the third run: its own line (what its model.pt keeps) and the what-if's (2 of 6)."""
+    real_run, calls, said = LLM.run, [], []
+
+    def stopped_in_the_third(cfg, log=print, **kwargs):
+        calls.append(cfg.out)
+        if len(calls) == 3:
+            log("\ntraining stopped by SIGTERM in epoch 1: no checkpoint was written yet")  # as train_saying_what_is_kept
+            raise LLM.Terminated(15)
+        return real_run(cfg, log=log, **kwargs)
+
+    monkeypatch.setattr(LLM, "run", stopped_in_the_third)
+    with pytest.raises(LLM.Terminated):
+        LLM.what_if(tiny_config(epochs=1, max_chars=5, data=str(LLM.Path(LLM.__file__).parent / "refranes.txt"),
+                                out=str(tmp_path)), log=said.append)
+    assert "      training stopped by SIGTERM in epoch 1: no checkpoint was written yet" in said
+    assert said[-1].startswith(f"what if: stopped in the run without {LLM.IDEAS[1]}; 2 of {1 + len(LLM.IDEAS)} runs "
+                               f"finished") and not (tmp_path / "what-if" / "README.md").exists()
