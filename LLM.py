@@ -1220,6 +1220,12 @@ def show_path(path) -> str:
     return one_line(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message on one line (its first, at most 200 characters), or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
 def name_problem(path) -> str | None:
     """Why no file can ever be read or written under this name, or None: a part of it longer than
     the file system allows (255 bytes on most), or symbolic links that lead to each other."""
@@ -1327,7 +1333,7 @@ def write_file(path: Path, write):
         if isinstance(error, RuntimeError) and isinstance(cause, OSError):
             error = cause  # its reason in words ("No space left on device"), not torch's
         if isinstance(error, (OSError, RuntimeError)):
-            reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+            reason = getattr(error, "strerror", None) or first_line(error)
             left = "the earlier file there is untouched" if path.is_file() else "nothing was written there"
             raise UserError(f"cannot write {show_path(path)} ({reason}): {left}") from None
         raise
@@ -2061,14 +2067,12 @@ def current_ranks() -> Ranks:
 def collective_failure(error: RuntimeError) -> str:
     """gloo's or NCCL's reason in a few words: "[.../pair.cc:537] Read error [127.0.0.1]:17100: Connection
     reset by peer. This is typically caused by ..." -> "Read error [127.0.0.1]:17100: Connection reset by peer"."""
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0][:200]
+    return re.sub(r"^\[[^\]]*\]\s*", "", first_line(error)).split(". ")[0]
 
 
 def compiler_failure(error: Exception) -> str:
     """torch.compile's reason in a line: "PyTorch's compiler failed (InductorError: InvalidCxxCompiler: ...)"."""
-    first = (str(error).strip().splitlines() or [""])[0][:200]
-    return f"PyTorch's compiler failed ({type(error).__name__}{': ' + first if first else ''})"
+    return f"PyTorch's compiler failed ({type(error).__name__}: {first_line(error)})"
 
 
 def from_the_compiler(error: Exception) -> bool:
@@ -2384,7 +2388,7 @@ def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokeni
         model = TransformerLM(tokenizer.vocab_size, cfg)
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise UserError(f"{show_path(path)} does not match the model it describes: {reason}") from None
     if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
         raise UserError(f"{show_path(path)} holds weights that are not finite numbers (NaN or infinity): it cannot be used")
@@ -5345,28 +5349,36 @@ def folder_for_fine_tuning(cfg: Config, typed_out: bool, source: Path) -> Config
     return replace(cfg, out=str(out))
 
 
+def writes_here() -> bool:
+    """Is this the process that prints and writes: the only one, or torchrun's rank 0?"""
+    return torchrun_world() == 1 or os.environ["RANK"] == "0"
+
+
 def writing_folder_of(cfg: Config):
     """The lock on cfg.out (writing_folder) in the process that writes; with torchrun the other
     processes write nothing and take none."""
-    if torchrun_world() == 1 or os.environ["RANK"] == "0":
+    if writes_here():
         return writing_folder(Path(cfg.out))
     prepare_output_dir(cfg.out)  # fails here as rank 0 fails in writing_folder: no process waits for one that left
     return contextlib.nullcontext()
 
 
-def one_process_only(args) -> bool:
-    """True in the processes beside rank 0 when torchrun starts --eval, --generate, --chat or
-    --explorer: those run in one process (they train nothing to share), so rank 0 runs it alone
-    and says so, and the output is written and printed once."""
-    command = next((flag for flag, on in (("--eval", args.eval), ("--generate", args.generate is not None),
-                                          ("--chat", args.chat), ("--explorer", args.explorer)) if on), None)
-    world = torchrun_world()
+def command_of_one_process(args) -> str | None:
+    """--eval, --generate, --chat or --explorer when one was given: they use a checkpoint and train nothing."""
+    return next((flag for flag, on in (("--eval", args.eval), ("--generate", args.generate is not None),
+                                       ("--chat", args.chat), ("--explorer", args.explorer)) if on), None)
+
+
+def left_to_rank_0(args) -> bool:
+    """True in the processes beside rank 0 when torchrun starts a command of one process: rank 0
+    runs it alone and says so, so its output is written and printed once."""
+    command, world = command_of_one_process(args), torchrun_world()
     if command is None or world == 1:
         return False
-    if os.environ["RANK"] == "0":
+    if writes_here():
         print(f"note: {command} runs in one process: this one (rank 0); the {world - 1} other "
               f"process{'es' * (world > 2)} torchrun started do{'es' * (world == 2)} nothing")
-    return os.environ["RANK"] != "0"
+    return not writes_here()
 
 
 def check_not_an_output(cfg: Config):
@@ -5415,6 +5427,56 @@ def notebook_log(line: str, width: int = 96):
                             break_on_hyphens=False, drop_whitespace=True) if len(part) > width else part)
 
 
+def run_command(argv: list[str], notebook: bool):
+    """What the flags ask for: a new run (the default), --resume, --init-from, --eval, --generate,
+    --chat, --what-if or --explorer."""
+    args = build_parser().parse_args(argv)
+    typed = vars(build_parser(defaults=False).parse_args(argv))
+    explicit = set(typed) & {f.name for f in fields(Config)}
+    cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
+    if "vocab_size" in explicit and cfg.tokenizer != "bpe" and not (args.resume or args.init_from):
+        raise UserError("--vocab-size sets how many pieces --tokenizer bpe learns: add --tokenizer bpe")
+    if "out" not in explicit and not (args.resume or args.init_from or command_of_one_process(args)):
+        cfg = folder_of_its_own(cfg, "data" in explicit)
+    if not command_of_one_process(args) and cfg.pictures:
+        need_packages("matplotlib", "networkx")  # a run that trains draws its pictures after training
+    checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
+    if args.chat_log and not args.chat:
+        raise UserError("--chat-log works only with --chat")
+    check_names({"--checkpoint": args.checkpoint, "--init-from": args.init_from, "--chat-log": args.chat_log})
+    if args.resume or args.init_from:
+        source = checkpoint if args.resume else Path(args.init_from)
+        _, _, saved, _ = load_checkpoint(source, "cpu")
+        cfg = validate(config_for_checkpoint(cfg, explicit, saved, args.resume))
+        if args.init_from:
+            cfg = folder_for_fine_tuning(cfg, "out" in explicit, source)
+        with writing_folder_of(cfg):
+            run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
+        end_distributed()
+    elif left_to_rank_0(args):
+        return  # a command of one process, started by torchrun: rank 0 runs it, the others nothing
+    elif args.eval:
+        evaluate_checkpoint(cfg, checkpoint, cfg.data if "data" in explicit else None)
+    elif args.generate is not None:
+        generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
+    elif args.chat:
+        chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
+    elif args.what_if:
+        if cfg.without:
+            raise UserError("--what-if switches every idea off in turn: leave out --without")
+        with writing_folder_of(replace(cfg, out=str(Path(cfg.out) / "what-if"))):
+            what_if(cfg, log=print if writes_here() else lambda line: None)
+        end_distributed()
+    elif args.explorer:
+        explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)
+    else:
+        with writing_folder_of(cfg):
+            finished = run(cfg, log=notebook_log if notebook else print)
+        end_distributed()
+        if notebook and finished is not None:
+            show_pictures_inline(finished)
+
+
 def main(argv=None) -> int:
     """The command line: parse the flags, do what they ask, turn a UserError into one line and
     exit code 2. In a notebook, with no argv, it runs the classroom run with the defaults."""
@@ -5438,52 +5500,7 @@ def main(argv=None) -> int:
     argv = list(argv)
     try:
         with signals_like_ctrl_c():  # SIGTERM, SIGHUP, ...: stopped like Ctrl-C, no file left half written
-            args = build_parser().parse_args(argv)
-            typed = vars(build_parser(defaults=False).parse_args(argv))
-            explicit = set(typed) & {f.name for f in fields(Config)}
-            cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
-            if "vocab_size" in explicit and cfg.tokenizer != "bpe" and not (args.resume or args.init_from):
-                raise UserError("--vocab-size sets how many pieces --tokenizer bpe learns: add --tokenizer bpe")
-            if "out" not in explicit and not any((args.resume, args.init_from, args.eval, args.generate is not None,
-                                                  args.chat, args.explorer)):
-                cfg = folder_of_its_own(cfg, "data" in explicit)
-            if not any((args.eval, args.generate is not None, args.chat, args.explorer)) and cfg.pictures:
-                need_packages("matplotlib", "networkx")  # a run that trains draws its pictures after training
-            checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
-            if args.chat_log and not args.chat:
-                raise UserError("--chat-log works only with --chat")
-            check_names({"--checkpoint": args.checkpoint, "--init-from": args.init_from, "--chat-log": args.chat_log})
-            if args.resume or args.init_from:
-                source = checkpoint if args.resume else Path(args.init_from)
-                _, _, saved, _ = load_checkpoint(source, "cpu")
-                cfg = validate(config_for_checkpoint(cfg, explicit, saved, args.resume))
-                if args.init_from:
-                    cfg = folder_for_fine_tuning(cfg, "out" in explicit, source)
-                with writing_folder_of(cfg):
-                    run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
-                end_distributed()
-            elif one_process_only(args):
-                return 0  # a command of one process, started by torchrun: rank 0 runs it, the others nothing
-            elif args.eval:
-                evaluate_checkpoint(cfg, checkpoint, cfg.data if "data" in explicit else None)
-            elif args.generate is not None:
-                generate_from_checkpoint(cfg, args.generate, args.samples, checkpoint)
-            elif args.chat:
-                chat(cfg, checkpoint, args.chat_log, data=cfg.data if "data" in explicit else None)
-            elif args.what_if:
-                if cfg.without:
-                    raise UserError("--what-if switches every idea off in turn: leave out --without")
-                with writing_folder_of(replace(cfg, out=str(Path(cfg.out) / "what-if"))):
-                    what_if(cfg, log=print if torchrun_world() == 1 or os.environ["RANK"] == "0" else lambda line: None)
-                end_distributed()
-            elif args.explorer:
-                explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)
-            else:
-                with writing_folder_of(cfg):
-                    finished = run(cfg, log=notebook_log if notebook else print)
-                end_distributed()
-                if notebook and finished is not None:
-                    show_pictures_inline(finished)
+            run_command(argv, notebook)
     except (UserError, OSError) as e:  # an OSError: the file system refused what no check foresaw
         if isinstance(e, OSError):
             e = UserError(f"{show_path(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")

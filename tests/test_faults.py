@@ -389,7 +389,8 @@ def test_sigterm_and_sighup_say_which_epoch_the_checkpoint_keeps(tmp_path, name)
 @pytest.mark.slow  # a process of its own: CI runs it with -m slow
 @pytest.mark.skipif(not POSIX, reason="Windows has no SIGHUP to send")
 def test_a_signal_stops_every_command_as_it_stops_training(trained):
-    """--generate, --eval and --explorer too: SIGHUP is an interruption with its exit code, not a kill."""
+    """Not training only: --generate (as --eval and --explorer, inside the same handler in main) is
+    interrupted by SIGHUP with its exit code, not killed."""
     process = subprocess.Popen([sys.executable, str(ROOT / "LLM.py"), "--generate", "No hay", "--samples", "100000",
                                 "--checkpoint", str(trained)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -723,6 +724,11 @@ def test_the_memory_estimate_covers_the_measured_peak_within_a_factor_of_2(shape
     assert peak <= estimate <= 2 * peak, (peak, estimate)
 
 
+def torchrun(*argv, timeout=120, **kwargs):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(ROOT / "LLM.py"), *argv], capture_output=True, text=True, cwd=ROOT, timeout=timeout, **kwargs)
+
+
 @pytest.mark.slow  # torchrun starts three processes a case: CI runs them with -m slow
 @pytest.mark.parametrize("bad, expected", [(["--heads", "3"], "--d-model (16) must be divisible by --heads (3)"),
                                            (["--out", "/proc/llm-cannot-write-here"], "cannot write to the output folder")])
@@ -732,11 +738,6 @@ def test_torchrun_says_each_failure_once_and_no_process_waits_for_it(bad, expect
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
     assert 'LLM.py", line' not in result.stderr  # no traceback of LLM.py's own (torchrun may print its own summary)
-
-
-def torchrun(*argv, timeout=120, **kwargs):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(ROOT / "LLM.py"), *argv], capture_output=True, text=True, cwd=ROOT, timeout=timeout, **kwargs)
 
 
 @pytest.mark.slow  # torchrun starts three processes a case: CI runs them with -m slow
