@@ -188,6 +188,7 @@ def test_compile_without_a_cpp_compiler_is_refused_in_one_sentence(monkeypatch):
 
 # --- D. Several processes ---------------------------------------------------------------------
 
+@pytest.mark.slow  # torchrun starts three processes: CI runs it with -m slow, beside torchrun's fault cases
 def test_torchrun_with_two_cpu_processes_keeps_the_weights_identical(tmp_path):
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "LLM.py"),
             "--out", str(tmp_path), "--epochs", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32",
