@@ -16,13 +16,14 @@
 # | letter | meaning |
 # |---|---|
 # | B | batch size: sequences processed together |
-# | T | sequence length: tokens (characters, or section 3's word pieces) in one sequence, at most `context` |
+# | T | sequence length: the tokens (characters, or section 3's pieces) in one sequence |
 # | C | model width $d_{model}$: the numbers that represent one token at one position |
 # | H | attention heads per layer; $D = C / H$ is the width of one head |
 # | F | hidden width of the feed-forward block, $d_{ff}$ |
 # | V | vocabulary size: the distinct tokens the model knows (characters, or pieces) |
 # %%
-"""LLM.py: a small Transformer that learns Spanish proverbs, character by character (or in word pieces), in one file (python LLM.py --help)."""
+"""LLM.py: a small Transformer that learns Spanish proverbs, character by character (or in word
+pieces), in one file (python LLM.py --help)."""
 from __future__ import annotations
 
 import contextlib
@@ -40,26 +41,29 @@ try:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-except (ImportError, ValueError, OSError) as error:  # no PyTorch here, or a setting it refuses (TORCH_LOGS=...)
-    fix = "README.md says how to install it" if isinstance(error, ImportError) else "check the environment's TORCH_ settings"
-    print(f"error: PyTorch cannot be loaded ({str(error).strip().splitlines()[0]}): {fix}", file=sys.stderr)
+except (ImportError, ValueError, OSError) as error:  # no PyTorch, or a TORCH_LOGS it refuses
+    fix = ("README.md says how to install it" if isinstance(error, ImportError)
+           else "check the environment's TORCH_ settings")
+    reason = str(error).strip().splitlines()[0]
+    print(f"error: PyTorch cannot be loaded ({reason}): {fix}", file=sys.stderr)
     raise SystemExit(2) from None
 
 
 class UserError(Exception):
-    """A problem with what the user gave (a file, a setting, a prompt): one line `error: ...`, exit code 2."""
+    """A problem with what the user gave (a file, a setting, a prompt): one line `error: ...`,
+    exit code 2."""
 
 
 # %% [markdown]
 # ## 1. The settings
 #
-# Every number that shapes the run lives in one dataclass, passed explicitly to whoever needs
-# it: no hidden globals. Each field carries its explanation, which `python LLM.py --help` prints,
-# and a flag (`d_model`: `--d-model`). The defaults are the classroom run: three passes over the
-# 4,887 proverbs of `refranes.txt`, seconds on a laptop CPU, enough to learn to spell most
-# Spanish words. The model has about 110 thousand parameters (`outputs/parameters.txt` counts
-# them). `--preset longer` is a bigger model trained for 16 epochs, to run before class;
-# `--preset pieces` is the classroom run in section 3's word pieces.
+# Every number the story reads lives in one dataclass, passed explicitly to whoever needs it: no
+# hidden globals. Each field carries its explanation, which `python LLM.py --help` prints, and a
+# flag (`d_model`: `--d-model`). The defaults are the classroom run: three passes over the 4,887
+# proverbs of `refranes.txt`, seconds on a laptop CPU, enough to learn to spell most Spanish
+# words. The model has about 110 thousand parameters (`outputs/parameters.txt` counts them).
+# The run's own settings (the output folder, the device, pictures, the chat) and the presets
+# (`--preset longer`, a bigger model to train before class) live in Part II.
 
 # %%
 def setting(default, help: str, flag: str | None = None):
@@ -69,57 +73,41 @@ def setting(default, help: str, flag: str | None = None):
 
 @dataclass
 class Config:
-    # --- data and outputs ---
-    data: str = setting("refranes.txt", "text file to learn from, UTF-8: one sample per line, or any running text")
-    mode: str = setting("auto", "samples: line (one per line), stream (windows of a long text) or auto (line if lines are short)")
-    out: str = setting("outputs", "folder where every output file is written")
-    val_fraction: float = setting(0.1, "share of the text held out to measure the validation loss every epoch")
-    test_fraction: float = setting(0.1, "share held out, never used to choose anything, for the final test report (0 = none)")
-    seed: int = setting(1337, "random seed: the same seed on the same machine gives the same outputs")
-    device: str = setting("auto", "where to compute: auto (GPU if there is one), cpu, cuda, cuda:N or mps")
-    tokenizer: str = setting("char", "tokens: char (one character each) or bpe (word pieces, byte-pair encoding, section 3)")
-    vocab_size: int = setting(512, "--tokenizer bpe: the pieces to end with, the characters of the text included")
-    # --- model shape ---
-    d_model: int = setting(64, "C: width of the vector that represents one character at one position")
-    n_heads: int = setting(4, "H: attention heads per layer (d_model must be divisible by it)", flag="--heads")
-    n_layers: int = setting(2, "N: number of stacked encoder layers", flag="--layers")
-    d_ff: int = setting(256, "F: hidden width of the feed-forward block (4 x d_model, as in the paper)")
+    # --- the data ---
+    data: str = setting("refranes.txt", "text to learn from, UTF-8: one sample a line, or any text")
+    val_fraction: float = setting(0.1, "share held out to measure the validation loss every epoch")
+    test_fraction: float = setting(0.1, "share held out for the final test report only (0 = none)")
+    seed: int = setting(1337, "random seed: the same seed on the same machine, the same outputs")
+    # --- the model's shape ---
+    d_model: int = setting(64, "C: width of the vector for one character at one position")
+    n_heads: int = setting(4, "H: attention heads per layer (they divide d_model)", "--heads")
+    n_layers: int = setting(2, "N: number of stacked encoder layers", "--layers")
+    d_ff: int = setting(256, "F: hidden width of the feed-forward block (4 x d_model)")
     dropout: float = setting(0.0, "probability of zeroing an activation while training (0 = off)")
-    context: int = setting(80, "the most tokens (characters, or pieces) the model looks at at once (longer lines are cut)")
-    attention: str = setting("fast", "fast: torch's scaled_dot_product_attention; exact: the hand-written formula")
-    without: tuple = setting((), "ideas to switch off (section 9): causal-mask positions scaling residual layer-norm")
+    context: int = setting(80, "the most tokens the model looks at at once (longer lines are cut)")
     # --- training ---
     batch_size: int = setting(16, "B: sequences (lines or windows) per optimizer step")
-    eval_batch: int = setting(64, "sequences per batch when a split is measured (no gradients: it can be larger)")
-    optimizer: str = setting("adam", "adam: the paper's optimizer; adamw: Adam with decoupled weight decay")
+    eval_batch: int = setting(64, "sequences per batch when a split is measured (no gradients)")
+    optimizer: str = setting("adam", "adam: the paper's; adamw: Adam with decoupled weight decay")
     lr: float = setting(4e-3, "peak learning rate of the optimizer")
-    lr_floor: float = setting(0.1, "the learning rate ends at this fraction of --lr (the cosine goes down to it)")
+    lr_floor: float = setting(0.1, "the learning rate ends at this fraction of --lr")
     warmup: int = setting(10, "optimizer steps over which the learning rate rises from 0 to --lr")
-    warmup_cap: float = setting(0.2, "the warm-up takes at most this share of all the steps of the run")
-    beta1: float = setting(0.9, "Adam: how slowly the running average of the gradient forgets (0: no average)")
-    beta2: float = setting(0.999, "Adam: the same for the running average of the squared gradient")
-    eps: float = setting(1e-8, "Adam: added to the denominator, so that a zero gradient never divides by 0")
-    weight_decay: float = setting(0.1, "adamw only: how strongly matrices are pulled towards 0 at every step")
-    clip: float = setting(1.0, "largest gradient norm: longer gradients are scaled down to it (0 = no clipping)")
-    precision: str = setting("auto", "bf16: bfloat16 where safe (autocast); fp32: never; auto: bf16 on a GPU that has it")
-    compile: bool = setting(False, "compile the training step into fused kernels: tens of seconds first, then maybe faster")
-    epochs: int = setting(3, "passes over the training data (at most: early stopping may end sooner)")
-    patience: int = setting(5, "stop after this many epochs without a better validation loss (0 = never stop early)")
-    snapshot: int = setting(1, "draw outputs/epoch_<N>.png, and keep the weights for explorer.html, every this many epochs (0 = never)")
-    progress: float = setting(10.0, "in a longer epoch, say how far it is every this many seconds (0 = never)")
-    pictures: tuple = setting(("all",), "pictures to draw: all, or names listed at the end of --help (alone: none)")
+    warmup_cap: float = setting(0.2, "the warm-up takes at most this share of all the steps")
+    beta1: float = setting(0.9, "Adam: how slowly the running average of the gradient forgets")
+    beta2: float = setting(0.999, "Adam: the same for the average of the squared gradient")
+    eps: float = setting(1e-8, "Adam: added to the denominator, so that 0 never divides")
+    weight_decay: float = setting(0.1, "adamw only: how strongly matrices are pulled towards 0")
+    clip: float = setting(1.0, "longest gradient: longer ones are scaled down to it (0 = never)")
+    epochs: int = setting(3, "passes over the training data (early stopping may end sooner)")
+    patience: int = setting(5, "stop after this many epochs with no better val loss (0 = never)")
     # --- sampling at the end of training ---
     prompts: tuple = setting(("", "No hay", "Más vale", "Quien", "El que", "Cada"),
                              "beginnings to complete at the end ('' = from nothing)")
     temperature: float = setting(0.4, "divides the logits before softmax: < 1 sharper, > 1 flatter")
     top_k: int = setting(3, "sample only among the k most likely characters (0 = all)")
-    top_p: float = setting(1.0, "sample only among the most likely characters that add up to p (1 = all)")
+    top_p: float = setting(1.0, "sample among the likeliest characters adding up to p (1 = all)")
     greedy: bool = setting(False, "always take the most likely character instead of sampling")
-    max_chars: int = setting(120, "stop a sample after this many new characters if no end of line came")
-    # --- the chat's /train ---
-    chat_epochs: int = setting(3, "epochs that /train trains when it is given no number")
-    chat_weight: int = setting(10, "/train counts every typed line this many times per epoch, next to the corpus")
-    chat_lr_divisor: float = setting(3.0, "/train trains at --lr divided by this: a trained model only needs nudging")
+    max_chars: int = setting(120, "stop a sample after this many new characters if no ⏎ came")
 
 
 # %% [markdown]
@@ -160,32 +148,38 @@ class UnknownCharacterError(UserError):
     """Raised when a text contains characters outside the vocabulary."""
 
 
+# %% [markdown]
+# The tokenizer itself. Its short methods are everything the rest of the file asks of a
+# tokenizer; section 3's word pieces answer the same questions.
+# %%
 class CharTokenizer:
-    """Characters <-> integer ids, the vocabulary built from the corpus: all the file asks of a tokenizer."""
+    """Characters <-> integer ids, the vocabulary built from the corpus."""
     kind, unit = "char", "character"  # its name in a checkpoint; what one token is, in words
-    merges, counts = {}, ()  # section 3's (a, b) -> (rank, id of ab), and how often each pair was: none here
+    merges, counts = {}, ()  # section 3's (a, b) -> (rank, id of ab), and each pair's count: none
 
     def __init__(self, chars):
         self.chars = sorted(set(chars) | {EOL})  # id -> character; sorted, so ids are reproducible
         self.ids = {c: i for i, c in enumerate(self.chars)}  # character -> id
 
     @classmethod
-    def learn(cls, text: str, train_lines: list[str], cfg: Config) -> "CharTokenizer": return cls(text)  # its characters
+    def learn(cls, text: str, train_lines: list[str], cfg: Config) -> "CharTokenizer":
+        return cls(text)  # the text's characters
     @property
     def eol_id(self) -> int: return self.ids[EOL]
     @property
     def vocab_size(self) -> int: return len(self.chars)
-    def token_text(self, i: int) -> str: return self.chars[int(i)]  # the text of token i, for tables, pictures
-    def token_id(self, text: str) -> int | None: return self.ids.get(text)  # the token that is exactly `text`
+    def token_text(self, i: int) -> str: return self.chars[int(i)]  # token i's text, for tables
+    def token_id(self, text: str) -> int | None: return self.ids.get(text)  # the token `text`
     def alphabet(self) -> list[str]: return list(self.chars)  # the characters it knows
-    def unknown(self, text: str) -> list[str]: return sorted(set(text) - self.ids.keys())  # outside the vocabulary
+    def unknown(self, text: str) -> list[str]: return sorted(set(text) - self.ids.keys())
     def decode(self, ids) -> str: return "".join(self.chars[int(i)] for i in ids)
 
     def encode(self, text: str) -> list[int]:
         unknown = self.unknown(text)
         if unknown:
-            raise UnknownCharacterError(f"the model never saw these characters: {name_chars(unknown)}; "
-                                        f"it knows only: {''.join(show(c) for c in self.chars)}")
+            known = "".join(show(c) for c in self.chars)
+            raise UnknownCharacterError(f"the model never saw these characters: "
+                                        f"{name_chars(unknown)}; it knows only: {known}")
         return [self.ids[c] for c in text]
 
 # %% [markdown]
@@ -210,9 +204,13 @@ class CharTokenizer:
 # context of 80 tokens holds about 190 characters and an epoch has fewer steps; but V grows from
 # 73 to 512, and with it the embedding table and the head, and each piece is seen less often. In
 # bits per character (section 10) the loss compares with the character model's.
+#
+# `learn_merges` below is the formula, step by step: it counts every pair again after every
+# merge. `--tokenizer bpe` runs Part II's `BPETokenizer`, which learns the very same merges
+# faster (it counts again only the words a merge changed); a test proves the two equal.
 
 # %%
-WORD = re.compile(r" ?\w+| ?[^\w\s]+|\s")  # a word and the space before it, signs (and their space), one blank
+WORD = re.compile(r" ?\w+| ?[^\w\s]+|\s")  # a word with the space before it, signs, one blank
 
 
 def merge_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
@@ -225,11 +223,10 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
     return out
 
 
-def learn_merges(train_lines: list[str], chars: list[str], vocab_size: int) -> list[tuple[str, str, int]]:
-    """The merges (left piece, right piece, how often the pair was seen), the formula step by step. (Part II
-    learns the same ones faster, counting again only the words a merge changes; a test proves them equal.)"""
+def learn_merges(train_lines: list[str], chars: list[str], vocab_size: int) -> list[tuple]:
+    """The merges (left piece, right piece, how often the pair was seen), step by step."""
     pieces = list(chars)  # id -> text: the characters, then each merged piece
-    words = Counter(word for line in train_lines for word in WORD.findall(line))  # word -> how often
+    words = Counter(word for line in train_lines for word in WORD.findall(line))  # word -> count
     spelled = {word: [pieces.index(c) for c in word] for word in words}  # word -> its ids now
     merges = []
     while len(pieces) < vocab_size:
@@ -237,14 +234,15 @@ def learn_merges(train_lines: list[str], chars: list[str], vocab_size: int) -> l
         for word, n in words.items():
             for pair in zip(spelled[word], spelled[word][1:]):
                 pairs[pair] += n
-        if not pairs or max(pairs.values()) < 2:  # a pair seen once: merging it would learn one word by heart
+        if not pairs or max(pairs.values()) < 2:  # a pair seen once: it would learn a word by heart
             break
         top = max(pairs.values())
-        a, b = min(pair for pair, n in pairs.items() if n == top)  # the most frequent; ties: smaller ids
+        a, b = min(pair for pair, n in pairs.items() if n == top)  # ties: the smaller ids
         if pieces[a] + pieces[b] not in pieces:  # two merges may spell one piece: it keeps one id
             pieces.append(pieces[a] + pieces[b])
         merges.append((pieces[a], pieces[b], top))
-        spelled = {word: merge_pair(ids, (a, b), pieces.index(pieces[a] + pieces[b])) for word, ids in spelled.items()}
+        new = pieces.index(pieces[a] + pieces[b])
+        spelled = {word: merge_pair(ids, (a, b), new) for word, ids in spelled.items()}
     return merges
 
 # %% [markdown]
@@ -270,14 +268,15 @@ def learn_merges(train_lines: list[str], chars: list[str], vocab_size: int) -> l
 # %%
 def split_lines(lines: list[str], val_fraction: float, seed: int,
                 test_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
-    """Shuffle whole lines with the seed: val_fraction of them validate, test_fraction test, the rest train."""
+    """Shuffle whole lines with the seed: val_fraction of them validate, test_fraction test,
+    the rest train."""
     order = list(range(len(lines)))
     random.Random(seed).shuffle(order)
     n_val = max(1, round(len(lines) * val_fraction))  # at least one line in every split
     n_test = max(1, round(len(lines) * test_fraction)) if test_fraction > 0 else 0
     if n_val + n_test >= len(lines):
-        raise UserError(f"{len(lines)} lines are too few to hold out {n_val} for validation and {n_test} for "
-                        f"test and still train on some: give more lines")
+        raise UserError(f"{len(lines)} lines are too few to hold out {n_val} for validation and "
+                        f"{n_test} for test and still train on some: give more lines")
     pick = lambda rows: [lines[i] for i in rows]  # noqa: E731
     return pick(order[n_val + n_test:]), pick(order[:n_val]), pick(order[n_val:n_val + n_test])
 
@@ -288,15 +287,16 @@ class LineSplit:
     inputs: torch.Tensor   # (N, L) token ids; N lines, L = the longest line + 1
     targets: torch.Tensor  # (N, L) next-token ids, IGNORE on the padding
     lengths: torch.Tensor  # (N,)  real (unpadded) length of each line
-    n_chars: int = 0  # the characters the real targets stand for (= n_tokens with one character per token)
+    n_chars: int = 0  # the characters the real targets stand for (n_tokens, for characters)
 
     def __len__(self) -> int: return len(self.lengths)  # lines
     @property
     def n_tokens(self) -> int: return int(self.lengths.sum())  # real (unpadded) targets
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Yield (inputs, targets), each (B, T), cut to the batch's longest line. With a generator (training):
-        shuffled, sorted by length (stably), cut into batches, the batches shuffled. Without: the stored order."""
+        """Yield (inputs, targets), each (B, T), cut to the batch's longest line. With a
+        generator (training): shuffled, sorted by length (stably), cut into batches, the batches
+        shuffled. Without: the stored order."""
         if generator is None:
             chunks = list(torch.arange(len(self)).split(batch_size))
         else:
@@ -309,18 +309,22 @@ class LineSplit:
             yield self.inputs[rows, :T], self.targets[rows, :T]  # (N, L) -> (B, T)
 
 
+# %% [markdown]
+# Encoding a split: the shift of teacher forcing, the cut to the context, the padding.
+# %%
 def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> LineSplit:
     """⏎ + line + ⏎ per line, cut to context + 1 tokens, then input = [:-1], target = [1:]."""
     sequences = [[tokenizer.eol_id] + tokenizer.encode(line) + [tokenizer.eol_id] for line in lines]
-    sequences = [s[:context + 1] for s in sequences]  # truncation: lines longer than the context are cut
+    sequences = [s[:context + 1] for s in sequences]  # lines longer than the context are cut
     lengths = torch.tensor([len(s) - 1 for s in sequences])  # (N,)
     L = int(lengths.max())
-    inputs = torch.full((len(lines), L), tokenizer.eol_id, dtype=torch.long)  # (N, L), padded with ⏎
+    inputs = torch.full((len(lines), L), tokenizer.eol_id, dtype=torch.long)  # (N, L), ⏎ padding
     targets = torch.full((len(lines), L), IGNORE, dtype=torch.long)  # (N, L), padded with IGNORE
     for row, s in enumerate(sequences):
         inputs[row, :len(s) - 1] = torch.tensor(s[:-1])  # tokens[:-1]
         targets[row, :len(s) - 1] = torch.tensor(s[1:])  # tokens[1:]
-    return LineSplit(inputs, targets, lengths, sum(len(tokenizer.decode(s[1:])) for s in sequences))
+    n_chars = sum(len(tokenizer.decode(s[1:])) for s in sequences)
+    return LineSplit(inputs, targets, lengths, n_chars)
 
 
 @dataclass
@@ -338,16 +342,20 @@ class Data:
     held_out_text: list[str] = field(default_factory=list)  # the validation and test lines
 
 
-def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
-    """One proverb per line -> train / validation / test splits; `extra_train` lines join the training split only."""
+def prepare_data(text: str, cfg: Config, tokenizer: CharTokenizer | None = None,
+                 extra_train=()) -> Data:
+    """One proverb per line -> train / validation / test splits; `extra_train` lines join the
+    training split only."""
     lines = text_lines(text)
-    train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed, cfg.test_fraction)
+    train_lines, val_lines, test_lines = split_lines(lines, cfg.val_fraction, cfg.seed,
+                                                     cfg.test_fraction)
     train_lines = train_lines + list(extra_train)
     tokenizer = tokenizer or CharTokenizer.learn(text, train_lines, cfg)
     encode = lambda rows: encode_lines(rows, tokenizer, cfg.context)  # noqa: E731
+    truncated = sum(len(tokenizer.encode(line)) + 1 > cfg.context for line in lines)
     return Data("line", "one proverb per line", tokenizer, encode(train_lines), encode(val_lines),
-                encode(test_lines) if test_lines else None, train_lines, len(text), held_out_text=val_lines + test_lines,
-                truncated=sum(len(tokenizer.encode(line)) + 1 > cfg.context for line in lines))
+                encode(test_lines) if test_lines else None, train_lines, len(text),
+                truncated=truncated, held_out_text=val_lines + test_lines)
 
 
 # %% [markdown]
@@ -417,48 +425,61 @@ def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
 # letter, another the start of the word), and they are concatenated and mixed by $W_O$:
 # $\mathrm{MultiHead}(x) = \mathrm{concat}(\mathrm{head}_1, \dots, \mathrm{head}_H)\, W_O$.
 #
-# `attention()` is the formula written out, returning the weights to be drawn. Training uses
-# PyTorch's `F.scaled_dot_product_attention` by default (`--attention fast`), the same numbers
-# in one fast kernel; the tests prove the two equal.
+# `attention()` is that formula, line by line, and it is what trains: `python LLM.py` on a CPU
+# runs this very code, so a change here changes the run. (On a GPU the run swaps in PyTorch's
+# `F.scaled_dot_product_attention`, the same numbers in one fused kernel; a test proves them
+# equal.) The heads are not H separate matrices: one C × C matrix computes all of them side by
+# side, and `split_heads` only looks at its C columns as H groups of D.
 # %%
 def causal_mask(T: int, device=None) -> torch.Tensor:
     """(T, T) booleans: True where query position t may attend to key position s (s <= t)."""
-    return torch.ones(T, T, dtype=torch.bool, device=device).tril_()  # in place: one (T, T) at a time
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril_()
 
 
-def attention(q, k, v, mask, scaled: bool = True):
-    """softmax(Q K^T / sqrt(d_k), masked) V, written out (mask None: none; scaled False: no sqrt(d_k)). Returns (output, weights)."""
-    scores = q @ k.transpose(-2, -1) / (math.sqrt(q.size(-1)) if scaled else 1.0)  # (B, H, T, D) @ (B, H, D, T) -> (B, H, T, T)
+def attention(q, k, v, mask):
+    """softmax(Q K^T / sqrt(d_k) + M) V, with M from the boolean mask (None: no mask).
+    Returns (output, weights)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B,H,T,D) @ (B,H,D,T) -> (B,H,T,T)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))  # the future gets -inf, so weight 0 below
+        scores = scores.masked_fill(~mask, float("-inf"))  # the future gets -inf: weight 0 below
     weights = scores.softmax(dim=-1)  # (B, H, T, T): row t = how much t looks at each s; sums to 1
     return weights @ v, weights  # (B, H, T, T) @ (B, H, T, D) -> (B, H, T, D)
 
 
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, T, C) -> (B, H, T, D): the C numbers of each position cut into H heads of D."""
+    B, T, C = x.shape
+    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
+
+
+def join_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, D) -> (B, T, C): the heads side by side again (concat)."""
+    B, H, T, D = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H, D) -> (B, T, C)
+
+
 class MultiHeadSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, context: int, fast: bool = True, without=()):
+    def __init__(self, d_model: int, n_heads: int, context: int):
         super().__init__()
-        self.n_heads, self.causal, self.scaled = n_heads, "causal-mask" not in without, "scaling" not in without  # section 9
-        self.fast = fast  # True: F.scaled_dot_product_attention; False: attention() above
+        self.n_heads = n_heads
         self.query = nn.Linear(d_model, d_model)  # W_Q and b_Q, all heads side by side
         self.key = nn.Linear(d_model, d_model)  # W_K and b_K
         self.value = nn.Linear(d_model, d_model)  # W_V and b_V
         self.output = nn.Linear(d_model, d_model)  # W_O and b_O
-        self.register_buffer("causal_mask", causal_mask(context), persistent=False)  # (context, context)
+        self.register_buffer("causal_mask", causal_mask(context), persistent=False)  # (ctx, ctx)
+
+    def queries_keys_values(self, x: torch.Tensor):
+        """(B, T, C) -> q, k, v, each (B, H, T, D)."""
+        projections = (self.query, self.key, self.value)
+        return [split_heads(project(x), self.n_heads) for project in projections]
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
-        B, T, C = x.shape
-        H, D = self.n_heads, C // self.n_heads
-        q = self.query(x).view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
-        k = self.key(x).view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
-        v = self.value(x).view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
-        if self.fast and not return_weights:
-            heads = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=None if self.scaled else 1.0)
-            weights = None
-        else:
-            heads, weights = attention(q, k, v, self.causal_mask[:T, :T] if self.causal else None, self.scaled)
-        concat = heads.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, C)
-        return self.output(concat), weights  # (B, T, C) @ (C, C) -> (B, T, C); weights (B, H, T, T)
+        """(B, T, C) -> (B, T, C), and the weights (B, H, T, T) if asked for, else None."""
+        T = x.size(1)
+        q, k, v = self.queries_keys_values(x)  # 3 x (B, H, T, D)
+        heads, weights = attention(q, k, v, self.causal_mask[:T, :T])  # (B, H, T, D), (B, H, T, T)
+        out = self.output(join_heads(heads))  # (B, H, T, D) -> (B, T, C) @ (C, C) -> (B, T, C)
+        return out, weights if return_weights else None
 
 
 # %% [markdown]
@@ -481,7 +502,8 @@ class MultiHeadSelfAttention(nn.Module):
 #   x \leftarrow x + \mathrm{Dropout}(\mathrm{FFN}(\mathrm{LayerNorm}(x)))$$
 #
 # With the causal mask, a stack of these *encoder* layers is what is usually called a
-# decoder-only (GPT-style) model. A test proves it equal to PyTorch's `nn.TransformerEncoderLayer(norm_first=True)`.
+# decoder-only (GPT-style) model. A test proves it equal to PyTorch's
+# `nn.TransformerEncoderLayer(norm_first=True)`.
 # %%
 class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int):
@@ -495,48 +517,51 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, context: int, dropout: float, fast: bool = True, without=()):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, context: int, dropout: float):
         super().__init__()
-        norm, self.residual = nn.Identity if "layer-norm" in without else nn.LayerNorm, "residual" not in without
-        self.attention_norm = norm(d_model)
-        self.attention = MultiHeadSelfAttention(d_model, n_heads, context, fast, without)
-        self.feed_forward_norm = norm(d_model)
+        self.attention_norm = nn.LayerNorm(d_model)
+        self.attention = MultiHeadSelfAttention(d_model, n_heads, context)
+        self.feed_forward_norm = nn.LayerNorm(d_model)
         self.feed_forward = FeedForward(d_model, d_ff)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
-        attended, weights = self.attention(self.attention_norm(x), return_weights)  # (B, T, C)
-        x = (x if self.residual else 0) + self.dropout(attended)  # residual connection around attention
-        x = (x if self.residual else 0) + self.dropout(self.feed_forward(self.feed_forward_norm(x)))  # ... and the FFN
-        return x, weights  # (B, T, C), (B, H, T, T) or None
+        """(B, T, C) -> (B, T, C), and the attention weights (B, H, T, T) or None."""
+        attended, weights = self.attention(self.attention_norm(x), return_weights)
+        x = x + self.dropout(attended)  # residual connection around attention
+        x = x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))  # ... and around the FFN
+        return x, weights
 
 
 # %% [markdown]
 # ## 9. The model: from character ids to next-character scores
 #
 # $$x = E[\mathrm{ids}]\sqrt{C} + PE, \qquad x \leftarrow \mathrm{EncoderLayer}_N(\cdots
-#   \mathrm{EncoderLayer}_1(x)), \qquad \mathrm{logits} = \mathrm{LayerNorm}(x)\,W_{head} + b_{head}$$
+#   \mathrm{EncoderLayer}_1(x)), \qquad
+#   \mathrm{logits} = \mathrm{LayerNorm}(x)\,W_{head} + b_{head}$$
 #
 # The shapes go (B, T) → (B, T, C) → (B, T, C) → (B, T, V). `logits[b, t, c]` is the score of
 # "the character after position t is c"; softmax turns the V scores into probabilities. The head
 # is its own matrix, not the embedding table reused ("weight tying"), so each can be read alone.
-# **What if?** `--without` takes an idea away where it lives: `causal-mask` (no $M$), `positions`
-# (no $PE$), `scaling` (no $\sqrt{d_k}$), `residual` ($x \leftarrow \mathrm{block}(x)$) and
-# `layer-norm` (the identity); `python LLM.py --what-if` trains the classroom run with each off.
+# **What if?** `--without` takes one idea out of the built model: `causal-mask` (no $M$),
+# `positions` (no $PE$), `scaling` (no $\sqrt{d_k}$), `residual` ($x \leftarrow
+# \mathrm{block}(x)$) or `layer-norm` (the identity). The code above stays as it is: the run
+# swaps or wraps modules after building them. `python LLM.py --what-if` trains the classroom
+# run once with each idea taken out, to see what each one is worth.
 
 # %%
 class TransformerLM(nn.Module):
     def __init__(self, vocab_size: int, cfg: Config):
         super().__init__()
-        self.context, self.positions = cfg.context, "positions" not in cfg.without
+        self.context = cfg.context
         self.token_embedding = ScaledEmbedding(vocab_size, cfg.d_model)
-        self.register_buffer("positional_encoding",  # (context, C), fixed, not a parameter
-                             sinusoidal_positional_encoding(cfg.context, cfg.d_model), persistent=False)
+        pe = sinusoidal_positional_encoding(cfg.context, cfg.d_model)  # (context, C)
+        self.register_buffer("positional_encoding", pe, persistent=False)  # fixed, not learned
         self.embedding_dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(
-            EncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.context, cfg.dropout, cfg.attention == "fast", cfg.without)
+            EncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.context, cfg.dropout)
             for _ in range(cfg.n_layers))
-        self.final_norm = nn.Identity() if "layer-norm" in cfg.without else nn.LayerNorm(cfg.d_model)
+        self.final_norm = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size)  # the language-model head
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
@@ -544,10 +569,10 @@ class TransformerLM(nn.Module):
         T = idx.shape[1]
         if T > self.context:
             raise ValueError(f"sequence of {T} tokens is longer than the context ({self.context})")
-        return self.token_embedding(idx) + self.positional_encoding[:T] * self.positions  # (B, T, C) + (T, C) -> (B, T, C); x 0: --without positions
+        return self.token_embedding(idx) + self.positional_encoding[:T]  # (B,T,C) + (T,C)
 
     def forward(self, idx: torch.Tensor, return_attention: bool = False):
-        """(B, T) token ids -> (B, T, V) logits; with return_attention also every layer's weights, N x (B, H, T, T)."""
+        """(B, T) ids -> (B, T, V) logits; with return_attention also each layer's (B, H, T, T)."""
         x = self.embedding_dropout(self.embed(idx))  # (B, T) -> (B, T, C)
         all_weights = []
         for layer in self.layers:
@@ -573,25 +598,29 @@ def count_parameters(model: nn.Module) -> int:
 # It is in nats per token. A model that knows nothing spreads its bets evenly and scores
 # $\ln V$, about 4.3 for the 73 characters of the proverbs. **Perplexity** $e^{\mathcal{L}}$ is
 # the number of tokens the model hesitates between. **Bits per character**, what a compressor
-# driven by the model would need per letter, $\mathrm{bpc} = \mathcal{L}\, N_{tokens} / (N_{chars} \ln 2)$,
+# driven by the model would need per letter,
+# $\mathrm{bpc} = \mathcal{L}\, N_{tokens} / (N_{chars} \ln 2)$,
 # is the only one that compares characters with section 3's pieces.
 # %%
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the positions whose target is not IGNORE (padding)."""
     V = logits.size(-1)
-    return F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), ignore_index=IGNORE)  # (B*T, V), (B*T,)
+    flat_logits, flat_targets = logits.reshape(-1, V).float(), targets.reshape(-1)  # (BT, V), (BT,)
+    return F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE)
 
 
 def bits_per_character(loss: float, split) -> float:
-    """Mean loss per token of a split -> its total loss in bits over the characters it stands for."""
+    """Mean loss per token of a split -> its loss in bits per character it stands for."""
     return loss * split.n_tokens / split.n_chars / math.log(2)
 
 
 def perplexity_report(loss: float, split=None, unit: str = "character") -> str:
     """Loss in nats per token, perplexity e^loss, bits per character (and characters per token)."""
     if unit == "character":
-        return f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | {loss / math.log(2):.3f} bits/char"
-    per = f"{bits_per_character(loss, split):.3f} bits/char ({split.n_chars / split.n_tokens:.2f} characters per {unit})"
+        return (f"loss {loss:.3f} nats/char | perplexity {math.exp(loss):.2f} | "
+                f"{loss / math.log(2):.3f} bits/char")
+    per = (f"{bits_per_character(loss, split):.3f} bits/char "
+           f"({split.n_chars / split.n_tokens:.2f} characters per {unit})")
     return f"loss {loss:.3f} nats/{unit} | perplexity {math.exp(loss):.2f} per {unit} | {per}"
 
 
@@ -608,11 +637,12 @@ def perplexity_report(loss: float, split=None, unit: str = "character") -> str:
 
 # %%
 def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
-    """Linear warm-up for cfg.warmup steps (at most cfg.warmup_cap of the run), then a cosine down to lr_floor."""
+    """Linear warm-up for cfg.warmup steps (at most cfg.warmup_cap of the run), then a cosine
+    down to lr_floor."""
     warmup = min(cfg.warmup, int(total_steps * cfg.warmup_cap))
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
-    progress, floor = (step - warmup) / max(1, total_steps - warmup), cfg.lr_floor  # progress: 0 -> 1
+    progress, floor = (step - warmup) / max(1, total_steps - warmup), cfg.lr_floor  # 0 -> 1
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
@@ -629,16 +659,16 @@ def learning_rate(step: int, total_steps: int, cfg: Config) -> float:
 # Dividing $m$ by $\sqrt{v}$ takes away the gradient's scale: every parameter moves about $\eta$
 # per step while its gradient keeps its sign. **AdamW** (`--optimizer adamw`) also pulls every
 # matrix towards 0, $p \leftarrow p\,(1 - \eta\lambda)$, apart from the gradient ("decoupled").
-# `Adam` below is the formula, one tensor at a time; `python LLM.py` plugs in (a hook, section
-# 14) a faster Adam that does all tensors at once, and a test proves both take
-# `torch.optim.Adam`'s and `AdamW`'s steps.
+# `Adam` below is the formula, one tensor at a time, and it is what `python LLM.py` runs on a
+# CPU. (On a GPU the run plugs in, through a hook of section 14, an Adam that does each line for
+# all tensors at once; a test proves both take `torch.optim.Adam`'s and `AdamW`'s steps.)
 # %%
 class Adam:
     """Adam, written out; a group with weight_decay > 0 gets AdamW's decoupled decay."""
 
     def __init__(self, groups: list[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.param_groups = [{"params": list(g["params"]), "weight_decay": g.get("weight_decay", 0.0), "lr": lr}
-                             for g in groups]
+        self.param_groups = [{"params": list(g["params"]), "lr": lr,
+                              "weight_decay": g.get("weight_decay", 0.0)} for g in groups]
         self.betas, self.eps, self.t = betas, eps, 0  # t counts the steps taken
         self.m = [[torch.zeros_like(p) for p in g["params"]] for g in self.param_groups]
         self.v = [[torch.zeros_like(p) for p in g["params"]] for g in self.param_groups]
@@ -655,8 +685,8 @@ class Adam:
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
                 if decay:
                     p.mul_(1 - lr * decay)  # AdamW only: pull towards 0
-                denominator = v.sqrt() / math.sqrt(1 - beta2 ** self.t) + self.eps  # sqrt(v / (1 - beta2^t)) + eps
-                p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** self.t))  # p <- p - lr m / (1 - beta1^t) / denominator
+                denominator = v.sqrt() / math.sqrt(1 - beta2 ** self.t) + self.eps  # sqrt(v̂) + eps
+                p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** self.t))  # p - lr m̂ / denom.
 
     def zero_grad(self):
         for p in [p for group in self.param_groups for p in group["params"]]:
@@ -664,11 +694,13 @@ class Adam:
 
 
 def make_optimizer(model: nn.Module, cfg: Config, kind=Adam) -> Adam:
-    """Adam (or a class with its arguments: `kind`), or AdamW with weight decay on the matrices only."""
+    """Adam (or a class with its arguments: `kind`), or AdamW with weight decay on the matrices
+    only."""
     if cfg.optimizer == "adamw":
-        matrices = [p for p in model.parameters() if p.dim() >= 2]  # weights and the embedding table
-        others = [p for p in model.parameters() if p.dim() < 2]  # biases, layer-norm gains and shifts
-        groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]
+        matrices = [p for p in model.parameters() if p.dim() >= 2]  # weights, the embedding table
+        others = [p for p in model.parameters() if p.dim() < 2]  # biases, layer-norm gains, shifts
+        groups = [{"params": matrices, "weight_decay": cfg.weight_decay},
+                  {"params": others, "weight_decay": 0.0}]
     else:
         groups = [{"params": model.parameters()}]
     return kind(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
@@ -689,8 +721,9 @@ def make_optimizer(model: nn.Module, cfg: Config, kind=Adam) -> Adam:
 # forward pass inside `autocast()`: nothing here, the hook where lower precision plugs in.
 # %%
 def train_step(model: nn.Module, optimizer: Adam, inputs: torch.Tensor, targets: torch.Tensor,
-               lr: float, clip: float, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, loss, backward, clip, update; returns (loss, gradient norm before clipping), on the device."""
+               lr: float, clip: float, autocast=contextlib.nullcontext):
+    """Forward, loss, backward, clip, update; returns (loss, gradient norm before clipping), both
+    tensors on the device."""
     with autocast():
         logits = model(inputs)  # (B, T) -> (B, T, V)
     loss = sequence_loss(logits, targets)  # (B, T, V) vs (B, T) -> scalar
@@ -698,14 +731,15 @@ def train_step(model: nn.Module, optimizer: Adam, inputs: torch.Tensor, targets:
         group["lr"] = lr
     optimizer.zero_grad()
     loss.backward()
-    longest = clip if clip > 0 else math.inf  # clip 0: measure ||g||, scale nothing (min(1, inf) = 1)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), longest)  # ||g||, then g scaled to at most clip
+    longest = clip if clip > 0 else math.inf  # clip 0: measure ||g||, scale nothing
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), longest)  # ||g||; g scaled to clip
     optimizer.step()
     return loss, norm
 
 
 @torch.no_grad()
-def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, autocast=contextlib.nullcontext) -> float:
+def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device,
+             autocast=contextlib.nullcontext) -> float:
     """Mean loss per real token over a whole split, with dropout off."""
     was_training = model.training
     model.eval()
@@ -728,9 +762,9 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device, au
 # the epoch number. The epoch with the lowest validation loss is the **best**; the model ends
 # with its weights. **Early stopping**: after `patience` epochs without a better validation loss,
 # more training only learns the lines by heart, so it stops; a NaN or infinite loss stops it too.
+#
 # **Hooks**: a GPU, several processes, a progress line, checkpoints and pictures get in only
 # through a `Hooks` object, whose methods are called at fixed moments and here change nothing.
-
 # %%
 class Hooks:
     """The moments at which Part II plugs into training. The defaults change nothing."""
@@ -738,9 +772,9 @@ class Hooks:
 
     def optimizer(self, model, cfg): return make_optimizer(model, cfg)  # what updates the weights
     def network(self, model): return model  # what the forward pass runs through
-    def autocast(self): return contextlib.nullcontext()  # the context every forward pass runs in
+    def autocast(self): return contextlib.nullcontext()  # the context of every forward pass
     def batches(self, batch_stream): return batch_stream  # this process's batches of one epoch
-    def totals(self, sums): return sums  # the epoch's sums (TrainingState.sums) over all processes
+    def totals(self, sums): return sums  # the epoch's sums (TrainingState.sums), all processes
     def on_start(self, optimizer, state): pass  # before the first step
     def on_step(self, state): pass  # after every optimizer step
     def on_new_best(self, state, record: dict): pass  # after an epoch better than all before it
@@ -751,78 +785,112 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
+# %% [markdown]
+# What training keeps count of: the steps, one record per epoch, the best epoch, and the sums
+# an epoch's line is made of (kept on the device, so a GPU is not waited for at every step).
+# %%
 @dataclass
 class TrainingState:
     """Where training stands, for the hooks to read (a checkpoint keeps it to resume from)."""
     step: int = 0  # optimizer steps taken
     history: list = field(default_factory=list)  # one record per finished epoch
-    best: dict = field(default_factory=lambda: {"epoch": 0, "val_loss": math.inf})  # the best epoch's record
+    best: dict = field(default_factory=lambda: {"epoch": 0, "val_loss": math.inf})  # best record
     epochs_without_progress: int = 0
     epoch: int = 0  # the epoch under way, the steps it has taken and will take, when it started
     epoch_steps: int = 0
     steps_per_epoch: int = 0
     epoch_started: float = 0.0
-    sums: torch.Tensor | None = None  # (4,) this epoch's loss x tokens, tokens, sum of ||g||, clipped steps
+    sums: torch.Tensor | None = None  # (4,) loss x tokens, tokens, sum of ||g||, clipped steps
     lr: float = 0.0  # the learning rate of the last step
-    started: float = field(default_factory=lambda: time.perf_counter())  # when training started
+    started: float = field(default_factory=time.perf_counter)  # when training started
 
     def start_epoch(self, epoch: int, device):
         self.epoch, self.epoch_steps, self.epoch_started = epoch, 0, time.perf_counter()
-        self.sums = torch.zeros(4, device=device)  # on the device: no waiting for a GPU at every step
+        self.sums = torch.zeros(4, device=device)
 
-    def count(self, loss: torch.Tensor, norm: torch.Tensor, targets: torch.Tensor, lr: float, clip: float):
+    def count(self, loss, norm, targets: torch.Tensor, lr: float, clip: float):
         n = (targets != IGNORE).sum()  # the real (unpadded) targets of the batch
-        self.sums += torch.stack([loss.detach() * n, n, norm, norm > (clip if clip > 0 else math.inf)])
+        clipped = norm > (clip if clip > 0 else math.inf)
+        self.sums += torch.stack([loss.detach() * n, n, norm, clipped])
         self.step, self.epoch_steps, self.lr = self.step + 1, self.epoch_steps + 1, lr
 
-    def record(self, sums: torch.Tensor, val_loss: float, val_split, seconds: float, processes: int) -> dict:
+    def record(self, sums, val_loss: float, val_split, seconds: float, processes: int) -> dict:
         """The epoch in numbers, from its sums over every process; `seconds` of training."""
         loss_sum, tokens, norm_sum, clipped = sums  # (4,) -> 4 scalars
         steps = max(1, self.epoch_steps * processes)
         return {"epoch": self.epoch, "step": self.step, "train_loss": (loss_sum / tokens).item(),
-                "val_loss": val_loss, "val_bits_per_char": bits_per_character(val_loss, val_split), "lr": self.lr, "grad_norm": norm_sum.item() / steps,
+                "val_loss": val_loss, "val_bits_per_char": bits_per_character(val_loss, val_split),
+                "lr": self.lr, "grad_norm": norm_sum.item() / steps,
                 "clipped": clipped.item() / steps, "elapsed": time.perf_counter() - self.started,
                 "tokens_per_second": tokens.item() / seconds}
 
 
 def epoch_line(record: dict, improved: bool, cfg: Config) -> str:
-    return (f"epoch {record['epoch']:>3}/{cfg.epochs} | train loss {record['train_loss']:.3f} | val loss "
-            f"{record['val_loss']:.3f}{' *' if improved else '  '} | {record['val_bits_per_char']:.3f} bits/char | lr {record['lr']:.1e} | grad norm "
-            f"{record['grad_norm']:.2f}" + (f" ({record['clipped']:.0%} clipped)" if cfg.clip > 0 else "")
-            + f" | {record['elapsed']:5.1f} s | {record['tokens_per_second']:,.0f} tokens/s")
+    r = record
+    clipped = f" ({r['clipped']:.0%} clipped)" if cfg.clip > 0 else ""
+    return (f"epoch {r['epoch']:>3}/{cfg.epochs} | train loss {r['train_loss']:.3f} | val loss "
+            f"{r['val_loss']:.3f}{' *' if improved else '  '} | {r['val_bits_per_char']:.3f} "
+            f"bits/char | lr {r['lr']:.1e} | grad norm {r['grad_norm']:.2f}{clipped} | "
+            f"{r['elapsed']:5.1f} s | {r['tokens_per_second']:,.0f} tokens/s")
 
 
+# %% [markdown]
+# An epoch, in two steps: train on every batch once, then measure the validation loss and
+# write the epoch's record.
+# %%
+def train_epoch(network, optimizer: Adam, data: Data, cfg: Config, device, hooks: Hooks,
+                state: TrainingState):
+    """One pass over the training batches, in an order set by the seed and the epoch alone."""
+    network.train()  # dropout on
+    total_steps = cfg.epochs * state.steps_per_epoch
+    order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.epoch)  # resumable
+    for inputs, targets in hooks.batches(data.train_split.batches(cfg.batch_size, order)):
+        inputs = inputs.to(device, non_blocking=True)  # (B, T)
+        targets = targets.to(device, non_blocking=True)  # (B, T)
+        lr = learning_rate(state.step, total_steps, cfg)
+        loss, norm = train_step(network, optimizer, inputs, targets, lr, cfg.clip, hooks.autocast)
+        state.count(loss, norm, targets, lr, cfg.clip)
+        hooks.on_step(state)
+
+
+def measure_epoch(model, data: Data, cfg: Config, device, hooks: Hooks,
+                  state: TrainingState) -> dict:
+    """The validation loss and the epoch's record; a loss that is not a number stops training."""
+    seconds = time.perf_counter() - state.epoch_started  # the epoch's training, not measuring
+    val_loss = evaluate(model, data.val_split, cfg.eval_batch, device, hooks.autocast)
+    record = state.record(hooks.totals(state.sums), val_loss, data.val_split, seconds,
+                          hooks.processes)
+    bad = [x for x in (record["train_loss"], val_loss) if not math.isfinite(x)]  # NaN, infinity
+    if bad:
+        kept = f"epoch {state.best['epoch']}" if state.best["epoch"] else "its starting weights"
+        raise TrainingDiverged(f"the loss became {bad[0]} in epoch {state.epoch}: training "
+                               f"stopped, the model keeps {kept}. Try a lower --lr (now "
+                               f"{cfg.lr:g}) or --clip 1")
+    state.history.append(record)
+    return record
+
+
+# %% [markdown]
+# The loop itself: an epoch, its measure, keep the weights if it is the best so far, stop
+# early if the validation loss stopped improving.
+# %%
 def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | None = None,
           state: TrainingState | None = None, log=print) -> list[dict]:
-    """Train for up to cfg.epochs, keep the best epoch, stop early; returns one record per epoch."""
+    """Train for up to cfg.epochs, keep the best epoch, stop early; one record per epoch."""
     hooks, state = hooks or Hooks(), state or TrainingState()
     optimizer = hooks.optimizer(model, cfg)
     hooks.on_start(optimizer, state)  # a resumed run loads the optimizer's averages here
     network = hooks.network(model)
-    state.steps_per_epoch = max(1, math.ceil(len(data.train_split) / cfg.batch_size) // hooks.processes)
-    total_steps = cfg.epochs * state.steps_per_epoch
+    batches = math.ceil(len(data.train_split) / cfg.batch_size)
+    state.steps_per_epoch = max(1, batches // hooks.processes)
     best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    first = state.history[-1]["epoch"] + 1 if state.history else 1  # after a resumed epoch
     try:
-        for epoch in range(state.history[-1]["epoch"] + 1 if state.history else 1, cfg.epochs + 1):
-            model.train()  # dropout on
+        for epoch in range(first, cfg.epochs + 1):
             state.start_epoch(epoch, device)
-            order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # seed and epoch alone: resumable
-            for inputs, targets in hooks.batches(data.train_split.batches(cfg.batch_size, order)):
-                inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)  # (B, T)
-                lr = learning_rate(state.step, total_steps, cfg)
-                loss, norm = train_step(network, optimizer, inputs, targets, lr, cfg.clip, hooks.autocast)
-                state.count(loss, norm, targets, lr, cfg.clip)
-                hooks.on_step(state)
-            seconds = time.perf_counter() - state.epoch_started  # the epoch's training, without measuring
-            val_loss = evaluate(model, data.val_split, cfg.eval_batch, device, hooks.autocast)
-            record = state.record(hooks.totals(state.sums), val_loss, data.val_split, seconds, hooks.processes)
-            bad = [x for x in (record["train_loss"], val_loss) if not math.isfinite(x)]  # NaN or infinity
-            if bad:
-                kept = f"epoch {state.best['epoch']}" if state.best["epoch"] else "its starting weights"
-                raise TrainingDiverged(f"the loss became {bad[0]} in epoch {epoch}: training stopped, the model keeps "
-                                       f"{kept}. Try a lower --lr (now {cfg.lr:g}) or --clip 1")
-            state.history.append(record)
-            improved = val_loss < state.best["val_loss"]
+            train_epoch(network, optimizer, data, cfg, device, hooks, state)
+            record = measure_epoch(model, data, cfg, device, hooks, state)
+            improved = record["val_loss"] < state.best["val_loss"]
             if improved:  # the best epoch so far: keep its weights
                 hooks.on_new_best(state, record)
                 state.best, state.epochs_without_progress = record, 0
@@ -831,14 +899,15 @@ def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | 
                 state.epochs_without_progress += 1
             log(epoch_line(record, improved, cfg))
             hooks.on_epoch_end(state, record)
-            if cfg.patience and state.epochs_without_progress >= cfg.patience:  # early stopping
+            if cfg.patience and state.epochs_without_progress >= cfg.patience:
                 log(f"early stop: the validation loss has not improved for {cfg.patience} epochs")
                 break
     finally:
-        model.load_state_dict(best_weights)  # whatever happened (Ctrl-C too), the model ends with the best epoch
-    if state.history and state.best["epoch"] and state.best["epoch"] != state.history[-1]["epoch"]:
-        log(f"restored the weights of epoch {state.best['epoch']}, the best validation loss "
-            f"({state.best['val_loss']:.3f})")
+        model.load_state_dict(best_weights)  # whatever happened (Ctrl-C too): the best epoch
+    best = state.best
+    if state.history and best["epoch"] and best["epoch"] != state.history[-1]["epoch"]:
+        log(f"restored the weights of epoch {best['epoch']}, the best validation loss "
+            f"({best['val_loss']:.3f})")
     return state.history
 
 
@@ -868,7 +937,8 @@ class Sampling:
     max_chars: int = 120  # stop once this many new characters are written if no ⏎ came
 
     @classmethod
-    def of(cls, cfg: Config) -> "Sampling": return cls(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.max_chars)
+    def of(cls, cfg: Config) -> "Sampling":
+        return cls(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.max_chars)
 
 
 @dataclass
@@ -881,8 +951,8 @@ class Choice:
     cumulative: torch.Tensor  # (V,) cumulative p in that order
     kept: int  # how many candidates top-k and top-p kept
     u: float | None  # the uniform draw (None when greedy)
-    position: int = 0  # where it goes in the sequence (the opening ⏎ is 0), and the ids the model saw:
-    window: list = field(default_factory=list)  # both filled in by generate()
+    position: int = 0  # where it goes in the sequence (the opening ⏎ is 0), filled in by generate()
+    window: list = field(default_factory=list)  # the ids the model saw, filled in by generate()
 
 
 def choose_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> Choice:
@@ -901,10 +971,16 @@ def choose_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
     return Choice(int(order[rank]), logits, probs, order, cumulative, kept, u)
 
 
+# %% [markdown]
+# Writing is a loop: the model reads the text so far (its last `context` tokens), one token is
+# chosen and appended.
+# %%
 @torch.no_grad()
 def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampling: Sampling,
-             generator: torch.Generator | None = None, trace: list | None = None, stop_at_eol: bool = True) -> str:
-    """prompt + its completion, until ⏎ or sampling.max_chars characters; appends a Choice per token to `trace`."""
+             generator: torch.Generator | None = None, trace: list | None = None,
+             stop_at_eol: bool = True) -> str:
+    """prompt + its completion, until ⏎ or sampling.max_chars characters; appends a Choice per
+    token to `trace`."""
     ids = [tokenizer.eol_id] + tokenizer.encode(prompt)  # raises UnknownCharacterError
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
@@ -913,7 +989,7 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampli
     written = 0  # characters written: a token may be several (section 3)
     while written < sampling.max_chars:
         window = ids[-model.context:]  # crop to the context the model was trained on
-        logits = model(torch.tensor([window], device=device))[0, -1].float().cpu()  # (1, T, V) -> (V,)
+        logits = model(torch.tensor([window], device=device))[0, -1].float().cpu()  # (1,T,V)->(V,)
         choice = choose_next(logits, sampling, generator)
         if trace is not None:
             trace.append(replace(choice, position=len(ids), window=window))
@@ -946,20 +1022,22 @@ class Sample:
 
 
 def corpus_word_share(samples: list[Sample], lines: list[str]) -> tuple[int, int]:
-    """(words written that are words of the corpus, words written), prompts excluded: does it write Spanish?"""
+    """(words written that are words of the corpus, words written), prompts excluded: does it
+    write Spanish?"""
     known = {w.lower() for line in lines for w in re.findall(r"\w+", line)}
     written = [w.lower() for s in samples for w in re.findall(r"\w+", s.text[len(s.prompt):])]
     return sum(w in known for w in written), len(written)
 
 
 def sample_kind(sample: str, data: Data) -> str:
-    """'memorised' (a training line), 'rediscovered' (a held-out line, never trained on) or 'new'."""
+    """'memorised' (a training line), 'rediscovered' (a held-out line, never trained on), 'new'."""
     if sample in data.train_text:
         return "memorised"
     return "rediscovered" if sample in data.held_out_text else "new"
 
 
-def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=print) -> list[Sample]:
+def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str,
+                  log=print) -> list[Sample]:
     """Complete every prompt of cfg.prompts; print the samples and the share of real words."""
     generator = torch.Generator().manual_seed(cfg.seed)
     samples = []
@@ -970,30 +1048,39 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str, log=
                               stop_at_eol=data.mode == "line")
         kind = sample_kind(completion, data) if data.mode == "line" else ""
         samples.append(Sample(prompt, completion, kind, picks))
-        log("      " + completion.replace(EOL, EOL + "      ") + (f"   [{kind}]" if kind else ""))  # a book: many lines
-    known, written = corpus_word_share(samples, text_lines(text[:5_000_000]))  # a long text: its first 5 MB
-    log(f"      {known} of the {written} words written are words of the corpus ({known / max(written, 1):.0%})")
+        label = f"   [{kind}]" if kind else ""
+        log("      " + completion.replace(EOL, EOL + "      ") + label)  # a book: many lines
+    known, written = corpus_word_share(samples, text_lines(text[:5_000_000]))  # at most 5 MB
+    share = known / max(written, 1)
+    log(f"      {known} of the {written} words written are words of the corpus ({share:.0%})")
     return samples
 
 
+# %% [markdown]
+# The story in one function: read the proverbs, split them, build the model, train it, test
+# it once, write.
+# %%
 def train_and_write(cfg: Config, log=print) -> tuple[TransformerLM, Data]:
-    """The story with Part I alone: cfg.data's proverbs, a new model trained with the default hooks, samples."""
-    text, device = unicodedata.normalize("NFC", Path(cfg.data).read_text(encoding="utf-8")), torch.device("cpu")
-    data = prepare_data(text, cfg)
+    """The story with Part I alone: cfg.data's proverbs, a new model trained with the default
+    hooks, samples."""
+    text = unicodedata.normalize("NFC", Path(cfg.data).read_text(encoding="utf-8"))
+    device, data = torch.device("cpu"), prepare_data(text, cfg)
     torch.manual_seed(cfg.seed)
     model = TransformerLM(data.tokenizer.vocab_size, cfg)
-    log(f"{len(data.train_split):,} proverbs to train on, a vocabulary of {data.tokenizer.vocab_size} {data.tokenizer.unit}s, "
-        f"a model of {count_parameters(model):,} parameters, on {device}")
+    log(f"{len(data.train_split):,} proverbs to train on, a vocabulary of "
+        f"{data.tokenizer.vocab_size} {data.tokenizer.unit}s, a model of "
+        f"{count_parameters(model):,} parameters, on {device}")
     train(model, data, cfg, device, log=log)
     if data.test_split is not None:
         test_loss = evaluate(model, data.test_split, cfg.eval_batch, device)
-        log(f"test split, never seen in training: {perplexity_report(test_loss, data.test_split, data.tokenizer.unit)}")
+        report = perplexity_report(test_loss, data.test_split, data.tokenizer.unit)
+        log(f"test split, never seen in training: {report}")
     write_samples(model, data, cfg, text, log)
     return model, data
 
 
 # %%
-if __name__ == "__main__" and "__file__" not in globals():  # Part I on its own: a notebook, or pasted
+if __name__ == "__main__" and "__file__" not in globals():  # Part I alone: a notebook, or pasted
     story_model, story_data = train_and_write(replace(Config(), epochs=1))
 
 # %% [markdown]
@@ -1048,6 +1135,28 @@ import os
 import shutil
 import warnings
 from dataclasses import asdict, fields
+
+
+@dataclass
+class RunConfig(Config):
+    """Section 1's Config and the run's own settings, which the story never reads: what
+    `python LLM.py` takes from its flags (--help lists both, in the groups of FLAG_GROUPS)."""
+    mode: str = setting("auto", "samples: line (one per line), stream (windows of a long text) or auto (line if lines are short)")
+    out: str = setting("outputs", "folder where every output file is written")
+    device: str = setting("auto", "where to compute: auto (GPU if there is one), cpu, cuda, cuda:N or mps")
+    tokenizer: str = setting("char", "tokens: char (one character each) or bpe (word pieces, byte-pair encoding, section 3)")
+    vocab_size: int = setting(512, "--tokenizer bpe: the pieces to end with, the characters of the text included")
+    code: str = setting("auto", "story: Part I's attention() and Adam, as written; fast: PyTorch's fused attention and "
+                                "an Adam over all tensors at once (the same numbers); auto: story on a CPU, fast on a GPU")
+    without: tuple = setting((), "ideas to take out of the model (section 9): causal-mask positions scaling residual layer-norm")
+    precision: str = setting("auto", "bf16: bfloat16 where safe (autocast); fp32: never; auto: bf16 on a GPU that has it")
+    compile: bool = setting(False, "compile the training step into fused kernels: tens of seconds first, then maybe faster")
+    snapshot: int = setting(1, "draw outputs/epoch_<N>.png, and keep the weights for explorer.html, every this many epochs (0 = never)")
+    progress: float = setting(10.0, "in a longer epoch, say how far it is every this many seconds (0 = never)")
+    pictures: tuple = setting(("all",), "pictures to draw: all, or names listed at the end of --help (alone: none)")
+    chat_epochs: int = setting(3, "epochs that /train trains when it is given no number")
+    chat_weight: int = setting(10, "/train counts every typed line this many times per epoch, next to the corpus")
+    chat_lr_divisor: float = setting(3.0, "/train trains at --lr divided by this: a trained model only needs nudging")
 
 
 MAX_CHARS = 100_000  # the longest sample --max-chars allows
@@ -1117,7 +1226,7 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
 
 def validate_choices_and_sampling(cfg: Config):
     """The settings that name one of a few choices, and the sampling numbers."""
-    choices = {"mode": ("auto", "line", "stream"), "attention": ("fast", "exact"), "tokenizer": tuple(TOKENIZERS),
+    choices = {"mode": ("auto", "line", "stream"), "code": ("auto", "story", "fast"), "tokenizer": tuple(TOKENIZERS),
                "optimizer": ("adam", "adamw"), "precision": ("auto", "bf16", "fp32")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -1140,16 +1249,17 @@ def temperature_problem(value: float) -> str | None:
     return None
 
 
-def memory_needed(cfg: Config, vocab_size: int, batch: int, T: int) -> int:
+def memory_needed(cfg: Config, vocab_size: int, batch: int, T: int, fused: bool = False) -> int:
     """Bytes a training run of this shape needs at most, roughly: the buffers (positional
     encoding, causal masks), the parameters with their gradients, Adam's two averages and the
     best epoch's copy, and the activations of one batch of `batch` sequences of T tokens kept
-    for the backward pass (the (T, T) attention matrices only on the exact path)."""
+    for the backward pass (the (T, T) attention matrices only when section 7's attention() runs:
+    `fused` attention keeps none)."""
     C, F_, N, H, V = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.n_heads, vocab_size
     parameters = V * C + N * (4 * C * C + 2 * C * F_ + F_ + 9 * C) + 2 * C + C * V + V  # section 9
     buffers = 4 * cfg.context * C + N * cfg.context ** 2  # float32 (context, C), N bool (context, context)
     per_token = N * (16 * C + 3 * F_) + 4 * V  # activations kept per token, in float32 numbers
-    per_sequence = T * per_token + (3 * N * H * T * T if cfg.attention == "exact" else 0)
+    per_sequence = T * per_token + (0 if fused else 3 * N * H * T * T)
     return int(MEMORY_MARGIN * (buffers + 4 * 6 * parameters + 4 * batch * per_sequence))
 
 
@@ -1169,7 +1279,7 @@ def memory_of(device: torch.device) -> int | None:
 
 def check_memory(cfg: Config, vocab_size: int, batch: int, T: int, device: torch.device):
     """Refuse a shape that cannot fit before allocating it, instead of dying inside torch.empty."""
-    needed, have = memory_needed(cfg, vocab_size, batch, T), memory_of(device)
+    needed, have = memory_needed(cfg, vocab_size, batch, T, fast_code(cfg, device)), memory_of(device)
     if have is not None and needed > 0.9 * have:
         where = str(device) if device.type == "cuda" else "this machine"
         raise UserError(f"this model would need about {needed / 2 ** 30:,.1f} GiB of memory and {where} has "
@@ -1202,7 +1312,7 @@ def pick_device(name: str) -> torch.device:
 
 def flag_of(field_name: str) -> str:
     """The command-line flag of a Config field: its own flag, or --field-name."""
-    for f in fields(Config):
+    for f in fields(RunConfig):
         if f.name == field_name:
             return f.metadata["flag"] or "--" + f.name.replace("_", "-")
     raise KeyError(field_name)
@@ -1937,6 +2047,47 @@ def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = N
 # line (`compiler_failure`) instead of its traceback.
 
 # %%
+def fast_code(cfg: Config, device: torch.device) -> bool:
+    """--code: True where PyTorch's fused attention and FastAdam train, False where the story's
+    attention() and Adam do (auto: the story's on a CPU, the fast ones on a GPU)."""
+    return cfg.code == "fast" or (cfg.code == "auto" and device.type != "cpu")
+
+
+def code_in_words(cfg: Config, device: torch.device) -> str:
+    if fast_code(cfg, device):
+        return "fast (fused attention, Adam on all tensors at once; --code story runs Part I's)"
+    return "the story's (Part I's attention() and Adam, as written)"
+
+
+class FusedSelfAttention(MultiHeadSelfAttention):
+    """Section 7's attention in PyTorch's fused kernel: the same numbers, no weights kept. When
+    the weights are asked for (pictures, the explorer), section 7's attention() computes them."""
+    is_causal = True  # False once --without causal-mask has opened the mask
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        if return_weights:
+            return super().forward(x, True)
+        q, k, v = self.queries_keys_values(x)  # 3 x (B, H, T, D)
+        heads = F.scaled_dot_product_attention(q, k, v, is_causal=self.is_causal)  # (B, H, T, D)
+        return self.output(join_heads(heads)), None  # (B, T, C)
+
+
+def use_code(model: TransformerLM, cfg: Config, device) -> TransformerLM:
+    """Every attention module computes with the fused kernel where --code asks for the fast
+    code on `device`, with section 7's attention() where not; the weights stay as they are."""
+    fused = fast_code(cfg, torch.device(device))
+    for layer in model.layers:
+        layer.attention.__class__ = FusedSelfAttention if fused else MultiHeadSelfAttention
+        layer.attention.is_causal = not bool(layer.attention.causal_mask.all())
+    return model
+
+
+def build_model(vocab_size: int, cfg: Config, device="cpu") -> TransformerLM:
+    """Section 9's model, on the CPU, with the ideas of --without taken out (part I), computing
+    with the code --code asks for on `device`."""
+    return use_code(take_out(TransformerLM(vocab_size, cfg), cfg.without), cfg, device)
+
+
 class FastAdam(Adam):
     """Adam's step for all tensors of a group at once: the same lines, on lists of tensors."""
 
@@ -2155,8 +2306,8 @@ class DeviceHooks(Hooks):
     def __init__(self, cfg: Config, device: torch.device):
         self.cfg, self.device = cfg, device
 
-    def optimizer(self, model, cfg: Config) -> FastAdam:
-        return make_optimizer(model, cfg, FastAdam)
+    def optimizer(self, model, cfg: Config) -> Adam:
+        return make_optimizer(model, cfg, FastAdam if fast_code(self.cfg, self.device) else Adam)
 
     def autocast(self):
         return mixed_precision(self.cfg, self.device)
@@ -2385,7 +2536,7 @@ def load_checkpoint(path: str | Path, device) -> tuple[TransformerLM, CharTokeni
                         f"(the file changed after it was written); use another copy or train again")
     cfg, tokenizer = checkpoint_settings(path, payload)
     try:
-        model = TransformerLM(tokenizer.vocab_size, cfg)
+        model = build_model(tokenizer.vocab_size, cfg, torch.device(device))
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         reason = first_line(e)
@@ -2403,14 +2554,14 @@ def checkpoint_settings(path: Path, payload: dict) -> tuple[Config, CharTokenize
         raise UserError(f"{path} has no settings")
     kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple": (list, tuple)}
     values = {}
-    for f in fields(Config):
+    for f in fields(RunConfig):
         value = saved.get(f.name, f.default)  # a setting newer than the checkpoint: its default
         if (not isinstance(value, kinds[f.type]) or (f.type in ("int", "float") and isinstance(value, bool))
                 or (f.type == "tuple" and not all(isinstance(v, str) for v in value))):
             raise UserError(f"{path} has no valid setting {f.name} (found {value!r})")
         values[f.name] = tuple(value) if f.type == "tuple" else value
     try:
-        cfg = validate(Config(**values), check_device=False)
+        cfg = validate(RunConfig(**values), check_device=False)
     except UserError as e:
         raise UserError(f"{path} has an impossible setting: {e}") from None
     if not (isinstance(stored, dict) and isinstance(stored.get("kind"), str) and stored["kind"] in TOKENIZERS):
@@ -2438,7 +2589,7 @@ def extend_vocabulary(model: TransformerLM, tokenizer: CharTokenizer, text: str,
         return model, tokenizer, []
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)
-    grown = TransformerLM(bigger.vocab_size, cfg).to(device)  # its new rows are freshly initialized
+    grown = build_model(bigger.vocab_size, cfg, device).to(device)  # new rows freshly initialized
     state, fresh = model.state_dict(), grown.state_dict()
     old_rows = torch.tensor([bigger.token_id(tokenizer.token_text(i)) for i in range(tokenizer.vocab_size)],
                             device=device)  # (V_old,) the new id of every known token
@@ -4403,6 +4554,36 @@ WITHOUT_MEANS = {"causal-mask": "no causal mask: every position may read the cha
                  "layer-norm": "no layer norms: every LayerNorm is the identity"}
 
 
+def take_out(model: TransformerLM, ideas) -> TransformerLM:
+    """--without: the built model with each idea taken out, swapping or wrapping its modules;
+    the weights keep their names and shapes, so a checkpoint loads into it as into any model."""
+    for layer in model.layers:
+        if "causal-mask" in ideas:  # M = 0 everywhere: every position may attend to every other
+            layer.attention.causal_mask.fill_(True)
+        if "scaling" in ideas:  # q x sqrt(D) cancels attention()'s / sqrt(D)
+            sqrt_d = math.sqrt(layer.attention.query.out_features // layer.attention.n_heads)
+            layer.attention.query.register_forward_hook(lambda _, inputs, q, s=sqrt_d: q * s)
+        if "residual" in ideas:
+            layer.__class__ = EncoderLayerWithoutResidual
+        if "layer-norm" in ideas:
+            layer.attention_norm, layer.feed_forward_norm = nn.Identity(), nn.Identity()
+    if "positions" in ideas:
+        model.positional_encoding.zero_()
+    if "layer-norm" in ideas:
+        model.final_norm = nn.Identity()
+    return model
+
+
+class EncoderLayerWithoutResidual(EncoderLayer):
+    """Section 8's layer with nothing added back: each block's output replaces its input."""
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        attended, weights = self.attention(self.attention_norm(x), return_weights)
+        x = self.dropout(attended)  # x <- block(x): no x +
+        x = self.dropout(self.feed_forward(self.feed_forward_norm(x)))
+        return x, weights
+
+
 def without_label(cfg: Config) -> str:
     return "without " + ", ".join(cfg.without) if cfg.without else "as it is"
 
@@ -4914,6 +5095,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return f"{action.help} (default: {words or 'none'})".replace("%", "%%")
         return super()._get_help_string(action)
 
+    def _split_lines(self, text, width):  # never "causal-" at a line's end and "mask" on the next
+        import textwrap
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
 
 class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print the whole usage; we say one line
@@ -4928,8 +5113,15 @@ PRESETS = {  # name -> the settings it changes; flags typed on the command line 
 }
 
 
-FLAG_GROUPS = {"data": "data and outputs", "d_model": "model shape", "batch_size": "training",
-               "prompts": "sampling", "chat_epochs": "the chat's /train"}  # the Config field each group starts at
+FLAG_GROUPS = {  # --help's groups: every field of RunConfig (section 1's Config and the run's own), once
+    "data and outputs": ("data", "mode", "out", "val_fraction", "test_fraction", "seed", "device", "tokenizer",
+                         "vocab_size"),
+    "model shape": ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "context", "without"),
+    "training": ("batch_size", "eval_batch", "optimizer", "lr", "lr_floor", "warmup", "warmup_cap", "beta1", "beta2",
+                 "eps", "weight_decay", "clip", "code", "precision", "compile", "epochs", "patience", "snapshot",
+                 "progress", "pictures"),
+    "sampling": ("prompts", "temperature", "top_k", "top_p", "greedy", "max_chars"),
+    "the chat's /train": ("chat_epochs", "chat_weight", "chat_lr_divisor")}
 
 
 def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
@@ -4966,21 +5158,26 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     use.add_argument("--checkpoint", metavar="FILE",
                      help="checkpoint to load (model.pt in the --out folder if not given)")
     use.add_argument("--chat-log", metavar="FILE", help="--chat appends every line you type to this file")
-    group = use
-    for f in fields(Config):
-        group = parser.add_argument_group(FLAG_GROUPS[f.name]) if f.name in FLAG_GROUPS else group
-        flag = flag_of(f.name)
-        default = f.default if defaults else argparse.SUPPRESS
-        if f.type == "bool":
-            group.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"],
-                               **({} if defaults else {"default": argparse.SUPPRESS}))
-        elif f.type == "tuple":
-            group.add_argument(flag, dest=f.name, nargs="*", default=default, metavar="TEXT", help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
-            group.add_argument(flag, dest=f.name, type=kind, default=default, metavar=f.name.upper(),
-                               help=f.metadata["help"])
+    by_name = {f.name: f for f in fields(RunConfig)}
+    for title, names in FLAG_GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            add_setting(group, by_name[name], defaults)
     return parser
+
+
+def add_setting(group, f, defaults: bool):
+    """One field of RunConfig as a flag of `group`, with its help text."""
+    flag, help_text = flag_of(f.name), f.metadata["help"]
+    default = f.default if defaults else argparse.SUPPRESS
+    if f.type == "bool":
+        group.add_argument(flag, dest=f.name, action="store_true", help=help_text,
+                           **({} if defaults else {"default": argparse.SUPPRESS}))
+    elif f.type == "tuple":
+        group.add_argument(flag, dest=f.name, nargs="*", default=default, metavar="TEXT", help=help_text)
+    else:
+        kind = {"int": int, "float": float, "str": str}[f.type]
+        group.add_argument(flag, dest=f.name, type=kind, default=default, metavar=f.name.upper(), help=help_text)
 
 
 def prepare_output_dir(path: str) -> Path:
@@ -5041,7 +5238,7 @@ def describe_model(model: TransformerLM, cfg: Config, vocab_size: int, device, r
         f"with V={V}, C={C}, F={d_ff}, N={N} (details: {out / 'parameters.txt'})")
     if cfg.without:
         log(f"      {without_label(cfg)}: {', '.join(WITHOUT_MEANS[idea] for idea in cfg.without)} (section 9)")
-    log(f"device: {device}, attention path: {cfg.attention}, precision: "
+    log(f"device: {device}, code: {code_in_words(cfg, device)}, precision: "
         f"{'bf16 autocast' if uses_bf16(cfg, device) else 'fp32'}, optimizer: {cfg.optimizer}"
         + (f"; {ranks.world} processes (DistributedDataParallel), {ranks.world} x {cfg.batch_size} "
            f"sequences per step" if ranks.world > 1 else ""))
@@ -5081,7 +5278,8 @@ def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Pa
     describe_data(data, cfg, log)
     if model is None:
         torch.manual_seed(cfg.seed)
-        model = TransformerLM(data.tokenizer.vocab_size, cfg).to(device)
+        model = build_model(data.tokenizer.vocab_size, cfg, device).to(device)
+    use_code(model, cfg, device)  # a checkpoint's model too: --code may differ from its own
     describe_model(model, cfg, data.tokenizer.vocab_size, device, ranks, out, log)
     return Setup(cfg, device, ranks, ranks.is_writer, log, out, text, data, model,
                  out / "model.pt" if ranks.is_writer else None, resume_state,
@@ -5176,7 +5374,7 @@ def write_outputs(setup: Setup, hooks: RunHooks, history: list[dict], epochs) ->
 def readable_prompts(cfg: Config, tokenizer: CharTokenizer, log=print) -> tuple[str, ...]:
     """The prompts, checked (check_prompt). The default ones are Spanish: on another text those
     with characters it lacks are left out with a note, while a typed prompt must be readable."""
-    if cfg.prompts != Config().prompts:
+    if cfg.prompts != RunConfig().prompts:
         return tuple(check_prompt(tokenizer, p) for p in cfg.prompts)
     kept = tuple(p for p in cfg.prompts if not tokenizer.unknown(p))
     if len(kept) < len(cfg.prompts):
@@ -5299,8 +5497,8 @@ RESUME_FIXED = ("data", "mode", "val_fraction", "test_fraction", "seed", "optimi
 
 def config_of(typed: dict, preset: str) -> Config:
     """The defaults, changed by the preset, changed again by the flags typed."""
-    flags = {f.name: tuple(typed[f.name]) if f.type == "tuple" else typed[f.name] for f in fields(Config) if f.name in typed}
-    return replace(Config(), **{**PRESETS[preset], **flags})
+    flags = {f.name: tuple(typed[f.name]) if f.type == "tuple" else typed[f.name] for f in fields(RunConfig) if f.name in typed}
+    return replace(RunConfig(), **{**PRESETS[preset], **flags})
 
 
 def config_for_checkpoint(typed: Config, explicit: set, saved: Config, resume: bool) -> Config:
@@ -5325,7 +5523,7 @@ def folder_of_its_own(cfg: Config, typed_data: bool) -> Config:
     """A new run on another text than the proverbs, with no --out, writes into a folder named
     after that text inside the usual one (--data book.txt: outputs/book/): never into the
     classroom run's folder."""
-    if not typed_data or same_file(cfg.data, find_default_data(Config(), False).data):
+    if not typed_data or same_file(cfg.data, find_default_data(RunConfig(), False).data):
         return cfg
     return replace(cfg, out=str(Path(cfg.out) / Path(cfg.data).stem))
 
@@ -5432,7 +5630,7 @@ def run_command(argv: list[str], notebook: bool):
     --chat, --what-if or --explorer."""
     args = build_parser().parse_args(argv)
     typed = vars(build_parser(defaults=False).parse_args(argv))
-    explicit = set(typed) & {f.name for f in fields(Config)}
+    explicit = set(typed) & {f.name for f in fields(RunConfig)}
     cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
     if "vocab_size" in explicit and cfg.tokenizer != "bpe" and not (args.resume or args.init_from):
         raise UserError("--vocab-size sets how many pieces --tokenizer bpe learns: add --tokenizer bpe")

@@ -207,8 +207,8 @@ def train_rows(shape: str, device, steps: int, ids: torch.Tensor, vocab_size: in
     nanogpt = spec.pop("nanogpt")
     if device.type != "cuda":
         spec["precision"] = "fp32"  # bf16 autocast is several times slower on a CPU without bf16 arithmetic
-    cfg = LLM.Config(**spec, lr=1e-3)
-    exact = LLM.Config(**{**spec, "attention": "exact"}, lr=1e-3)
+    cfg = LLM.RunConfig(**spec, lr=1e-3)
+    exact = LLM.RunConfig(**{**spec, "attention": "exact"}, lr=1e-3)
     # nanoGPT compiles on a GPU (its H100 figure) and not on a CPU (its CPU recipe says --compile=False)
     nanogpt_compiles = device.type == "cuda"
     contenders = [("LLM.py, fast attention", lambda: LLM.TransformerLM(vocab_size, cfg),
@@ -293,7 +293,7 @@ def status(key):  # kB, from the kernel's own account of this process
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current size: importing torch is not counted
 base = status("VmRSS:")
 start = time.perf_counter()
-data = LLM.prepare_any_text(LLM.read_text({str(big)!r}), LLM.Config(data={str(big)!r}))
+data = LLM.prepare_any_text(LLM.read_text({str(big)!r}), LLM.RunConfig(data={str(big)!r}))
 seconds = time.perf_counter() - start
 print(seconds, (status("VmHWM:") - base) * 1024, data.mode, data.train_split.ids.dtype, data.tokenizer.vocab_size)
 """
@@ -350,7 +350,7 @@ def merges_seconds(n: int = 500) -> float:
     """Seconds to learn n merges on the training lines of refranes.txt (median of 3)."""
     text = LLM.read_text(ROOT / "refranes.txt")
     train_lines = LLM.split_lines(LLM.text_lines(text), 0.1, 1337, 0.1)[0]
-    cfg = LLM.Config(tokenizer="bpe", vocab_size=LLM.CharTokenizer(text).vocab_size + n)
+    cfg = LLM.RunConfig(tokenizer="bpe", vocab_size=LLM.CharTokenizer(text).vocab_size + n)
     times = []
     for _ in range(3):
         start = time.perf_counter()
@@ -463,7 +463,7 @@ def explorer_rows(folders: list[tuple[str, Path]], screenshot: Path | None) -> l
 
 
 def generate_rows(device) -> list[tuple[str, str]]:
-    cfg = LLM.Config()
+    cfg = LLM.RunConfig()
     tokenizer = LLM.CharTokenizer(LLM.read_text(ROOT / "refranes.txt"))
     torch.manual_seed(0)
     model = LLM.TransformerLM(tokenizer.vocab_size, cfg).to(device).eval()

@@ -39,7 +39,7 @@ def pytest_configure(config):
 
 
 def tiny_config(**changes) -> "LLM.Config":
-    return LLM.Config(**{**TINY, **changes})
+    return LLM.RunConfig(**{**TINY, **changes})
 
 
 def tokenizer_of(lines: list[str]) -> "LLM.CharTokenizer":
@@ -49,7 +49,7 @@ def tokenizer_of(lines: list[str]) -> "LLM.CharTokenizer":
 
 def tiny_model(vocab_size=11, **changes) -> "LLM.TransformerLM":
     torch.manual_seed(0)
-    return LLM.TransformerLM(vocab_size, tiny_config(**changes)).eval()
+    return LLM.build_model(vocab_size, tiny_config(**changes)).eval()  # --without and --code applied
 
 
 def one_line_error(capsys, argv, *expected):

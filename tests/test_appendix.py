@@ -200,7 +200,7 @@ def test_torchrun_with_two_cpu_processes_keeps_the_weights_identical(tmp_path):
     assert "2 processes (DistributedDataParallel), 2 x 64 sequences per step" in out
     assert "the 2 processes end with identical weights" in out
     assert out.count("epoch   1/2") == 1 and out.count("wrote ") == 1  # rank 0 alone prints and writes
-    lines = len(LLM.prepare_any_text(LLM.read_text(PROVERBS), LLM.Config()).train_split)
+    lines = len(LLM.prepare_any_text(LLM.read_text(PROVERBS), LLM.RunConfig()).train_split)
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     assert payload["training"]["step"] == 2 * (math.ceil(lines / 64) // 2)  # each step took 2 batches
 
@@ -221,7 +221,7 @@ def test_resume_continues_from_the_saved_epoch_and_step_as_if_never_stopped(tmp_
     straight = capsys.readouterr().out
     assert "restored" not in straight  # every epoch was better than the last: the checkpoint is epoch 4
 
-    steps_per_epoch = math.ceil(len(LLM.prepare_any_text(LLM.read_text(PROVERBS), LLM.Config()).train_split) / 64)
+    steps_per_epoch = math.ceil(len(LLM.prepare_any_text(LLM.read_text(PROVERBS), LLM.RunConfig()).train_split) / 64)
     real = LLM.learning_rate
 
     def ctrl_c_in_epoch_3(step, total, cfg):
@@ -389,8 +389,8 @@ def test_one_attention_picture_per_layer_and_a_gallery_that_links_only_real_file
 def test_the_attention_drawn_is_the_attention_the_model_used(monkeypatch):
     tok = tokenizer_of(["La necesidad agudiza el ingenio."])
     torch.manual_seed(0)
-    model = LLM.TransformerLM(tok.vocab_size, LLM.Config(d_model=16, n_heads=4, n_layers=2, d_ff=32,
-                                                         context=40, attention="exact")).eval()
+    model = LLM.TransformerLM(tok.vocab_size, LLM.RunConfig(d_model=16, n_heads=4, n_layers=2, d_ff=32,
+                                                         context=40, code="story")).eval()
     chars, drawn = LLM.attention_maps(model, tok, "La necesidad agudiza el ingenio.")
     assert "".join(chars) == "\nLa necesidad agudiza el ingenio." and len(drawn) == 2
     for weights in drawn:  # (H, T, T)

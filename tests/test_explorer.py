@@ -78,14 +78,14 @@ def test_the_page_is_one_file_that_asks_for_nothing(tiny_run):
 
 
 def test_snapshot_epochs_fit_the_budget_evenly_with_the_first_and_the_last():
-    cfg = LLM.Config(epochs=16, snapshot=4)
+    cfg = LLM.RunConfig(epochs=16, snapshot=4)
     assert LLM.snapshot_epochs(cfg, 1000) == {4, 8, 12, 16}  # all fit
     per_snapshot = LLM.EXPLORER_SNAPSHOT_BYTES // 3 // 2  # parameters such that exactly 3 fit
     assert LLM.snapshot_epochs(cfg, per_snapshot) == {4, 12, 16}  # ranks 0, round(1.5) = 2, 3
     assert LLM.snapshot_epochs(cfg, LLM.EXPLORER_SNAPSHOT_BYTES // 2) == {16}  # room for one: the last
     assert LLM.snapshot_epochs(cfg, LLM.EXPLORER_SNAPSHOT_BYTES) == set()  # none: the page has the best only
-    assert LLM.snapshot_epochs(LLM.Config(epochs=5, snapshot=0), 1000) == set()
-    assert LLM.snapshot_epochs(LLM.Config(epochs=7, snapshot=3), 1000) == {3, 6}
+    assert LLM.snapshot_epochs(LLM.RunConfig(epochs=5, snapshot=0), 1000) == set()
+    assert LLM.snapshot_epochs(LLM.RunConfig(epochs=7, snapshot=3), 1000) == {3, 6}
 
 
 @pytest.mark.parametrize("preset, limit", [("classroom", 3_000_000), ("longer", 6_000_000)])

@@ -57,7 +57,7 @@ def test_fine_tuning_as_the_guide_shows_keeps_the_model_it_starts_from(trained_c
 
 def test_fine_tuning_the_fine_tuned_model_again_picks_a_new_folder(tmp_path):
     source = tmp_path / "outputs" / "otro" / "model.pt"
-    cfg = LLM.Config(data="otro.txt", out=str(tmp_path / "outputs"))
+    cfg = LLM.RunConfig(data="otro.txt", out=str(tmp_path / "outputs"))
     source.parent.mkdir(parents=True)
     source.write_bytes(b"x")
     assert LLM.folder_for_fine_tuning(cfg, False, source).out == str(tmp_path / "outputs" / "otro-2")
@@ -329,11 +329,11 @@ def test_numbers_that_would_crash_later_are_refused_first(capsys, tmp_path, argv
 def test_the_memory_estimate_is_near_what_a_run_takes():
     """The estimate refuses only shapes that cannot fit: for the classroom shape and a big one it
     is within a factor of 3 of a measured footprint (parameters, Adam, activations)."""
-    cfg = LLM.Config()
+    cfg = LLM.RunConfig()
     small = LLM.memory_needed(cfg, 65, 64, 70)
-    big = LLM.memory_needed(LLM.Config(d_model=256, d_ff=1024, n_layers=4), 65, 64, 70)
+    big = LLM.memory_needed(LLM.RunConfig(d_model=256, d_ff=1024, n_layers=4), 65, 64, 70)
     assert 20e6 < small < 200e6 and 200e6 < big < 2e9  # measured: about 94 MB and 514 MB above torch itself
-    assert LLM.memory_needed(LLM.Config(context=10 ** 6), 65, 1, 1) > 2 * 10 ** 12  # two (T, T) masks
+    assert LLM.memory_needed(LLM.RunConfig(context=10 ** 6), 65, 1, 1) > 2 * 10 ** 12  # two (T, T) masks
 
 
 @pytest.mark.parametrize("context", ["1", "4"])
@@ -698,7 +698,7 @@ MEASURE_PEAK = """
 import sys, LLM
 def status(key):  # bytes, from the kernel's own account of this process
     return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(key))) * 1024
-cfg = LLM.Config(**{shape})
+cfg = LLM.RunConfig(**{shape})
 text = LLM.read_text({data!r})
 open("/proc/self/clear_refs", "w").write("5")  # the peak starts again from here: torch's import is not counted
 base = status("VmRSS:")

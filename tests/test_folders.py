@@ -25,9 +25,9 @@ def test_a_run_on_another_text_writes_into_a_folder_named_after_it(tmp_path, mon
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == [PROVERBS.stem]
     assert "model.pt" in files(tmp_path / "outputs" / PROVERBS.stem)
     assert f"wrote outputs/{PROVERBS.stem}/" in capsys.readouterr().out
-    cfg = LLM.find_default_data(LLM.Config(), False)
+    cfg = LLM.find_default_data(LLM.RunConfig(), False)
     assert LLM.folder_of_its_own(cfg, True).out == "outputs"  # the proverbs themselves: the classroom folder
-    assert LLM.folder_of_its_own(LLM.Config(data=str(ROOT / "refranes.txt")), True).out == "outputs"
+    assert LLM.folder_of_its_own(LLM.RunConfig(data=str(ROOT / "refranes.txt")), True).out == "outputs"
 
 
 def test_the_next_run_replaces_every_file_of_the_earlier_one_and_nothing_else(tmp_path, capsys):

@@ -115,7 +115,7 @@ def test_a_negative_progress_interval_is_refused(capsys, tmp_path, value):
 def test_autocast_is_not_entered_when_mixed_precision_is_off(monkeypatch):
     """Older torch on a Mac raises for torch.autocast('mps', enabled=False): fp32 never calls it."""
     monkeypatch.setattr(torch, "autocast", lambda *a, **k: (_ for _ in ()).throw(AssertionError("autocast")))
-    cfg = LLM.Config(precision="fp32")
+    cfg = LLM.RunConfig(precision="fp32")
     with LLM.mixed_precision(cfg, torch.device("cpu")):
         pass
 

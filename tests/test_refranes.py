@@ -111,4 +111,4 @@ def test_the_readme_shows_the_longer_run_the_benchmark_measures():
     assert LONGER_RUN == ["--preset", "longer"] and re.search(r"^python LLM\.py --preset longer$", readme, re.M)
     typed = vars(LLM.build_parser(defaults=False).parse_args(LONGER_RUN))
     cfg = LLM.validate(LLM.config_of(typed, "longer"))
-    assert cfg.epochs > LLM.Config().epochs and cfg.d_model > LLM.Config().d_model and cfg.out == "outputs/longer"
+    assert cfg.epochs > LLM.RunConfig().epochs and cfg.d_model > LLM.RunConfig().d_model and cfg.out == "outputs/longer"

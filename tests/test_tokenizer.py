@@ -21,7 +21,7 @@ CORPUS = LLM.read_text(ROOT / "refranes.txt")
 
 def learned(lines: list[str], vocab_size: int, text: str | None = None) -> LLM.BPETokenizer:
     return LLM.BPETokenizer.learn(text if text is not None else "\n".join(lines), lines,
-                                  LLM.Config(tokenizer="bpe", vocab_size=vocab_size))
+                                  LLM.RunConfig(tokenizer="bpe", vocab_size=vocab_size))
 
 
 def texts(tokenizer, ids) -> list[str]:
@@ -83,7 +83,7 @@ def literally(tokenizer: LLM.BPETokenizer, word: str) -> list[int]:
 
 
 def test_encoding_applies_the_merges_in_the_order_they_were_learned_on_the_whole_corpus():
-    data = LLM.prepare_any_text(CORPUS, LLM.Config(tokenizer="bpe", vocab_size=512))
+    data = LLM.prepare_any_text(CORPUS, LLM.RunConfig(tokenizer="bpe", vocab_size=512))
     tokenizer = data.tokenizer
     assert tokenizer.vocab_size == 512
     for word in {w for line in LLM.text_lines(CORPUS) for w in LLM.WORD.findall(line)}:
@@ -91,7 +91,7 @@ def test_encoding_applies_the_merges_in_the_order_they_were_learned_on_the_whole
 
 
 def test_encode_then_decode_gives_back_the_whole_corpus_held_out_lines_included():
-    data = LLM.prepare_any_text(CORPUS, LLM.Config(tokenizer="bpe", vocab_size=512))
+    data = LLM.prepare_any_text(CORPUS, LLM.RunConfig(tokenizer="bpe", vocab_size=512))
     ids = data.tokenizer.encode(CORPUS)
     assert data.tokenizer.decode(ids) == CORPUS
     assert 2.0 < len(CORPUS) / len(ids) < 3.0  # section 3: "a piece is about 2.3 characters"

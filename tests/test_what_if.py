@@ -16,8 +16,9 @@ from conftest import TINY_ARGV, one_line_error, run_into, tiny_config
 
 
 def model_without(*ideas, **changes):
+    """The tiny model, built as a run builds it: Part II takes the ideas out after building it."""
     torch.manual_seed(0)
-    return LLM.TransformerLM(11, tiny_config(without=ideas, **changes)).eval()
+    return LLM.build_model(11, tiny_config(without=ideas, **changes)).eval()
 
 
 def logits_of(model, ids):
@@ -30,44 +31,56 @@ IDS = [0, 3, 5, 2, 7, 1, 9, 4]
 
 # --- each switch removes its idea, and only it -----------------------------------------------------
 
-@pytest.mark.parametrize("attention", ["fast", "exact"])
-def test_without_the_causal_mask_a_later_character_changes_an_earlier_position(attention):
+@pytest.mark.parametrize("code", ["fast", "story"])
+def test_without_the_causal_mask_a_later_character_changes_an_earlier_position(code):
     changed = IDS[:-1] + [8]  # only the last character differs
-    masked = model_without(attention=attention)
+    masked = model_without(code=code)
     assert torch.equal(logits_of(masked, IDS)[:-1], logits_of(masked, changed)[:-1])  # the future is hidden
-    unmasked = model_without("causal-mask", attention=attention)
+    unmasked = model_without("causal-mask", code=code)
     assert unmasked.state_dict().keys() == masked.state_dict().keys()  # the same weights, only the mask is gone
     differs = (logits_of(unmasked, IDS)[:-1] - logits_of(unmasked, changed)[:-1]).abs().amax(dim=-1)  # (T-1,)
     assert (differs > 1e-4).all()  # every earlier position sees the last character
 
 
-@pytest.mark.parametrize("attention", ["fast", "exact"])
-def test_without_positions_the_model_cannot_tell_the_order(attention):
+@pytest.mark.parametrize("code", ["fast", "story"])
+def test_without_positions_the_model_cannot_tell_the_order(code):
     """With neither positions nor the mask, the model is permutation-equivariant: shuffling the
     characters shuffles the outputs the same way. Positions alone break that."""
     perm = torch.randperm(len(IDS), generator=torch.Generator().manual_seed(1)).tolist()
     shuffled = [IDS[i] for i in perm]
-    orderless = model_without("positions", "causal-mask", attention=attention)
+    orderless = model_without("positions", "causal-mask", code=code)
     torch.testing.assert_close(logits_of(orderless, shuffled), logits_of(orderless, IDS)[perm], rtol=1e-5, atol=1e-5)
-    ordered = model_without("causal-mask", attention=attention)
+    ordered = model_without("causal-mask", code=code)
     assert not torch.allclose(logits_of(ordered, shuffled), logits_of(ordered, IDS)[perm], atol=1e-3)
     idx = torch.tensor([IDS])
     torch.testing.assert_close(model_without("positions").embed(idx), model_without("positions").token_embedding(idx))
 
 
 def test_without_scaling_the_scores_are_the_unscaled_formula():
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 5, 8) for _ in range(3))
+    """The weights the model computes are softmax(QK^T + M), with Q, K from its own W_Q, W_K:
+    no division by sqrt(d_k); with scaling they are softmax(QK^T / sqrt(d_k) + M)."""
+    unscaled, scaled = model_without("scaling"), model_without()  # the same weights (seed 0)
+    x = torch.randn(1, 5, 16, generator=torch.Generator().manual_seed(3))
+    attention = scaled.layers[0].attention
+    q = LLM.split_heads(x @ attention.query.weight.T + attention.query.bias, 2)  # (1, 2, 5, 8)
+    k = LLM.split_heads(x @ attention.key.weight.T + attention.key.bias, 2)
     mask = LLM.causal_mask(5)
     by_hand = (q @ k.transpose(-2, -1)).masked_fill(~mask, float("-inf")).softmax(-1)  # no / sqrt(8)
-    out, weights = LLM.attention(q, k, v, mask, scaled=False)
+    _, weights = unscaled.layers[0].attention(x, return_weights=True)
     torch.testing.assert_close(weights, by_hand)
-    torch.testing.assert_close(out, by_hand @ v)
-    _, scaled = LLM.attention(q, k, v, mask)
-    assert not torch.allclose(scaled, weights)
-    torch.testing.assert_close(LLM.attention(q, k, v, None)[1], (q @ k.transpose(-2, -1) / math.sqrt(8)).softmax(-1))
-    fast, exact = model_without("scaling"), model_without("scaling", attention="exact")  # the same weights
-    torch.testing.assert_close(logits_of(fast, IDS), logits_of(exact, IDS), rtol=1e-5, atol=1e-5)
+    _, weights = scaled.layers[0].attention(x, return_weights=True)
+    torch.testing.assert_close(weights, (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(~mask, float("-inf")).softmax(-1))
+    fast, story = model_without("scaling", code="fast"), model_without("scaling", code="story")
+    torch.testing.assert_close(logits_of(fast, IDS), logits_of(story, IDS), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(logits_of(fast, IDS), logits_of(scaled, IDS), atol=1e-4)
+
+
+def test_part_one_knows_no_switch():
+    """Section 9's classes take no --without: the switches are Part II's, applied to a built model."""
+    import inspect
+    for cls in (LLM.MultiHeadSelfAttention, LLM.EncoderLayer, LLM.TransformerLM):
+        assert "without" not in inspect.getsource(cls) and "without" not in str(inspect.signature(cls))
+    assert "without" not in LLM.fields(LLM.Config).__repr__() and "without" in {f.name for f in LLM.fields(LLM.RunConfig)}
 
 
 def test_without_residual_each_block_replaces_its_input():
@@ -94,7 +107,7 @@ def test_without_layer_norm_every_norm_is_the_identity_and_the_count_says_so():
 
 
 def test_the_switches_are_checked_and_kept_in_one_order(capsys):
-    cfg = LLM.validate(LLM.Config(without=("layer-norm", "causal-mask", "layer-norm")), check_device=False)
+    cfg = LLM.validate(LLM.RunConfig(without=("layer-norm", "causal-mask", "layer-norm")), check_device=False)
     assert cfg.without == ("causal-mask", "layer-norm")
     one_line_error(capsys, TINY_ARGV + ["--without", "attention"], "--without knows", "attention")
     one_line_error(capsys, TINY_ARGV + ["--what-if", "--without", "scaling"], "leave out --without")
@@ -111,7 +124,7 @@ def maskless_run(tmp_path_factory):
 def test_a_checkpoint_keeps_its_switches_and_every_file_names_them(maskless_run, capsys):
     model, _, cfg, _ = LLM.load_checkpoint(maskless_run / "model.pt", "cpu")
     assert cfg.without == ("causal-mask", "positions")
-    assert not model.layers[0].attention.causal and not model.positions
+    assert model.layers[0].attention.causal_mask.all() and not model.positional_encoding.any()
     assert "trained without causal-mask, positions" in (maskless_run / "table.txt").read_text(encoding="utf-8")
     assert "**without causal-mask, positions**" in (maskless_run / "README.md").read_text(encoding="utf-8")
     assert '"without":["causal-mask","positions"]' in (maskless_run / "explorer.html").read_text(encoding="utf-8")
@@ -166,11 +179,11 @@ def epoch(n, train, val, clipped=0.1):
 
 
 def test_epoch_notes_speak_only_when_the_numbers_call_for_it():
-    cfg = LLM.Config()
+    cfg = LLM.RunConfig()
     notes = LLM.epoch_notes
     assert "below the training loss" in " ".join(notes([epoch(1, 2.2, 2.0)], cfg))
     assert "dropout" not in " ".join(notes([epoch(1, 2.2, 2.0)], cfg))
-    assert "dropout (0.1) is on while training" in " ".join(notes([epoch(1, 2.2, 2.0)], LLM.Config(dropout=0.1)))
+    assert "dropout (0.1) is on while training" in " ".join(notes([epoch(1, 2.2, 2.0)], LLM.RunConfig(dropout=0.1)))
     assert notes([epoch(1, 2.2, 2.0), epoch(2, 1.9, 1.8)], cfg) == []  # still below: said once
     assert "now above the training loss" in " ".join(notes([epoch(1, 2.2, 2.0), epoch(2, 1.7, 1.75)], cfg))
     growing = [epoch(1, 1.8, 1.81), epoch(2, 1.6, 1.65), epoch(3, 1.4, 1.6)]
@@ -179,7 +192,7 @@ def test_epoch_notes_speak_only_when_the_numbers_call_for_it():
     stalled = [epoch(1, 1.8, 1.70), epoch(2, 1.6, 1.72), epoch(3, 1.5, 1.71)]
     assert "has not fallen for two epochs (the best is still 1.700)" in " ".join(notes(stalled, cfg))
     assert "clipped in 80% of the steps" in " ".join(notes([epoch(1, 1.8, 1.9, clipped=0.8)], cfg))
-    assert notes([epoch(1, 1.8, 1.9, clipped=0.8)], LLM.Config(clip=0)) == []  # nothing is clipped with --clip 0
+    assert notes([epoch(1, 1.8, 1.9, clipped=0.8)], LLM.RunConfig(clip=0)) == []  # nothing is clipped with --clip 0
     assert notes([epoch(1, 1.9, 1.95), epoch(2, 1.8, 1.85)], cfg) == []  # an ordinary epoch: nothing to say
 
 
@@ -219,7 +232,7 @@ def test_the_lessons_use_only_the_numbers_there_are():
     """A run with --test-fraction 0 has no test loss: the sentences leave it out rather than fail."""
     history = lambda train, val, clipped=0.2: [{"epoch": 1, "train_loss": train, "val_loss": val, "clipped": clipped}]  # noqa: E731
     base = LLM.WhatIf("as it is", "", history(1.9, 1.8), None, (40, 50), "No hay", 0.4)
-    cfg = LLM.Config()
+    cfg = LLM.RunConfig()
     for idea, numbers in (("causal-mask", (0.01, 0.02)), ("positions", (2.0, 1.98)), ("scaling", (1.9, 1.86)),
                           ("residual", (2.3, 2.25)), ("layer-norm", (1.75, 1.72, 0.8))):
         r = LLM.WhatIf(f"without {idea}", idea, history(*numbers), None, (10, 50), "No hay", 0.7)
@@ -235,7 +248,7 @@ def test_the_report_names_a_data_file_whose_name_is_not_utf8_in_utf8():
     """Linux allows any bytes in a file name: the report writes a stray one as \\xNN, and stays UTF-8."""
     history = [{"epoch": 1, "train_loss": 1.9, "val_loss": 1.8, "clipped": 0.2}]
     base = LLM.WhatIf("as it is", "", history, None, (40, 50), "No hay", 0.4)
-    report = LLM.what_if_report([base], LLM.Config(data=os.fsdecode(b"/tmp/prov\xff.txt")), 3.0)
+    report = LLM.what_if_report([base], LLM.RunConfig(data=os.fsdecode(b"/tmp/prov\xff.txt")), 3.0)
     assert "on `prov\\xff.txt`" in report and report.encode("utf-8")
 
 
