@@ -206,6 +206,39 @@ def test_attention_module_equals_torch_multihead_attention_with_the_same_weights
     torch.testing.assert_close(weights, expected_weights, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("code", ["auto", "fast"])
+def test_a_run_on_a_cpu_trains_with_the_code_the_story_shows_unless_asked_otherwise(code, monkeypatch, tmp_path,
+                                                                                 capsys):
+    """What is read is what runs: by default, on a CPU, every training step goes through Part I's
+    attention() (each layer, each step) and Adam.step, and the run says so; --code fast runs
+    neither (PyTorch's fused kernel and FastAdam instead) and says that."""
+    from conftest import TINY_ARGV
+    calls = {"attention": 0, "adam": 0}
+    attention, adam_step = LLM.attention, LLM.Adam.step
+
+    def counted_attention(*args):
+        calls["attention"] += 1
+        return attention(*args)
+
+    def counted_step(self):
+        calls["adam"] += 1
+        return adam_step(self)
+
+    monkeypatch.setattr(LLM, "attention", counted_attention)
+    monkeypatch.setattr(LLM.Adam, "step", counted_step)
+    argv = TINY_ARGV + ["--epochs", "1", "--pictures", "--device", "cpu", "--code", code, "--out", str(tmp_path)]
+    assert LLM.main(argv) == 0
+    out = capsys.readouterr().out
+    steps = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")[3]["training"]["step"]  # one epoch's steps
+    assert steps > 0
+    if code == "auto":
+        assert "code: the story's (Part I's attention() and Adam, as written)" in out
+        assert calls["adam"] == steps and calls["attention"] >= 2 * steps  # two layers, every step
+    else:
+        assert "code: fast (fused attention" in out
+        assert calls == {"attention": 0, "adam": 0}
+
+
 def test_the_fast_and_the_story_code_give_the_same_logits_and_loss():
     idx = torch.randint(0, 11, (4, 20))
     fast, exact = tiny_model(code="fast"), tiny_model(code="story")
