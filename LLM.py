@@ -1167,46 +1167,11 @@ TEMPERATURE_RANGE = (0.01, 100.0)  # the sampling temperatures allowed
 
 def validate(cfg: Config, check_device: bool = True) -> Config:
     """Refuse impossible settings with one clear sentence each (raised as UserError)."""
-    positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "eval_batch", "epochs", "max_chars",
-                "chat_epochs", "chat_weight", "vocab_size"]
-    for name in positive:
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
     if not cfg.out.strip():  # '' would be the current folder, with whatever files it holds
         raise UserError("--out must name a folder for the outputs, got an empty name")
     check_names({"--out": cfg.out, "--data": cfg.data})
-    if cfg.d_model % cfg.n_heads != 0:
-        raise UserError(f"--d-model ({cfg.d_model}) must be divisible by --heads ({cfg.n_heads}): "
-                        f"each head gets d_model / heads numbers")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise UserError(f"--dropout must be in [0, 1), got {cfg.dropout}")
-    if not 0.0 < cfg.val_fraction < 1.0:
-        raise UserError(f"--val-fraction must be between 0 and 1, got {cfg.val_fraction}")
-    if not (0.0 <= cfg.test_fraction < 1.0 and cfg.val_fraction + cfg.test_fraction < 1.0):
-        raise UserError(f"--test-fraction must be 0 or more, and --val-fraction + --test-fraction below 1 "
-                        f"(something must be left to train on), got {cfg.val_fraction} + {cfg.test_fraction}")
-    if not 0 <= cfg.seed < 2 ** 32:
-        raise UserError(f"--seed must be a whole number from 0 to {2 ** 32 - 1}, got {cfg.seed}")
-    if cfg.vocab_size > MAX_VOCABULARY:
-        raise UserError(f"--vocab-size can be at most {MAX_VOCABULARY:,}, got {cfg.vocab_size}")
-    if cfg.max_chars > MAX_CHARS:
-        raise UserError(f"--max-chars can be at most {MAX_CHARS:,} (a sample that long is a book), got {cfg.max_chars}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise UserError(f"--lr must be a positive number, got {cfg.lr}")
-    inside = {"beta1": ("[0, 1)", 0 <= cfg.beta1 < 1), "beta2": ("[0, 1)", 0 <= cfg.beta2 < 1),
-              "lr_floor": ("[0, 1]", 0 <= cfg.lr_floor <= 1), "warmup_cap": ("(0, 1]", 0 < cfg.warmup_cap <= 1)}
-    for name, (interval, ok) in inside.items():
-        if not ok:  # NaN fails every comparison, so it is refused too
-            raise UserError(f"{flag_of(name)} must be in {interval}, got {getattr(cfg, name)}")
-    for name in ("eps", "chat_lr_divisor"):
-        if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
-            raise UserError(f"{flag_of(name)} must be a positive number, got {getattr(cfg, name)}")
-    for name in ("snapshot", "top_k", "warmup", "patience"):
-        if getattr(cfg, name) < 0:
-            raise UserError(f"{flag_of(name)} must be 0 or more, got {getattr(cfg, name)}")
-    for name in ("clip", "weight_decay", "progress"):
-        if not (getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name))):
-            raise UserError(f"{flag_of(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
+    validate_shape_and_splits(cfg)
+    validate_numbers(cfg)
     unknown = [name for name in cfg.pictures if name not in PICTURES and name != "all"]
     if unknown:
         raise UserError(f"--pictures knows all {' '.join(PICTURES)}; not: {' '.join(unknown)}")
@@ -1222,6 +1187,51 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
         raise UserError("--compile needs a C++ compiler (g++ or clang++) on a CPU, and none was found: "
                         "leave out --compile, or install one")
     return cfg
+
+
+def validate_shape_and_splits(cfg: Config):
+    """Sizes that must be positive, heads that divide the width, fractions that leave text to train on."""
+    positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "eval_batch", "epochs", "max_chars",
+                "chat_epochs", "chat_weight", "vocab_size"]
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
+    if cfg.d_model % cfg.n_heads != 0:
+        raise UserError(f"--d-model ({cfg.d_model}) must be divisible by --heads ({cfg.n_heads}): "
+                        f"each head gets d_model / heads numbers")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {cfg.val_fraction}")
+    if not (0.0 <= cfg.test_fraction < 1.0 and cfg.val_fraction + cfg.test_fraction < 1.0):
+        raise UserError(f"--test-fraction must be 0 or more, and --val-fraction + --test-fraction below 1 "
+                        f"(something must be left to train on), got {cfg.val_fraction} + {cfg.test_fraction}")
+    if cfg.vocab_size > MAX_VOCABULARY:
+        raise UserError(f"--vocab-size can be at most {MAX_VOCABULARY:,}, got {cfg.vocab_size}")
+    if cfg.max_chars > MAX_CHARS:
+        raise UserError(f"--max-chars can be at most {MAX_CHARS:,} (a sample that long is a book), got {cfg.max_chars}")
+
+
+def validate_numbers(cfg: Config):
+    """The seed, the rates and the optimizer's numbers: in range and finite (NaN fails every comparison)."""
+    if not 0 <= cfg.seed < 2 ** 32:
+        raise UserError(f"--seed must be a whole number from 0 to {2 ** 32 - 1}, got {cfg.seed}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UserError(f"--lr must be a positive number, got {cfg.lr}")
+    inside = {"beta1": ("[0, 1)", 0 <= cfg.beta1 < 1), "beta2": ("[0, 1)", 0 <= cfg.beta2 < 1),
+              "lr_floor": ("[0, 1]", 0 <= cfg.lr_floor <= 1), "warmup_cap": ("(0, 1]", 0 < cfg.warmup_cap <= 1)}
+    for name, (interval, ok) in inside.items():
+        if not ok:
+            raise UserError(f"{flag_of(name)} must be in {interval}, got {getattr(cfg, name)}")
+    for name in ("eps", "chat_lr_divisor"):
+        if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
+            raise UserError(f"{flag_of(name)} must be a positive number, got {getattr(cfg, name)}")
+    for name in ("snapshot", "top_k", "warmup", "patience"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{flag_of(name)} must be 0 or more, got {getattr(cfg, name)}")
+    for name in ("clip", "weight_decay", "progress"):
+        if not (getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name))):
+            raise UserError(f"{flag_of(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
 
 
 def validate_choices_and_sampling(cfg: Config):
@@ -2708,18 +2718,34 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: s
     lines.append("-" * (width + 80))
     for name, p in named:
         lines.append(f"{name:<{width}}  {str(tuple(p.shape)):<10} {p.numel():>9,}  {parameter_role(name)}")
+    norms = "layer-norm" not in cfg.without  # --without layer-norm: identities, no parameters
+    attention_count, ffn_count = 4 * C * C + 4 * C, 2 * C * d_ff + d_ff + C
+    lines += ["", "SUBTOTALS, WITH THE FORMULA THAT GIVES EACH",
+              "-------------------------------------------",
+              f"{'component':<26} {'formula':<52} {'by formula':>11} {'counted':>9}"]
+    for component, formula, by_formula, counted in parameter_subtotals(named, cfg, V):
+        mark = "" if by_formula == counted else "   <- MISMATCH"
+        lines.append(f"{component:<26} {formula:<52} {by_formula:>11,} {counted:>9,}{mark}")
+    lines += ["", f"Total parameters: {total:,} (= sum of p.numel() over all {len(named)} tensors)",
+              f"Per layer: attention {attention_count:,} = 4*{C}^2 + 4*{C}; "
+              f"feed-forward {ffn_count:,} = 2*{C}*{d_ff} + {d_ff} + {C}; norms {4 * C * norms} = {4 * norms}*{C}",
+              f"Attention heads split C; they add no parameters: {H} heads x D = {C // H} "
+              f"uses the same 4*C^2 + 4*C.", ""]
+    return "\n".join(lines + tensor_statistics(named, width)) + "\n"
+
+
+def parameter_subtotals(named: list, cfg: Config, V: int) -> list[tuple[str, str, int, int]]:
+    """(component, formula, value by formula, value counted from the tensors), layer by layer."""
+    C, d_ff, N = cfg.d_model, cfg.d_ff, cfg.n_layers
 
     def actual(prefix: str) -> int:
         return sum(p.numel() for n, p in named if n.startswith(prefix))
 
-    attention_count = 4 * C * C + 4 * C
-    ffn_count = 2 * C * d_ff + d_ff + C
-    norms = "layer-norm" not in cfg.without  # --without layer-norm: identities, no parameters
+    attention_count, ffn_count = 4 * C * C + 4 * C, 2 * C * d_ff + d_ff + C
+    norms = "layer-norm" not in cfg.without
     layer_count = attention_count + ffn_count + 4 * C * norms
-    rows = [  # (component, formula, value by formula, value counted from the tensors)
-        ("token embedding", "V*C", V * C, actual("token_embedding.")),
-        ("positional encoding", "0 (fixed sinusoids)", 0, 0),
-    ]
+    rows = [("token embedding", "V*C", V * C, actual("token_embedding.")),
+            ("positional encoding", "0 (fixed sinusoids)", 0, 0)]
     for i in range(N):  # layer i + 1, as the pictures count; its tensors are named layers.<i>. (PyTorch counts from 0)
         rows += [
             (f"layer {i + 1}: attention", "4*C^2 + 4*C", attention_count, actual(f"layers.{i}.attention.")),
@@ -2729,29 +2755,24 @@ def parameter_report(model: TransformerLM, cfg: Config, vocab_size: int, unit: s
             (f"layer {i + 1}: total", "4*C^2 + 2*C*F + F + " + ("9*C" if norms else "5*C"), layer_count,
              actual(f"layers.{i}.")),
         ]
-    rows += [("final layer norm", "2*C" if norms else "0 (--without layer-norm)", 2 * C * norms, actual("final_norm.")),
-             ("linear head", "C*V + V", C * V + V, actual("lm_head.")),
-             ("TOTAL", parameter_formula(cfg), V * C + N * layer_count + 2 * C * norms + C * V + V, total)]
-    lines += ["", "SUBTOTALS, WITH THE FORMULA THAT GIVES EACH",
-              "-------------------------------------------",
-              f"{'component':<26} {'formula':<52} {'by formula':>11} {'counted':>9}"]
-    for component, formula, by_formula, counted in rows:
-        mark = "" if by_formula == counted else "   <- MISMATCH"
-        lines.append(f"{component:<26} {formula:<52} {by_formula:>11,} {counted:>9,}{mark}")
-    lines += ["", f"Total parameters: {total:,} (= sum of p.numel() over all {len(named)} tensors)",
-              f"Per layer: attention {attention_count:,} = 4*{C}^2 + 4*{C}; "
-              f"feed-forward {ffn_count:,} = 2*{C}*{d_ff} + {d_ff} + {C}; norms {4 * C * norms} = {4 * norms}*{C}",
-              f"Attention heads split C; they add no parameters: {H} heads x D = {C // H} "
-              f"uses the same 4*C^2 + 4*C.",
-              "", "STATISTICS OF EVERY TENSOR AT THE END OF TRAINING",
-              "-------------------------------------------------",
-              f"{'name':<{width}}  {'mean':>9} {'std':>9} {'min':>9} {'max':>9}"]
+    total = sum(p.numel() for _, p in named)
+    return rows + [("final layer norm", "2*C" if norms else "0 (--without layer-norm)", 2 * C * norms,
+                    actual("final_norm.")),
+                   ("linear head", "C*V + V", C * V + V, actual("lm_head.")),
+                   ("TOTAL", parameter_formula(cfg), V * C + N * layer_count + 2 * C * norms + C * V + V, total)]
+
+
+def tensor_statistics(named: list, width: int) -> list[str]:
+    """parameters.txt's last table: each tensor's mean, std, min and max."""
+    lines = ["STATISTICS OF EVERY TENSOR AT THE END OF TRAINING",
+             "-------------------------------------------------",
+             f"{'name':<{width}}  {'mean':>9} {'std':>9} {'min':>9} {'max':>9}"]
     for name, p in named:
         p = p.detach().float()
         std = p.std().item() if p.numel() > 1 else 0.0
         lines.append(f"{name:<{width}}  {p.mean().item():>9.4f} {std:>9.4f} "
                      f"{p.min().item():>9.4f} {p.max().item():>9.4f}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer) -> str:
@@ -2939,27 +2960,9 @@ class EpochPictures:
         add("embedding", 0, -1.2, "embedding")
         add("+PE", 0, -2.4, "+ positional\n   encoding")
         G.add_edges_from([("ids", "embedding"), ("embedding", "+PE")], kind="flow")
-        previous, H = "+PE", cfg.n_heads
+        previous = "+PE"
         for i in range(cfg.n_layers):
-            x = 1.3 * (i + 1)
-            add(f"L{i}.norm1", x, 0, "norm")
-            for h in range(H):
-                add(f"L{i}.head{h}", x + (h - (H - 1) / 2) * min(0.28, 1.0 / H), -1.0, f"h{h + 1}")
-            add(f"L{i}.out", x, -2.0, "W_O")
-            add(f"L{i}.add1", x, -2.8, "+")
-            add(f"L{i}.norm2", x, -3.6, "norm")
-            add(f"L{i}.expand", x, -4.6, "W_1")
-            add(f"L{i}.contract", x, -5.6, "W_2")
-            add(f"L{i}.add2", x, -6.5, "+")
-            G.add_edge(previous, f"L{i}.norm1", kind="flow")
-            for h in range(H):
-                G.add_edge(f"L{i}.norm1", f"L{i}.head{h}", kind="flow")
-                G.add_edge(f"L{i}.head{h}", f"L{i}.out", kind="flow")
-            G.add_edges_from([(f"L{i}.out", f"L{i}.add1"), (f"L{i}.add1", f"L{i}.norm2"),
-                              (f"L{i}.norm2", f"L{i}.expand"), (f"L{i}.expand", f"L{i}.contract"),
-                              (f"L{i}.contract", f"L{i}.add2")], kind="flow")
-            G.add_edge(previous, f"L{i}.add1", kind="residual")
-            G.add_edge(f"L{i}.add1", f"L{i}.add2", kind="residual")
+            EpochPictures._add_layer(G, add, i, cfg.n_heads, previous)
             previous = f"L{i}.add2"
         x = 1.3 * (cfg.n_layers + 1)
         add("final norm", x, -4.6, "norm")
@@ -2967,6 +2970,29 @@ class EpochPictures:
         add("logits", x, -6.5, "logits")
         G.add_edges_from([(previous, "final norm"), ("final norm", "head"), ("head", "logits")], kind="flow")
         return G, pos
+
+    @staticmethod
+    def _add_layer(G, add, i: int, H: int, previous: str):
+        """Encoder layer i as nodes one column wide: norm, H heads, W_O, +, norm, W_1, W_2, +."""
+        x = 1.3 * (i + 1)
+        add(f"L{i}.norm1", x, 0, "norm")
+        for h in range(H):
+            add(f"L{i}.head{h}", x + (h - (H - 1) / 2) * min(0.28, 1.0 / H), -1.0, f"h{h + 1}")
+        add(f"L{i}.out", x, -2.0, "W_O")
+        add(f"L{i}.add1", x, -2.8, "+")
+        add(f"L{i}.norm2", x, -3.6, "norm")
+        add(f"L{i}.expand", x, -4.6, "W_1")
+        add(f"L{i}.contract", x, -5.6, "W_2")
+        add(f"L{i}.add2", x, -6.5, "+")
+        G.add_edge(previous, f"L{i}.norm1", kind="flow")
+        for h in range(H):
+            G.add_edge(f"L{i}.norm1", f"L{i}.head{h}", kind="flow")
+            G.add_edge(f"L{i}.head{h}", f"L{i}.out", kind="flow")
+        G.add_edges_from([(f"L{i}.out", f"L{i}.add1"), (f"L{i}.add1", f"L{i}.norm2"),
+                          (f"L{i}.norm2", f"L{i}.expand"), (f"L{i}.expand", f"L{i}.contract"),
+                          (f"L{i}.contract", f"L{i}.add2")], kind="flow")
+        G.add_edge(previous, f"L{i}.add1", kind="residual")
+        G.add_edge(f"L{i}.add1", f"L{i}.add2", kind="residual")
 
     @staticmethod
     def _weights(model):
@@ -3236,8 +3262,7 @@ def loss_picture(run: Finished) -> list[Drawing]:
     """loss.png: train and validation loss per epoch, the learning rate on a second axis."""
     from matplotlib.lines import Line2D
     history, best, test_loss = run.history, run.best, run.test_loss
-    snapshots = [epoch for epoch, _ in run.epochs.drawn] if run.epochs else []
-    epochs = [r["epoch"] for r in history]
+    snapshots, epochs = [epoch for epoch, _ in run.epochs.drawn] if run.epochs else [], [r["epoch"] for r in history]
     fig = new_figure(9, 4.8)
     ax = fig.subplots()
     for epoch in snapshots:
@@ -3272,6 +3297,12 @@ def loss_picture(run: Finished) -> list[Drawing]:
                  "Loss per epoch: the gap between the curves is what the model learned by heart", fontsize=12)
     fig.subplots_adjust(left=0.09, right=0.9, top=0.92, bottom=0.11)
     save_figure(fig, run.setup.out / "loss.png")
+    return [Drawing("loss.png", "loss.png: learning, epoch by epoch", loss_text(run))]
+
+
+def loss_text(run: Finished) -> str:
+    """What the gallery says of loss.png, with this run's numbers."""
+    history, best = run.history, run.best
     tested = ", and the red diamond the test loss of that model, measured once at the end" if run.test_loss else ""
     V, last = run.setup.data.tokenizer.vocab_size, history[-1]
     start = (f" Before training the model scored {run.untrained_loss:.3f}; even guesses over the {V} "
@@ -3286,13 +3317,13 @@ def loss_picture(run: Finished) -> list[Drawing]:
     unit = run.setup.data.tokenizer.unit
     bits = (f" ({best['val_bits_per_char']:.3f} bits per character, the figure that compares with a model of "
             "characters)" if unit != "character" and "val_bits_per_char" in best else "")
-    return [Drawing("loss.png", "loss.png: learning, epoch by epoch", (
+    return (
         f"Train loss (blue) and validation loss (orange) per epoch, in nats per {unit}; the grey dashed line "
         "is the learning rate (right axis): the short warm-up, then the cosine down to its floor. The star is the "
         f"best epoch, the one kept in model.pt{tested}. Here the best validation loss is "
         f"{best['val_loss']:.3f} at epoch {best['epoch']}{bits}.{start}{relation} What to look for: both curves fall fast in the "
         "first epochs (spelling is easy), then slowly; when the validation curve stops falling while the training "
-        "curve goes on, the model is learning the training lines by heart, and early stopping ends the run."))]
+        "curve goes on, the model is learning the training lines by heart, and early stopping ends the run.")
 
 
 @picture("attention")
@@ -3364,19 +3395,7 @@ def embeddings_picture(run: Finished) -> list[Drawing]:
     counts = token_counts(run.setup.data)
     labelled = set(sorted(range(len(texts)), key=lambda i: (-counts[i], i))[:EMBEDDING_LABELS])  # the most frequent
     for ax, table, when in zip(axes, (before, after), ("at the start of training", "at the end of training")):
-        xy, explained = pca_2d(table)
-        for i, ((x, y), c, kind) in enumerate(zip(xy.tolist(), texts, kinds)):
-            if i in labelled:
-                ax.text(x, y, show(c), color=KIND_COLORS[kind], fontsize=11 if len(texts) <= 100 else 9,
-                        ha="center", va="center", fontweight="bold" if kind == "vowel" else "normal")
-            else:  # a rarer piece: a dot
-                ax.plot(x, y, ".", color=KIND_COLORS[kind], alpha=0.35, markersize=3)
-        pad = 0.08 * float((xy.max(0).values - xy.min(0).values).max())
-        ax.set_xlim(float(xy[:, 0].min()) - pad, float(xy[:, 0].max()) + pad)
-        ax.set_ylim(float(xy[:, 1].min()) - pad, float(xy[:, 1].max()) + pad)
-        ax.set_xlabel(f"first principal direction ({explained[0]:.0%} of the variance)", fontsize=10)
-        ax.set_ylabel(f"second principal direction ({explained[1]:.0%})", fontsize=10)
-        ax.tick_params(labelsize=9)
+        draw_embedding_map(ax, table, texts, kinds, labelled)
         ax.set_title(f"{tokenizer.unit.capitalize()} embeddings {when}", fontsize=12)
     axes[1].legend(handles=[Line2D([], [], ls="", marker="s", color=color, label=kind)
                             for kind, color in KIND_COLORS.items() if kind in kinds],
@@ -3396,6 +3415,24 @@ def embeddings_picture(run: Finished) -> list[Drawing]:
         f"{tokenizer.unit}s whose vectors point most nearly the same way as 'a' are {near('a')}, and as '.' are "
         f"{near('.')}.{pieces} Two directions show only part of the picture: the axis labels say how much of the "
         "spread they hold."))]
+
+
+def draw_embedding_map(ax, table: torch.Tensor, texts: list[str], kinds: list[str], labelled: set):
+    """One side of embeddings.png: the rows of the table in 2-D by PCA, each written as its token
+    (or, for a rare piece, a dot) in the colour of its kind."""
+    xy, explained = pca_2d(table)
+    for i, ((x, y), c, kind) in enumerate(zip(xy.tolist(), texts, kinds)):
+        if i in labelled:
+            ax.text(x, y, show(c), color=KIND_COLORS[kind], fontsize=11 if len(texts) <= 100 else 9,
+                    ha="center", va="center", fontweight="bold" if kind == "vowel" else "normal")
+        else:  # a rarer piece: a dot
+            ax.plot(x, y, ".", color=KIND_COLORS[kind], alpha=0.35, markersize=3)
+    pad = 0.08 * float((xy.max(0).values - xy.min(0).values).max())
+    ax.set_xlim(float(xy[:, 0].min()) - pad, float(xy[:, 0].max()) + pad)
+    ax.set_ylim(float(xy[:, 1].min()) - pad, float(xy[:, 1].max()) + pad)
+    ax.set_xlabel(f"first principal direction ({explained[0]:.0%} of the variance)", fontsize=10)
+    ax.set_ylabel(f"second principal direction ({explained[1]:.0%})", fontsize=10)
+    ax.tick_params(labelsize=9)
 
 
 @picture("epochs")
@@ -4680,18 +4717,10 @@ def what_if_lesson(r: WhatIf, base: WhatIf, cfg: Config) -> str:
     dv = last["val_loss"] - first["val_loss"]
     share, base_share = r.words[0] / max(r.words[1], 1), base.words[0] / max(base.words[1], 1)
     against = f"{last['val_loss']:.3f} against {first['val_loss']:.3f} as it is"
-    deeper = (f" At {cfg.n_layers} layers the signal crosses {2 * cfg.n_layers} blocks; the README measures 6 layers "
+    deeper = (f" At {cfg.n_layers} layers the signal crosses {2 * cfg.n_layers} blocks; tests/BENCHMARK.md measures 6 layers "
               f"(`--layers 6 --what-if`)." if cfg.n_layers < 6 else "")
     if r.idea == "causal-mask":
-        if last["train_loss"] < first["train_loss"] - 0.2:
-            return (f"Its training loss fell to {last['train_loss']:.3f} (as it is: {first['train_loss']:.3f}), and its "
-                    f"validation loss with it ({last['val_loss']:.3f}" + (f", test {r.test_loss:.3f}" if r.test_loss is not None
-                                                                          else "") + "): every position could "
-                    f"read the character it had to predict, and learned to copy it. Those losses were measured the same "
-                    f"way, with the answer in sight, so they prove nothing. Writing, there is no answer ahead to copy: "
-                    f"{share:.0%} of its words are words of the corpus (as it is: {base_share:.0%}).")
-        return (f"Its losses ({against}) did not fall below the run as it is: at this size it did not learn to copy "
-                f"the next character it could see; {share:.0%} of its words are words of the corpus.")
+        return mask_lesson(r, base, share, base_share, against)
     if r.idea == "positions":
         how = ("higher" if dv > 0.05 else "barely different")
         return (f"Its validation loss ended {how}: {against}. Without positions \u201csal\u201d and \u201clas\u201d "
@@ -4715,6 +4744,20 @@ def what_if_lesson(r: WhatIf, base: WhatIf, cfg: Config) -> str:
             + f" The gradient was clipped in {clipped:.0%} of the last epoch's steps ({base_clipped:.0%} as it is): "
               f"nothing keeps the activations at one scale any more, and clipping is left to hold the steps in check."
             + deeper)
+
+
+def mask_lesson(r: WhatIf, base: WhatIf, share: float, base_share: float, against: str) -> str:
+    """what_if_lesson for --without causal-mask: a model that copies what it can see."""
+    last, first = r.history[-1], base.history[-1]
+    if last["train_loss"] < first["train_loss"] - 0.2:
+        return (f"Its training loss fell to {last['train_loss']:.3f} (as it is: {first['train_loss']:.3f}), and its "
+                f"validation loss with it ({last['val_loss']:.3f}" + (f", test {r.test_loss:.3f}" if r.test_loss is not None
+                                                                      else "") + "): every position could "
+                f"read the character it had to predict, and learned to copy it. Those losses were measured the same "
+                f"way, with the answer in sight, so they prove nothing. Writing, there is no answer ahead to copy: "
+                f"{share:.0%} of its words are words of the corpus (as it is: {base_share:.0%}).")
+    return (f"Its losses ({against}) did not fall below the run as it is: at this size it did not learn to copy "
+            f"the next character it could see; {share:.0%} of its words are words of the corpus.")
 
 
 def draw_what_if(results: list[WhatIf], path: Path):
@@ -4904,27 +4947,8 @@ class Chat:
             if name == "/help":
                 self.log(CHAT_HELP.format(**{**asdict(s), "greedy": "on" if s.greedy else "off",
                                              "target": self.target, "chat_epochs": self.typed_cfg.chat_epochs}))
-            elif name == "/temp":
-                value = float(argument)
-                if temperature_problem(value):
-                    raise ValueError
-                s.temperature = value
-                self.log(f"  temperature = {value}")
-            elif name == "/topk":
-                value = int(argument)
-                if value < 0:
-                    raise ValueError
-                s.top_k = value
-                self.log(f"  top-k = {value or 'off (all characters)'}")
-            elif name == "/topp":
-                value = float(argument)
-                if not 0 < value <= 1:
-                    raise ValueError
-                s.top_p = value
-                self.log(f"  top-p = {value}")
-            elif name == "/greedy":
-                s.greedy = not s.greedy
-                self.log(f"  greedy = {'on' if s.greedy else 'off'}")
+            elif name in ("/temp", "/topk", "/topp", "/greedy"):
+                self.set_sampling(name, argument)
             elif name == "/train":
                 epochs = int(argument) if argument is not None else self.typed_cfg.chat_epochs
                 if epochs <= 0:
@@ -4939,22 +4963,51 @@ class Chat:
                      + {"/temp": "/temp 0.8 (from 0.01 to 100)", "/topk": "/topk 5", "/topp": "/topp 0.9", "/train": "/train 3"}[name])
         return True
 
-    def teach(self, epochs: int):
-        """/train: more epochs on the corpus plus the typed lines, then save the model."""
-        cfg = self.trained_cfg
+    def set_sampling(self, name: str, argument: str | None):
+        """/temp, /topk, /topp, /greedy: change how the next answers are sampled (a ValueError
+        for an impossible value)."""
+        s = self.sampling
+        if name == "/greedy":
+            s.greedy = not s.greedy
+            self.log(f"  greedy = {'on' if s.greedy else 'off'}")
+            return
+        value = int(argument) if name == "/topk" else float(argument)
+        if ((name == "/temp" and temperature_problem(value)) or (name == "/topk" and value < 0)
+                or (name == "/topp" and not 0 < value <= 1)):
+            raise ValueError
+        if name == "/temp":
+            s.temperature = value
+            self.log(f"  temperature = {value}")
+        elif name == "/topk":
+            s.top_k = value
+            self.log(f"  top-k = {value or 'off (all characters)'}")
+        else:
+            s.top_p = value
+            self.log(f"  top-p = {value}")
+
+    def lines_to_teach(self) -> tuple[list[str], str] | None:
+        """(the typed lines, log included, each once; the corpus) for /train, or None when there
+        is nothing to train on (said so)."""
         logged = self.read_chat_log() if self.chat_log and self.chat_log.exists() else []
         if logged is None:  # the log was edited into something unreadable: said so; keep chatting
-            return
+            return None
         typed = list(dict.fromkeys(line.strip() for line in logged + self.typed if line.strip()))
         if not typed:
             self.log("  nothing typed yet: type some lines (whole proverbs teach best), then /train")
-            return
+            return None
         try:
-            corpus = read_text(cfg.data)
+            return typed, read_text(self.trained_cfg.data)
         except UserError as e:
-            moved = "" if Path(cfg.data).exists() else " (moved? start the chat with --data ITS_NEW_PLACE)"
+            moved = "" if Path(self.trained_cfg.data).exists() else " (moved? start the chat with --data ITS_NEW_PLACE)"
             self.log(f"  cannot train: {e}{moved}")
+            return None
+
+    def teach(self, epochs: int):
+        """/train: more epochs on the corpus plus the typed lines, then save the model."""
+        cfg, found = self.trained_cfg, self.lines_to_teach()
+        if found is None:
             return
+        typed, corpus = found
         self.model, self.tokenizer, added = extend_vocabulary(self.model, self.tokenizer,
                                                               corpus + "".join(typed), cfg)
         if added:
@@ -5625,10 +5678,8 @@ def notebook_log(line: str, width: int = 96):
                             break_on_hyphens=False, drop_whitespace=True) if len(part) > width else part)
 
 
-def run_command(argv: list[str], notebook: bool):
-    """What the flags ask for: a new run (the default), --resume, --init-from, --eval, --generate,
-    --chat, --what-if or --explorer."""
-    args = build_parser().parse_args(argv)
+def settings_of(args, argv: list[str]) -> tuple[Config, set]:
+    """The run's settings (defaults, preset, flags, checked) and the names of those typed."""
     typed = vars(build_parser(defaults=False).parse_args(argv))
     explicit = set(typed) & {f.name for f in fields(RunConfig)}
     cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
@@ -5638,19 +5689,32 @@ def run_command(argv: list[str], notebook: bool):
         cfg = folder_of_its_own(cfg, "data" in explicit)
     if not command_of_one_process(args) and cfg.pictures:
         need_packages("matplotlib", "networkx")  # a run that trains draws its pictures after training
-    checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
     if args.chat_log and not args.chat:
         raise UserError("--chat-log works only with --chat")
     check_names({"--checkpoint": args.checkpoint, "--init-from": args.init_from, "--chat-log": args.chat_log})
+    return cfg, explicit
+
+
+def train_from_checkpoint(args, cfg: Config, explicit: set, checkpoint: Path):
+    """--resume (the checkpoint's run, going on) or --init-from (fine-tuning on --data)."""
+    source = checkpoint if args.resume else Path(args.init_from)
+    _, _, saved, _ = load_checkpoint(source, "cpu")
+    cfg = validate(config_for_checkpoint(cfg, explicit, saved, args.resume))
+    if args.init_from:
+        cfg = folder_for_fine_tuning(cfg, "out" in explicit, source)
+    with writing_folder_of(cfg):
+        run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
+    end_distributed()
+
+
+def run_command(argv: list[str], notebook: bool):
+    """What the flags ask for: a new run (the default), --resume, --init-from, --eval, --generate,
+    --chat, --what-if or --explorer."""
+    args = build_parser().parse_args(argv)
+    cfg, explicit = settings_of(args, argv)
+    checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
     if args.resume or args.init_from:
-        source = checkpoint if args.resume else Path(args.init_from)
-        _, _, saved, _ = load_checkpoint(source, "cpu")
-        cfg = validate(config_for_checkpoint(cfg, explicit, saved, args.resume))
-        if args.init_from:
-            cfg = folder_for_fine_tuning(cfg, "out" in explicit, source)
-        with writing_folder_of(cfg):
-            run(cfg, resume=source if args.resume else None, init_from=None if args.resume else source)
-        end_distributed()
+        train_from_checkpoint(args, cfg, explicit, checkpoint)
     elif left_to_rank_0(args):
         return  # a command of one process, started by torchrun: rank 0 runs it, the others nothing
     elif args.eval:
@@ -5684,34 +5748,16 @@ def main(argv=None) -> int:
     if guard is not None:
         sys.stdout = guard
     if not notebook:
-        backend = os.environ.pop("MPLBACKEND", None)  # the user's (even a misspelt one) never matters here
-        try:
-            import matplotlib
-            matplotlib.use("Agg")  # draw into files only: never open a window, never block
-        except ImportError:  # not installed: a run that draws says so (need_packages), the others need none
-            pass
-        finally:
-            if backend is not None:  # left as it was for whatever this process starts
-                os.environ["MPLBACKEND"] = backend
+        draw_into_files_only()
     if argv is None:
         argv = [] if notebook else sys.argv[1:]  # a kernel's own arguments are not ours
-    argv = list(argv)
     try:
         with signals_like_ctrl_c():  # SIGTERM, SIGHUP, ...: stopped like Ctrl-C, no file left half written
-            run_command(argv, notebook)
+            run_command(list(argv), notebook)
     except (UserError, OSError) as e:  # an OSError: the file system refused what no check foresaw
-        if isinstance(e, OSError):
-            e = UserError(f"{show_path(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
-        if not os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("RANK") == "0" or getattr(e, "heard", False):
-            say(f"error: {e}")  # under torchrun one line, from rank 0: each process hits the same bad flag
-        end_distributed(together=False)
-        return 2
+        return refused(e)
     except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, Terminated)
-        with contextlib.suppress(OSError, ValueError):
-            print(file=sys.stderr)  # after a progress line, or the ^C the terminal echoed
-        say(f"stopped by {stop.name}" if terminated else "interrupted")
-        return 128 + (stop.signum if terminated else 2)  # 128 + the signal's number, as shells report it
+        return stopped(stop)
     except ConsoleLost as lost:
         closed = isinstance(lost.error, BrokenPipeError)  # its reader went away (`| head -1`): stop, quietly
         say(("stopped: the output was closed (a broken pipe)" if closed else f"error: the output cannot be written "
@@ -5721,6 +5767,39 @@ def main(argv=None) -> int:
         if guard is not None:
             sys.stdout = guard.stream
     return 0
+
+
+def draw_into_files_only():
+    """matplotlib's Agg backend: never a window, never a block; the user's MPLBACKEND (even a
+    misspelt one) never matters here, and is left as it was for whatever this process starts."""
+    backend = os.environ.pop("MPLBACKEND", None)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+    except ImportError:  # not installed: a run that draws says so (need_packages), the others need none
+        pass
+    finally:
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
+
+
+def refused(e: Exception) -> int:
+    """A UserError (or an OSError no check foresaw) as one line `error: ...`: exit code 2."""
+    if isinstance(e, OSError):
+        e = UserError(f"{show_path(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
+    if not os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("RANK") == "0" or getattr(e, "heard", False):
+        say(f"error: {e}")  # under torchrun one line, from rank 0: each process hits the same bad flag
+    end_distributed(together=False)
+    return 2
+
+
+def stopped(stop: KeyboardInterrupt) -> int:
+    """Ctrl-C or a signal: one line, and 128 + the signal's number, as shells report it."""
+    terminated = isinstance(stop, Terminated)
+    with contextlib.suppress(OSError, ValueError):
+        print(file=sys.stderr)  # after a progress line, or the ^C the terminal echoed
+    say(f"stopped by {stop.name}" if terminated else "interrupted")
+    return 128 + (stop.signum if terminated else 2)
 
 
 # %% [markdown]

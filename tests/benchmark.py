@@ -17,11 +17,13 @@ noisy machine:
     installed here), run as nanoGPT runs it: AdamW, and on a GPU bf16 and torch.compile.
 
 Rows:
-  classroom run,        `python LLM.py` and the README's longer run (not with --quick), each
-  longer run            in a fresh process: wall time, peak memory, test loss, the share of
-                        the sampled words that are words of the corpus, and how many samples
-                        were memorised, rediscovered or new
-  train <shape>         tokens/s of LLM.py (fast attention and the hand-written one; under
+  classroom run,        `python LLM.py` (the story's code on a CPU) and `--code fast`, in turns
+  longer run            (three times each, twice with --quick), and the README's longer run (not with
+                        --quick), each in a fresh process: wall time, peak memory, test loss,
+                        the share of the sampled words that are words of the corpus, how many
+                        samples were memorised, rediscovered or new; the story's code's wall
+                        time as a multiple of the fast code's
+  train <shape>         tokens/s of LLM.py (its fast code and the story's code; under
                         torch.compile too on a GPU, or with --compile) and of both references,
                         at nanoGPT's CPU and GPU shapes (the GPU shape only on a GPU, or with
                         --all-shapes: then in fp32)
@@ -153,7 +155,8 @@ def nanogpt_step(model: NanoGPT, device, compiled: bool):
 
 def llm_step(model: nn.Module, cfg: LLM.Config, device, compiled: bool):
     """LLM.py's own training step (LLM.train_step), optionally through torch.compile."""
-    optimizer = LLM.make_optimizer(model, cfg, LLM.FastAdam)  # the Adam every run trains with
+    adam = LLM.FastAdam if LLM.fast_code(cfg, device) else LLM.Adam  # what a run with this --code trains with
+    optimizer = LLM.make_optimizer(model, cfg, adam)
     network = torch.compile(model) if compiled else model
     autocast = LLM.DeviceHooks(cfg, device).autocast  # bf16 where the run would use it
     return lambda inputs, targets: LLM.train_step(network, optimizer, inputs, targets, cfg.lr, 1.0, autocast)
@@ -207,16 +210,16 @@ def train_rows(shape: str, device, steps: int, ids: torch.Tensor, vocab_size: in
     nanogpt = spec.pop("nanogpt")
     if device.type != "cuda":
         spec["precision"] = "fp32"  # bf16 autocast is several times slower on a CPU without bf16 arithmetic
-    cfg = LLM.RunConfig(**spec, lr=1e-3)
-    exact = LLM.RunConfig(**{**spec, "attention": "exact"}, lr=1e-3)
+    cfg = LLM.RunConfig(**spec, lr=1e-3, code="fast")
+    story = LLM.RunConfig(**spec, lr=1e-3, code="story")
     # nanoGPT compiles on a GPU (its H100 figure) and not on a CPU (its CPU recipe says --compile=False)
     nanogpt_compiles = device.type == "cuda"
-    contenders = [("LLM.py, fast attention", lambda: LLM.TransformerLM(vocab_size, cfg),
+    contenders = [("LLM.py, fast code (fused attention, FastAdam)", lambda: LLM.build_model(vocab_size, cfg, device),
                    lambda m: llm_step(m, cfg, device, False)),
-                  ("LLM.py, hand-written attention", lambda: LLM.TransformerLM(vocab_size, exact),
-                   lambda m: llm_step(m, exact, device, False))]
+                  ("LLM.py, the story's code (Part I's attention() and Adam)",
+                   lambda: LLM.build_model(vocab_size, story, device), lambda m: llm_step(m, story, device, False))]
     if compile_too:
-        contenders.append(("LLM.py, fast attention, --compile", lambda: LLM.TransformerLM(vocab_size, cfg),
+        contenders.append(("LLM.py, fast code, --compile", lambda: LLM.build_model(vocab_size, cfg, device),
                            lambda m: llm_step(m, cfg, device, True)))
     contenders += [("nn.TransformerEncoder reference", lambda: ReferenceLM(vocab_size, cfg),
                     lambda m: llm_step(m, cfg, device, False)),
@@ -310,19 +313,26 @@ LONGER_RUN = ["--preset", "longer"]
 
 
 def corpus_run_rows(folder: Path, longer: bool) -> list[tuple[str, str]]:
-    """The classroom run and the longer one, each in a fresh process: wall time, peak memory,
-    test loss and the share of the words in its samples that are words of the corpus."""
-    rows = []
-    runs = [("classroom run: python LLM.py", [])] + ([("longer run: python LLM.py " + " ".join(LONGER_RUN),
-                                                       LONGER_RUN)] if longer else [])
-    for number, (name, argv) in enumerate(runs):
+    """The classroom run, with the story's code (the default on a CPU) and with the fast code, in
+    turns, and the longer one, each in a fresh process: wall time, peak memory, test loss and the
+    share of the words in its samples that are words of the corpus."""
+    rows, seconds_of = [], {"story": [], "fast": []}
+    runs = [("classroom run: python LLM.py", [], "story"),
+            ("classroom run: python LLM.py --code fast", ["--code", "fast"], "fast")] * (3 if longer else 2)
+    runs += [("longer run: python LLM.py " + " ".join(LONGER_RUN), LONGER_RUN, "")] if longer else []
+    for number, (name, argv, code) in enumerate(runs):
         seconds, peak, out = run_llm_measured(argv + ["--out", str(folder / f"outputs{number}")])
+        if code:
+            seconds_of[code].append(seconds)
         test_loss = re.search(r"test split, never seen in training: loss ([\d.]+)", out).group(1)
         known, written = re.search(r"(\d+) of the (\d+) words written", out).groups()
         kinds = {kind: out.count(f"[{kind}]") for kind in ("memorised", "rediscovered", "new")}
         rows.append((name, f"{seconds:.1f} s wall, peak {peak / 2 ** 20:,.0f} MB, test loss {test_loss}, "
                            f"{known} of {written} sampled words in the corpus ({int(known) / int(written):.0%}); "
                            f"samples: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())))
+    story, fast = statistics.median(seconds_of["story"]), statistics.median(seconds_of["fast"])
+    rows.append(("  the story's code against the fast code, classroom run",
+                 f"{story / fast:.2f}x the wall time (medians of {len(seconds_of['story'])} runs each, in turns)"))
     if not longer:
         rows.append(("longer run", "skipped with --quick"))
     return rows
@@ -522,7 +532,7 @@ def main():
             print_rows(rows)
             return
         rows += corpus_run_rows(folder, longer=not args.quick)
-        rows += explorer_rows([("classroom", folder / "outputs0")] + ([] if args.quick else [("longer", folder / "outputs1")]),
+        rows += explorer_rows([("classroom", folder / "outputs0")] + ([] if args.quick else [("longer", folder / "outputs6")]),
                               args.screenshot)
         shapes = ["cpu", "gpu"] if (device.type == "cuda" or args.all_shapes) else ["cpu"]
         for shape in shapes:

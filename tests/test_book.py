@@ -175,3 +175,12 @@ def test_the_appendix_lists_its_parts_as_their_banners_name_them():
     assert [letter for letter, _ in listed] == [letter for letter, _ in banners]
     for (_, title), (_, banner) in zip(listed, banners):
         assert banner.lower().startswith(title.lower().split(" and ")[0].strip()), (title, banner)
+
+
+def test_every_function_of_the_file_reads_at_once():
+    """No function or method of either part is over 40 lines: a longer one is split where a name
+    explains a step."""
+    long = [(node.name, node.lineno, node.end_lineno - node.lineno + 1)
+            for node in ast.walk(ast.parse("\n".join(LINES)))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 40]
+    assert not long, long

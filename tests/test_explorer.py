@@ -379,15 +379,17 @@ def test_the_readme_tells_what_the_classroom_page_shows_for_no_hay():
     with torch.no_grad():
         logits, attention = models[data["best_epoch"]](ids, return_attention=True)
     p = lambda temperature, c: float((logits[0, -1] / temperature).softmax(-1)[vocabulary.index(c)])  # noqa: E731
-    cold, warm, e, o, a, hot = said(README, r"a space is all but certain: ([\d.]+)% at τ 0.4 \(entropy 0.00 bits\), "
+    cold, warm, e, o, a, hot = said(README, r"a space is all but certain: ([\d.]+)% at τ 0.4 \(entropy 0.01 bits\), "
                                             r"([\d.]+)% at τ 1 \(then \*e\* ([\d.]+)%, \*o\* ([\d.]+)%, \*a\* ([\d.]+)%\), "
                                             r"([\d.]+)% at τ 1.5")
     for percent, temperature, c in ((cold, 0.4, " "), (warm, 1, " "), (e, 1, "e"), (o, 1, "o"), (a, 1, "a"), (hot, 1.5, " ")):
         assert f"{100 * p(temperature, c):.{len(percent.split('.')[1]) if '.' in percent else 0}f}" == percent, c
-    start, n, itself = said(README, r"layer 1's head 3 puts (\d+)% of its weight on the ⏎ that starts the line, "
-                                    r"layer 2's head 2 (\d+)% on the \*N\*, and its head 3 (\d+)% on the \*y\* itself")
-    assert [round(100 * float(w)) for w in (attention[0][0, 2, 6, 0], attention[1][0, 1, 6, 1], attention[1][0, 2, 6, 6])] \
-        == [int(start), int(n), int(itself)]
+    start, again, itself = said(README, r"layer 1's head 3 puts (\d+)% of its weight on the ⏎ that starts the line, "
+                                        r"layer 2's head 4 (\d+)% on that ⏎ too, and layer 2's head 3 (\d+)% on the \*y\* itself")
+    assert [round(100 * float(w)) for w in (attention[0][0, 2, 6, 0], attention[1][0, 3, 6, 0], attention[1][0, 2, 6, 6])] \
+        == [int(start), int(again), int(itself)]
+    cold_p = (logits[0, -1] / 0.4).softmax(-1)
+    assert f"{float(-(cold_p * cold_p.clamp_min(1e-30).log2()).sum()):.2f}" == "0.01"  # the entropy quoted
     epochs = said(README, r"already ([\d.]+)% after epoch 1, and ([\d.]+)% and ([\d.]+)% after epochs 2 and 3")
     for epoch, percent in zip((1, 2, 3), epochs):
         with torch.no_grad():
