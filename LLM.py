@@ -1096,7 +1096,8 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I alone: a no
 # - **B. Long texts and word pieces**: a book cut into windows instead of lines (`--mode
 #   stream`), encoding 100 MB of text in seconds, and `BPETokenizer`, section 3's merges learned
 #   fast, with what a checkpoint keeps of a tokenizer.
-# - **C. Faster arithmetic**: bf16 mixed precision, `torch.compile`.
+# - **C. Faster arithmetic**: the fast code for GPUs (`--code`), bf16 mixed precision,
+#   `torch.compile`.
 # - **D. Several processes**: `torchrun` and `DistributedDataParallel`.
 # - **E. The run's hooks**: what `python LLM.py` plugs into the training loop: the device, the
 #   processes, the progress line, the checkpoint of every new best epoch, resuming.
@@ -2032,16 +2033,25 @@ def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = N
 
 
 # %% [markdown]
-# ## C. Faster arithmetic: mixed precision, compile
+# ## C. Faster arithmetic: the fast code, mixed precision, compile
 #
-# **Adam, fast.** `FastAdam` is section 12's Adam with each line applied to every tensor of a
-# group in one call (`torch._foreach_*`): on a GPU every call is a kernel launch, so a step costs
-# 7 launches per group (8 with AdamW's decay) instead of 7 per tensor. Every run plugs it in
-# through the `optimizer` hook (`DeviceHooks`, part E). On a 2-core CPU that saves little: 0.80 ms per step instead of 1.52 at the
-# classroom shape (37 tensors), 3.48 instead of 3.67 at nanoGPT's CPU shape (2026-11-23). It is
-# there for GPUs, where every call is a kernel launch. Adam is written out rather than taken from
-# `torch.optim` because creating a `torch.optim` optimizer loads PyTorch's compiler: 1.8 s on a
-# 2-core CPU, a tenth of the classroom run.
+# **The fast code** (`--code`). On a CPU a run trains with the story's own `attention()` and
+# `Adam`, so that what a class reads is what runs. On a GPU (`--code auto`), or with `--code
+# fast`, two faster versions of the same formulas take their place, and the run's device line
+# says which code ran:
+#
+# - `FusedSelfAttention` computes section 7's attention with PyTorch's
+#   `F.scaled_dot_product_attention`: one fused kernel that never keeps the (T, T) weights. When
+#   the weights are asked for (the pictures, the explorer) it calls section 7's `attention()`.
+# - `FastAdam` is section 12's Adam with each line applied to every tensor of a group in one call
+#   (`torch._foreach_*`): on a GPU every call is a kernel launch, so a step costs 7 launches per
+#   group (8 with AdamW's decay) instead of 7 per tensor. On a 2-core CPU that saves little: 0.80
+#   ms per step instead of 1.52 at the classroom shape (37 tensors), 3.48 instead of 3.67 at
+#   nanoGPT's CPU shape (2026-11-23). Adam is written out rather than taken from `torch.optim`
+#   because creating a `torch.optim` optimizer loads PyTorch's compiler: 1.8 s on a 2-core CPU.
+#
+# The tests prove both equal to the story's code (and to PyTorch's own layers and optimizers);
+# what the story's code costs on a CPU, measured side by side, is in tests/BENCHMARK.md.
 #
 # **Mixed precision** (`--precision`). Under bf16 autocast the matrix products run in bfloat16
 # (8 bits of mantissa instead of 23: about 3 significant digits, but float32's range), which GPUs
@@ -2302,7 +2312,8 @@ def same_weights_everywhere(model: nn.Module, ranks: Ranks) -> bool:
 # ## E. The run's hooks
 #
 # The story's training loop (section 14) lets other code in at a few moments, through a `Hooks`
-# object. `DeviceHooks` is what any training on a device needs: `FastAdam` (part C), bf16 where
+# object. `DeviceHooks` is what any training on a device needs: the Adam `--code` asks for (the
+# story's, or `FastAdam` of part C), bf16 where
 # asked, and on a GPU the batches in page-locked memory, so the copy to the GPU runs while it
 # computes (the chat's `/train` uses it). `RunHooks` is what `python LLM.py` adds: DDP and `torch.compile` around the
 # model, this process's share of the batches and the sums over all processes, the progress line
@@ -2311,7 +2322,7 @@ def same_weights_everywhere(model: nn.Module, ranks: Ranks) -> bool:
 
 # %%
 class DeviceHooks(Hooks):
-    """FastAdam; bf16 autocast where asked; page-locked batches on a GPU."""
+    """The Adam --code asks for; bf16 autocast where asked; page-locked batches on a GPU."""
 
     def __init__(self, cfg: Config, device: torch.device):
         self.cfg, self.device = cfg, device
