@@ -188,6 +188,15 @@ def test_attention_weights_are_the_formula_evaluated_by_hand():
     assert out[0, 0, 1].tolist() == pytest.approx([w10 * 1 + (1 - w10) * 3, w10 * 2 + (1 - w10) * 4])
 
 
+def test_split_heads_gives_each_head_its_own_d_columns_and_join_heads_puts_them_back():
+    x = torch.randn(2, 5, 12)  # (B, T, C), 3 heads of D = 4
+    heads = LLM.split_heads(x, 3)
+    assert heads.shape == (2, 3, 5, 4)
+    for h in range(3):  # head h is columns h*D .. (h+1)*D of every position, by hand
+        torch.testing.assert_close(heads[:, h], x[:, :, 4 * h:4 * h + 4], rtol=0, atol=0)
+    torch.testing.assert_close(LLM.join_heads(heads), x, rtol=0, atol=0)
+
+
 def test_attention_module_equals_torch_multihead_attention_with_the_same_weights():
     torch.manual_seed(2)
     C, H, T = 16, 4, 6
