@@ -117,8 +117,9 @@ class Config:
 # distinct token an id; here one token is one character. Its vocabulary is the corpus's
 # characters, sorted, plus the end-of-line character ⏎ (`'\n'`), which sorts first and means
 # "this proverb is over" after a proverb and "a new proverb starts here" before one. For
-# `refranes.txt` that gives ⏎ → 0, `' '` → 1, `','` → 6, ..., `'a'` → 38. The text is read in
-# Unicode NFC form, so that `ñ` is one character even when a file spells it `n` + combining tilde.
+# `refranes.txt` that gives ⏎ → 0, `' '` → 1, `','` → 6, ..., `'a'` → 38. The text is
+# read in Unicode NFC form, so that `ñ` is one character even when a file spells it `n` +
+# combining tilde.
 # The rest of the file asks a tokenizer only what `CharTokenizer` answers, so section 3's word
 # pieces plug in beside it.
 #
@@ -148,9 +149,6 @@ class UnknownCharacterError(UserError):
     """Raised when a text contains characters outside the vocabulary."""
 
 
-# %% [markdown]
-# The tokenizer itself. Its short methods are everything the rest of the file asks of a
-# tokenizer; section 3's word pieces answer the same questions.
 # %%
 class CharTokenizer:
     """Characters <-> integer ids, the vocabulary built from the corpus."""
@@ -309,8 +307,6 @@ class LineSplit:
             yield self.inputs[rows, :T], self.targets[rows, :T]  # (N, L) -> (B, T)
 
 
-# %% [markdown]
-# Encoding a split: the shift of teacher forcing, the cut to the context, the padding.
 # %%
 def encode_lines(lines: list[str], tokenizer: CharTokenizer, context: int) -> LineSplit:
     """⏎ + line + ⏎ per line, cut to context + 1 tokens, then input = [:-1], target = [1:]."""
@@ -425,11 +421,10 @@ def sinusoidal_positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
 # letter, another the start of the word), and they are concatenated and mixed by $W_O$:
 # $\mathrm{MultiHead}(x) = \mathrm{concat}(\mathrm{head}_1, \dots, \mathrm{head}_H)\, W_O$.
 #
-# `attention()` is that formula, line by line, and it is what trains: `python LLM.py` on a CPU
-# runs this very code, so a change here changes the run. (On a GPU the run swaps in PyTorch's
-# `F.scaled_dot_product_attention`, the same numbers in one fused kernel; a test proves them
-# equal.) The heads are not H separate matrices: one C × C matrix computes all of them side by
-# side, and `split_heads` only looks at its C columns as H groups of D.
+# `attention()` is that formula, and `python LLM.py` on a CPU trains with it: change it and the
+# run changes. (On a GPU the run swaps in PyTorch's `F.scaled_dot_product_attention`, the same
+# numbers in one fused kernel; a test proves them equal.) One C × C matrix computes all heads
+# side by side; `split_heads` only reads its C columns as H groups of D.
 # %%
 def causal_mask(T: int, device=None) -> torch.Tensor:
     """(T, T) booleans: True where query position t may attend to key position s (s <= t)."""
@@ -685,8 +680,8 @@ class Adam:
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
                 if decay:
                     p.mul_(1 - lr * decay)  # AdamW only: pull towards 0
-                denominator = v.sqrt() / math.sqrt(1 - beta2 ** self.t) + self.eps  # sqrt(v̂) + eps
-                p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** self.t))  # p - lr m̂ / denom.
+                denominator = v.sqrt() / math.sqrt(1 - beta2 ** self.t) + self.eps  # sqrt(v^) + eps
+                p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** self.t))  # p - lr m^ / denom.
 
     def zero_grad(self):
         for p in [p for group in self.param_groups for p in group["params"]]:
@@ -785,9 +780,6 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
-# %% [markdown]
-# What training keeps count of: the steps, one record per epoch, the best epoch, and the sums
-# an epoch's line is made of (kept on the device, so a GPU is not waited for at every step).
 # %%
 @dataclass
 class TrainingState:
@@ -834,9 +826,6 @@ def epoch_line(record: dict, improved: bool, cfg: Config) -> str:
             f"{r['elapsed']:5.1f} s | {r['tokens_per_second']:,.0f} tokens/s")
 
 
-# %% [markdown]
-# An epoch, in two steps: train on every batch once, then measure the validation loss and
-# write the epoch's record.
 # %%
 def train_epoch(network, optimizer: Adam, data: Data, cfg: Config, device, hooks: Hooks,
                 state: TrainingState):
@@ -870,9 +859,6 @@ def measure_epoch(model, data: Data, cfg: Config, device, hooks: Hooks,
     return record
 
 
-# %% [markdown]
-# The loop itself: an epoch, its measure, keep the weights if it is the best so far, stop
-# early if the validation loss stopped improving.
 # %%
 def train(model: TransformerLM, data: Data, cfg: Config, device, hooks: Hooks | None = None,
           state: TrainingState | None = None, log=print) -> list[dict]:
@@ -951,8 +937,8 @@ class Choice:
     cumulative: torch.Tensor  # (V,) cumulative p in that order
     kept: int  # how many candidates top-k and top-p kept
     u: float | None  # the uniform draw (None when greedy)
-    position: int = 0  # where it goes in the sequence (the opening ⏎ is 0), filled in by generate()
-    window: list = field(default_factory=list)  # the ids the model saw, filled in by generate()
+    position: int = 0  # where it goes in the sequence (the opening ⏎ is 0); set by generate()
+    window: list = field(default_factory=list)  # the ids the model saw; set by generate()
 
 
 def choose_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> Choice:
@@ -971,9 +957,6 @@ def choose_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
     return Choice(int(order[rank]), logits, probs, order, cumulative, kept, u)
 
 
-# %% [markdown]
-# Writing is a loop: the model reads the text so far (its last `context` tokens), one token is
-# chosen and appended.
 # %%
 @torch.no_grad()
 def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampling: Sampling,
@@ -1056,9 +1039,6 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str,
     return samples
 
 
-# %% [markdown]
-# The story in one function: read the proverbs, split them, build the model, train it, test
-# it once, write.
 # %%
 def train_and_write(cfg: Config, log=print) -> tuple[TransformerLM, Data]:
     """The story with Part I alone: cfg.data's proverbs, a new model trained with the default
@@ -2098,7 +2078,8 @@ def use_code(model: TransformerLM, cfg: Config, device) -> TransformerLM:
     fused = fast_code(cfg, torch.device(device))
     for layer in model.layers:
         layer.attention.__class__ = FusedSelfAttention if fused else MultiHeadSelfAttention
-        layer.attention.is_causal = not bool(layer.attention.causal_mask.all())
+        if fused:  # the kernel's own mask, unless --without causal-mask opened the buffer
+            layer.attention.is_causal = not bool(layer.attention.causal_mask.all())
     return model
 
 
