@@ -371,10 +371,10 @@ class ScaledEmbedding(nn.Embedding):
     def __init__(self, vocab_size: int, d_model: int):
         super().__init__(vocab_size, d_model)
         nn.init.normal_(self.weight, std=d_model ** -0.5)
-        self.scale = math.sqrt(d_model)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return super().forward(idx) * self.scale  # (B, T) -> (B, T, C)
+        """(B, T) ids -> (B, T, C): each id's row of the table, times sqrt(C)."""
+        return super().forward(idx) * math.sqrt(self.embedding_dim)  # (B, T) -> (B, T, C)
 
 
 # %% [markdown]
@@ -1106,6 +1106,7 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I alone: a no
 
 # %%
 import argparse
+import ast
 import base64
 import codecs
 import errno
@@ -2049,8 +2050,8 @@ def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = N
 # %%
 def fast_code(cfg: Config, device: torch.device) -> bool:
     """--code: True where PyTorch's fused attention and FastAdam train, False where the story's
-    attention() and Adam do (auto: the story's on a CPU, the fast ones on a GPU)."""
-    return cfg.code == "fast" or (cfg.code == "auto" and device.type != "cpu")
+    attention() and Adam do (auto: the story's on a CPU and in a workbook, the fast ones on a GPU)."""
+    return cfg.code == "fast" or (cfg.code == "auto" and device.type != "cpu" and not STUDENT_EXERCISES)
 
 
 def code_in_words(cfg: Config, device: torch.device) -> str:
@@ -2997,7 +2998,7 @@ class EpochPictures:
         """(V, V): logits = head(final_norm(E[a] * sqrt(C))) for every character a, each row
         minus its mean. What the model would predict if every layer added nothing."""
         with torch.no_grad():
-            emb = model.token_embedding.weight * model.token_embedding.scale  # (V, C)
+            emb = model.token_embedding.weight * math.sqrt(model.token_embedding.embedding_dim)  # (V, C)
             direct = model.lm_head(model.final_norm(emb)).float().cpu()  # (V, C) @ (C, V) -> (V, V)
         return direct - direct.mean(dim=1, keepdim=True)
 
@@ -5196,6 +5197,12 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
                         help="train the run once as it is and once without each idea of --without, into <out>/what-if/")
     action.add_argument("--explorer", action="store_true",
                         help="write explorer.html for the checkpoint (into its folder, or --out), and nothing else")
+    action.add_argument("--workbook", metavar="DIR",
+                        help="write DIR/LLM.py, this book with Part I's exercises for a student to write, and the "
+                             "proverbs beside it")
+    action.add_argument("--check", nargs="*", metavar="NAME",
+                        help="check the exercises (all, or those named) against PyTorch: done, not started or wrong, "
+                             "with a hint")
     use.add_argument("--preset", choices=list(PRESETS), default="classroom" if defaults else argparse.SUPPRESS,
                      help="named settings (listed at the end); flags typed beside it change them again")
     use.add_argument("--samples", type=int, default=1 if defaults else argparse.SUPPRESS, metavar="N",
@@ -5203,6 +5210,10 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     use.add_argument("--checkpoint", metavar="FILE",
                      help="checkpoint to load (model.pt in the --out folder if not given)")
     use.add_argument("--chat-log", metavar="FILE", help="--chat appends every line you type to this file")
+    use.add_argument("--exercises", metavar="NAMES",
+                     help="with --workbook: only these exercises, by name, comma-separated (attention,causal_mask)")
+    use.add_argument("--lang", choices=LANGUAGES,
+                     help="the language of --workbook's comments and --check's messages (default: the locale's)")
     by_name = {f.name: f for f in fields(RunConfig)}
     for title, names in FLAG_GROUPS.items():
         group = parser.add_argument_group(title)
@@ -5703,7 +5714,10 @@ def run_command(argv: list[str], notebook: bool):
     """What the flags ask for: a new run (the default), --resume, --init-from, --eval, --generate,
     --chat, --what-if or --explorer."""
     args = build_parser().parse_args(argv)
+    if args.workbook is not None or args.check is not None or args.exercises is not None:
+        return practise(args, argv)
     cfg, explicit = settings_of(args, argv)
+    refuse_an_unfinished_workbook(args.lang, print if writes_here() else lambda line: None)
     checkpoint = Path(args.checkpoint or Path(cfg.out) / "model.pt")
     if args.resume or args.init_from:
         train_from_checkpoint(args, cfg, explicit, checkpoint)
@@ -5745,7 +5759,7 @@ def main(argv=None) -> int:
         argv = [] if notebook else sys.argv[1:]  # a kernel's own arguments are not ours
     try:
         with signals_like_ctrl_c():  # SIGTERM, SIGHUP, ...: stopped like Ctrl-C, no file left half written
-            run_command(list(argv), notebook)
+            exit_code = run_command(list(argv), notebook)
     except (UserError, OSError) as e:  # an OSError: the file system refused what no check foresaw
         return refused(e)
     except KeyboardInterrupt as stop:
@@ -5758,7 +5772,7 @@ def main(argv=None) -> int:
     finally:
         if guard is not None:
             sys.stdout = guard.stream
-    return 0
+    return exit_code or 0  # --check: 1 while an exercise does not pass
 
 
 def draw_into_files_only():
@@ -5792,6 +5806,1260 @@ def stopped(stop: KeyboardInterrupt) -> int:
         print(file=sys.stderr)  # after a progress line, or the ^C the terminal echoed
     say(f"stopped by {stop.name}" if terminated else "interrupted")
     return 128 + (stop.signum if terminated else 2)
+
+
+# %% [markdown]
+# ## L. Practice: the workbook and its checks
+#
+# `python LLM.py --workbook DIR` writes `DIR/LLM.py`, this book with the bodies of fifteen of
+# Part I's functions taken out (`--exercises attention,causal_mask`: only those), and
+# `DIR/refranes.txt` beside it. Each blank function keeps its signature, its docstring and its
+# section, and says in a "your turn" comment what to compute, the shapes in and out and where to
+# look; its body raises `NotImplementedError` until the student writes it. `python LLM.py --check`
+# (in the book, or in a workbook) checks each exercise's function against an independent
+# reference: PyTorch's built-in (`F.embedding`, `F.scaled_dot_product_attention`,
+# `nn.TransformerEncoderLayer`, `torch.optim.Adam`, `F.softmax`, ...) or values worked out by
+# hand, never the function itself. Each is given several shapes and seeds and the edge cases (a
+# sequence of one token, a fully padded row, top-k 1, a tiny top-p, warm-up step 0, Adam's first
+# step). A wrong answer is compared with the usual mistakes, each computed here on purpose (d_k
+# for √d_k, softmax over the wrong axis, sin and cos swapped, ...), to name the one it matches.
+# Every exercise is checked alone: the encoder layer's with PyTorch's attention and feed-forward
+# in place of the student's, `encode_lines` with a tokenizer of the check's own, so one mistake
+# is reported once, where it is. A student function that raises, runs past `CHECK_SECONDS` or
+# returns the wrong type or shape is reported as such, never with a traceback.
+#
+# A workbook lists its exercises in `STUDENT_EXERCISES`. It trains only once they all pass
+# (`python LLM.py` says which one comes first otherwise), and then with the story's code, on any
+# device: the student's functions are the ones that run, and the run names them. Filled with the
+# book's own bodies, a workbook prints the book's losses.
+
+# %%
+STUDENT_EXERCISES: tuple = ()  # a workbook's copy names here the functions its student writes
+WORKBOOK_LANG = ""  # ... and the language its comments were written in ("" in the book)
+CHECK_SECONDS = 10.0  # the longest a student function may run on one input
+LANGUAGES = ("en", "es")
+
+
+@dataclass
+class Exercise:
+    """One function of Part I for the student to write."""
+    name: str  # as Part I names it: a function, or Class.method
+    section: int
+    level: int  # 1: a line or two from the formula; 2: shapes to keep straight; 3: an algorithm
+    minutes: int  # about how long it takes
+    task: dict  # language -> (what to compute, the shapes in and out)
+    cases: object  # () -> [Case]: the inputs, what the reference gives, the usual mistakes
+
+
+@dataclass
+class Case:
+    """One input of an exercise's check."""
+    shown: str  # the call, as code: what the student can run to see it fail
+    run: object  # () -> the student's answer
+    expected: dict  # part -> the reference's value (a tensor, a list, a number, None)
+    mistakes: dict = field(default_factory=dict)  # hint name -> () -> the parts that mistake gives
+    parts: object = None  # answer -> {part: value}; raises WrongAnswer if it cannot
+    raises: type | None = None  # the exception the book raises on this input, if it should
+
+
+class WrongAnswer(Exception):
+    """An answer of the wrong type or form: its message says what was expected."""
+
+
+class TookTooLong(Exception):
+    """A student function ran past CHECK_SECONDS."""
+
+
+@dataclass
+class Verdict:
+    """What the check found for one exercise."""
+    exercise: Exercise
+    status: str  # "done", "not started" or "wrong"
+    shown: str = ""  # the input that fails
+    problem: str = ""  # the first entry that differs (expected and actual), or what it raised
+    hint: str = ""  # the usual mistake it matches, in words
+
+
+def speak(key: str, lang: str, **values) -> str:
+    """One message of the checks and the workbook in the language chosen."""
+    return WORDS[key][LANGUAGES.index(lang)].format(**values)
+
+
+def hint_text(key: str, lang: str) -> str:
+    return HINTS[key][LANGUAGES.index(lang)]
+
+
+def language(asked: str | None) -> str:
+    """--lang, else the workbook's own, else the locale's (es for Spanish), else English."""
+    if asked:
+        return asked
+    if WORKBOOK_LANG:
+        return WORKBOOK_LANG
+    import locale
+    names = [os.environ.get(v, "") for v in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE")]
+    with contextlib.suppress(ValueError, TypeError):
+        names.append(locale.getlocale()[0] or "")
+    first = next((n for n in names if n and n not in ("C", "POSIX", "C.UTF-8")), "")
+    return "es" if first.lower().startswith(("es", "spanish")) else "en"
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Stop what runs inside after `seconds` (a student's endless loop) with TookTooLong: a
+    timer interrupts the main thread as Ctrl-C would, on every system."""
+    import _thread
+    import threading
+    fired = threading.Event()
+    timer = threading.Timer(seconds, lambda: (fired.set(), _thread.interrupt_main()))
+    timer.start()
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not fired.is_set():
+            raise
+        raise TookTooLong from None
+    finally:
+        timer.cancel()
+
+
+def where_it_failed(error: BaseException) -> str:
+    """'LLM.py, line 440': the last line of this file the error went through."""
+    import traceback
+    here = Path(globals().get("__file__", "LLM.py")).name
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).name == here]
+    return f"{here}, line {frames[-1].lineno}" if frames else here
+
+
+def number_text(x) -> str:
+    x = float(x)
+    return "nan" if x != x else f"{x:.6g}"
+
+
+def differs(expected: dict, actual: dict, lang: str) -> str | None:
+    """The first part whose value differs, in words (expected, then actual); None if all agree."""
+    for name, want in expected.items():
+        problem = value_differs(name, want, actual.get(name), lang)
+        if problem:
+            return problem
+    return None
+
+
+def value_differs(name: str, want, got, lang: str) -> str | None:
+    if isinstance(want, torch.Tensor):
+        return tensor_differs(name, want, got, lang)
+    if want is None or isinstance(want, (int, float)):
+        if want is None or got is None:
+            return None if want is got else speak("should_be", lang, name=name, want=want, got=got)
+        if not isinstance(got, (int, float)) or isinstance(got, bool):
+            return speak("not_number", lang, name=name, got=type(got).__name__)
+        close = math.isclose(float(want), float(got), rel_tol=1e-5, abs_tol=1e-9)
+        return None if close else speak("should_be", lang, name=name, want=number_text(want), got=number_text(got))
+    if len(got) != len(want):
+        return speak("length", lang, name=name, want=len(want), got=len(got), value=list(got)[:12])
+    index = next((i for i, (w, g) in enumerate(zip(want, got)) if w != g), None)
+    return None if index is None else speak("should_be", lang, name=f"{name}[{index}]", want=want[index],
+                                            got=got[index])
+
+
+def tensor_differs(name: str, want: torch.Tensor, got, lang: str) -> str | None:
+    if not isinstance(got, torch.Tensor):
+        return speak("not_tensor", lang, name=name, got=type(got).__name__)
+    if tuple(got.shape) != tuple(want.shape):
+        return speak("shape", lang, name=name, want=tuple(want.shape), got=tuple(got.shape))
+    if (want.dtype == torch.bool) != (got.dtype == torch.bool):
+        return speak("dtype", lang, name=name, want=want.dtype, got=got.dtype)
+    if got.is_complex() or (want.dtype == torch.bool and got.dtype != torch.bool):
+        return speak("dtype", lang, name=name, want=want.dtype, got=got.dtype)
+    w, g = want.detach().double().cpu(), got.detach().double().cpu()
+    same = torch.isclose(g, w, rtol=1e-4, atol=1e-5, equal_nan=True)
+    if bool(same.all()):
+        return None
+    index = tuple((~same).nonzero()[0].tolist())
+    at = f"{name}[{', '.join(map(str, index))}]" if index else name
+    shown = (lambda t: str(bool(t[index]))) if want.dtype == torch.bool else (lambda t: number_text(t[index]))
+    return speak("should_be", lang, name=at, want=shown(w), got=shown(g))
+
+
+def check_exercise(exercise: Exercise, lang: str) -> Verdict:
+    """Run every case of one exercise: done, not started, or wrong at the first case that fails,
+    named by the usual mistake that gives the student's answers to all of them."""
+    try:
+        with time_limit(CHECK_SECONDS):
+            cases = exercise.cases()
+    except NotImplementedError:  # a blank __init__ of the student's class: not started either
+        return Verdict(exercise, "not started")
+    answers, first_wrong = [], None
+    for case in cases:
+        outcome = answer_of(exercise, case, lang)
+        if isinstance(outcome, Verdict):
+            return outcome
+        if outcome is not None:
+            answers.append((case, outcome))
+            problem = differs(case.expected, outcome, lang)
+            first_wrong = first_wrong or (problem and (case, problem))
+    if first_wrong is None:
+        return Verdict(exercise, "done")
+    hint = usual_mistake(first_wrong[0], answers, lang)
+    return Verdict(exercise, "wrong", first_wrong[0].shown, first_wrong[1], hint_text(hint, lang) if hint else "")
+
+
+def answer_of(exercise: Exercise, case: Case, lang: str):
+    """The student's answer to one case as parts, None when it raised as it should, or the
+    Verdict when it cannot be compared (not started, raised, too long, the wrong form)."""
+    wrong = lambda problem, hint="": Verdict(exercise, "wrong", case.shown, problem,  # noqa: E731
+                                             hint_text(hint, lang) if hint else "")
+    try:
+        with time_limit(CHECK_SECONDS):
+            answer = case.run()
+    except NotImplementedError:
+        return Verdict(exercise, "not started")
+    except TookTooLong:
+        return wrong(speak("too_long", lang, seconds=f"{CHECK_SECONDS:g}"), "endless")
+    except (Exception, SystemExit) as error:  # noqa: B014 -- a student's code may raise anything
+        if case.raises is not None and isinstance(error, case.raises):
+            return None
+        said = speak("raised", lang, error=type(error).__name__, text=one_line(str(error))[:200],
+                     where=where_it_failed(error))
+        return wrong(said, mistake_of_error(case, error))
+    if case.raises is not None:
+        return wrong(speak("should_raise", lang, error=case.raises.__name__, got=one_line(repr(answer))[:120]),
+                     case.mistakes.get("raise", ""))
+    if answer is None:
+        return wrong(speak("returned_none", lang), "no_return")
+    try:
+        return case.parts(answer) if case.parts else {"result": answer}
+    except WrongAnswer as form:
+        return wrong(speak("form", lang, form=form.args[0][LANGUAGES.index(lang)]))
+
+
+def usual_mistake(failing: Case, answers: list, lang: str) -> str:
+    """The usual mistake that gives the student's answer to the failing case (and, when several
+    do, to the most of the other cases: one input alone may not tell two apart), or ''."""
+    def agrees(hint: str, case: Case, parts: dict) -> bool:
+        with contextlib.suppress(Exception):
+            return callable(case.mistakes.get(hint)) and differs(case.mistakes[hint](), parts, lang) is None
+        return False
+    failing_parts = next(parts for case, parts in answers if case is failing)
+    candidates = [hint for hint in failing.mistakes if agrees(hint, failing, failing_parts)]
+    return max(candidates, default="", key=lambda hint: sum(agrees(hint, case, parts) for case, parts in answers))
+
+
+def mistake_of_error(case: Case, error: BaseException) -> str:
+    """A usual mistake told by the exception itself (a KeyError for an unknown character, say)."""
+    return next((hint for kind, hint in case.mistakes.get("errors", {}).items() if isinstance(error, kind)), "")
+
+
+def pick_exercises(names, lang: str) -> list[Exercise]:
+    """The exercises named (a function, Class.method, or a method's own name when it is unique),
+    in reading order; none named: all of them."""
+    wanted = [n.strip() for name in names for n in name.split(",") if n.strip()]
+    if not wanted:
+        return list(EXERCISES)
+    chosen = set()
+    for name in wanted:
+        matches = [e for e in EXERCISES if name.lower() in (e.name.lower(), e.name.split(".")[-1].lower())]
+        if len(matches) != 1:
+            known = ", ".join(e.name for e in EXERCISES)
+            raise UserError(speak("unknown_exercise", lang, name=name, known=known))
+        chosen.add(matches[0].name)
+    return [e for e in EXERCISES if e.name in chosen]
+
+
+def check_exercises(names=(), lang: str | None = None, log=print) -> int:
+    """--check: one line per exercise (done, not started, or wrong with the input, the first
+    entry that differs and a hint), then 'N of M exercises done'. Returns the exit code: 0 if all
+    pass, 1 otherwise."""
+    lang = language(lang)
+    exercises = pick_exercises(names or STUDENT_EXERCISES, lang)
+    log(speak("checking", lang))
+    verdicts = [check_exercise(e, lang) for e in exercises]
+    width = max(len(e.name) for e in exercises)
+    for verdict in verdicts:
+        for line in verdict_lines(verdict, width, lang):
+            log(line)
+    done = sum(v.status == "done" for v in verdicts)
+    log(speak("tally", lang, done=done, total=len(verdicts)))
+    return 0 if done == len(verdicts) else 1
+
+
+def verdict_lines(verdict: Verdict, width: int, lang: str) -> list[str]:
+    e = verdict.exercise
+    status = speak(verdict.status.replace(" ", "_"), lang)
+    place = speak("place", lang, section=e.section, level=e.level, minutes=e.minutes)
+    lines = [f"  {status:<12} {e.name:<{width}}  {place}"]
+    if verdict.status == "wrong":
+        pad = " " * 15
+        lines += [pad + speak("input", lang, shown=verdict.shown), pad + verdict.problem]
+        lines += [pad + speak("hint", lang, hint=verdict.hint)] if verdict.hint else []
+    return lines
+
+
+def exercises_left() -> list[Verdict]:
+    """A workbook's exercises that do not pass their check yet, in reading order."""
+    return [v for v in (check_exercise(e, "en") for e in pick_exercises(STUDENT_EXERCISES, "en"))
+            if v.status != "done"]
+
+
+def refuse_an_unfinished_workbook(lang: str | None, log=print):
+    """In a workbook: train only once every exercise passes, and say whose code runs."""
+    if not STUDENT_EXERCISES:
+        return
+    lang = language(lang)
+    left = exercises_left()
+    if left:
+        first = left[0].exercise
+        raise UserError(speak("unfinished", lang, n=len(left), name=first.name, section=first.section,
+                              status=speak(left[0].status.replace(" ", "_"), lang)))
+    log(speak("yours", lang, n=len(STUDENT_EXERCISES), names=", ".join(STUDENT_EXERCISES)))
+
+
+# %% [markdown]
+# The checks, exercise by exercise, in reading order. Each `*_cases` function builds the inputs,
+# the reference's answer (a PyTorch built-in, or numbers worked out by hand and written down)
+# and the answers of the usual mistakes; `Case.run` is the only call of the student's function.
+
+# %%
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def built(seed: int, make):
+    """make(), its random initialisation drawn from `seed`, the global generator left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
+@contextlib.contextmanager
+def standing_in(**functions):
+    """Part I's functions of these names replaced by the check's own while inside: a class of the
+    student's is built even before its helpers are written (EncoderLayer needs causal_mask)."""
+    book = globals()
+    kept = {name: book[name] for name in functions}
+    book.update(functions)
+    try:
+        yield
+    finally:
+        book.update(kept)
+
+
+def ids_parts(answer) -> dict:
+    if not isinstance(answer, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                        for i in answer):
+        raise WrongAnswer((f"a list of ints (ids); it returned {type(answer).__name__}",
+                           f"una lista de enteros (ids); devolvió {type(answer).__name__}"))
+    return {"ids": list(answer)}
+
+
+def encode_cases() -> list[Case]:
+    tokenizer = CharTokenizer("sal y agua")  # ids by hand: ⏎ 0, ␣ 1, a 2, g 3, l 4, s 5, u 6, y 7
+    worked = {"": [], "a": [2], "agua y sal": [2, 3, 6, 2, 1, 7, 1, 5, 2, 4], "sal\n": [5, 2, 4, 0]}
+    cases = [Case(f'CharTokenizer("sal y agua").encode({text!r})', lambda text=text: tokenizer.encode(text),
+                  {"ids": ids}, {"ids_from_one": lambda ids=ids: {"ids": [i + 1 for i in ids]},
+                                 "ord": lambda text=text: {"ids": [ord(c) for c in text]},
+                                 "chars": lambda text=text: {"ids": list(text)}}, ids_parts)
+             for text, ids in worked.items()]
+    unknown = Case('CharTokenizer("sal y agua").encode("sal!")', lambda: tokenizer.encode("sal!"), {},
+                   {"raise": "unknown_char", "errors": {LookupError: "unknown_char", ValueError: "unknown_char"}},
+                   raises=UnknownCharacterError)
+    return cases + [unknown]
+
+
+def merged_by_mistake(ids, pair, new, step=2, stop=0, either=False) -> list[int]:
+    """merge_pair with a usual mistake: step 1 after a merge, the last id never looked at, (b, a)
+    merged too."""
+    out, i = [], 0
+    while i < len(ids) - stop:
+        joined = tuple(ids[i:i + 2]) in (pair, pair[::-1] if either else pair)
+        out.append(new if joined else ids[i])
+        i += step if joined else 1
+    return out
+
+
+def merged_twice(ids, pair, new) -> list[int]:
+    """Overlapping pairs both merged: 1 1 1 with (1, 1) -> 5 5."""
+    starts = {i for i in range(len(ids) - 1) if (ids[i], ids[i + 1]) == pair}
+    return [new if i in starts else ids[i] for i in range(len(ids)) if i in starts or i - 1 not in starts]
+
+
+def merge_cases() -> list[Case]:
+    worked = [([1, 2, 3, 1, 2], (1, 2), 9, [9, 3, 9]), ([1, 1, 1], (1, 1), 5, [5, 1]),
+              ([1, 1, 1, 1], (1, 1), 5, [5, 5]), ([2, 1], (1, 2), 9, [2, 1]), ([], (1, 2), 9, []),
+              ([7], (7, 7), 8, [7]), ([3, 1, 2], (1, 2), 9, [3, 9]), ([1, 2, 3], (1, 2), 9, [9, 3])]
+    for seed in range(4):  # longer ones, the reference Python's own str.replace (left to right, no overlap)
+        draw = random.Random(seed)
+        ids, pair = [draw.randrange(4) for _ in range(25)], (draw.randrange(4), draw.randrange(4))
+        letters = "".join(chr(97 + i) for i in ids).replace(chr(97 + pair[0]) + chr(97 + pair[1]), chr(97 + 9))
+        worked.append((ids, pair, 9, [ord(c) - 97 for c in letters]))
+    return [Case(f"merge_pair({ids}, {pair}, {new})", lambda ids=ids, pair=pair, new=new: merge_pair(list(ids), pair, new),
+                 {"ids": expected},
+                 {"overlap": lambda a=(ids, pair, new): {"ids": merged_twice(*a)},
+                  "skip_both": lambda a=(ids, pair, new): {"ids": merged_by_mistake(*a, step=1)},
+                  "last_dropped": lambda a=(ids, pair, new): {"ids": merged_by_mistake(*a, stop=1)},
+                  "pair_order": lambda a=(ids, pair, new): {"ids": merged_by_mistake(*a, either=True)}}, ids_parts)
+            for ids, pair, new, expected in worked]
+
+
+class CheckTokenizer:
+    """A character tokenizer of the check's own (⏎ 0, a 1, b 2, c 3): encode_lines is checked
+    whether or not CharTokenizer.encode is written yet."""
+    chars, eol_id, unit, vocab_size = [EOL, "a", "b", "c"], 0, "character", 4
+    ids = {c: i for i, c in enumerate(chars)}
+    def encode(self, text: str) -> list[int]: return [self.ids[c] for c in text]
+    def decode(self, ids) -> str: return "".join(self.chars[int(i)] for i in ids)
+    def token_text(self, i: int) -> str: return self.chars[int(i)]
+
+
+def lines_by_mistake(lines, context, shift=1, opening=True, keep=1, pad=IGNORE, extra=0) -> dict:
+    """encode_lines with a usual mistake: targets not shifted, no opening ⏎, cut to `context`,
+    targets padded with ⏎, lengths one too long."""
+    sequences = [([0] if opening else []) + CheckTokenizer().encode(line) + [0] for line in lines]
+    sequences = [s[:context + keep] for s in sequences]
+    L = max(len(s) - 1 for s in sequences)
+    inputs, targets = torch.zeros(len(lines), L, dtype=torch.long), torch.full((len(lines), L), pad)
+    for row, s in enumerate(sequences):
+        inputs[row, :len(s) - 1] = torch.tensor(s[:-1])
+        targets[row, :len(s) - 1] = torch.tensor(s[shift:len(s) - 1 + shift])
+    return {"inputs": inputs, "targets": targets, "lengths": torch.tensor([len(s) - 1 + extra for s in sequences]),
+            "n_chars": sum(len(s) - 1 for s in sequences)}
+
+
+def split_parts(answer) -> dict:
+    try:
+        return {"inputs": answer.inputs, "targets": answer.targets, "lengths": answer.lengths,
+                "n_chars": int(answer.n_chars)}
+    except (AttributeError, TypeError, ValueError):
+        raise WrongAnswer((f"a LineSplit(inputs, targets, lengths, n_chars); it returned {type(answer).__name__}",
+                           f"un LineSplit(inputs, targets, lengths, n_chars); devolvió {type(answer).__name__}"))
+
+
+def encode_lines_cases() -> list[Case]:
+    P = IGNORE  # worked by hand with ⏎ 0, a 1, b 2, c 3: each line is ⏎ line ⏎, cut to context + 1
+    worked = [(["ab", "c"], 8, [[0, 1, 2], [0, 3, 0]], [[1, 2, 0], [3, 0, P]], [3, 2], 5),
+              (["abc", "a", "cb"], 8, [[0, 1, 2, 3], [0, 1, 0, 0], [0, 3, 2, 0]],
+               [[1, 2, 3, 0], [1, 0, P, P], [3, 2, 0, P]], [4, 2, 3], 9),
+              (["abcab"], 3, [[0, 1, 2]], [[1, 2, 3]], [3], 3),
+              (["a"], 1, [[0]], [[1]], [1], 1),
+              (["ba", "abcabc"], 4, [[0, 2, 1, 0], [0, 1, 2, 3]], [[2, 1, 0, P], [1, 2, 3, 1]], [3, 4], 7)]
+    mistakes = {"not_shifted": dict(shift=0), "pad_target": dict(pad=0), "cut_context": dict(keep=0),
+                "no_opening": dict(opening=False), "lengths": dict(extra=1)}
+    return [Case(f"encode_lines({lines}, tokenizer, context={context})  # ⏎ 0, a 1, b 2, c 3",
+                 lambda lines=lines, context=context: encode_lines(list(lines), CheckTokenizer(), context),
+                 {"inputs": torch.tensor(i), "targets": torch.tensor(t), "lengths": torch.tensor(n), "n_chars": c},
+                 {hint: (lambda lines=lines, context=context, how=how: lines_by_mistake(lines, context, **how))
+                  for hint, how in mistakes.items()}, split_parts)
+            for lines, context, i, t, n, c in worked]
+
+
+def tensor_parts(name: str):
+    return lambda answer: {name: answer}
+
+
+def embedding_cases() -> list[Case]:
+    cases = []
+    for seed, (V, C, B, T) in enumerate([(7, 8, 2, 5), (3, 4, 1, 1), (11, 6, 3, 4)]):
+        table = built(seed, lambda: ScaledEmbedding(V, C))
+        idx = torch.randint(V, (B, T), generator=seeded(seed))
+        rows = F.embedding(idx, table.weight.detach())  # PyTorch's lookup: (B, T) -> (B, T, C)
+        cases.append(Case(f"ScaledEmbedding({V}, {C})(torch.randint({V}, ({B}, {T})))",
+                          lambda table=table, idx=idx: table(idx.clone()), {"x": rows * math.sqrt(C)},
+                          {"no_scale": lambda r=rows: {"x": r}, "scale_c": lambda r=rows, C=C: {"x": r * C},
+                           "divided": lambda r=rows, C=C: {"x": r / math.sqrt(C)}}, tensor_parts("x")))
+    return cases
+
+
+def encoding_by_hand(T: int, C: int, swap=False, exponent="2i", start=0, base=10000.0, halves=False):
+    """PE element by element with math.sin and math.cos (and the usual mistakes, on request)."""
+    rows = []
+    for pos in range(start, T + start):
+        row = []
+        for j in range(C):
+            wave, odd = (j % ((C + 1) // 2), j >= (C + 1) // 2) if halves else (j // 2, j % 2 == 1)
+            power = {"2i": 2 * wave, "i": wave, "j": j}[exponent]
+            angle = pos / base ** (power / C)
+            row.append(math.cos(angle) if odd != swap else math.sin(angle))
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def positional_cases() -> list[Case]:
+    mistakes = {"sin_cos": dict(swap=True), "exponent_i": dict(exponent="i"), "exponent_j": dict(exponent="j"),
+                "from_one": dict(start=1), "halves": dict(halves=True), "base": dict(base=1000.0)}
+    return [Case(f"sinusoidal_positional_encoding({T}, {C})", lambda T=T, C=C: sinusoidal_positional_encoding(T, C),
+                 {"pe": encoding_by_hand(T, C)},
+                 {hint: (lambda T=T, C=C, how=how: {"pe": encoding_by_hand(T, C, **how)}) for hint, how in mistakes.items()},
+                 tensor_parts("pe"))
+            for T, C in [(1, 4), (6, 8), (5, 7), (40, 32)]]
+
+
+def reference_causal_mask(T: int, device=None) -> torch.Tensor:
+    """PyTorch's own causal mask (0 where allowed, -inf in the future), as booleans: True = may attend."""
+    return (nn.Transformer.generate_square_subsequent_mask(T) == 0).to(device)
+
+
+def causal_mask_cases() -> list[Case]:
+    cases = []
+    for T in (1, 2, 5, 9):
+        want = reference_causal_mask(T)
+        cases.append(Case(f"causal_mask({T})", lambda T=T: causal_mask(T), {"mask": want},
+                          {"transposed": lambda w=want: {"mask": w.T}, "inverted": lambda w=want: {"mask": ~w},
+                           "no_diagonal": lambda T=T: {"mask": torch.ones(T, T, dtype=torch.bool).tril(-1)},
+                           "one_ahead": lambda T=T: {"mask": torch.ones(T, T, dtype=torch.bool).tril(1)}},
+                          tensor_parts("mask")))
+    return cases
+
+
+def attention_by_mistake(q, k, v, mask, divide_by=None, axis=-1, mask_rule="keep") -> dict:
+    """attention with a usual mistake: another divisor, softmax over the other axis, the mask
+    inverted or ignored."""
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(q.size(-1)) if divide_by is None else divide_by)
+    if mask is not None and mask_rule != "ignore":
+        scores = scores.masked_fill(~mask if mask_rule == "keep" else mask, float("-inf"))
+    weights = scores.softmax(dim=axis)
+    return {"output": weights @ v, "weights": weights}
+
+
+def pair_parts(first: str, second: str):
+    def parts(answer) -> dict:
+        if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+            raise WrongAnswer((f"a pair ({first}, {second}); it returned {type(answer).__name__}",
+                               f"un par ({first}, {second}); devolvió {type(answer).__name__}"))
+        return {first: answer[0], second: answer[1]}
+    return parts
+
+
+def attention_cases() -> list[Case]:
+    cases = []
+    for (B, H, T, D), kind, seed in [((2, 3, 5, 4), "causal", 1), ((1, 1, 1, 8), "causal", 2),
+                                     ((2, 2, 6, 16), None, 3), ((1, 2, 4, 4), "random", 4)]:
+        g = seeded(seed)
+        q, k, v = (torch.randn(B, H, T, D, generator=g) for _ in range(3))
+        random_mask = (torch.rand(T, T, generator=g) < 0.5) | torch.eye(T, dtype=torch.bool)
+        mask = {"causal": reference_causal_mask(T), "random": random_mask, None: None}[kind]
+        identity = torch.eye(T).expand(B, H, T, T)  # values = the identity: the output is the weights
+        expected = {"output": F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                    "weights": F.scaled_dot_product_attention(q, k, identity, attn_mask=mask)}
+        how = {"d_k": dict(divide_by=D), "no_scaling": dict(divide_by=1.0), "times": dict(divide_by=D ** -0.5),
+               "axis": dict(axis=-2), "mask_inverted": dict(mask_rule="invert"), "mask_ignored": dict(mask_rule="ignore")}
+        shown_mask = {"causal": f"causal_mask({T})", "random": f"a random ({T}, {T}) mask", None: "None"}[kind]
+        cases.append(Case(f"attention(q, k, v, {shown_mask}), q, k, v = torch.randn({B}, {H}, {T}, {D}) (seed {seed})",
+                          lambda a=(q, k, v, mask): attention(*(t.clone() if t is not None else t for t in a)), expected,
+                          {hint: (lambda a=(q, k, v, mask), h=h: attention_by_mistake(*a, **h)) for hint, h in how.items()},
+                          pair_parts("output", "weights")))
+    return cases
+
+
+def split_heads_cases() -> list[Case]:
+    cases = []
+    for (B, T, C), H, seed in [((2, 3, 8), 2, 1), ((1, 1, 4), 4, 2), ((2, 5, 12), 3, 3)]:
+        x, D = torch.randn(B, T, C, generator=seeded(seed)), C // H
+        cases.append(Case(f"split_heads(torch.randn({B}, {T}, {C}), {H})", lambda x=x, H=H: split_heads(x.clone(), H),
+                          {"heads": torch.stack(x.split(D, dim=-1), dim=1)},  # head h = columns h*D ... (h+1)*D - 1
+                          {"no_transpose": lambda x=x, s=(B, H, T, D): {"heads": x.reshape(*s)},
+                           "interleaved": lambda x=x, s=(B, T, D, H): {"heads": x.reshape(*s).permute(0, 3, 1, 2)}},
+                          tensor_parts("heads")))
+    return cases
+
+
+def join_heads_cases() -> list[Case]:
+    cases = []
+    for B, H, T, D in [(2, 2, 3, 4), (1, 4, 1, 1), (2, 3, 5, 4)]:
+        x = torch.randn(B, H, T, D, generator=seeded(B * 100 + H * 10 + T))
+        cases.append(Case(f"join_heads(torch.randn({B}, {H}, {T}, {D}))", lambda x=x: join_heads(x.clone()),
+                          {"x": torch.cat(x.unbind(1), dim=-1)},  # head 0's D numbers, then head 1's, ...
+                          {"join_no_transpose": lambda x=x, s=(B, T, H * D): {"x": x.reshape(*s)},
+                           "join_interleaved": lambda x=x, s=(B, T, H * D): {"x": x.permute(0, 2, 3, 1).reshape(*s)}},
+                          tensor_parts("x")))
+    return cases
+
+
+def feed_forward_cases() -> list[Case]:
+    cases = []
+    for seed, (B, T, C, Fd) in enumerate([(2, 3, 8, 16), (1, 1, 4, 8), (3, 2, 6, 12)]):
+        block = built(seed, lambda: FeedForward(C, Fd))
+        x = torch.randn(B, T, C, generator=seeded(seed))
+        W1, b1 = block.expand.weight.detach(), block.expand.bias.detach()
+        W2, b2 = block.contract.weight.detach(), block.contract.bias.detach()
+        hidden = x @ W1.T + b1  # (B, T, C) @ (C, F) -> (B, T, F), by hand
+        cases.append(Case(f"FeedForward({C}, {Fd})(torch.randn({B}, {T}, {C}))", lambda b=block, x=x: b(x.clone()),
+                          {"x": hidden.clamp(min=0) @ W2.T + b2},
+                          {"no_relu": lambda h=hidden, W=W2, b=b2: {"x": h @ W.T + b},
+                           "relu_after": lambda h=hidden, W=W2, b=b2: {"x": (h.clamp(min=0) @ W.T + b).clamp(min=0)},
+                           "gelu": lambda h=hidden, W=W2, b=b2: {"x": F.gelu(h) @ W.T + b}}, tensor_parts("x")))
+    return cases
+
+
+class ReferenceSelfAttention(nn.Module):
+    """PyTorch's nn.MultiheadAttention with the causal mask, where section 7's module would be."""
+    def __init__(self, attention: nn.MultiheadAttention):
+        super().__init__()
+        self.mha = attention
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        mask = nn.Transformer.generate_square_subsequent_mask(x.size(1))
+        out, weights = self.mha(x, x, x, attn_mask=mask, need_weights=True, average_attn_weights=False)
+        return out, weights if return_weights else None
+
+
+def encoder_layer_case(seed: int, B: int, T: int, C: int, H: int, Fd: int, asks: bool) -> Case:
+    """EncoderLayer against nn.TransformerEncoderLayer(norm_first=True), sharing its attention,
+    its feed-forward and the student's two LayerNorms (their gains and shifts drawn at random)."""
+    with standing_in(causal_mask=reference_causal_mask):
+        layer = built(seed, lambda: EncoderLayer(C, H, Fd, 16, 0.0))
+    reference = built(seed, lambda: nn.TransformerEncoderLayer(C, H, Fd, dropout=0.0, batch_first=True,
+                                                               norm_first=True))
+    with torch.no_grad():  # gains and shifts far from 1 and 0, each norm its own: a mix-up shows
+        for i, norm in enumerate((layer.attention_norm, layer.feed_forward_norm)):
+            norm.weight.normal_(generator=seeded(10 * seed + i))
+            norm.bias.normal_(generator=seeded(10 * seed + i + 5))
+    layer.attention = ReferenceSelfAttention(reference.self_attn)
+    layer.feed_forward = nn.Sequential(reference.linear1, nn.ReLU(), reference.linear2)
+    reference.norm1, reference.norm2 = layer.attention_norm, layer.feed_forward_norm
+    x, mask = torch.randn(B, T, C, generator=seeded(seed)), nn.Transformer.generate_square_subsequent_mask(T)
+    with torch.no_grad():
+        normed = layer.attention_norm(x)
+        expected = {"x": reference(x, src_mask=mask),
+                    "weights": layer.attention(normed, True)[1] if asks else None}
+    return Case(f"EncoderLayer({C}, {H}, {Fd}, 16, dropout=0)(torch.randn({B}, {T}, {C}), return_weights={asks})",
+                lambda: layer(x.clone(), asks), expected, encoder_mistakes(layer, x, asks), pair_parts("x", "weights"))
+
+
+def encoder_mistakes(layer, x: torch.Tensor, asks: bool) -> dict:
+    attend = lambda y: layer.attention(y, asks)  # noqa: E731
+    ffn, n1, n2 = layer.feed_forward, layer.attention_norm, layer.feed_forward_norm
+
+    def answer(hint: str) -> dict:
+        if hint == "post_norm":  # the 2017 paper's order: normalize after the addition
+            out, weights = attend(x)
+            x1 = n1(x + out)
+            return {"x": n2(x1 + ffn(x1)), "weights": weights}
+        out, weights = attend(n2(x) if hint == "norms_swapped" else n1(x))
+        if hint in ("no_residual", "no_residual_attention"):
+            return {"x": ffn(n2(out)) + (out if hint == "no_residual_attention" else 0), "weights": weights}
+        x1 = x + out
+        x2 = {"norms_swapped": lambda: x1 + ffn(n1(x1)), "one_norm": lambda: x1 + ffn(n1(x1)),
+              "residual_from_input": lambda: x + ffn(n2(x1)), "no_ffn_norm": lambda: x1 + ffn(x1),
+              "no_residual_ffn": lambda: ffn(n2(x1))}[hint]()
+        return {"x": x2, "weights": weights}
+    return {hint: (lambda hint=hint: answer(hint)) for hint in
+            ("post_norm", "no_residual", "no_residual_attention", "no_residual_ffn", "norms_swapped", "one_norm",
+             "residual_from_input", "no_ffn_norm")}
+
+
+def encoder_layer_cases() -> list[Case]:
+    return [encoder_layer_case(1, 2, 5, 8, 2, 16, False), encoder_layer_case(2, 1, 1, 8, 2, 16, True),
+            encoder_layer_case(3, 3, 4, 12, 3, 24, True)]
+
+
+def loss_by_hand(logits: torch.Tensor, targets: torch.Tensor, mean=True, per_row=False) -> torch.Tensor:
+    """-log softmax(logits)[target] = logsumexp(logits) - logits[target], over the real targets."""
+    real = targets != IGNORE
+    picked = logits.double().gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+    surprise = logits.double().logsumexp(dim=-1) - picked  # (B, T)
+    if per_row:
+        return torch.stack([row[keep].mean() for row, keep in zip(surprise, real)]).mean()
+    return surprise[real].mean() if mean else surprise[real].sum()
+
+
+def loss_parts(answer) -> dict:
+    if not isinstance(answer, torch.Tensor) or answer.numel() != 1:
+        raise WrongAnswer((f"one number in a tensor; it returned {type(answer).__name__}",
+                           f"un número en un tensor; devolvió {type(answer).__name__}"))
+    if not answer.requires_grad:
+        raise WrongAnswer(("a tensor that keeps its gradient (training calls loss.backward()): no .item(), "
+                           "no torch.tensor(...)", "un tensor que guarde su gradiente (el entrenamiento llama a "
+                           "loss.backward()): sin .item() ni torch.tensor(...)"))
+    return {"loss": float(answer.detach())}
+
+
+def loss_cases() -> list[Case]:
+    cases = []
+    for seed, (B, T, V, padded) in enumerate([(2, 5, 7, [(1, 3), (1, 4)]), (1, 1, 4, []),
+                                              (3, 4, 6, [(2, 0), (2, 1), (2, 2), (2, 3), (0, 3)]), (2, 3, 5, [])]):
+        g = seeded(seed)
+        logits, targets = torch.randn(B, T, V, generator=g) * 2, torch.randint(V, (B, T), generator=g)
+        for row, col in padded:
+            targets[row, col] = IGNORE  # padding; in the third case row 2 is padding only
+        mistakes = {"padding_averaged": lambda l=logits, t=targets: {"loss": float(loss_by_hand(l, t, False)) / t.numel()},
+                    "loss_sum": lambda l=logits, t=targets: {"loss": float(loss_by_hand(l, t, False))},
+                    "loss_bits": lambda l=logits, t=targets: {"loss": float(loss_by_hand(l, t)) / math.log(2)},
+                    "shifted_again": lambda l=logits, t=targets: {"loss": float(loss_by_hand(l[:, :-1], t[:, 1:]))},
+                    "mean_of_rows": lambda l=logits, t=targets: {"loss": float(loss_by_hand(l, t, per_row=True))}}
+        cases.append(Case(f"sequence_loss(torch.randn({B}, {T}, {V}), targets), targets padded with IGNORE at {padded}",
+                          lambda l=logits, t=targets: sequence_loss(l.clone().requires_grad_(), t.clone()),
+                          {"loss": float(loss_by_hand(logits, targets))}, mistakes, loss_parts))
+    return cases
+
+
+def rate_by_mistake(step, total, cfg, from_zero=False, no_cap=False, no_floor=False, over_total=False) -> float:
+    """learning_rate with a usual mistake: the warm-up from 0, no cap, no floor, the cosine over
+    the whole run."""
+    warmup = cfg.warmup if no_cap else min(cfg.warmup, int(total * cfg.warmup_cap))
+    if step < warmup:
+        return cfg.lr * (step if from_zero else step + 1) / warmup
+    progress = (step if over_total else step - warmup) / max(1, total if over_total else total - warmup)
+    floor = 0.0 if no_floor else cfg.lr_floor
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def number_parts(name: str):
+    def parts(answer) -> dict:
+        if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+            answer = answer.item()
+        if not isinstance(answer, (int, float)) or isinstance(answer, bool):
+            raise WrongAnswer((f"a number; it returned {type(answer).__name__}",
+                               f"un número; devolvió {type(answer).__name__}"))
+        return {name: float(answer)}
+    return parts
+
+
+def learning_rate_cases() -> list[Case]:
+    half = 1e-3 * (0.1 + 0.9 * 0.5)  # the cosine's middle: 0.00055
+    at_32 = 1e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi * 22 / 90)))  # step 32: 22 of the 90 steps after warm-up
+    worked = [(10, 0, 100, 1e-4), (10, 4, 100, 5e-4), (10, 9, 100, 1e-3), (10, 10, 100, 1e-3), (10, 32, 100, at_32),
+              (10, 55, 100, half), (10, 100, 100, 1e-4), (10, 150, 100, 1e-4),  # warm-up 10 steps (cap: 20)
+              (50, 0, 100, 5e-5), (50, 19, 100, 1e-3), (50, 20, 100, 1e-3), (50, 60, 100, half),  # capped: 20
+              (0, 0, 100, 1e-3), (0, 50, 100, half), (10, 0, 30, 1e-3 / 6), (10, 18, 30, half)]  # none; cap 6
+    how = {"warmup_from_zero": dict(from_zero=True), "no_cap": dict(no_cap=True), "no_floor": dict(no_floor=True),
+           "over_total": dict(over_total=True)}
+    cases = []
+    for warmup, step, total, rate in worked:
+        cfg = replace(Config(), lr=1e-3, warmup=warmup, warmup_cap=0.2, lr_floor=0.1)
+        cases.append(Case(f"learning_rate({step}, {total}, cfg) with lr 0.001, warmup {warmup}, warmup_cap 0.2, "
+                          f"lr_floor 0.1", lambda a=(step, total, cfg): learning_rate(*a), {"lr": rate},
+                          {hint: (lambda a=(step, total, cfg), h=h: {"lr": rate_by_mistake(*a, **h)}) for hint, h in how.items()},
+                          number_parts("lr")))
+    return cases
+
+
+def adam_run(make, params, grads, lr, betas, eps, decay) -> dict:
+    """The weights and biases after every step of an optimizer made by make(groups, ...)."""
+    weights, biases = (p.clone().requires_grad_() for p in params)
+    groups = [{"params": [weights], "weight_decay": decay}, {"params": [biases], "weight_decay": 0.0}]
+    optimizer, after = make(groups, lr=lr, betas=betas, eps=eps), {}
+    for t, (g_w, g_b) in enumerate(grads, 1):
+        weights.grad, biases.grad = g_w.clone(), g_b.clone()
+        optimizer.step()
+        after[f"weights after step {t}"] = weights.detach().clone()
+        after[f"biases after step {t}"] = biases.detach().clone()
+    return after
+
+
+def adam_by_mistake(params, grads, lr, betas, eps, decay, uncorrected=False, m_only=False, eps_inside=False,
+                    coupled=False, swapped=False, no_decay=False, v_only=False) -> dict:
+    """Adam with a usual mistake: no bias correction (or on m only), eps inside the root, the decay
+    added to the gradient or left out, the betas swapped."""
+    b1, b2 = betas[::-1] if swapped else betas
+    ps = [p.double().clone() for p in params]
+    ms, vs, after = [torch.zeros_like(p) for p in ps], [torch.zeros_like(p) for p in ps], {}
+    for t, gs in enumerate(grads, 1):
+        for i, (name, g) in enumerate(zip(("weights", "biases"), gs)):
+            wd, g = decay if i == 0 and not no_decay else 0.0, g.double()
+            g = g + wd * ps[i] if coupled else g
+            ms[i], vs[i] = b1 * ms[i] + (1 - b1) * g, b2 * vs[i] + (1 - b2) * g * g
+            ps[i] = ps[i] * (1 - lr * wd) if not coupled else ps[i]
+            m_hat = ms[i] if uncorrected or v_only else ms[i] / (1 - b1 ** t)
+            v_hat = vs[i] if uncorrected or m_only else vs[i] / (1 - b2 ** t)
+            ps[i] = ps[i] - lr * m_hat / ((v_hat + eps).sqrt() if eps_inside else v_hat.sqrt() + eps)
+            after[f"{name} after step {t}"] = ps[i]
+    return after
+
+
+def adam_cases() -> list[Case]:
+    cases = []
+    for seed, (steps, lr, betas, eps, decay, scale) in enumerate([
+            (1, 0.01, (0.9, 0.999), 1e-8, 0.0, 1.0),  # Adam's first step
+            (3, 0.01, (0.8, 0.99), 1e-8, 0.0, 1.0), (3, 0.01, (0.9, 0.999), 1e-8, 0.1, 1.0),  # AdamW's decay
+            (2, 0.001, (0.9, 0.999), 1e-3, 0.0, 1e-4)]):  # gradients near 0: where eps stands matters
+        g = seeded(seed)
+        params = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+        grads = [[torch.randn(3, 4, generator=g) * scale, torch.randn(5, generator=g) * scale] for _ in range(steps)]
+        torch_kind = torch.optim.AdamW if decay else torch.optim.Adam  # PyTorch's, the reference
+        a = (params, grads, lr, betas, eps, decay)
+        how = {"no_bias_correction": dict(uncorrected=True), "correction_m_only": dict(m_only=True),
+               "correction_v_only": dict(v_only=True),
+               "eps_inside": dict(eps_inside=True), "decay_coupled": dict(coupled=True), "betas_swapped": dict(swapped=True),
+               "no_decay": dict(no_decay=True)}
+        shown = (f"Adam([{{'params': [randn(3, 4)], 'weight_decay': {decay}}}, {{'params': [randn(5)]}}], lr={lr}, "
+                 f"betas={betas}, eps={eps}): {steps} step{'s' * (steps > 1)}, gradients randn x {scale} (seed {seed})")
+        cases.append(Case(shown, lambda a=a: adam_run(Adam, *a), adam_run(torch_kind, *a),
+                          {hint: (lambda a=a, h=h: adam_by_mistake(*a, **h)) for hint, h in how.items()},
+                          lambda answer: answer))
+    return cases
+
+
+def chosen_by_mistake(logits, sampling, seed, times=False, too_few=False, unscaled=False, no_top_k=False,
+                      unsorted=False, no_greedy=False) -> dict:
+    """choose_next with a usual mistake: the temperature multiplied, top-p keeping one too few,
+    u not scaled by the kept mass, top-k ignored, the rank taken for the id, greedy ignored."""
+    probs = torch.softmax(logits * sampling.temperature if times else logits / sampling.temperature, dim=-1)
+    sorted_p, order = probs.sort(descending=True)
+    cumulative = sorted_p.cumsum(0)
+    kept = len(probs) if sampling.top_k == 0 or no_top_k else min(sampling.top_k, len(probs))
+    if sampling.top_p < 1.0:
+        kept = min(kept, int((cumulative < sampling.top_p).sum()) + (0 if too_few else 1))
+    if sampling.greedy and not no_greedy:
+        return {"id": int(order[0]), "kept": 1, "probs": probs, "order": order, "cumulative": cumulative, "u": None}
+    u = float(torch.rand((), generator=seeded(seed)))
+    target = u if unscaled else u * float(cumulative[kept - 1])
+    rank = min(int(torch.searchsorted(cumulative[:kept], torch.tensor(target), right=True)), kept - 1)
+    return {"id": rank if unsorted else int(order[rank]), "kept": kept, "probs": probs, "order": order,
+            "cumulative": cumulative, "u": u}
+
+
+def chosen_by_hand(logits: torch.Tensor, sampling, seed: int) -> dict:
+    """p = F.softmax(logits / tau); the kept candidates counted one by one; the first whose
+    cumulative probability exceeds u x the kept mass."""
+    probs = F.softmax(logits / sampling.temperature, dim=-1)
+    sorted_p, order = torch.sort(probs, descending=True)
+    cumulative = torch.cumsum(sorted_p, dim=0)
+    kept = len(probs) if sampling.top_k == 0 else min(sampling.top_k, len(probs))
+    if sampling.top_p < 1.0:
+        reach = next((n for n, c in enumerate(cumulative.tolist(), 1) if c >= sampling.top_p), len(probs))
+        kept = min(kept, reach)
+    if sampling.greedy:
+        return {"id": int(order[0]), "kept": 1, "probs": probs, "order": order, "cumulative": cumulative, "u": None}
+    u = float(torch.rand((), generator=seeded(seed)))  # the one draw the student makes with the generator
+    mass = float(cumulative[kept - 1])
+    rank = next((r for r in range(kept) if float(cumulative[r]) > u * mass), kept - 1)
+    return {"id": int(order[rank]), "kept": kept, "probs": probs, "order": order, "cumulative": cumulative, "u": u}
+
+
+def choice_parts(answer) -> dict:
+    try:
+        return {"id": int(answer.id), "kept": int(answer.kept), "probs": answer.probs, "order": answer.order,
+                "cumulative": answer.cumulative, "u": None if answer.u is None else float(answer.u)}
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        raise WrongAnswer((f"a Choice (section 15) with id, probs, order, cumulative, kept and u; it returned "
+                           f"{type(answer).__name__}", f"un Choice (sección 15) con id, probs, order, cumulative, "
+                           f"kept y u; devolvió {type(answer).__name__}"))
+
+
+def choose_next_cases() -> list[Case]:
+    settings = [(10, 1.0, 0, 1.0, False), (10, 1.0, 0, 1.0, False), (10, 1.0, 0, 1.0, False), (10, 0.5, 0, 1.0, False),
+                (10, 2.0, 0, 1.0, False), (10, 1.0, 1, 1.0, False), (10, 1.0, 4, 1.0, False), (10, 1.0, 0, 0.01, False),
+                (10, 1.0, 0, 0.9, False), (10, 0.8, 5, 0.6, False), (10, 1.0, 0, 1.0, True), (1, 1.0, 0, 1.0, False),
+                (12, 1.5, 3, 1.0, False), (12, 1.0, 0, 0.5, False)]
+    how = {"temperature_times": dict(times=True), "top_p_too_few": dict(too_few=True), "u_unscaled": dict(unscaled=True),
+           "top_k_ignored": dict(no_top_k=True), "rank_for_id": dict(unsorted=True), "greedy_ignored": dict(no_greedy=True)}
+    cases = []
+    for seed, (V, temperature, top_k, top_p, greedy) in enumerate(settings):
+        logits, sampling = torch.randn(V, generator=seeded(100 + seed)) * 2, Sampling(temperature, top_k, top_p, greedy)
+        a = (logits, sampling, seed)
+        cases.append(Case(f"choose_next(torch.randn({V}) * 2, Sampling(temperature={temperature}, top_k={top_k}, "
+                          f"top_p={top_p}, greedy={greedy}), torch.Generator().manual_seed({seed}))",
+                          lambda a=a: choose_next(a[0].clone(), a[1], seeded(a[2])), chosen_by_hand(*a),
+                          {hint: (lambda a=a, h=h: chosen_by_mistake(*a, **h)) for hint, h in how.items()},
+                          choice_parts))
+    return cases
+
+
+# %% [markdown]
+# The exercises, in reading order, each with what to compute and its shapes in English and in
+# Spanish, then the words of the checks and the hints of the usual mistakes.
+
+# %%
+EXERCISES = [
+    Exercise("CharTokenizer.encode", 2, 1, 5, {
+        "en": ("the id of every character of `text`, in order (self.ids maps a character to its id); a character "
+               "the tokenizer does not know raises UnknownCharacterError, naming it",
+               "text, a str of n characters -> a list of n ints"),
+        "es": ("el id de cada carácter de `text`, en orden (self.ids da el id de cada carácter); un carácter que "
+               "el tokenizador no conoce lanza UnknownCharacterError, nombrándolo",
+               "text, un str de n caracteres -> una lista de n enteros")}, encode_cases),
+    Exercise("merge_pair", 3, 2, 10, {
+        "en": ("a new list where every `pair` (a, then b right after it), read left to right, becomes the one id "
+               "`new`; the two ids of a merged pair are used up, so 1 1 1 with (1, 1) gives new 1",
+               "ids, a list of n ints -> a list of at most n ints"),
+        "es": ("una lista nueva en la que cada `pair` (a, y b justo después), leyendo de izquierda a derecha, se "
+               "convierte en el id `new`; los dos ids de un par unido se gastan: 1 1 1 con (1, 1) da new 1",
+               "ids, una lista de n enteros -> una lista de como mucho n enteros")}, merge_cases),
+    Exercise("encode_lines", 4, 2, 15, {
+        "en": ("for each line the tokens ⏎ + line + ⏎, cut to context + 1; input = tokens[:-1] and target = "
+               "tokens[1:] (teacher forcing), padded into tensors: inputs with ⏎, targets with IGNORE; lengths: "
+               "each line's real targets; n_chars: the characters its targets stand for",
+               "lines, N strings -> LineSplit(inputs (N, L), targets (N, L), lengths (N,), n_chars), L = the "
+               "longest length"),
+        "es": ("para cada línea los tokens ⏎ + línea + ⏎, cortados a context + 1; entrada = tokens[:-1] y "
+               "objetivo = tokens[1:] (teacher forcing), rellenados en tensores: las entradas con ⏎, los objetivos "
+               "con IGNORE; lengths: los objetivos reales de cada línea; n_chars: los caracteres que representan",
+               "lines, N textos -> LineSplit(inputs (N, L), targets (N, L), lengths (N,), n_chars), L = la "
+               "longitud mayor")}, encode_lines_cases),
+    Exercise("ScaledEmbedding.forward", 5, 1, 5, {
+        "en": ("each id's row of the table (nn.Embedding's own lookup: super().forward(idx)), times sqrt(C)",
+               "idx (B, T) ids -> (B, T, C)"),
+        "es": ("la fila de la tabla de cada id (la búsqueda de nn.Embedding: super().forward(idx)), por sqrt(C)",
+               "idx (B, T) ids -> (B, T, C)")}, embedding_cases),
+    Exercise("sinusoidal_positional_encoding", 6, 2, 15, {
+        "en": ("PE[pos, 2i] = sin(pos / 10000^(2i/C)) and PE[pos, 2i+1] = cos of the same angle, for the "
+               "positions 0 ... T-1; C may be odd", "seq_len T, d_model C -> a (T, C) float tensor"),
+        "es": ("PE[pos, 2i] = sin(pos / 10000^(2i/C)) y PE[pos, 2i+1] = cos del mismo ángulo, para las "
+               "posiciones 0 ... T-1; C puede ser impar", "seq_len T, d_model C -> un tensor (T, C) de floats")},
+        positional_cases),
+    Exercise("causal_mask", 7, 1, 5, {
+        "en": ("booleans, True where query position t may attend to key position s: s <= t",
+               "T -> a (T, T) tensor of torch.bool"),
+        "es": ("booleanos, True donde la posición t (la consulta) puede atender a la posición s (la clave): s <= t",
+               "T -> un tensor (T, T) de torch.bool")}, causal_mask_cases),
+    Exercise("attention", 7, 2, 15, {
+        "en": ("scores = q k^T / sqrt(d_k), -inf where the mask is False; weights = the softmax of each row (over "
+               "the keys); return (weights @ v, weights)",
+               "q, k, v (B, H, T, D), mask (T, T) booleans or None -> output (B, H, T, D), weights (B, H, T, T)"),
+        "es": ("scores = q k^T / sqrt(d_k), -inf donde la máscara es False; weights = el softmax de cada fila "
+               "(sobre las claves); devuelve (weights @ v, weights)",
+               "q, k, v (B, H, T, D), mask (T, T) booleanos o None -> output (B, H, T, D), weights (B, H, T, T)")},
+        attention_cases),
+    Exercise("split_heads", 7, 2, 10, {
+        "en": ("the C numbers of each position cut into H heads of D = C / H (head h: columns h*D to h*D + D - 1), "
+               "the heads' axis before the positions'", "x (B, T, C), n_heads H -> (B, H, T, D)"),
+        "es": ("los C números de cada posición cortados en H cabezas de D = C / H (la cabeza h: columnas h*D a "
+               "h*D + D - 1), el eje de las cabezas antes que el de las posiciones",
+               "x (B, T, C), n_heads H -> (B, H, T, D)")}, split_heads_cases),
+    Exercise("join_heads", 7, 2, 5, {
+        "en": ("split_heads undone: the heads side by side again, head 0's D numbers first",
+               "x (B, H, T, D) -> (B, T, H*D)"),
+        "es": ("split_heads al revés: las cabezas otra vez una junto a otra, primero los D números de la cabeza 0",
+               "x (B, H, T, D) -> (B, T, H*D)")}, join_heads_cases),
+    Exercise("FeedForward.forward", 8, 1, 5, {
+        "en": ("max(0, x W1 + b1) W2 + b2, with self.expand (W1, b1) and self.contract (W2, b2)",
+               "x (B, T, C) -> hidden (B, T, F) -> (B, T, C)"),
+        "es": ("max(0, x W1 + b1) W2 + b2, con self.expand (W1, b1) y self.contract (W2, b2)",
+               "x (B, T, C) -> oculta (B, T, F) -> (B, T, C)")}, feed_forward_cases),
+    Exercise("EncoderLayer.forward", 8, 2, 10, {
+        "en": ("pre-norm: x + Dropout(attention of self.attention_norm(x)), then x + Dropout(feed-forward of "
+               "self.feed_forward_norm(x)); return (x, the weights self.attention returned)",
+               "x (B, T, C) -> x (B, T, C), weights (B, H, T, T) or None"),
+        "es": ("pre-norm: x + Dropout(atención de self.attention_norm(x)), luego x + Dropout(feed-forward de "
+               "self.feed_forward_norm(x)); devuelve (x, los pesos que devolvió self.attention)",
+               "x (B, T, C) -> x (B, T, C), pesos (B, H, T, T) o None")}, encoder_layer_cases),
+    Exercise("sequence_loss", 10, 2, 10, {
+        "en": ("the mean of -log softmax(logits)[target] over the positions whose target is not IGNORE, as a "
+               "tensor that keeps its gradient", "logits (B, T, V), targets (B, T) -> a tensor of one number"),
+        "es": ("la media de -log softmax(logits)[objetivo] sobre las posiciones cuyo objetivo no es IGNORE, como "
+               "un tensor que guarda su gradiente", "logits (B, T, V), targets (B, T) -> un tensor de un número")},
+        loss_cases),
+    Exercise("learning_rate", 11, 2, 15, {
+        "en": ("warm-up = min(cfg.warmup, int(total_steps x cfg.warmup_cap)) steps of cfg.lr x (step + 1) / "
+               "warm-up; then half a cosine from cfg.lr down to cfg.lr_floor x cfg.lr over the steps left, the "
+               "floor kept past the end", "step, total_steps (ints), cfg -> a float"),
+        "es": ("calentamiento = min(cfg.warmup, int(total_steps x cfg.warmup_cap)) pasos de cfg.lr x (step + 1) / "
+               "calentamiento; luego medio coseno de cfg.lr a cfg.lr_floor x cfg.lr en los pasos que quedan, y el "
+               "suelo pasado el final", "step, total_steps (enteros), cfg -> un float")}, learning_rate_cases),
+    Exercise("Adam.step", 12, 3, 20, {
+        "en": ("t += 1; for every parameter p of every group (gradient p.grad, averages in self.m and self.v): "
+               "update m and v; with weight_decay > 0 also p *= 1 - lr x weight_decay; then p -= lr x m^ / "
+               "(sqrt(v^) + eps), m^ and v^ corrected by 1 - beta^t. In place: p.mul_, m.lerp_, ...",
+               "p, m, v: each parameter's own shape; returns nothing"),
+        "es": ("t += 1; para cada parámetro p de cada grupo (gradiente p.grad, medias en self.m y self.v): "
+               "actualiza m y v; con weight_decay > 0 también p *= 1 - lr x weight_decay; luego p -= lr x m^ / "
+               "(sqrt(v^) + eps), m^ y v^ corregidos por 1 - beta^t. En su sitio: p.mul_, m.lerp_, ...",
+               "p, m, v: la forma de cada parámetro; no devuelve nada")}, adam_cases),
+    Exercise("choose_next", 15, 3, 25, {
+        "en": ("p = softmax(logits / temperature), sorted (most likely first) and summed up; keep top_k (0: all) "
+               "and the fewest whose p reach top_p; greedy: the first, kept 1, u None; else u = torch.rand((), "
+               "generator=generator) and the first kept one whose cumulative p exceeds u x the kept mass",
+               "logits (V,) -> Choice(id, logits, probs (V,), order (V,), cumulative (V,), kept, u)"),
+        "es": ("p = softmax(logits / temperature), ordenada (la más probable primero) y acumulada; quédate con "
+               "top_k (0: todas) y con las menos que sumen top_p; greedy: la primera, kept 1, u None; si no, "
+               "u = torch.rand((), generator=generator) y la primera candidata cuya p acumulada supera u x la "
+               "masa que queda", "logits (V,) -> Choice(id, logits, probs (V,), order (V,), cumulative (V,), "
+               "kept, u)")}, choose_next_cases),
+]
+
+WORDS = {  # key -> (English, Spanish)
+    "checking": ("Checking the exercises against PyTorch (python LLM.py --check NAME checks one):",
+                 "Comprobando los ejercicios contra PyTorch (python LLM.py --check NOMBRE comprueba uno):"),
+    "done": ("done", "hecho"), "not_started": ("not started", "sin empezar"), "wrong": ("wrong", "mal"),
+    "place": ("section {section}, level {level}, about {minutes} min",
+              "sección {section}, nivel {level}, unos {minutes} min"),
+    "input": ("input: {shown}", "entrada: {shown}"), "hint": ("hint: {hint}", "pista: {hint}"),
+    "tally": ("{done} of {total} exercises done", "{done} de {total} ejercicios hechos"),
+    "should_be": ("{name} should be {want}, is {got}", "{name} debería ser {want}, es {got}"),
+    "not_number": ("{name} should be a number, is a {got}", "{name} debería ser un número, es un {got}"),
+    "length": ("{name} should have {want} entries, has {got}: {value}",
+               "{name} debería tener {want} elementos, tiene {got}: {value}"),
+    "not_tensor": ("{name} should be a tensor, is a {got}", "{name} debería ser un tensor, es un {got}"),
+    "shape": ("{name} should have the shape {want}, has {got}", "{name} debería tener la forma {want}, tiene {got}"),
+    "dtype": ("{name} should hold {want} values, holds {got}", "{name} debería tener valores {want}, tiene {got}"),
+    "too_long": ("ran for more than {seconds} s and was stopped", "tardó más de {seconds} s y se detuvo"),
+    "raised": ("raised {error}: {text} ({where})", "lanzó {error}: {text} ({where})"),
+    "should_raise": ("should raise {error}, returned {got}", "debería lanzar {error}, devolvió {got}"),
+    "returned_none": ("returned None", "devolvió None"),
+    "form": ("should return {form}", "debería devolver {form}"),
+    "unknown_exercise": ("no exercise is called {name!r}; the exercises: {known}",
+                         "ningún ejercicio se llama {name!r}; los ejercicios: {known}"),
+    "unfinished": ("this workbook trains once its exercises pass their checks: {n} do not yet, {name} (section "
+                   "{section}, {status}) first; python LLM.py --check says what each needs",
+                   "este cuaderno entrena cuando sus ejercicios pasan sus comprobaciones: {n} aún no, primero "
+                   "{name} (sección {section}, {status}); python LLM.py --check dice qué necesita cada uno"),
+    "yours": ("your code: the {n} functions you wrote run in this training, each passed its check: {names}",
+              "tu código: las {n} funciones que escribiste se ejecutan en este entrenamiento, y cada una pasó "
+              "su comprobación: {names}"),
+    "wrote": ("wrote {path}: the book with {n} functions for you to write, and {data} beside it",
+              "escrito {path}: el libro con {n} funciones para que las escribas, y {data} a su lado"),
+    "list": ("the exercises, in reading order:", "los ejercicios, en orden de lectura:"),
+    "start": ("next: cd {folder} && python LLM.py --check, then write the first one and check again",
+              "ahora: cd {folder} && python LLM.py --check; luego escribe el primero y comprueba otra vez"),
+    "already": ("{path} exists: a workbook is never written over (it may hold a student's work); choose another "
+                "folder, or move that file away first",
+                "{path} ya existe: un cuaderno nunca se sobrescribe (puede tener el trabajo de un alumno); elige "
+                "otra carpeta, o aparta antes ese archivo"),
+    "is_book": ("{path} is this book itself: choose another folder for the workbook",
+                "{path} es este mismo libro: elige otra carpeta para el cuaderno"),
+    "from_workbook": ("this file is a workbook already: make workbooks from the book, the project's LLM.py",
+                      "este archivo ya es un cuaderno: los cuadernos se hacen desde el libro, el LLM.py del proyecto"),
+    "no_file": ("--workbook copies this file, and a notebook has none: run python LLM.py --workbook DIR",
+                "--workbook copia este archivo, y un cuaderno de Jupyter no lo tiene: python LLM.py --workbook DIR"),
+    "turn": ("YOUR TURN: exercise {number} of {total}, level {level}, about {minutes} minutes.",
+             "TE TOCA: ejercicio {number} de {total}, nivel {level}, unos {minutes} minutos."),
+    "compute": ("Compute: {what}.", "Calcula: {what}."), "shapes": ("Shapes: {shapes}.", "Formas: {shapes}."),
+    "look": ("Look at: section {section}, its prose and its formula, above.",
+             "Mira: la sección {section}, su explicación y su fórmula, más arriba."),
+    "then": ("Then check it: python LLM.py --check {name}", "Luego compruébalo: python LLM.py --check {name}"),
+    "stub": ("{name}: your turn (exercise {number}, section {section})",
+             "{name}: te toca (ejercicio {number}, sección {section})"),
+}
+
+HINTS = {  # a usual mistake -> what to do instead (English, Spanish)
+    "ids_from_one": ("ids start at 0: the first character of self.chars has the id 0",
+                     "los ids empiezan en 0: el primer carácter de self.chars tiene el id 0"),
+    "ord": ("an id is the character's place in the vocabulary (self.ids[c]), not its Unicode number ord(c)",
+            "un id es el lugar del carácter en el vocabulario (self.ids[c]), no su número Unicode ord(c)"),
+    "chars": ("return the ids (ints), not the characters", "devuelve los ids (enteros), no los caracteres"),
+    "unknown_char": ("a character outside the vocabulary raises UnknownCharacterError, naming it: not a KeyError, "
+                     "not nothing", "un carácter fuera del vocabulario lanza UnknownCharacterError, nombrándolo: "
+                     "ni KeyError ni nada"),
+    "overlap": ("overlapping pairs: left to right, a merged pair's two ids are used up, so 1 1 1 with (1, 1) gives "
+                "new 1, not new new", "pares solapados: de izquierda a derecha, los dos ids de un par unido se "
+                "gastan, así que 1 1 1 con (1, 1) da new 1, no new new"),
+    "skip_both": ("after a merge, step past both ids of the pair (i += 2), not one",
+                  "después de unir, salta los dos ids del par (i += 2), no uno"),
+    "last_dropped": ("the last id stays when it is not part of a pair: look at every position",
+                     "el último id se queda cuando no forma un par: mira todas las posiciones"),
+    "pair_order": ("the pair is ordered: (a, b) merges a followed by b, never b followed by a",
+                   "el par tiene orden: (a, b) une a seguido de b, nunca b seguido de a"),
+    "not_shifted": ("the targets are the tokens one step later: input = tokens[:-1], target = tokens[1:]",
+                    "los objetivos son los tokens un paso después: entrada = tokens[:-1], objetivo = tokens[1:]"),
+    "pad_target": ("pad the targets with IGNORE (-100), which the loss skips, not with ⏎",
+                   "rellena los objetivos con IGNORE (-100), que la pérdida salta, no con ⏎"),
+    "cut_context": ("cut each sequence to context + 1 tokens: its input and its target are then context long",
+                    "corta cada secuencia a context + 1 tokens: su entrada y su objetivo miden entonces context"),
+    "no_opening": ("every line starts with ⏎ too: the sequence is ⏎ + line + ⏎",
+                   "cada línea empieza también con ⏎: la secuencia es ⏎ + línea + ⏎"),
+    "lengths": ("a line's length counts its real targets: len(tokens) - 1",
+                "la longitud de una línea cuenta sus objetivos reales: len(tokens) - 1"),
+    "no_scale": ("multiply the rows by sqrt(C): the table's numbers are about 1/sqrt(C) in size",
+                 "multiplica las filas por sqrt(C): los números de la tabla miden más o menos 1/sqrt(C)"),
+    "scale_c": ("the scale is sqrt(C), not C", "la escala es sqrt(C), no C"),
+    "divided": ("multiply by sqrt(C), do not divide", "multiplica por sqrt(C), no dividas"),
+    "sin_cos": ("sin and cos are swapped: the even dimensions 2i take the sine, the odd ones 2i+1 the cosine",
+                "sin y cos están cambiados: las dimensiones pares 2i llevan el seno, las impares 2i+1 el coseno"),
+    "exponent_i": ("the exponent is 2i / C, 2i being the pair's even dimension, not i / C",
+                   "el exponente es 2i / C, siendo 2i la dimensión par del par, no i / C"),
+    "exponent_j": ("both dimensions of a pair share one angle: the exponent is 2i / C for 2i and for 2i+1",
+                   "las dos dimensiones de un par comparten ángulo: el exponente es 2i / C para 2i y para 2i+1"),
+    "from_one": ("positions start at 0", "las posiciones empiezan en 0"),
+    "halves": ("interleave them: sines in the even dimensions, cosines in the odd ones, not all the sines first",
+               "intercálalos: senos en las dimensiones pares, cosenos en las impares, no todos los senos primero"),
+    "base": ("the base is 10000", "la base es 10000"),
+    "transposed": ("True where s <= t: row t is the query, column s the key (the lower triangle, tril)",
+                   "True donde s <= t: la fila t es la consulta, la columna s la clave (el triángulo de abajo, tril)"),
+    "inverted": ("True means 'may attend': the future (s > t) is False",
+                 "True significa 'puede atender': el futuro (s > t) es False"),
+    "no_diagonal": ("a position may attend to itself: the diagonal is True",
+                    "una posición puede atenderse a sí misma: la diagonal es True"),
+    "one_ahead": ("the mask is one step off: position t sees s <= t, not s <= t + 1",
+                  "la máscara está desplazada un paso: la posición t ve s <= t, no s <= t + 1"),
+    "d_k": ("divide the scores by sqrt(d_k), not by d_k", "divide los scores por sqrt(d_k), no por d_k"),
+    "no_scaling": ("divide the scores by sqrt(d_k)", "divide los scores por sqrt(d_k)"),
+    "times": ("divide by sqrt(d_k), do not multiply", "divide por sqrt(d_k), no multipliques"),
+    "axis": ("softmax over the keys, the last axis (dim=-1), so that each query's row adds up to 1",
+             "softmax sobre las claves, el último eje (dim=-1), para que la fila de cada consulta sume 1"),
+    "mask_inverted": ("-inf where the mask is False (the future), not where it is True",
+                      "-inf donde la máscara es False (el futuro), no donde es True"),
+    "mask_ignored": ("apply the mask: -inf where it is False, before the softmax",
+                     "aplica la máscara: -inf donde es False, antes del softmax"),
+    "no_transpose": ("view it as (B, T, H, D), then transpose(1, 2): reshaping straight to (B, H, T, D) mixes "
+                     "positions and heads", "míralo como (B, T, H, D) y luego transpose(1, 2): pasar directo a "
+                     "(B, H, T, D) mezcla posiciones y cabezas"),
+    "interleaved": ("head h takes D consecutive columns (h*D to h*D + D - 1), not every H-th column",
+                    "la cabeza h toma D columnas seguidas (h*D a h*D + D - 1), no una de cada H"),
+    "join_no_transpose": ("transpose(1, 2) back to (B, T, H, D) before joining: a straight reshape mixes positions "
+                          "and heads", "transpose(1, 2) de vuelta a (B, T, H, D) antes de juntar: un reshape "
+                          "directo mezcla posiciones y cabezas"),
+    "join_interleaved": ("the heads go side by side in blocks: head 0's D numbers, then head 1's",
+                         "las cabezas van una junto a otra en bloques: los D números de la cabeza 0, luego la 1"),
+    "no_relu": ("apply ReLU between the two layers: max(0, x W1 + b1)", "aplica ReLU entre las dos capas: max(0, x W1 + b1)"),
+    "relu_after": ("ReLU goes on the hidden layer only, not on the output",
+                   "la ReLU va solo en la capa oculta, no en la salida"),
+    "gelu": ("this model uses ReLU, as the paper does, not GELU", "este modelo usa ReLU, como el artículo, no GELU"),
+    "post_norm": ("pre-norm: normalize the block's input, x + block(norm(x)), not the sum after it",
+                  "pre-norm: normaliza la entrada del bloque, x + bloque(norm(x)), no la suma de después"),
+    "no_residual": ("add each block's output to its input: x = x + ...", "suma la salida de cada bloque a su entrada: x = x + ..."),
+    "no_residual_attention": ("add the attention's output to its input: x = x + Dropout(attention(...))",
+                              "suma la salida de la atención a su entrada: x = x + Dropout(atención(...))"),
+    "no_residual_ffn": ("add the feed-forward's output to its input: x = x + Dropout(feed_forward(...))",
+                        "suma la salida del feed-forward a su entrada: x = x + Dropout(feed_forward(...))"),
+    "norms_swapped": ("self.attention_norm goes before the attention, self.feed_forward_norm before the feed-forward",
+                      "self.attention_norm va antes de la atención, self.feed_forward_norm antes del feed-forward"),
+    "one_norm": ("each block has a LayerNorm of its own: self.feed_forward_norm before the feed-forward",
+                 "cada bloque tiene su propia LayerNorm: self.feed_forward_norm antes del feed-forward"),
+    "residual_from_input": ("the second residual adds to the x that already holds the attention's output",
+                            "el segundo residual se suma a la x que ya lleva la salida de la atención"),
+    "no_ffn_norm": ("normalize before the feed-forward too, with self.feed_forward_norm",
+                    "normaliza también antes del feed-forward, con self.feed_forward_norm"),
+    "padding_averaged": ("average over the real targets only: the padding (IGNORE) counts neither in the sum nor in "
+                         "how many", "promedia solo sobre los objetivos reales: el relleno (IGNORE) no cuenta ni en "
+                         "la suma ni en cuántos son"),
+    "loss_sum": ("the mean, not the sum", "la media, no la suma"),
+    "loss_bits": ("in nats: the natural logarithm, no division by ln 2",
+                  "en nats: el logaritmo natural, sin dividir por ln 2"),
+    "shifted_again": ("the targets are shifted already (section 4): logits[:, t] goes with targets[:, t]",
+                      "los objetivos ya están desplazados (sección 4): logits[:, t] va con targets[:, t]"),
+    "mean_of_rows": ("one mean over every real target of the batch, not the mean of each row's mean",
+                     "una sola media sobre todos los objetivos reales del lote, no la media de las medias por fila"),
+    "warmup_from_zero": ("at warm-up step 0 the rate is lr / warmup, not 0: (step + 1) / warmup",
+                         "en el paso 0 del calentamiento la tasa es lr / warmup, no 0: (step + 1) / warmup"),
+    "no_cap": ("the warm-up lasts at most warmup_cap of all steps: min(cfg.warmup, int(total_steps * "
+               "cfg.warmup_cap))", "el calentamiento dura como mucho warmup_cap de todos los pasos: "
+               "min(cfg.warmup, int(total_steps * cfg.warmup_cap))"),
+    "no_floor": ("the cosine goes down to lr_floor x lr, not to 0", "el coseno baja hasta lr_floor x lr, no hasta 0"),
+    "over_total": ("the cosine counts the steps after the warm-up: (step - warmup) / (total_steps - warmup)",
+                   "el coseno cuenta los pasos tras el calentamiento: (step - warmup) / (total_steps - warmup)"),
+    "no_bias_correction": ("correct the bias: m / (1 - beta1^t) and v / (1 - beta2^t), as m and v start at 0",
+                           "corrige el sesgo: m / (1 - beta1^t) y v / (1 - beta2^t), porque m y v empiezan en 0"),
+    "correction_m_only": ("correct v too: v / (1 - beta2^t)", "corrige también v: v / (1 - beta2^t)"),
+    "correction_v_only": ("correct m too: m / (1 - beta1^t)", "corrige también m: m / (1 - beta1^t)"),
+    "eps_inside": ("eps goes after the square root: sqrt(v^) + eps", "eps va después de la raíz: sqrt(v^) + eps"),
+    "decay_coupled": ("AdamW's decay is decoupled: p *= 1 - lr x weight_decay, never added to the gradient",
+                      "el decaimiento de AdamW va aparte: p *= 1 - lr x weight_decay, nunca sumado al gradiente"),
+    "no_decay": ("with weight_decay > 0 (AdamW) also pull p towards 0: p *= 1 - lr x weight_decay",
+                 "con weight_decay > 0 (AdamW) acerca también p a 0: p *= 1 - lr x weight_decay"),
+    "betas_swapped": ("beta1 (0.9) averages the gradient, beta2 (0.999) its square",
+                      "beta1 (0.9) promedia el gradiente, beta2 (0.999) su cuadrado"),
+    "temperature_times": ("divide the logits by the temperature, do not multiply",
+                          "divide los logits por la temperatura, no multipliques"),
+    "top_p_too_few": ("top-p keeps the fewest candidates whose probabilities reach top_p: one more than those below it",
+                      "top-p se queda con las menos candidatas cuyas probabilidades llegan a top_p: una más que las "
+                      "que quedan por debajo"),
+    "u_unscaled": ("scale u by the kept mass (the cumulative p of the last candidate kept) before comparing",
+                   "escala u por la masa que queda (la p acumulada de la última candidata) antes de comparar"),
+    "top_k_ignored": ("keep at most top_k candidates (0 means all)", "quédate con top_k candidatas como mucho (0: todas)"),
+    "rank_for_id": ("the id is order[rank], the character at that rank, not the rank itself",
+                    "el id es order[rank], el carácter en ese puesto, no el puesto"),
+    "greedy_ignored": ("greedy takes the most likely: kept 1, u None, nothing drawn",
+                       "greedy toma la más probable: kept 1, u None, sin sortear nada"),
+    "no_return": ("the function returns None: is its `return` missing?", "la función devuelve None: ¿falta su `return`?"),
+    "endless": ("a loop that never ends: does every pass of the loop move on?",
+                "un bucle que no termina: ¿avanza cada vuelta del bucle?"),
+}
+
+
+# %% [markdown]
+# The workbook: the book's own text with the chosen bodies replaced, found by Python's parser.
+
+# %%
+def part_one_functions(source: str, banner: int) -> dict:
+    """Part I's functions and methods by name ('attention', 'Adam.step'): their parsed nodes."""
+    found = {}
+    for node in ast.parse(source).body:
+        if node.lineno > banner:
+            break
+        if isinstance(node, ast.FunctionDef):
+            found[node.name] = node
+        elif isinstance(node, ast.ClassDef):
+            found.update({f"{node.name}.{item.name}": item for item in node.body if isinstance(item, ast.FunctionDef)})
+    return found
+
+
+def stub_lines(exercise: Exercise, lang: str, indent: str) -> list[str]:
+    """The 'your turn' comment (what, shapes, where to look) and the line that raises."""
+    import textwrap
+    number = EXERCISES.index(exercise) + 1
+    what, shapes = exercise.task[lang]
+    said = [speak("turn", lang, number=number, total=len(EXERCISES), level=exercise.level, minutes=exercise.minutes),
+            speak("compute", lang, what=what), speak("shapes", lang, shapes=shapes),
+            speak("look", lang, section=exercise.section), speak("then", lang, name=exercise.name)]
+    lines = [line for text in said for line in textwrap.wrap(text, 94 - len(indent), break_on_hyphens=False,
+                                                                break_long_words=False)]
+    stub = f'"{speak("stub", lang, name=exercise.name, number=number, section=exercise.section)}"'
+    raising = [f"{indent}raise NotImplementedError({stub})"]
+    if len(raising[0]) > 99:  # the projector's width: the message on a line of its own
+        raising = [f"{indent}raise NotImplementedError(", f"{indent}    {stub})"]
+    return [f"{indent}# {line}" for line in lines] + raising
+
+
+def workbook_text(source: str, chosen: list[Exercise], lang: str) -> str:
+    """The book with the chosen bodies taken out, its exercises named in STUDENT_EXERCISES, and
+    Part I's last cell waiting for them."""
+    lines = source.split("\n")
+    banner = next(i for i, line in enumerate(lines) if line.startswith("# # APPENDIX"))
+    nodes = part_one_functions(source, banner)
+    for exercise in sorted(chosen, key=lambda e: -nodes[e.name].lineno):  # from the bottom: line numbers hold
+        node = nodes[exercise.name]
+        first = node.body[0]
+        documented = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+            and isinstance(first.value.value, str)
+        start = first.end_lineno if documented else first.lineno - 1  # 0-based: the first line taken out
+        indent = re.match(r"\s*", lines[node.body[-1].lineno - 1]).group()
+        lines[start:node.end_lineno] = stub_lines(exercise, lang, indent)
+    text = "\n".join(lines)
+    names = tuple(e.name for e in chosen)
+    text = re.sub(r"^STUDENT_EXERCISES: tuple = \(\)", f"STUDENT_EXERCISES: tuple = {names!r}", text, 1, re.M)
+    text = re.sub(r'^WORKBOOK_LANG = ""', f'WORKBOOK_LANG = "{lang}"', text, 1, re.M)
+    story = "    story_model, story_data = train_and_write(replace(Config(), epochs=1))\n"
+    waiting = ("    try:\n    " + story + "    except NotImplementedError as exercise_left:  # an exercise to write "
+               "first\n        print(exercise_left)\n")
+    return text.replace(story, waiting, 1)
+
+
+def write_workbook(folder: str, names, lang: str | None, log=print):
+    """--workbook DIR: DIR/LLM.py (the book with the exercises blank) and the proverbs beside it;
+    a file already there is never written over."""
+    lang = language(lang)
+    here = globals().get("__file__")
+    if here is None:
+        raise UserError(speak("no_file", lang))
+    if STUDENT_EXERCISES:
+        raise UserError(speak("from_workbook", lang))
+    chosen, target = pick_exercises(names, lang), Path(folder) / "LLM.py"
+    if target.exists() or target.is_symlink():
+        same = same_file(target, Path(here))
+        raise UserError(speak("is_book" if same else "already", lang, path=show_path(target)))
+    text = workbook_text(Path(here).read_text(encoding="utf-8"), chosen, lang)
+    prepare_output_dir(folder)
+    write_file(target, lambda file: file.write(text.encode("utf-8")))
+    data = Path(find_default_data(RunConfig(), False).data)
+    beside = Path(folder) / data.name
+    if data.is_file() and not beside.exists():
+        write_file(beside, lambda file: file.write(data.read_bytes()))
+    log(speak("wrote", lang, path=show_path(target), n=len(chosen), data=show_path(beside)))
+    log(speak("list", lang))
+    for e in chosen:
+        place = speak("place", lang, section=e.section, level=e.level, minutes=e.minutes)
+        log(f"  {EXERCISES.index(e) + 1:>2}. {e.name:<31} {place}")
+    log(speak("start", lang, folder=show_path(folder)))
+
+
+def practise(args, argv: list[str]) -> int:
+    """--workbook DIR [--exercises NAMES] or --check [NAMES]; they take no settings."""
+    typed = vars(build_parser(defaults=False).parse_args(argv))
+    settings = sorted(set(typed) & {f.name for f in fields(RunConfig)})
+    if settings:
+        raise UserError(f"--workbook and --check take no settings ({', '.join(flag_of(s) for s in settings)}): "
+                        f"leave them out")
+    if args.workbook is None and args.exercises is not None:
+        raise UserError("--exercises chooses the exercises of --workbook DIR (python LLM.py --check NAMES checks "
+                        "some)")
+    if args.workbook is not None:
+        write_workbook(args.workbook, [args.exercises or ""], args.lang)
+        return 0
+    return check_exercises(args.check, args.lang)
+
+
+# %%
+if __name__ == "__main__" and in_notebook():  # a notebook: every exercise checked (a workbook's: yours)
+    check_exercises()
 
 
 # %% [markdown]
