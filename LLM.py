@@ -1088,6 +1088,8 @@ if __name__ == "__main__" and "__file__" not in globals():  # Part I alone: a no
 # - **I. What if, and what the numbers say**: `--without`, `--what-if`, and their comparison.
 # - **J. Talking to the model**: `--chat`.
 # - **K. The command line**: `main()`, flags, presets, errors, signals, and the whole run.
+# - **L. Practice**: `--workbook` (this book with Part I's exercises blank) and `--check` (each
+#   exercise against PyTorch, with the usual mistakes named).
 
 # %% [markdown]
 # ## A. Settings, devices, files
@@ -4584,6 +4586,25 @@ WITHOUT_MEANS = {"causal-mask": "no causal mask: every position may read the cha
                  "layer-norm": "no layer norms: every LayerNorm is the identity"}
 
 
+PREDICT_FIRST = {  # the question the what-if gallery asks before its answers (English, Spanish)
+    "causal-mask": ("Every position may now read the characters after it, the one it must predict included. Will "
+                    "the validation loss go up or down, and will the samples be better or worse?",
+                    "Cada posición puede leer ahora los caracteres que vienen después, también el que debe "
+                    "predecir. ¿Subirá o bajará la pérdida de validación, y las muestras serán mejores o peores?"),
+    "positions": ("\"sal\" and \"las\" are now the same bag of letters. Can the model still learn anything about "
+                  "order, and from what?", "\"sal\" y \"las\" son ahora la misma bolsa de letras. ¿Puede el modelo "
+                  "aprender algo del orden, y de dónde?"),
+    "scaling": ("The attention scores are now sqrt(d_k) times larger. Will the attention be sharper or flatter, and "
+                "will the model learn faster or slower?", "Los scores de la atención son ahora sqrt(d_k) veces "
+                "mayores. ¿Será la atención más nítida o más plana, y aprenderá el modelo más rápido o más lento?"),
+    "residual": ("Each block's output now replaces its input. How much will that cost at 2 layers, and at 6?",
+                 "La salida de cada bloque sustituye ahora a su entrada. ¿Cuánto costará con 2 capas, y con 6?"),
+    "layer-norm": ("Nothing keeps the activations at one scale any more. Will the loss end higher or lower at this "
+                   "size?", "Ya nada mantiene las activaciones en una escala. ¿Acabará la pérdida más alta o más "
+                   "baja con este tamaño?"),
+}
+
+
 def take_out(model: TransformerLM, ideas) -> TransformerLM:
     """--without: the built model with each idea taken out, swapping or wrapping its modules;
     the weights keep their names and shapes, so a checkpoint loads into it as into any model."""
@@ -4782,8 +4803,13 @@ def what_if_report(results: list[WhatIf], cfg: Config, seconds: float) -> str:
              f"`python LLM.py --what-if` trained {len(results)} models on `{show_path(Path(cfg.data).name)}`, same seed and same "
              f"data, {cfg.epochs} epochs each, in {seconds:.0f} s: once as it is and once without each idea of section 9 "
              f"of LLM.py. Each folder below holds that run's `table.txt`, `parameters.txt` and `model.pt`: "
-             f"`--generate`, `--chat` and `--explorer` use it as it was trained.", "",
-             "| run | train loss | validation loss | test loss | words of the corpus | one sample |", "|---|---|---|---|---|---|"]
+             f"`--generate`, `--chat` and `--explorer` use it as it was trained.", "", "## Predict first", "",
+             "Before reading the table, write down an answer to each question; the answers, in this run's numbers, "
+             "come below. *Antes de leer la tabla, escribe una respuesta a cada pregunta; las respuestas, con los "
+             "números de esta ejecución, vienen debajo.*", ""]
+    lines += [f"- **Without {r.idea}.** {PREDICT_FIRST[r.idea][0]} *{PREDICT_FIRST[r.idea][1]}*" for r in results[1:]]
+    lines += ["", "## The answers", "",
+              "| run | train loss | validation loss | test loss | words of the corpus | one sample |", "|---|---|---|---|---|---|"]
     for r in results:
         last = r.history[-1]
         folder = f"without-{r.idea}" if r.idea else "as-it-is"
@@ -6210,10 +6236,10 @@ class CheckTokenizer:
     def token_text(self, i: int) -> str: return self.chars[int(i)]
 
 
-def lines_by_mistake(lines, context, shift=1, opening=True, keep=1, pad=IGNORE, extra=0) -> dict:
-    """encode_lines with a usual mistake: targets not shifted, no opening ⏎, cut to `context`,
-    targets padded with ⏎, lengths one too long."""
-    sequences = [([0] if opening else []) + CheckTokenizer().encode(line) + [0] for line in lines]
+def lines_by_mistake(lines, context, shift=1, opening=True, closing=True, keep=1, pad=IGNORE, extra=0) -> dict:
+    """encode_lines with a usual mistake: targets not shifted, no opening or closing ⏎, cut to
+    `context`, targets padded with ⏎, lengths one too long."""
+    sequences = [([0] if opening else []) + CheckTokenizer().encode(line) + ([0] if closing else []) for line in lines]
     sequences = [s[:context + keep] for s in sequences]
     L = max(len(s) - 1 for s in sequences)
     inputs, targets = torch.zeros(len(lines), L, dtype=torch.long), torch.full((len(lines), L), pad)
@@ -6242,7 +6268,7 @@ def encode_lines_cases() -> list[Case]:
               (["a"], 1, [[0]], [[1]], [1], 1),
               (["ba", "abcabc"], 4, [[0, 2, 1, 0], [0, 1, 2, 3]], [[2, 1, 0, P], [1, 2, 3, 1]], [3, 4], 7)]
     mistakes = {"not_shifted": dict(shift=0), "pad_target": dict(pad=0), "cut_context": dict(keep=0),
-                "no_opening": dict(opening=False), "lengths": dict(extra=1)}
+                "no_opening": dict(opening=False), "no_closing": dict(closing=False), "lengths": dict(extra=1)}
     return [Case(f"encode_lines({lines}, tokenizer, context={context})  # ⏎ 0, a 1, b 2, c 3",
                  lambda lines=lines, context=context: encode_lines(list(lines), CheckTokenizer(), context),
                  {"inputs": torch.tensor(i), "targets": torch.tensor(t), "lengths": torch.tensor(n), "n_chars": c},
@@ -6311,11 +6337,13 @@ def causal_mask_cases() -> list[Case]:
 
 def attention_by_mistake(q, k, v, mask, divide_by=None, axis=-1, mask_rule="keep") -> dict:
     """attention with a usual mistake: another divisor, softmax over the other axis, the mask
-    inverted or ignored."""
+    inverted, ignored, or applied after the softmax (the weights no longer add up to 1)."""
     scores = q @ k.transpose(-2, -1) / (math.sqrt(q.size(-1)) if divide_by is None else divide_by)
-    if mask is not None and mask_rule != "ignore":
+    if mask is not None and mask_rule in ("keep", "invert"):
         scores = scores.masked_fill(~mask if mask_rule == "keep" else mask, float("-inf"))
     weights = scores.softmax(dim=axis)
+    if mask is not None and mask_rule == "after":
+        weights = weights.masked_fill(~mask, 0.0)
     return {"output": weights @ v, "weights": weights}
 
 
@@ -6340,7 +6368,8 @@ def attention_cases() -> list[Case]:
         expected = {"output": F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
                     "weights": F.scaled_dot_product_attention(q, k, identity, attn_mask=mask)}
         how = {"d_k": dict(divide_by=D), "no_scaling": dict(divide_by=1.0), "times": dict(divide_by=D ** -0.5),
-               "axis": dict(axis=-2), "mask_inverted": dict(mask_rule="invert"), "mask_ignored": dict(mask_rule="ignore")}
+               "axis": dict(axis=-2), "mask_inverted": dict(mask_rule="invert"), "mask_ignored": dict(mask_rule="ignore"),
+               "mask_after": dict(mask_rule="after")}
         shown_mask = {"causal": f"causal_mask({T})", "random": f"a random ({T}, {T}) mask", None: "None"}[kind]
         cases.append(Case(f"attention(q, k, v, {shown_mask}), q, k, v = torch.randn({B}, {H}, {T}, {D}) (seed {seed})",
                           lambda a=(q, k, v, mask): attention(*(t.clone() if t is not None else t for t in a)), expected,
@@ -6525,10 +6554,10 @@ def learning_rate_cases() -> list[Case]:
     cases = []
     for warmup, step, total, rate in worked:
         cfg = replace(Config(), lr=1e-3, warmup=warmup, warmup_cap=0.2, lr_floor=0.1)
+        mistakes = {hint: (lambda a=(step, total, cfg), h=h: {"lr": rate_by_mistake(*a, **h)}) for hint, h in how.items()}
         cases.append(Case(f"learning_rate({step}, {total}, cfg) with lr 0.001, warmup {warmup}, warmup_cap 0.2, "
                           f"lr_floor 0.1", lambda a=(step, total, cfg): learning_rate(*a), {"lr": rate},
-                          {hint: (lambda a=(step, total, cfg), h=h: {"lr": rate_by_mistake(*a, **h)}) for hint, h in how.items()},
-                          number_parts("lr")))
+                          {**mistakes, "errors": {ZeroDivisionError: "warmup_zero"}}, number_parts("lr")))
     return cases
 
 
@@ -6582,8 +6611,9 @@ def adam_cases() -> list[Case]:
                "no_decay": dict(no_decay=True)}
         shown = (f"Adam([{{'params': [randn(3, 4)], 'weight_decay': {decay}}}, {{'params': [randn(5)]}}], lr={lr}, "
                  f"betas={betas}, eps={eps}): {steps} step{'s' * (steps > 1)}, gradients randn x {scale} (seed {seed})")
+        mistakes = {hint: (lambda a=a, h=h: adam_by_mistake(*a, **h)) for hint, h in how.items()}
         cases.append(Case(shown, lambda a=a: adam_run(Adam, *a), adam_run(torch_kind, *a),
-                          {hint: (lambda a=a, h=h: adam_by_mistake(*a, **h)) for hint, h in how.items()},
+                          {**mistakes, "errors": {ZeroDivisionError: "t_not_counted"}},
                           lambda answer: answer))
     return cases
 
@@ -6846,6 +6876,8 @@ HINTS = {  # a usual mistake -> what to do instead (English, Spanish)
                     "corta cada secuencia a context + 1 tokens: su entrada y su objetivo miden entonces context"),
     "no_opening": ("every line starts with ⏎ too: the sequence is ⏎ + line + ⏎",
                    "cada línea empieza también con ⏎: la secuencia es ⏎ + línea + ⏎"),
+    "no_closing": ("every line ends with ⏎ too: the model must learn where a proverb ends",
+                   "cada línea termina también con ⏎: el modelo debe aprender dónde acaba un refrán"),
     "lengths": ("a line's length counts its real targets: len(tokens) - 1",
                 "la longitud de una línea cuenta sus objetivos reales: len(tokens) - 1"),
     "no_scale": ("multiply the rows by sqrt(C): the table's numbers are about 1/sqrt(C) in size",
@@ -6877,6 +6909,8 @@ HINTS = {  # a usual mistake -> what to do instead (English, Spanish)
              "softmax sobre las claves, el último eje (dim=-1), para que la fila de cada consulta sume 1"),
     "mask_inverted": ("-inf where the mask is False (the future), not where it is True",
                       "-inf donde la máscara es False (el futuro), no donde es True"),
+    "mask_after": ("mask the scores before the softmax (-inf), not the weights after it: each row must still add up to 1",
+                   "enmascara los scores antes del softmax (-inf), no los pesos después: cada fila debe sumar 1"),
     "mask_ignored": ("apply the mask: -inf where it is False, before the softmax",
                      "aplica la máscara: -inf donde es False, antes del softmax"),
     "no_transpose": ("view it as (B, T, H, D), then transpose(1, 2): reshaping straight to (B, H, T, D) mixes "
@@ -6920,6 +6954,8 @@ HINTS = {  # a usual mistake -> what to do instead (English, Spanish)
                      "una sola media sobre todos los objetivos reales del lote, no la media de las medias por fila"),
     "warmup_from_zero": ("at warm-up step 0 the rate is lr / warmup, not 0: (step + 1) / warmup",
                          "en el paso 0 del calentamiento la tasa es lr / warmup, no 0: (step + 1) / warmup"),
+    "warmup_zero": ("with no warm-up (0 steps) the cosine starts at step 0: never divide by the warm-up then",
+                    "sin calentamiento (0 pasos) el coseno empieza en el paso 0: entonces no dividas por él"),
     "no_cap": ("the warm-up lasts at most warmup_cap of all steps: min(cfg.warmup, int(total_steps * "
                "cfg.warmup_cap))", "el calentamiento dura como mucho warmup_cap de todos los pasos: "
                "min(cfg.warmup, int(total_steps * cfg.warmup_cap))"),
@@ -6930,6 +6966,8 @@ HINTS = {  # a usual mistake -> what to do instead (English, Spanish)
                            "corrige el sesgo: m / (1 - beta1^t) y v / (1 - beta2^t), porque m y v empiezan en 0"),
     "correction_m_only": ("correct v too: v / (1 - beta2^t)", "corrige también v: v / (1 - beta2^t)"),
     "correction_v_only": ("correct m too: m / (1 - beta1^t)", "corrige también m: m / (1 - beta1^t)"),
+    "t_not_counted": ("count the step first (self.t += 1): the first step has t = 1, and 1 - beta^0 is 0",
+                      "cuenta el paso primero (self.t += 1): el primer paso tiene t = 1, y 1 - beta^0 es 0"),
     "eps_inside": ("eps goes after the square root: sqrt(v^) + eps", "eps va después de la raíz: sqrt(v^) + eps"),
     "decay_coupled": ("AdamW's decay is decoupled: p *= 1 - lr x weight_decay, never added to the gradient",
                       "el decaimiento de AdamW va aparte: p *= 1 - lr x weight_decay, nunca sumado al gradiente"),
@@ -6993,7 +7031,7 @@ def workbook_text(source: str, chosen: list[Exercise], lang: str) -> str:
     """The book with the chosen bodies taken out, its exercises named in STUDENT_EXERCISES, and
     Part I's last cell waiting for them."""
     lines = source.split("\n")
-    banner = next(i for i, line in enumerate(lines) if line.startswith("# # APPENDIX"))
+    banner = next(i for i, line in enumerate(lines) if line.startswith("# # ") and "Part II" in line)
     nodes = part_one_functions(source, banner)
     for exercise in sorted(chosen, key=lambda e: -nodes[e.name].lineno):  # from the bottom: line numbers hold
         node = nodes[exercise.name]

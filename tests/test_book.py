@@ -184,3 +184,24 @@ def test_every_function_of_the_file_reads_at_once():
             for node in ast.walk(ast.parse("\n".join(LINES)))
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 40]
     assert not long, long
+
+
+def test_a_workbook_opens_as_a_notebook_and_one_of_its_cells_checks_the_exercises(tmp_path):
+    """A fresh workbook run as a notebook, as a student's Run All would: Part I's cell names the
+    first exercise to write, a cell of the appendix checks them all ('0 of 15'), the run's cell
+    says in one line that the workbook trains once they pass; no cell raises."""
+    jupytext = pytest.importorskip("jupytext", reason="the notebook tools are test-only: tests/requirements.txt")
+    nbclient = pytest.importorskip("nbclient")
+    subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--workbook", str(tmp_path), "--lang", "en"], check=True,
+                   capture_output=True, timeout=120)
+    notebook = jupytext.read(tmp_path / "LLM.py")
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    printed = "".join(o.text for o in outputs if o.output_type == "stream")
+    assert "CharTokenizer.encode: your turn (exercise 1, section 2)" in printed  # Part I's own cell
+    checks = [cell for cell in notebook.cells if cell.cell_type == "code" and "check_exercises()" in cell.source]
+    assert len(checks) == 1 and "0 of 15 exercises done" in "".join(o.text for o in checks[0].outputs)
+    assert "error: this workbook trains once its exercises pass their checks" in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LLM.py", "refranes.txt"]  # it wrote nothing

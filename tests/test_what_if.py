@@ -271,3 +271,19 @@ def test_what_if_stopped_says_how_many_runs_finished_and_what_the_stopped_one_ke
     assert "      training stopped by SIGTERM in epoch 1: no checkpoint was written yet" in said
     assert said[-1].startswith(f"what if: stopped in the run without {LLM.IDEAS[1]}; 2 of {1 + len(LLM.IDEAS)} runs "
                                f"finished") and not (tmp_path / "what-if" / "README.md").exists()
+
+
+def test_the_gallery_asks_each_switchs_question_before_it_answers():
+    """outputs/what-if/README.md opens with a 'predict first' question per switch, in English and
+    Spanish, and only then the table and the sentences with the run's numbers."""
+    history = [{"epoch": 1, "train_loss": 1.9, "val_loss": 1.8, "clipped": 0.2}]
+    runs = [LLM.WhatIf("as it is", "", history, None, (40, 50), "No hay", 0.4)]
+    runs += [LLM.WhatIf(f"without {idea}", idea, history, None, (10, 50), "No hay", 0.7) for idea in LLM.WITHOUT_MEANS]
+    report = LLM.what_if_report(runs, LLM.RunConfig(), 3.0)
+    asked, answered = report.index("## Predict first"), report.index("## The answers")
+    assert asked < answered < report.index("| run | train loss") < report.index("## Without causal-mask")
+    questions = report[asked:answered]
+    for idea, (english, spanish) in LLM.PREDICT_FIRST.items():
+        assert f"- **Without {idea}.** {english} *{spanish}*" in questions
+        assert "?" in english and "¿" in spanish
+    assert set(LLM.PREDICT_FIRST) == set(LLM.WITHOUT_MEANS)

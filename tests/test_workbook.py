@@ -109,6 +109,15 @@ MISTAKES = [
     ("attention", "/ math.sqrt(q.size(-1))  # (B,H,T,D)", "/ q.size(-1)  # (B,H,T,D)", "d_k"),
     ("attention", "    weights = scores.softmax(dim=-1)  # (B, H, T, T)", "    weights = scores.softmax(dim=-2)  # (B, H, T, T)", "axis"),
     ("attention", "        scores = scores.masked_fill(~mask, float(\"-inf\"))", "        scores = scores.masked_fill(mask, float(\"-inf\"))", "mask_inverted"),
+    ("attention", "    weights = scores.softmax(dim=-1)  # (B, H, T, T)",
+     "    weights = (q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))).softmax(-1) * (1 if mask is None else mask)  # (B, H, T, T)",
+     "mask_after"),
+    ("encode_lines", "    sequences = [[tokenizer.eol_id] + tokenizer.encode(line) + [tokenizer.eol_id] for line in lines]",
+     "    sequences = [[tokenizer.eol_id] + tokenizer.encode(line) for line in lines]", "no_closing"),
+    ("learning_rate", "    if step < warmup:\n        return cfg.lr * (step + 1) / warmup",
+     "    if step <= warmup:\n        return cfg.lr * (step + 1) / warmup", "warmup_zero"),
+    ("Adam.step", "        self.t += 1\n        beta1, beta2 = self.betas\n        for group, ms, vs",
+     "        beta1, beta2 = self.betas\n        for group, ms, vs", "t_not_counted"),
     ("split_heads", "    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)", "    return x.view(B, n_heads, T, C // n_heads)", "no_transpose"),
     ("split_heads", "    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)", "    return x.view(B, T, C // n_heads, n_heads).permute(0, 3, 1, 2)", "interleaved"),
     ("join_heads", "    return x.transpose(1, 2).reshape(B, T, H * D)", "    return x.reshape(B, T, H * D)", "join_no_transpose"),
@@ -319,3 +328,37 @@ def test_what_a_workbook_and_a_check_refuse(tmp_path, capsys):
     (tmp_path / "LLM.py").write_text("# a student's work\n", encoding="utf-8")
     one_line_error(capsys, ["--workbook", str(tmp_path)], "exists: a workbook is never written over")
     assert (tmp_path / "LLM.py").read_text(encoding="utf-8") == "# a student's work\n"
+
+
+def test_the_readme_lists_every_exercise_with_its_section_level_and_time():
+    from test_prose import README
+    rows = re.findall(r"^\| (\d+) \| `([\w.]+)` \| (\d+) \| (\d) \| (\d+) \|$", README, re.M)
+    assert rows == [(str(i), e.name, str(e.section), str(e.level), str(e.minutes))
+                    for i, e in enumerate(LLM.EXERCISES, 1)]
+    assert "## Teaching with LLM.py" in README and "### Una clase de 50 minutos" in README
+
+
+def test_the_readmes_loop_checks_a_whole_class(tmp_path):
+    """The README's loop over class/*/LLM.py, run as written: one line per student, its tally."""
+    from test_prose import README
+    loop = next(line for line in README.splitlines() if line.startswith("for copy in class/*/LLM.py"))
+    for student, exercises in (("ana", "causal_mask"), ("ben", "attention,split_heads")):
+        subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--workbook", str(tmp_path / "class" / student),
+                        "--exercises", exercises], check=True, capture_output=True, timeout=120)
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("needs bash")
+    said = subprocess.run([bash, "-c", loop.replace("python ", f"{sys.executable} ")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert said.stdout.splitlines() == ["class/ana/LLM.py: 0 of 1 exercises done",
+                                        "class/ben/LLM.py: 0 of 2 exercises done"], said.stderr
+
+
+def test_the_language_follows_the_locale(tmp_path):
+    """No --lang: LANG=es_ES.UTF-8 speaks Spanish, LANG=C English; a workbook keeps its own."""
+    import os
+    env = {**os.environ, "LC_ALL": "", "LC_MESSAGES": "", "LANGUAGE": "", "LANG": "es_ES.UTF-8"}
+    said = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--check", "causal_mask"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert said.returncode == 0 and said.stdout.splitlines()[-1] == "1 de 1 ejercicios hechos"
+    assert LLM.language(None) in ("en", "es") and LLM.language("es") == "es"
