@@ -5207,6 +5207,17 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
         epilog=f"--pictures names: {' '.join(PICTURES)}. Presets: "
                + "; ".join(f"{name}: " + (" ".join(f"{flag_of(k)} {v}" for k, v in changes.items()) or "the defaults")
                            for name, changes in PRESETS.items()) + ".")
+    add_what_to_do(parser, defaults)
+    by_name = {f.name: f for f in fields(RunConfig)}
+    for title, names in FLAG_GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            add_setting(group, by_name[name], defaults)
+    return parser
+
+
+def add_what_to_do(parser, defaults: bool):
+    """The group 'what to do': the actions (one at most) and the flags that go with them."""
     use = parser.add_argument_group("what to do (default: train a new model)")
     action = use.add_mutually_exclusive_group()
     action.add_argument("--resume", action="store_true",
@@ -5240,12 +5251,6 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
                      help="with --workbook: only these exercises, by name, comma-separated (attention,causal_mask)")
     use.add_argument("--lang", choices=LANGUAGES,
                      help="the language of --workbook's comments and --check's messages (default: the locale's)")
-    by_name = {f.name: f for f in fields(RunConfig)}
-    for title, names in FLAG_GROUPS.items():
-        group = parser.add_argument_group(title)
-        for name in names:
-            add_setting(group, by_name[name], defaults)
-    return parser
 
 
 def add_setting(group, f, defaults: bool):

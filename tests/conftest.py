@@ -52,10 +52,10 @@ def tiny_model(vocab_size=11, **changes) -> "LLM.TransformerLM":
     return LLM.build_model(vocab_size, tiny_config(**changes)).eval()  # --without and --code applied
 
 
-def one_line_error(capsys, argv, *expected):
-    """Run LLM.main(argv) and check it failed the way a user should see: exit code 2 and a
-    single line `error: ...` on stderr that contains every expected piece of text."""
-    code = LLM.main(argv)
+def one_line_error(capsys, argv, *expected, main=None):
+    """Run LLM.main(argv) (or another copy's `main`) and check it failed the way a user should see:
+    exit code 2 and a single line `error: ...` on stderr that contains every expected piece of text."""
+    code = (main or LLM.main)(argv)
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err

@@ -186,6 +186,7 @@ def test_every_function_of_the_file_reads_at_once():
     assert not long, long
 
 
+@pytest.mark.slow
 def test_a_workbook_opens_as_a_notebook_and_one_of_its_cells_checks_the_exercises(tmp_path):
     """A fresh workbook run as a notebook, as a student's Run All would: Part I's cell names the
     first exercise to write, a cell of the appendix checks them all ('0 of 15'), the run's cell

@@ -78,11 +78,14 @@ def test_every_readme_command_runs_and_touches_no_tracked_file_but_its_own(clone
             LLM.build_parser().parse_args(command[command.index("LLM.py") + 1:])  # the flags are LLM.py's
             continue
         argv = list(command)
-        actions = {"--resume", "--init-from", "--eval", "--generate", "--chat", "--explorer"} & set(argv)
+        actions = {"--resume", "--init-from", "--eval", "--generate", "--chat", "--explorer", "--workbook",
+                   "--check"} & set(argv)
         if not actions:
             argv += TINY  # a new model: tiny, one epoch
         elif "--resume" in argv:
             argv += ["--epochs", "2"]  # one epoch more than the tiny run it goes on from
+        elif "--workbook" in argv:
+            shutil.rmtree(clone / argv[argv.index("--workbook") + 1], ignore_errors=True)  # a new folder each time
         elif "--init-from" in argv:
             argv += ["--epochs", "1", "--pictures", "loss"]
         if "--chat" in argv:

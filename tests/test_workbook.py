@@ -235,12 +235,11 @@ def test_a_student_function_that_raises_loops_or_returns_the_wrong_thing_is_repo
     assert "faults.py, line" in exercise_block(result["text"], "attention")  # where it raised
 
 
-def write_workbook(tmp_path, *flags):
-    folder = tmp_path / "workbook"
-    result = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--workbook", str(folder), *flags],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    return folder, result.stdout
+def write_workbook(tmp_path, exercises="", lang="en"):
+    """LLM.write_workbook, in this process (as --workbook DIR --exercises ... --lang ... would)."""
+    folder, said = tmp_path / "workbook", []
+    LLM.write_workbook(str(folder), [exercises], lang, log=said.append)
+    return folder, "\n".join(said)
 
 
 def run_in(folder, *argv, timeout=300):
@@ -248,10 +247,10 @@ def run_in(folder, *argv, timeout=300):
                           timeout=timeout)
 
 
-def test_a_fresh_workbook_fails_every_check_as_not_started_and_refuses_to_train(tmp_path):
+def test_a_fresh_workbook_fails_every_check_as_not_started_and_refuses_to_train(tmp_path, capsys):
     """A folder with nothing but the workbook and refranes.txt: --check says '0 of 15' (exit 1,
     no traceback); python LLM.py says in one line which exercise comes first (exit 2)."""
-    folder, said = write_workbook(tmp_path, "--lang", "en")
+    folder, said = write_workbook(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["LLM.py", "refranes.txt"]
     assert (folder / "refranes.txt").read_bytes() == (ROOT / "refranes.txt").read_bytes()
     assert f"the book with {len(NAMES)} functions for you to write" in said
@@ -259,14 +258,14 @@ def test_a_fresh_workbook_fails_every_check_as_not_started_and_refuses_to_train(
     assert check.returncode == 1 and "Traceback" not in check.stdout + check.stderr
     assert check.stdout.count("  not started ") == len(NAMES)
     assert check.stdout.splitlines()[-1] == f"0 of {len(NAMES)} exercises done"
-    train = run_in(folder, "--lang", "en")
-    assert train.returncode == 2 and train.stderr.count("\n") == 1, train.stderr
-    assert train.stderr.startswith("error: this workbook trains once its exercises pass their checks: "
-                                   f"{len(NAMES)} do not yet, CharTokenizer.encode (section 2, not started) first")
+    workbook = load_copy((folder / "LLM.py").read_text(encoding="utf-8"), tmp_path, "fresh_workbook")
+    one_line_error(capsys, ["--lang", "en", "--data", str(folder / "refranes.txt"), "--out", str(tmp_path / "o")],
+                   "error: this workbook trains once its exercises pass their checks: "
+                   f"{len(NAMES)} do not yet, CharTokenizer.encode (section 2, not started) first", main=workbook.main)
 
 
 def test_the_workbook_keeps_each_signature_and_docstring_and_says_what_to_write(tmp_path):
-    folder, _ = write_workbook(tmp_path, "--lang", "es")
+    folder, _ = write_workbook(tmp_path, lang="es")
     text = (folder / "LLM.py").read_text(encoding="utf-8")
     banner = text.splitlines().index(next(l for l in text.splitlines() if l.startswith("# # APPENDIX")))
     book, workbook = LLM.part_one_functions(BOOK, 10 ** 6), LLM.part_one_functions(text, banner + 1)
@@ -285,19 +284,19 @@ def test_the_workbook_keeps_each_signature_and_docstring_and_says_what_to_write(
 
 
 def test_exercises_chosen_by_name_blank_only_those(tmp_path):
-    folder, said = write_workbook(tmp_path, "--exercises", "attention,causal_mask", "--lang", "en")
+    folder, said = write_workbook(tmp_path, "attention,causal_mask")
     text = (folder / "LLM.py").read_text(encoding="utf-8")
     story = text[:text.index("# # APPENDIX")]
     assert story.count("raise NotImplementedError(") == 2 and "the book with 2 functions" in said
-    check = run_in(folder, "--check", "--lang", "en")
-    assert check.returncode == 1 and check.stdout.splitlines()[-1] == "0 of 2 exercises done"
-    assert [line.split()[2] for line in check.stdout.splitlines()[1:3]] == ["causal_mask", "attention"]
+    check = verdicts_of(load_copy(text, tmp_path, "two_exercises"))
+    assert check["code"] == 1 and check["lines"][-1] == "0 of 2 exercises done"
+    assert [line.split()[2] for line in check["lines"][1:3]] == ["causal_mask", "attention"]
 
 
-def test_a_workbook_filled_with_the_books_bodies_trains_to_the_books_losses(tmp_path):
+def test_a_workbook_filled_with_the_books_bodies_trains_to_the_books_losses(tmp_path, capsys):
     """Every stub replaced by the book's own body: --check passes, and the tiny run prints the
     book's losses to the last digit, naming the student's functions."""
-    folder, _ = write_workbook(tmp_path, "--lang", "en")
+    folder, _ = write_workbook(tmp_path)
     text = (folder / "LLM.py").read_text(encoding="utf-8")
     for name in NAMES:
         stub = re.search(rf"\n( +)# YOUR TURN: exercise \d+ of \d+.*?\n\1raise NotImplementedError\(\n?[^\n]*?"
@@ -306,18 +305,19 @@ def test_a_workbook_filled_with_the_books_bodies_trains_to_the_books_losses(tmp_
         first = node.body[1] if ast.get_docstring(node) else node.body[0]
         body = "\n".join(BOOK.splitlines()[first.lineno - 1:node.end_lineno])
         text = text[:stub.start()] + "\n" + body + "\n" + text[stub.end():]
-    (folder / "LLM.py").write_text(text, encoding="utf-8")
-    assert run_in(folder, "--check").stdout.splitlines()[-1] == f"{len(NAMES)} of {len(NAMES)} exercises done"
+    workbook = load_copy(text, tmp_path, "filled_workbook")
+    checked = verdicts_of(workbook)
+    assert checked["lines"][-1] == f"{len(NAMES)} of {len(NAMES)} exercises done", checked["text"]
     tiny = ["--d-model", "16", "--heads", "2", "--layers", "2", "--d-ff", "32", "--epochs", "2", "--snapshot", "0",
-            "--pictures", "--data", str(PROVERBS), "--prompts", "No hay", "--max-chars", "20"]
-    theirs = run_in(folder, *tiny, "--out", str(tmp_path / "theirs"), "--lang", "en")
-    ours = subprocess.run([sys.executable, str(ROOT / "LLM.py"), *tiny, "--out", str(tmp_path / "ours")],
-                          capture_output=True, text=True, timeout=300)
-    assert theirs.returncode == 0 and ours.returncode == 0, theirs.stderr + ours.stderr
+            "--pictures", "--data", str(PROVERBS), "--prompts", "No hay", "--max-chars", "20", "--lang", "en"]
+    printed = {}
+    for name, main in (("theirs", workbook.main), ("ours", LLM.main)):
+        assert main(tiny + ["--out", str(tmp_path / name)]) == 0
+        printed[name] = capsys.readouterr().out
     losses = lambda out: re.findall(r"^epoch .*? clipped\)|^test split.*$|^      No hay.*$", out, re.M)  # noqa: E731
-    assert losses(theirs.stdout) == losses(ours.stdout) and len(losses(ours.stdout)) >= 4
-    assert f"your code: the {len(NAMES)} functions you wrote run in this training" in theirs.stdout
-    assert "code: the story's" in theirs.stdout
+    assert losses(printed["theirs"]) == losses(printed["ours"]) and len(losses(printed["ours"])) >= 4
+    assert f"your code: the {len(NAMES)} functions you wrote run in this training" in printed["theirs"]
+    assert "code: the story's" in printed["theirs"]
 
 
 def test_what_a_workbook_and_a_check_refuse(tmp_path, capsys):
@@ -343,8 +343,7 @@ def test_the_readmes_loop_checks_a_whole_class(tmp_path):
     from test_prose import README
     loop = next(line for line in README.splitlines() if line.startswith("for copy in class/*/LLM.py"))
     for student, exercises in (("ana", "causal_mask"), ("ben", "attention,split_heads")):
-        subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--workbook", str(tmp_path / "class" / student),
-                        "--exercises", exercises], check=True, capture_output=True, timeout=120)
+        LLM.write_workbook(str(tmp_path / "class" / student), [exercises], "en", log=lambda line: None)
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("needs bash")
@@ -354,11 +353,12 @@ def test_the_readmes_loop_checks_a_whole_class(tmp_path):
                                         "class/ben/LLM.py: 0 of 2 exercises done"], said.stderr
 
 
-def test_the_language_follows_the_locale(tmp_path):
-    """No --lang: LANG=es_ES.UTF-8 speaks Spanish, LANG=C English; a workbook keeps its own."""
-    import os
-    env = {**os.environ, "LC_ALL": "", "LC_MESSAGES": "", "LANGUAGE": "", "LANG": "es_ES.UTF-8"}
-    said = subprocess.run([sys.executable, str(ROOT / "LLM.py"), "--check", "causal_mask"], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert said.returncode == 0 and said.stdout.splitlines()[-1] == "1 de 1 ejercicios hechos"
-    assert LLM.language(None) in ("en", "es") and LLM.language("es") == "es"
+def test_the_language_follows_the_locale(monkeypatch):
+    """No --lang: LANG=es_ES.UTF-8 speaks Spanish, LANG=C English; --lang wins."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANGUAGE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "es_ES.UTF-8")
+    assert LLM.language(None) == "es" and LLM.language("en") == "en"
+    assert verdicts_of(LLM, ["causal_mask"], None)["lines"][-1] == "1 de 1 ejercicios hechos"
+    monkeypatch.setenv("LANG", "en_GB.UTF-8")
+    assert LLM.language(None) == "en"
