@@ -11,7 +11,10 @@
 #
 # `python LLM.py` trains the classroom model on `refranes.txt` in well under a minute on a laptop
 # CPU and writes everything to `outputs/`; `--help` lists every setting. As a notebook (Jupyter
-# with jupytext, or VS Code), *Run All* does the same. Importing it runs nothing. Shape letters:
+# with jupytext, or VS Code), *Run All* does the same. Importing it runs nothing. To write the
+# pieces yourself: `python LLM.py --workbook DIR` copies this book with fifteen of its functions
+# left for you, and `python LLM.py --check` there says, against PyTorch, which are right.
+# Shape letters:
 #
 # | letter | meaning |
 # |---|---|
