@@ -5983,7 +5983,8 @@ def value_differs(name: str, want, got, lang: str) -> str | None:
         return tensor_differs(name, want, got, lang)
     if want is None or isinstance(want, (int, float)):
         if want is None or got is None:
-            return None if want is got else speak("should_be", lang, name=name, want=want, got=got)
+            shown = lambda x: "None" if x is None else number_text(x)  # noqa: E731
+            return None if want is got else speak("should_be", lang, name=name, want=shown(want), got=shown(got))
         if not isinstance(got, (int, float)) or isinstance(got, bool):
             return speak("not_number", lang, name=name, got=type(got).__name__)
         close = math.isclose(float(want), float(got), rel_tol=1e-5, abs_tol=1e-9)
@@ -6655,12 +6656,13 @@ def chosen_by_hand(logits: torch.Tensor, sampling, seed: int) -> dict:
     if sampling.top_p < 1.0:
         reach = next((n for n, c in enumerate(cumulative.tolist(), 1) if c >= sampling.top_p), len(probs))
         kept = min(kept, reach)
+    steps = {"probs": probs, "order": order, "cumulative": cumulative}  # compared in the order they are computed
     if sampling.greedy:
-        return {"id": int(order[0]), "kept": 1, "probs": probs, "order": order, "cumulative": cumulative, "u": None}
+        return {**steps, "kept": 1, "u": None, "id": int(order[0])}
     u = float(torch.rand((), generator=seeded(seed)))  # the one draw the student makes with the generator
     mass = float(cumulative[kept - 1])
     rank = next((r for r in range(kept) if float(cumulative[r]) > u * mass), kept - 1)
-    return {"id": int(order[rank]), "kept": kept, "probs": probs, "order": order, "cumulative": cumulative, "u": u}
+    return {**steps, "kept": kept, "u": u, "id": int(order[rank])}
 
 
 def choice_parts(answer) -> dict:
