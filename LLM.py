@@ -5979,6 +5979,8 @@ def differs(expected: dict, actual: dict, lang: str) -> str | None:
 
 
 def value_differs(name: str, want, got, lang: str) -> str | None:
+    if isinstance(want, str):
+        return None if want == got else speak("should_be", lang, name=name, want=want, got=got)
     if isinstance(want, torch.Tensor):
         return tensor_differs(name, want, got, lang)
     if want is None or isinstance(want, (int, float)):
@@ -6065,6 +6067,8 @@ def answer_of(exercise: Exercise, case: Case, lang: str):
         return case.parts(answer) if case.parts else {"result": answer}
     except WrongAnswer as form:
         return wrong(speak("form", lang, form=form.args[0][LANGUAGES.index(lang)]))
+    except Exception as error:  # noqa: BLE001 -- an answer of a kind no case foresaw
+        return wrong(speak("odd_answer", lang, kind=type(answer).__name__, error=one_line(str(error))[:120]))
 
 
 def usual_mistake(failing: Case, answers: list, lang: str) -> str:
@@ -6333,6 +6337,9 @@ def reference_causal_mask(T: int, device=None) -> torch.Tensor:
 
 
 def causal_mask_cases() -> list[Case]:
+    device = Case("causal_mask(4, device='meta')", lambda: causal_mask(4, device="meta"), {"device": "meta"},
+                  {"device_ignored": lambda: {"device": "cpu"}},
+                  lambda answer: {"device": getattr(getattr(answer, "device", None), "type", None)})
     cases = []
     for T in (1, 2, 5, 9):
         want = reference_causal_mask(T)
@@ -6341,7 +6348,7 @@ def causal_mask_cases() -> list[Case]:
                            "no_diagonal": lambda T=T: {"mask": torch.ones(T, T, dtype=torch.bool).tril(-1)},
                            "one_ahead": lambda T=T: {"mask": torch.ones(T, T, dtype=torch.bool).tril(1)}},
                           tensor_parts("mask")))
-    return cases
+    return cases + [device]
 
 
 def attention_by_mistake(q, k, v, mask, divide_by=None, axis=-1, mask_rule="keep") -> dict:
@@ -6439,13 +6446,16 @@ class ReferenceSelfAttention(nn.Module):
         return out, weights if return_weights else None
 
 
-def encoder_layer_case(seed: int, B: int, T: int, C: int, H: int, Fd: int, asks: bool) -> Case:
+def encoder_layer_case(seed: int, B: int, T: int, C: int, H: int, Fd: int, asks: bool, p: float = 0.0) -> Case:
     """EncoderLayer against nn.TransformerEncoderLayer(norm_first=True), sharing its attention,
-    its feed-forward and the student's two LayerNorms (their gains and shifts drawn at random)."""
+    its feed-forward and the student's two LayerNorms (their gains and shifts drawn at random).
+    With dropout p, both train from one seed: the reference drops out each block's output only,
+    as section 8 does, so the two draw the same masks in the same order."""
     with standing_in(causal_mask=reference_causal_mask):
-        layer = built(seed, lambda: EncoderLayer(C, H, Fd, 16, 0.0))
-    reference = built(seed, lambda: nn.TransformerEncoderLayer(C, H, Fd, dropout=0.0, batch_first=True,
+        layer = built(seed, lambda: EncoderLayer(C, H, Fd, 16, p))
+    reference = built(seed, lambda: nn.TransformerEncoderLayer(C, H, Fd, dropout=p, batch_first=True,
                                                                norm_first=True))
+    reference.dropout, reference.self_attn.dropout = nn.Identity(), 0.0  # inside the blocks: none
     with torch.no_grad():  # gains and shifts far from 1 and 0, each norm its own: a mix-up shows
         for i, norm in enumerate((layer.attention_norm, layer.feed_forward_norm)):
             norm.weight.normal_(generator=seeded(10 * seed + i))
@@ -6456,10 +6466,12 @@ def encoder_layer_case(seed: int, B: int, T: int, C: int, H: int, Fd: int, asks:
     x, mask = torch.randn(B, T, C, generator=seeded(seed)), nn.Transformer.generate_square_subsequent_mask(T)
     with torch.no_grad():
         normed = layer.attention_norm(x)
-        expected = {"x": reference(x, src_mask=mask),
+        expected = {"x": built(seed, lambda: reference(x, src_mask=mask)),
                     "weights": layer.attention(normed, True)[1] if asks else None}
-    return Case(f"EncoderLayer({C}, {H}, {Fd}, 16, dropout=0)(torch.randn({B}, {T}, {C}), return_weights={asks})",
-                lambda: layer(x.clone(), asks), expected, encoder_mistakes(layer, x, asks), pair_parts("x", "weights"))
+    shown = f"EncoderLayer({C}, {H}, {Fd}, 16, dropout={p:g})(torch.randn({B}, {T}, {C}), return_weights={asks})"
+    return Case(shown + (f", training, torch.manual_seed({seed})" if p else ""),
+                lambda: built(seed, lambda: layer(x.clone(), asks)), expected, encoder_mistakes(layer, x, asks),
+                pair_parts("x", "weights"))
 
 
 def encoder_mistakes(layer, x: torch.Tensor, asks: bool) -> dict:
@@ -6475,18 +6487,19 @@ def encoder_mistakes(layer, x: torch.Tensor, asks: bool) -> dict:
         if hint in ("no_residual", "no_residual_attention"):
             return {"x": ffn(n2(out)) + (out if hint == "no_residual_attention" else 0), "weights": weights}
         x1 = x + out
-        x2 = {"norms_swapped": lambda: x1 + ffn(n1(x1)), "one_norm": lambda: x1 + ffn(n1(x1)),
+        x2 = {"no_dropout": lambda: x1 + ffn(n2(x1)), "norms_swapped": lambda: x1 + ffn(n1(x1)),
+              "one_norm": lambda: x1 + ffn(n1(x1)),
               "residual_from_input": lambda: x + ffn(n2(x1)), "no_ffn_norm": lambda: x1 + ffn(x1),
               "no_residual_ffn": lambda: ffn(n2(x1))}[hint]()
         return {"x": x2, "weights": weights}
     return {hint: (lambda hint=hint: answer(hint)) for hint in
             ("post_norm", "no_residual", "no_residual_attention", "no_residual_ffn", "norms_swapped", "one_norm",
-             "residual_from_input", "no_ffn_norm")}
+             "residual_from_input", "no_ffn_norm", "no_dropout")}
 
 
 def encoder_layer_cases() -> list[Case]:
     return [encoder_layer_case(1, 2, 5, 8, 2, 16, False), encoder_layer_case(2, 1, 1, 8, 2, 16, True),
-            encoder_layer_case(3, 3, 4, 12, 3, 24, True)]
+            encoder_layer_case(3, 3, 4, 12, 3, 24, True), encoder_layer_case(4, 2, 6, 8, 2, 16, False, p=0.5)]
 
 
 def loss_by_hand(logits: torch.Tensor, targets: torch.Tensor, mean=True, per_row=False) -> torch.Tensor:
@@ -6577,6 +6590,8 @@ def adam_run(make, params, grads, lr, betas, eps, decay) -> dict:
     optimizer, after = make(groups, lr=lr, betas=betas, eps=eps), {}
     for t, (g_w, g_b) in enumerate(grads, 1):
         weights.grad, biases.grad = g_w.clone(), g_b.clone()
+        for group in optimizer.param_groups:
+            group["lr"] = lr / 2 ** (t - 1)  # as train_step sets it from the schedule: halved every step
         optimizer.step()
         after[f"weights after step {t}"] = weights.detach().clone()
         after[f"biases after step {t}"] = biases.detach().clone()
@@ -6584,21 +6599,22 @@ def adam_run(make, params, grads, lr, betas, eps, decay) -> dict:
 
 
 def adam_by_mistake(params, grads, lr, betas, eps, decay, uncorrected=False, m_only=False, eps_inside=False,
-                    coupled=False, swapped=False, no_decay=False, v_only=False) -> dict:
+                    coupled=False, swapped=False, no_decay=False, v_only=False, fixed_lr=False) -> dict:
     """Adam with a usual mistake: no bias correction (or on m only), eps inside the root, the decay
     added to the gradient or left out, the betas swapped."""
     b1, b2 = betas[::-1] if swapped else betas
     ps = [p.double().clone() for p in params]
     ms, vs, after = [torch.zeros_like(p) for p in ps], [torch.zeros_like(p) for p in ps], {}
     for t, gs in enumerate(grads, 1):
+        lr_t = lr if fixed_lr else lr / 2 ** (t - 1)
         for i, (name, g) in enumerate(zip(("weights", "biases"), gs)):
             wd, g = decay if i == 0 and not no_decay else 0.0, g.double()
             g = g + wd * ps[i] if coupled else g
             ms[i], vs[i] = b1 * ms[i] + (1 - b1) * g, b2 * vs[i] + (1 - b2) * g * g
-            ps[i] = ps[i] * (1 - lr * wd) if not coupled else ps[i]
+            ps[i] = ps[i] * (1 - lr_t * wd) if not coupled else ps[i]
             m_hat = ms[i] if uncorrected or v_only else ms[i] / (1 - b1 ** t)
             v_hat = vs[i] if uncorrected or m_only else vs[i] / (1 - b2 ** t)
-            ps[i] = ps[i] - lr * m_hat / ((v_hat + eps).sqrt() if eps_inside else v_hat.sqrt() + eps)
+            ps[i] = ps[i] - lr_t * m_hat / ((v_hat + eps).sqrt() if eps_inside else v_hat.sqrt() + eps)
             after[f"{name} after step {t}"] = ps[i]
     return after
 
@@ -6617,9 +6633,10 @@ def adam_cases() -> list[Case]:
         how = {"no_bias_correction": dict(uncorrected=True), "correction_m_only": dict(m_only=True),
                "correction_v_only": dict(v_only=True),
                "eps_inside": dict(eps_inside=True), "decay_coupled": dict(coupled=True), "betas_swapped": dict(swapped=True),
-               "no_decay": dict(no_decay=True)}
+               "no_decay": dict(no_decay=True), "group_lr": dict(fixed_lr=True)}
         shown = (f"Adam([{{'params': [randn(3, 4)], 'weight_decay': {decay}}}, {{'params': [randn(5)]}}], lr={lr}, "
-                 f"betas={betas}, eps={eps}): {steps} step{'s' * (steps > 1)}, gradients randn x {scale} (seed {seed})")
+                 f"betas={betas}, eps={eps}): {steps} step{'s' * (steps > 1)}, lr halved after each, gradients randn x {scale} "
+                 f"(seed {seed})")
         mistakes = {hint: (lambda a=a, h=h: adam_by_mistake(*a, **h)) for hint, h in how.items()}
         cases.append(Case(shown, lambda a=a: adam_run(Adam, *a), adam_run(torch_kind, *a),
                           {**mistakes, "errors": {ZeroDivisionError: "t_not_counted"}},
@@ -6825,6 +6842,8 @@ WORDS = {  # key -> (English, Spanish)
     "raised": ("raised {error}: {text} ({where})", "lanzó {error}: {text} ({where})"),
     "should_raise": ("should raise {error}, returned {got}", "debería lanzar {error}, devolvió {got}"),
     "returned_none": ("returned None", "devolvió None"),
+    "odd_answer": ("returned a {kind}, which cannot be compared ({error})",
+                   "devolvió un {kind}, que no se puede comparar ({error})"),
     "form": ("should return {form}", "debería devolver {form}"),
     "unknown_exercise": ("no exercise is called {name!r}; the exercises: {known}",
                          "ningún ejercicio se llama {name!r}; los ejercicios: {known}"),
@@ -6904,6 +6923,8 @@ HINTS = {  # a usual mistake -> what to do instead (English, Spanish)
     "halves": ("interleave them: sines in the even dimensions, cosines in the odd ones, not all the sines first",
                "intercálalos: senos en las dimensiones pares, cosenos en las impares, no todos los senos primero"),
     "base": ("the base is 10000", "la base es 10000"),
+    "device_ignored": ("make the mask on the device asked for: torch.ones(..., device=device)",
+                       "crea la máscara en el dispositivo pedido: torch.ones(..., device=device)"),
     "transposed": ("True where s <= t: row t is the query, column s the key (the lower triangle, tril)",
                    "True donde s <= t: la fila t es la consulta, la columna s la clave (el triángulo de abajo, tril)"),
     "inverted": ("True means 'may attend': the future (s > t) is False",
@@ -6944,6 +6965,8 @@ HINTS = {  # a usual mistake -> what to do instead (English, Spanish)
                               "suma la salida de la atención a su entrada: x = x + Dropout(atención(...))"),
     "no_residual_ffn": ("add the feed-forward's output to its input: x = x + Dropout(feed_forward(...))",
                         "suma la salida del feed-forward a su entrada: x = x + Dropout(feed_forward(...))"),
+    "no_dropout": ("drop out each block's output before adding it: x + self.dropout(block(norm(x)))",
+                   "aplica el dropout a la salida de cada bloque antes de sumarla: x + self.dropout(bloque(norm(x)))"),
     "norms_swapped": ("self.attention_norm goes before the attention, self.feed_forward_norm before the feed-forward",
                       "self.attention_norm va antes de la atención, self.feed_forward_norm antes del feed-forward"),
     "one_norm": ("each block has a LayerNorm of its own: self.feed_forward_norm before the feed-forward",
@@ -6978,6 +7001,8 @@ HINTS = {  # a usual mistake -> what to do instead (English, Spanish)
     "correction_v_only": ("correct m too: m / (1 - beta1^t)", "corrige también m: m / (1 - beta1^t)"),
     "t_not_counted": ("count the step first (self.t += 1): the first step has t = 1, and 1 - beta^0 is 0",
                       "cuenta el paso primero (self.t += 1): el primer paso tiene t = 1, y 1 - beta^0 es 0"),
+    "group_lr": ("use each group's own rate, group['lr']: train_step sets it from the schedule before every step",
+                 "usa la tasa de cada grupo, group['lr']: train_step la pone según el calendario antes de cada paso"),
     "eps_inside": ("eps goes after the square root: sqrt(v^) + eps", "eps va después de la raíz: sqrt(v^) + eps"),
     "decay_coupled": ("AdamW's decay is decoupled: p *= 1 - lr x weight_decay, never added to the gradient",
                       "el decaimiento de AdamW va aparte: p *= 1 - lr x weight_decay, nunca sumado al gradiente"),

@@ -34,8 +34,9 @@ def load_copy(text: str, tmp_path, name: str):
 
 
 def planted(edits) -> str:
-    """The book with each (old, new) edit made exactly once."""
+    """The book with each (old, new) edit made exactly once (a mistake of two edits: two tuples)."""
     text = BOOK
+    edits = [pair for old, new in edits for pair in (zip(old, new) if isinstance(old, tuple) else [(old, new)])]
     for old, new in edits:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
@@ -118,6 +119,16 @@ MISTAKES = [
      "    if step <= warmup:\n        return cfg.lr * (step + 1) / warmup", "warmup_zero"),
     ("Adam.step", "        self.t += 1\n        beta1, beta2 = self.betas\n        for group, ms, vs",
      "        beta1, beta2 = self.betas\n        for group, ms, vs", "t_not_counted"),
+    ("causal_mask", "    return torch.ones(T, T, dtype=torch.bool, device=device).tril_()",
+     "    return torch.ones(T, T, dtype=torch.bool).tril_()", "device_ignored"),
+    ("EncoderLayer.forward", "        x = x + self.dropout(attended)  # residual connection around attention\n"
+     "        x = x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))",
+     "        x = x + attended  # residual connection around attention\n"
+     "        x = x + self.feed_forward(self.feed_forward_norm(x))", "no_dropout"),
+    ("Adam.step", ("        self.betas, self.eps, self.t = betas, eps, 0  # t counts the steps taken",
+                   '            lr, decay = group["lr"], group["weight_decay"]\n            for p, m, v in'),
+     ("        self.betas, self.eps, self.t, self.lr = betas, eps, 0, lr  # t counts the steps taken",
+      '            lr, decay = self.lr, group["weight_decay"]\n            for p, m, v in'), "group_lr"),
     ("split_heads", "    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)", "    return x.view(B, n_heads, T, C // n_heads)", "no_transpose"),
     ("split_heads", "    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)", "    return x.view(B, T, C // n_heads, n_heads).permute(0, 3, 1, 2)", "interleaved"),
     ("join_heads", "    return x.transpose(1, 2).reshape(B, T, H * D)", "    return x.reshape(B, T, H * D)", "join_no_transpose"),
