@@ -10,11 +10,10 @@
 # command line); the story never calls it, it plugs into the story's hooks (section 14).
 #
 # `python LLM.py` trains the classroom model on `refranes.txt` in well under a minute on a laptop
-# CPU and writes everything to `outputs/`; `--help` lists every setting. As a notebook (Jupyter
-# with jupytext, or VS Code), *Run All* does the same. Importing it runs nothing. To write the
-# pieces yourself: `python LLM.py --workbook DIR` copies this book with fifteen of its functions
-# left for you, and `python LLM.py --check` there says, against PyTorch, which are right.
-# Shape letters:
+# CPU and writes everything to `outputs/`; `--help` lists every setting. As a notebook (Jupyter with
+# jupytext, or VS Code), *Run All* does the same. Importing it runs nothing. To write the pieces
+# yourself: `python LLM.py --workbook DIR` copies this book with fifteen of its functions left for
+# you, and `python LLM.py --check` there says, against PyTorch, which are right. Shape letters:
 #
 # | letter | meaning |
 # |---|---|
@@ -593,12 +592,11 @@ def count_parameters(model: nn.Module) -> int:
 # $$\mathcal{L} = -\frac{1}{|\mathcal{R}|} \sum_{(b,t) \in \mathcal{R}}
 #   \log \mathrm{softmax}(\mathrm{logits}_{b,t})_{\,\mathrm{target}_{b,t}}$$
 #
-# It is in nats per token. A model that knows nothing spreads its bets evenly and scores
-# $\ln V$, about 4.3 for the 73 characters of the proverbs. **Perplexity** $e^{\mathcal{L}}$ is
-# the number of tokens the model hesitates between. **Bits per character**, what a compressor
-# driven by the model would need per letter,
-# $\mathrm{bpc} = \mathcal{L}\, N_{tokens} / (N_{chars} \ln 2)$,
-# is the only one that compares characters with section 3's pieces.
+# It is in nats per token. A model that knows nothing spreads its bets evenly and scores $\ln V$,
+# about 4.3 for the 73 characters of the proverbs. **Perplexity** $e^{\mathcal{L}}$ is the number of
+# tokens the model hesitates between. **Bits per character**, what a compressor driven by the model
+# would need per letter, $\mathrm{bpc} = \mathcal{L}\, N_{tokens} / (N_{chars} \ln 2)$, is the only
+# one that compares characters with section 3's pieces.
 # %%
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the positions whose target is not IGNORE (padding)."""
@@ -5715,10 +5713,15 @@ def notebook_log(line: str, width: int = 96):
                             break_on_hyphens=False, drop_whitespace=True) if len(part) > width else part)
 
 
+def typed_settings(argv: list[str]) -> tuple[dict, set]:
+    """The flags typed (and only those), and the names of the settings among them."""
+    typed = vars(build_parser(defaults=False).parse_args(argv))
+    return typed, set(typed) & {f.name for f in fields(RunConfig)}
+
+
 def settings_of(args, argv: list[str]) -> tuple[Config, set]:
     """The run's settings (defaults, preset, flags, checked) and the names of those typed."""
-    typed = vars(build_parser(defaults=False).parse_args(argv))
-    explicit = set(typed) & {f.name for f in fields(RunConfig)}
+    typed, explicit = typed_settings(argv)
     cfg = find_default_data(validate(config_of(typed, args.preset)), "data" in explicit)
     if "vocab_size" in explicit and cfg.tokenizer != "bpe" and not (args.resume or args.init_from):
         raise UserError("--vocab-size sets how many pieces --tokenizer bpe learns: add --tokenizer bpe")
@@ -5894,6 +5897,7 @@ class Case:
     mistakes: dict = field(default_factory=dict)  # hint name -> () -> the parts that mistake gives
     parts: object = None  # answer -> {part: value}; raises WrongAnswer if it cannot
     raises: type | None = None  # the exception the book raises on this input, if it should
+    error_hints: dict = field(default_factory=dict)  # exception type -> hint (for `raises`: when none came)
 
 
 class WrongAnswer(Exception):
@@ -6003,9 +6007,7 @@ def tensor_differs(name: str, want: torch.Tensor, got, lang: str) -> str | None:
         return speak("not_tensor", lang, name=name, got=type(got).__name__)
     if tuple(got.shape) != tuple(want.shape):
         return speak("shape", lang, name=name, want=tuple(want.shape), got=tuple(got.shape))
-    if (want.dtype == torch.bool) != (got.dtype == torch.bool):
-        return speak("dtype", lang, name=name, want=want.dtype, got=got.dtype)
-    if got.is_complex() or (want.dtype == torch.bool and got.dtype != torch.bool):
+    if (want.dtype == torch.bool) != (got.dtype == torch.bool) or got.is_complex():
         return speak("dtype", lang, name=name, want=want.dtype, got=got.dtype)
     w, g = want.detach().double().cpu(), got.detach().double().cpu()
     same = torch.isclose(g, w, rtol=1e-4, atol=1e-5, equal_nan=True)
@@ -6060,7 +6062,7 @@ def answer_of(exercise: Exercise, case: Case, lang: str):
         return wrong(said, mistake_of_error(case, error))
     if case.raises is not None:
         return wrong(speak("should_raise", lang, error=case.raises.__name__, got=one_line(repr(answer))[:120]),
-                     case.mistakes.get("raise", ""))
+                     case.error_hints.get(case.raises, ""))
     if answer is None:
         return wrong(speak("returned_none", lang), "no_return")
     try:
@@ -6076,7 +6078,7 @@ def usual_mistake(failing: Case, answers: list, lang: str) -> str:
     do, to the most of the other cases: one input alone may not tell two apart), or ''."""
     def agrees(hint: str, case: Case, parts: dict) -> bool:
         with contextlib.suppress(Exception):
-            return callable(case.mistakes.get(hint)) and differs(case.mistakes[hint](), parts, lang) is None
+            return hint in case.mistakes and differs(case.mistakes[hint](), parts, lang) is None
         return False
     failing_parts = next(parts for case, parts in answers if case is failing)
     candidates = [hint for hint in failing.mistakes if agrees(hint, failing, failing_parts)]
@@ -6085,7 +6087,7 @@ def usual_mistake(failing: Case, answers: list, lang: str) -> str:
 
 def mistake_of_error(case: Case, error: BaseException) -> str:
     """A usual mistake told by the exception itself (a KeyError for an unknown character, say)."""
-    return next((hint for kind, hint in case.mistakes.get("errors", {}).items() if isinstance(error, kind)), "")
+    return next((hint for kind, hint in case.error_hints.items() if isinstance(error, kind)), "")
 
 
 def pick_exercises(names, lang: str) -> list[Exercise]:
@@ -6199,8 +6201,8 @@ def encode_cases() -> list[Case]:
                                  "chars": lambda text=text: {"ids": list(text)}}, ids_parts)
              for text, ids in worked.items()]
     unknown = Case('CharTokenizer("sal y agua").encode("sal!")', lambda: tokenizer.encode("sal!"), {},
-                   {"raise": "unknown_char", "errors": {LookupError: "unknown_char", ValueError: "unknown_char"}},
-                   raises=UnknownCharacterError)
+                   raises=UnknownCharacterError, error_hints=dict.fromkeys(
+                       (UnknownCharacterError, LookupError, ValueError), "unknown_char"))
     return cases + [unknown]
 
 
@@ -6579,7 +6581,7 @@ def learning_rate_cases() -> list[Case]:
         mistakes = {hint: (lambda a=(step, total, cfg), h=h: {"lr": rate_by_mistake(*a, **h)}) for hint, h in how.items()}
         cases.append(Case(f"learning_rate({step}, {total}, cfg) with lr 0.001, warmup {warmup}, warmup_cap 0.2, "
                           f"lr_floor 0.1", lambda a=(step, total, cfg): learning_rate(*a), {"lr": rate},
-                          {**mistakes, "errors": {ZeroDivisionError: "warmup_zero"}}, number_parts("lr")))
+                          mistakes, number_parts("lr"), error_hints={ZeroDivisionError: "warmup_zero"}))
     return cases
 
 
@@ -6639,8 +6641,7 @@ def adam_cases() -> list[Case]:
                  f"(seed {seed})")
         mistakes = {hint: (lambda a=a, h=h: adam_by_mistake(*a, **h)) for hint, h in how.items()}
         cases.append(Case(shown, lambda a=a: adam_run(Adam, *a), adam_run(torch_kind, *a),
-                          {**mistakes, "errors": {ZeroDivisionError: "t_not_counted"}},
-                          lambda answer: answer))
+                          mistakes, lambda answer: answer, error_hints={ZeroDivisionError: "t_not_counted"}))
     return cases
 
 
@@ -7116,8 +7117,7 @@ def write_workbook(folder: str, names, lang: str | None, log=print):
 
 def practise(args, argv: list[str]) -> int:
     """--workbook DIR [--exercises NAMES] or --check [NAMES]; they take no settings."""
-    typed = vars(build_parser(defaults=False).parse_args(argv))
-    settings = sorted(set(typed) & {f.name for f in fields(RunConfig)})
+    settings = sorted(typed_settings(argv)[1])
     if settings:
         raise UserError(f"--workbook and --check take no settings ({', '.join(flag_of(s) for s in settings)}): "
                         f"leave them out")
