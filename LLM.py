@@ -621,6 +621,40 @@ def perplexity_report(loss: float, split=None, unit: str = "character") -> str:
 
 
 # %% [markdown]
+# **The floor: counting.** A table of counts is a language model too. The **unigram** model
+# gives each token its share of the training split, the **bigram** model its share after the
+# token before it. Smoothing, said openly: add-one (Laplace), every count starts at 1, so no
+# token gets probability 0 and no loss is infinite. What the network scores below the bigram
+# is what attention and the layers bought:
+#
+# $$p(c) = \frac{n(c) + 1}{N + V}, \qquad p(c \mid b) = \frac{n(b\,c) + 1}{n(b) + V}$$
+# %%
+def count_pairs(split, V: int) -> torch.Tensor:
+    """(V, V) counts of (token, next token) over a split's real targets, each plus 1."""
+    counts = torch.ones(V, V)  # add-one smoothing
+    for inputs, targets in split.batches(4096):  # (B, T) each, in order, every target once
+        real = targets != IGNORE  # (B, T)
+        pairs = (inputs[real], targets[real])  # (n,), (n,)
+        counts.index_put_(pairs, torch.ones(len(pairs[0])), accumulate=True)
+    return counts
+
+
+def counting_losses(counts: torch.Tensor, split) -> tuple[float, float]:
+    """(unigram, bigram) mean loss per token on a split, from count_pairs' table."""
+    V = len(counts)
+    unigram = counts.sum(0) - (V - 1)  # (V,) n(c) + 1: the column sums hold V - 1 extra ones
+    log_p1 = (unigram / unigram.sum()).log()  # (V,) log p(c)
+    log_p2 = (counts / counts.sum(1, keepdim=True)).log()  # (V, V) row b: log p(c | b)
+    total, n = torch.zeros(2, dtype=torch.float64), 0
+    for inputs, targets in split.batches(4096):
+        real = targets != IGNORE
+        b, c = inputs[real], targets[real]  # (n,), (n,)
+        total -= torch.stack([log_p1[c].sum(), log_p2[b, c].sum()]).double()
+        n += len(c)
+    return total[0].item() / n, total[1].item() / n
+
+
+# %% [markdown]
 # ## 11. The learning-rate schedule
 #
 # The rate rises linearly over the first `warmup` steps (at most `warmup_cap`, a fifth, of all
@@ -988,9 +1022,12 @@ def generate(model: TransformerLM, tokenizer: CharTokenizer, prompt: str, sampli
 # %% [markdown]
 # ## 16. The whole story, end to end
 #
-# Read, split, build, train, test once, write. Each sample is **memorised** (a training proverb),
-# **rediscovered** (a held-out proverb it never trained on) or **new**, and the run counts the
-# words written that are words of the corpus: a model that learned to spell writes real words.
+# Read, split, build, train, test once, write. Each sample names its **nearest** training proverb
+# by edit distance $d$ (the fewest insertions, deletions and substitutions that turn one into the
+# other, $D_{i,j} = \min(D_{i-1,j} + 1,\ D_{i,j-1} + 1,\ D_{i-1,j-1} + [a_i \ne b_j])$) and how
+# many characters it follows it for. $d = 0$: **memorised**; a held-out proverb it never trained
+# on: **rediscovered**; else **new**. The run counts the words written that are words of the
+# corpus: a model that learned to spell writes real words.
 # The last cell runs the story for one epoch when Part I runs alone (a notebook, or pasted into
 # Python). `python LLM.py` runs it through Part II's hooks and adds `parameters.txt` (every
 # parameter, $N_{params} = VC + N(4C^2 + 2CF + F + 9C) + 2C + CV + V$), `table.txt` (every
@@ -1003,6 +1040,9 @@ class Sample:
     text: str  # prompt + completion
     kind: str  # memorised, rediscovered or new (line mode); "" for a long text
     picks: list  # one Choice per token written
+    nearest: str = ""  # the training line with the fewest edits from text (line mode)
+    edits: int = 0  # the edit distance from text to it
+    follows: int = 0  # characters text and nearest share from their start
 
 
 def corpus_word_share(samples: list[Sample], lines: list[str]) -> tuple[int, int]:
@@ -1013,13 +1053,42 @@ def corpus_word_share(samples: list[Sample], lines: list[str]) -> tuple[int, int
     return sum(w in known for w in written), len(written)
 
 
-def sample_kind(sample: str, data: Data) -> str:
-    """'memorised' (a training line), 'rediscovered' (a held-out line, never trained on), 'new'."""
-    if sample in data.train_text:
-        return "memorised"
-    return "rediscovered" if sample in data.held_out_text else "new"
+# %%
+def edit_distances(text: str, lines: list[str]) -> torch.Tensor:
+    """(N,) the edit distance from text to each line, all lines at once, row D_i by row."""
+    L, N = max(len(line) for line in lines), len(lines)
+    codes = "".join(line.ljust(L, "\0") for line in lines).encode("utf-32-le")  # 4 bytes a char
+    lengths = torch.tensor([len(line) for line in lines])  # (N,)
+    j = torch.arange(L + 1, dtype=torch.int32)  # (L+1,)
+    chars = torch.frombuffer(bytearray(codes), dtype=torch.int32).view(N, L)  # (N, L)
+    chars = chars.masked_fill(j[1:] > lengths[:, None], -1)  # the padding matches no character
+    row = j.repeat(N, 1)  # (N, L+1): D_0,j = j
+    for i, char in enumerate(text, 1):
+        kept = torch.minimum(row[:, :-1] + (chars != ord(char)), row[:, 1:] + 1)  # (N, L)
+        kept = torch.cat([torch.full((N, 1), i, dtype=torch.int32), kept], dim=1)  # D_i,0 = i
+        row = (kept - j).cummin(dim=1).values + j  # insertions: min over k <= j of D_i,k + j - k
+    return row.gather(1, lengths[:, None])[:, 0]  # (N, L+1) -> (N,)
 
 
+def nearest_in_words(sample: Sample) -> str:
+    same = f"its first {sample.follows}" if sample.follows else "none of its"
+    return (f"nearest training proverb, {sample.edits} edits away: «{sample.nearest}» "
+            f"({same} characters the same)")
+
+
+def label(sample: Sample, data: Data) -> Sample:
+    """The sample's nearest training line and its kind: memorised, rediscovered or new."""
+    edits = edit_distances(sample.text, data.train_text)  # (N,)
+    sample.edits = int(edits.min())
+    sample.nearest = data.train_text[int(edits.argmin())]
+    pairs = zip(sample.text, sample.nearest)
+    sample.follows = next((k for k, (a, b) in enumerate(pairs) if a != b), len(sample.nearest))
+    held_out = sample.text in data.held_out_text
+    sample.kind = "memorised" if sample.edits == 0 else "rediscovered" if held_out else "new"
+    return sample
+
+
+# %%
 def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str,
                   log=print) -> list[Sample]:
     """Complete every prompt of cfg.prompts; print the samples and the share of real words."""
@@ -1030,10 +1099,14 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str,
         picks: list[Choice] = []
         completion = generate(model, data.tokenizer, prompt, Sampling.of(cfg), generator, picks,
                               stop_at_eol=data.mode == "line")
-        kind = sample_kind(completion, data) if data.mode == "line" else ""
-        samples.append(Sample(prompt, completion, kind, picks))
-        label = f"   [{kind}]" if kind else ""
-        log("      " + completion.replace(EOL, EOL + "      ") + label)  # a book: many lines
+        sample = Sample(prompt, completion, "", picks)
+        if data.mode == "line":
+            label(sample, data)
+        samples.append(sample)
+        kind = f"   [{sample.kind}]" if sample.kind else ""
+        log("      " + completion.replace(EOL, EOL + "      ") + kind)  # a book: many lines
+        if sample.kind in ("new", "rediscovered"):
+            log(f"         {nearest_in_words(sample)}")
     known, written = corpus_word_share(samples, text_lines(text[:5_000_000]))  # at most 5 MB
     share = known / max(written, 1)
     log(f"      {known} of the {written} words written are words of the corpus ({share:.0%})")
@@ -1051,6 +1124,9 @@ def train_and_write(cfg: Config, log=print) -> tuple[TransformerLM, Data]:
     log(f"{len(data.train_split):,} proverbs to train on, a vocabulary of "
         f"{data.tokenizer.vocab_size} {data.tokenizer.unit}s, a model of "
         f"{count_parameters(model):,} parameters, on {device}")
+    unigram, bigram = counting_losses(count_pairs(data.train_split, data.tokenizer.vocab_size),
+                                      data.val_split)
+    log(f"to beat, counting (section 10): unigram {unigram:.3f}, bigram {bigram:.3f} per token")
     train(model, data, cfg, device, log=log)
     if data.test_split is not None:
         test_loss = evaluate(model, data.test_split, cfg.eval_batch, device)
@@ -2339,6 +2415,7 @@ class RunHooks(DeviceHooks):
         self.snapshot_epochs = snapshot_epochs(setup.cfg, count_parameters(setup.model)) if explorer else set()
         self.snapshots: list[Snapshot] = []
         self.data, self.untrained_loss = setup.data, None
+        self.counting = Counting.of(setup.data) if setup.writes else None  # section 10's floor
 
     def log(self, message: str):
         """Print a line; a progress line drawn in place is wiped first."""
@@ -2372,6 +2449,7 @@ class RunHooks(DeviceHooks):
             self.untrained_loss = evaluate(self.model, self.data.val_split, self.cfg.eval_batch,
                                            self.device, self.autocast)
             self.log(start_note(self.untrained_loss, self.tokenizer.vocab_size, self.tokenizer.unit))
+            self.log(self.counting.before_training(self.data))
         if self.resume is not None:  # the checkpoint's epoch ended here: go on exactly from there
             load_optimizer_state(optimizer, self.resume["optimizer"])
             state.step, state.history = self.resume["step"], list(self.resume["history"])
@@ -2790,7 +2868,8 @@ def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer)
     width = min(12, max(4, *(len(tokenizer.token_text(i)) for i in range(tokenizer.vocab_size))))  # the widest token
     text = tokenizer.token_text
     for n, sample in enumerate(samples, 1):
-        out += [f"SAMPLE {n}: prompt \"{sample.prompt}\"", f"result: {sample.text}", "=" * 72]
+        kind = [f"{sample.kind}; {nearest_in_words(sample)}"] if sample.kind else []
+        out += [f"SAMPLE {n}: prompt \"{sample.prompt}\"", f"result: {sample.text}"] + kind + ["=" * 72]
         for c in sample.picks:
             chosen_rank = int((c.order == c.id).nonzero()) + 1
             shown = min(len(c.probs), max(c.kept + 2 if c.kept < len(c.probs) else 10, chosen_rank))
@@ -3231,6 +3310,7 @@ class Finished:
     snapshots: list = field(default_factory=list)  # the Snapshots kept for explorer.html
     samples: list = field(default_factory=list)  # what the model wrote at the end (Sample)
     untrained_loss: float | None = None  # the validation loss before training (None when resumed)
+    counting: "Counting | None" = None  # the unigram and bigram models of section 10
     drawings: list = field(default_factory=list)  # what write_pictures_and_gallery drew
 
     @property
@@ -3261,8 +3341,7 @@ def loss_picture(run: Finished) -> list[Drawing]:
     snapshots, epochs = [epoch for epoch, _ in run.epochs.drawn] if run.epochs else [], [r["epoch"] for r in history]
     fig = new_figure(9, 4.8)
     ax = fig.subplots()
-    for epoch in snapshots:
-        ax.axvline(epoch, color="0.88", lw=1, zorder=0)
+    draw_guides(ax, snapshots, run.counting)
     ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, color="tab:blue", label="train loss")
     ax.plot(epochs, [r["val_loss"] for r in history], "o-", ms=3, color="tab:orange", label="validation loss")
     ax.plot([best["epoch"]], [best["val_loss"]], "*", ms=14, color="tab:orange", mec="black",
@@ -3296,6 +3375,16 @@ def loss_picture(run: Finished) -> list[Drawing]:
     return [Drawing("loss.png", "loss.png: learning, epoch by epoch", loss_text(run))]
 
 
+def draw_guides(ax, snapshots: list[int], counting: Counting | None):
+    """Grey lines at the epochs with a picture; section 10's floor on the validation split, the
+    unigram and bigram losses, as flat lines."""
+    for epoch in snapshots:
+        ax.axvline(epoch, color="0.88", lw=1, zorder=0)
+    if counting is not None:
+        for loss, name, style in zip(counting.val, ("unigram", "bigram"), (":", "-.")):
+            ax.axhline(loss, ls=style, lw=1.4, color="0.3", label=f"counting, {name}: {loss:.3f} (validation)")
+
+
 def loss_text(run: Finished) -> str:
     """What the gallery says of loss.png, with this run's numbers."""
     history, best = run.history, run.best
@@ -3313,11 +3402,19 @@ def loss_text(run: Finished) -> str:
     unit = run.setup.data.tokenizer.unit
     bits = (f" ({best['val_bits_per_char']:.3f} bits per character, the figure that compares with a model of "
             "characters)" if unit != "character" and "val_bits_per_char" in best else "")
+    floor = ""
+    if run.counting is not None:
+        unigram, bigram = run.counting.val
+        floor = (f" The two flat grey lines are section 10's counting models on the same validation lines: the "
+                 f"unigram ({unigram:.3f}) and the bigram ({bigram:.3f}), which predicts each {unit} from the one "
+                 f"before it; the best epoch is {bigram - best['val_loss']:.3f} " +
+                 ("below the bigram: what attention and the layers bought." if best["val_loss"] < bigram else
+                  "above it: the model has not yet learned what a table of pairs knows."))
     return (
         f"Train loss (blue) and validation loss (orange) per epoch, in nats per {unit}; the grey dashed line "
         "is the learning rate (right axis): the short warm-up, then the cosine down to its floor. The star is the "
         f"best epoch, the one kept in model.pt{tested}. Here the best validation loss is "
-        f"{best['val_loss']:.3f} at epoch {best['epoch']}{bits}.{start}{relation} What to look for: both curves fall fast in the "
+        f"{best['val_loss']:.3f} at epoch {best['epoch']}{bits}.{start}{floor}{relation} What to look for: both curves fall fast in the "
         "first epochs (spelling is easy), then slowly; when the validation curve stops falling while the training "
         "curve goes on, the model is learning the training lines by heart, and early stopping ends the run.")
 
@@ -3531,12 +3628,28 @@ def gallery(run: Finished, drawings: list[Drawing]) -> str:
     for d in drawings:
         shown = f"![{d.title}]({d.file})" if d.file.endswith((".png", ".gif")) else f"Open [{d.file}]({d.file})."
         lines += [f"## {d.title}", "", shown, "", d.text, ""]
+    lines += samples_in_gallery(run.samples)
     lines += [f"## tokens.txt: how the text was cut into {data.tokenizer.unit}s", "", "Open [tokens.txt](tokens.txt).", "",
               tokens_in_words(data), ""]
     # model.pt is not kept in git, so it is named but not linked: every link must lead somewhere
     listed = [(f"- `{name}`" if name == "model.pt" else f"- [{name}]({name})") + f": {what}."
               for name, what in TEXT_FILES.items() if name != "model.pt" or (run.setup.out / name).is_file()]
     return "\n".join(lines + ["## Text files", ""] + listed) + "\n"
+
+
+def samples_in_gallery(samples: list[Sample]) -> list[str]:
+    """The gallery's section on what the model wrote: each sample, its kind and nearest proverb."""
+    if not samples:
+        return []
+    lines = ["## What it wrote, and how near each sample is to a proverb it read", "",
+             "The samples of the run's end (`table.txt` shows how every character of them was chosen). *Memorised*: "
+             "a training proverb, word for word; *rediscovered*: a held-out proverb it never trained on; *new*: "
+             "neither. The nearest training proverb is the one with the fewest edits (insertions, deletions, "
+             "substitutions) from the sample: a sample a few edits from a proverb is a near copy, not an invention.", ""]
+    for s in samples:
+        said = s.text.replace(EOL, " ⏎ ").replace("|", "/")
+        lines.append(f"- {said}" + (f" *[{s.kind}]* {nearest_in_words(s)}" if s.kind else ""))
+    return lines + [""]
 
 
 def write_pictures_and_gallery(run: Finished, log=print) -> list[Drawing]:
@@ -4640,6 +4753,43 @@ def without_label(cfg: Config) -> str:
     return "without " + ", ".join(cfg.without) if cfg.without else "as it is"
 
 
+def short_unit(unit: str) -> str:
+    return "char" if unit == "character" else unit
+
+
+@dataclass
+class Counting:
+    """Section 10's counting models on one run's data: the floor the Transformer must go below."""
+    counts: torch.Tensor  # (V, V) pairs counted on the training split, each plus 1
+    val: tuple  # (unigram, bigram) loss per token on the validation split
+    test: tuple | None  # the same on the test split (None without one)
+
+    @classmethod
+    def of(cls, data: Data) -> "Counting":
+        counts = count_pairs(data.train_split, data.tokenizer.vocab_size)
+        test = counting_losses(counts, data.test_split) if data.test_split is not None else None
+        return cls(counts, counting_losses(counts, data.val_split), test)
+
+    def before_training(self, data: Data) -> str:
+        unit, (unigram, bigram) = short_unit(data.tokenizer.unit), self.val
+        bits = ("" if unit == "char" else f" ({bits_per_character(unigram, data.val_split):.3f} and "
+                f"{bits_per_character(bigram, data.val_split):.3f} bits/char)")
+        return (f"counting, no network (section 10, add-one smoothing): unigram {unigram:.3f}, bigram {bigram:.3f} "
+                f"nats/{unit}{bits} on the validation split; the model has to go below the bigram's {bigram:.3f}")
+
+    def after_training(self, data: Data, history: list[dict], test_loss: float | None) -> str:
+        """How far below (or above) the bigram the model ends, on the test split (else validation)."""
+        unit = short_unit(data.tokenizer.unit)
+        name, split, loss, bigram = (("test", data.test_split, test_loss, self.test[1]) if test_loss is not None else
+                                     ("best validation", data.val_split, min(r["val_loss"] for r in history), self.val[1]))
+        bits = bits_per_character(abs(bigram - loss), split)
+        if loss < bigram:
+            return (f"the {name} loss, {loss:.3f}, is {bigram - loss:.3f} nats/{unit} ({bits:.3f} bits/char) below the "
+                    f"bigram's {bigram:.3f} on the same lines: what attention and the layers bought over counting pairs")
+        return (f"the {name} loss, {loss:.3f}, is {loss - bigram:.3f} nats/{unit} above the bigram's {bigram:.3f}: the model "
+                f"has not yet learned what counting pairs knows; train longer (--epochs) or look at --lr")
+
+
 def start_note(untrained_loss: float, vocab_size: int, unit: str = "character") -> str:
     """Before training: the untrained model's loss next to ln V."""
     uniform = math.log(vocab_size)
@@ -5450,11 +5600,13 @@ def write_outputs(setup: Setup, hooks: RunHooks, history: list[dict], epochs) ->
     if data.test_split is not None:
         test_loss = evaluate(model, data.test_split, cfg.eval_batch, setup.device, hooks.autocast)
         log(f"test split, never seen in training: {perplexity_report(test_loss, data.test_split, data.tokenizer.unit)}")
+    log(hooks.counting.after_training(data, history, test_loss))
     save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size, data.tokenizer.unit))
     samples = write_samples(model, data, cfg, setup.text, log)
     save_text(out / "table.txt", sampling_table(samples, cfg, data.tokenizer))
     save_text(out / "tokens.txt", tokens_report(data))
-    finished = Finished(setup, history, test_loss, epochs, hooks.snapshots, samples, hooks.untrained_loss)
+    finished = Finished(setup, history, test_loss, epochs, hooks.snapshots, samples, hooks.untrained_loss,
+                        hooks.counting)
     finished.drawings = write_pictures_and_gallery(finished, log)
     return finished
 
@@ -5565,6 +5717,78 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, data_file: str | None, lo
         size = (f"{split.n_tokens:,} characters" if tokenizer.unit == "character"
                 else f"{split.n_tokens:,} {tokenizer.unit}s = {split.n_chars:,} characters")
         log(f"{name:>10} ({size}): {perplexity_report(loss, split, tokenizer.unit)}")
+    if data.mode == "line":
+        for line in completion_report(model, data, trained_cfg, device):
+            log(line)
+
+
+@dataclass
+class Completion:
+    """How well one model completes proverbs from their first half, taking its likeliest token."""
+    proverbs: int = 0
+    exact: int = 0  # completed to the last character, and stopped there
+    right: int = 0  # characters of the second halves written in their place
+    chars: int = 0  # characters of the second halves
+
+    def __str__(self) -> str:
+        return (f"{self.right / max(self.chars, 1):6.1%} of the characters right, {self.exact:>3} of {self.proverbs} "
+                f"completed exactly ({self.exact / max(self.proverbs, 1):.1%})")
+
+
+@torch.no_grad()
+def complete_halves(next_ids, tokenizer: CharTokenizer, lines: list[str], context: int) -> Completion:
+    """Give each line's first half (by characters), decode greedily with next_ids: (B, T) ids ->
+    (B,) ids, until ⏎. Characters right: the true rest's length less the edits from it to what
+    was written (section 16), so a character left out does not make all after it wrong."""
+    groups = defaultdict(list)  # prompts of one length in token ids: one batch
+    for line in lines:
+        half = line[:len(line) // 2]
+        prompt = [tokenizer.eol_id] + tokenizer.encode(half)
+        groups[len(prompt)].append((prompt, line[len(half):]))
+    result = Completion(proverbs=len(lines))
+    for group in groups.values():
+        ids = torch.tensor([prompt for prompt, _ in group])  # (B, T)
+        ended = torch.zeros(len(group), dtype=torch.bool)
+        for _ in range(max(len(rest) for _, rest in group) + 1):  # a token is at least one character
+            chosen = next_ids(ids[:, -context:])  # (B,)
+            ids, ended = torch.cat([ids, chosen[:, None]], dim=1), ended | (chosen == tokenizer.eol_id)
+            if ended.all():
+                break
+        for row, (prompt, rest) in zip(ids.tolist(), group):
+            written = tokenizer.decode(row[len(prompt):]).split(EOL)[0]
+            result.exact += written == rest
+            result.right += max(0, len(rest) - int(edit_distances(written, [rest])[0]))
+            result.chars += len(rest)
+    return result
+
+
+def completion_report(model: TransformerLM, data: Data, cfg: Config, device) -> list[str]:
+    """--eval: the model completing test and training proverbs, and the bigram the test ones."""
+    model.eval()
+    greedy = lambda ids: model(ids.to(device))[:, -1].argmax(-1).cpu()  # noqa: E731  (B, T) -> (B,)
+    bigram = Counting.of(data).counts  # (V, V): the likeliest next token is the row's largest count
+    after = lambda ids: bigram[ids[:, -1]].argmax(-1)  # noqa: E731
+    test = data.held_out_text[len(data.val_split):]  # the held-out lines after the validation ones
+    trained = random.Random(cfg.seed).sample(data.train_text, min(len(test), len(data.train_text)))
+    complete = lambda how, lines: complete_halves(how, data.tokenizer, lines, model.context)  # noqa: E731
+    on_test, on_trained, counted = complete(greedy, test), complete(greedy, trained), complete(after, test)
+    rows = [(f"the {len(test)} test proverbs", on_test), (f"{len(trained)} training proverbs", on_trained),
+            ("the bigram, the test proverbs", counted)]
+    return (["completing proverbs from their first half, greedily (the likeliest token each time; characters right: "
+             "those of the true second half less the edits from it to what was written):"] + [f"      {name:<30} {c}" for name, c in rows]
+            + [f"      {memorising_or_generalising(on_test, on_trained, counted)}"])
+
+
+def memorising_or_generalising(on_test: Completion, on_trained: Completion, bigram: Completion) -> str:
+    share = lambda c: c.right / max(c.chars, 1)  # noqa: E731
+    test, trained = share(on_test), share(on_trained)
+    floor = (f"; the bigram gets {share(bigram):.0%}" + (", as many: the model knows little more than pairs yet"
+                                                          if test <= share(bigram) + 0.02 else ""))
+    if trained - test > 0.10:
+        return (f"it completes the proverbs it read far better ({trained:.0%} of the characters against {test:.0%}): "
+                f"much of what it knows is those lines by heart{floor}")
+    return (f"it completes the proverbs it read about as well as new ones ({trained:.0%} of the characters against "
+            f"{test:.0%}): what it learned carries over to proverbs it never saw{floor}")
 
 
 def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint: Path, log=print):

@@ -28,7 +28,7 @@ def story_cells():
 
 def test_the_story_comes_first_and_stays_short():
     assert LINES[BANNER].startswith("# # APPENDIX")  # a markdown heading: the banner renders in a notebook
-    assert 600 < BANNER <= 1070  # projector widths cost lines: about 1,065 (the aim stays 1,000)
+    assert 600 < BANNER <= 1150  # projector widths, the counting floor and the nearest proverb cost lines (the aim stays 1,000)
     assert sum("APPENDIX" in line for line in LINES) == 1
 
 

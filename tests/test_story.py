@@ -344,6 +344,43 @@ def test_perplexity_and_bits_per_character():
     assert LLM.perplexity_report(math.log(8)) == "loss 2.079 nats/char | perplexity 8.00 | 3.000 bits/char"
 
 
+def hand_counts(lines, tok):
+    """(pairs, singles) counted one by one over ⏎ + line + ⏎, the teacher-forcing sequences."""
+    pairs, singles = {}, {}
+    for line in lines:
+        ids = [tok.eol_id] + tok.encode(line) + [tok.eol_id]
+        for b, c in zip(ids, ids[1:]):
+            pairs[b, c] = pairs.get((b, c), 0) + 1
+            singles[c] = singles.get(c, 0) + 1
+    return pairs, singles
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_counting_models_equal_add_one_counts_worked_out_by_hand(tokenizer):
+    train, held = ["la casa", "las alas", "sal"], ["la sal", "casa"]
+    tok = LLM.CharTokenizer.learn("\n".join(train + held), train, tiny_config(tokenizer=tokenizer, vocab_size=9))
+    V = tok.vocab_size
+    counts = LLM.count_pairs(LLM.encode_lines(train, tok, 24), V)
+    pairs, singles = hand_counts(train, tok)
+    assert counts.tolist() == [[1 + pairs.get((b, c), 0) for c in range(V)] for b in range(V)]
+    unigram, bigram = LLM.counting_losses(counts, LLM.encode_lines(held, tok, 24))
+    n, row = sum(singles.values()), lambda b: sum(pairs.get((b, c), 0) for c in range(V))  # noqa: E731
+    measured = [p for ids in ([tok.eol_id] + tok.encode(h) + [tok.eol_id] for h in held) for p in zip(ids, ids[1:])]
+    assert unigram == pytest.approx(-sum(math.log((singles.get(c, 0) + 1) / (n + V)) for _, c in measured)
+                                    / len(measured), rel=1e-6)
+    assert bigram == pytest.approx(-sum(math.log((pairs.get((b, c), 0) + 1) / (row(b) + V)) for b, c in measured)
+                                   / len(measured), rel=1e-6)
+    assert bigram < unigram < math.log(V)  # the order the run prints: counting pairs beats counting letters
+
+
+def test_counting_models_read_the_windows_of_a_long_text_once_each():
+    text = "abracadabra " * 40
+    cfg = tiny_config(mode="stream", context=8, val_fraction=0.1, test_fraction=0.1)
+    data = LLM.prepare_any_text(text, cfg)
+    counts = LLM.count_pairs(data.train_split, data.tokenizer.vocab_size)
+    assert int(counts.sum()) - data.tokenizer.vocab_size ** 2 == data.train_split.n_tokens
+
+
 # --- 10. the learning-rate schedule ------------------------------------------------------------
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
@@ -635,10 +672,36 @@ def test_corpus_word_share_counts_only_what_the_model_wrote():
     assert LLM.corpus_word_share(samples, ["No hay mal que por bien no venga.", "Quien calla, otorga."]) == (4, 6)
 
 
-def test_samples_are_marked_memorised_rediscovered_or_new():
+def test_samples_are_marked_memorised_rediscovered_or_new_with_their_nearest_proverb():
     tok = tokenizer_of(["abc"])
-    data = LLM.Data("line", "", tok, None, None, None, ["Más vale tarde que nunca."], 0,
+    train = ["Más vale tarde que nunca.", "Quien calla, otorga.", "No hay mal que dure cien años."]
+    data = LLM.Data("line", "", tok, None, None, None, train, 0,
                     held_out_text=["No hay mal que por bien no venga."])
-    assert LLM.sample_kind("Más vale tarde que nunca.", data) == "memorised"
-    assert LLM.sample_kind("No hay mal que por bien no venga.", data) == "rediscovered"
-    assert LLM.sample_kind("Más vale tarde que nunca", data) == "new"  # not the same line
+    sample = lambda text: LLM.label(LLM.Sample("", text, "", []), data)  # noqa: E731
+    assert sample("Más vale tarde que nunca.").kind == "memorised"
+    found = sample("No hay mal que por bien no venga.")  # held out: its nearest is a training line
+    assert (found.kind, found.nearest, found.follows) == ("rediscovered", train[2], 15)
+    near = sample("Más vale tarde que nunka")  # not the same line: new, two edits from it
+    assert (near.kind, near.nearest, near.edits, near.follows) == ("new", train[0], 2, 22)
+    assert "2 edits away: «Más vale tarde que nunca.» (its first 22" in LLM.nearest_in_words(near)
+    far = sample("Zzz")
+    assert far.follows == 0 and "none of its characters" in LLM.nearest_in_words(far)
+
+
+def levenshtein(a: str, b: str) -> int:
+    """The edit distance by its recurrence, one cell at a time."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        before, row[0] = row[:], i
+        for j, y in enumerate(b, 1):
+            row[j] = min(before[j] + 1, row[j - 1] + 1, before[j - 1] + (x != y))
+    return row[-1]
+
+
+def test_edit_distances_equal_the_recurrence_cell_by_cell():
+    rng = __import__("random").Random(0)
+    for _ in range(150):
+        lines = ["".join(rng.choice("ab ñ") for _ in range(rng.randint(0, 12))) for _ in range(6)]
+        text = "".join(rng.choice("abcñ") for _ in range(rng.randint(0, 10)))
+        assert LLM.edit_distances(text, lines).tolist() == [levenshtein(text, line) for line in lines]
+    assert LLM.edit_distances("kitten", ["sitting", "kitten", ""]).tolist() == [3, 0, 6]
