@@ -1218,6 +1218,8 @@ class RunConfig(Config):
     chat_epochs: int = setting(3, "epochs that /train trains when it is given no number")
     chat_weight: int = setting(10, "/train counts every typed line this many times per epoch, next to the corpus")
     chat_lr_divisor: float = setting(3.0, "/train trains at --lr divided by this: a trained model only needs nudging")
+    seeds: int = setting(3, "--what-if: trainings per switch, with seeds --seed, --seed + 1, ...: what one seed "
+                            "changes is the noise a difference must beat")
 
 
 MAX_CHARS = 100_000  # the longest sample --max-chars allows
@@ -1253,7 +1255,7 @@ def validate(cfg: Config, check_device: bool = True) -> Config:
 def validate_shape_and_splits(cfg: Config):
     """Sizes that must be positive, heads that divide the width, fractions that leave text to train on."""
     positive = ["d_model", "n_heads", "n_layers", "d_ff", "context", "batch_size", "eval_batch", "epochs", "max_chars",
-                "chat_epochs", "chat_weight", "vocab_size"]
+                "chat_epochs", "chat_weight", "vocab_size", "seeds"]
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise UserError(f"{flag_of(name)} must be a positive whole number, got {getattr(cfg, name)}")
@@ -4840,10 +4842,9 @@ def sharpness(model: TransformerLM, tokenizer: CharTokenizer, lines: list[str], 
 
 
 @dataclass
-class WhatIf:
-    """One run of --what-if, in numbers."""
-    name: str  # "as it is", or "without <idea>"
-    idea: str  # the idea switched off ("" for the run as it is)
+class Seeded:
+    """One training of --what-if: one switch, one seed, in numbers."""
+    seed: int
     history: list[dict]
     test_loss: float | None  # None with --test-fraction 0
     words: tuple[int, int]  # words of the samples that are words of the corpus, words written
@@ -4851,37 +4852,96 @@ class WhatIf:
     sharpness: float  # sharpness() of its attention
 
 
+def last(key: str):
+    """What a Seeded ended with: its last epoch's `key` (train_loss, val_loss, clipped)."""
+    return lambda run: run.history[-1][key]
+
+
+def word_share(run: Seeded) -> float:
+    return run.words[0] / max(run.words[1], 1)
+
+
+@dataclass
+class WhatIf:
+    """One switch of --what-if (or the run as it is), over its seeds."""
+    name: str  # "as it is", or "without <idea>"
+    idea: str  # the idea switched off ("" for the run as it is)
+    runs: list[Seeded]  # one per seed, the first with --seed itself
+
+    def mean(self, of) -> float:
+        return sum(of(r) for r in self.runs) / len(self.runs)
+
+    def spread(self, of) -> float:
+        """The standard deviation over the seeds (n - 1 in the denominator; 0 for one seed)."""
+        values, mean = [of(r) for r in self.runs], self.mean(of)
+        return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+
+    def shown(self, of, digits: int = 3) -> str:
+        return f"{self.mean(of):.{digits}f} ± {self.spread(of):.{digits}f}" if len(self.runs) > 1 else f"{self.mean(of):.{digits}f}"
+
+
+def what_if_folder(cfg: Config, idea: str, seed: int) -> Path:
+    """what-if/as-it-is/ or what-if/without-<idea>/ for --seed; what-if/seed-<N>/<that>/ for the others."""
+    name = f"without-{idea}" if idea else "as-it-is"
+    return Path(cfg.out) / "what-if" / ("" if seed == cfg.seed else f"seed-{seed}") / name
+
+
 def what_if_runs(cfg: Config, log=print) -> list[WhatIf]:
-    """The run as it is, then once per idea switched off; each in outputs/what-if/<name>/."""
-    results = []
+    """The run as it is, then once per idea switched off; each with cfg.seeds seeds."""
+    results, seeds = [], [cfg.seed + k for k in range(cfg.seeds)]
     for idea in ("",) + IDEAS:
-        name = f"without {idea}" if idea else "as it is"
-        out = Path(cfg.out) / "what-if" / (f"without-{idea}" if idea else "as-it-is")
-        variant = replace(cfg, without=(idea,) if idea else (), out=str(out), pictures=())  # the numbers only
-        log(f"what if: {name} ({WITHOUT_MEANS[idea]})" if idea else "what if: the classroom run as it is")
-        try:
-            finished = run(variant, log=lambda line: log("      " + line.lstrip("\n"))
-                           if line.lstrip("\n").startswith(("epoch", "test", "training stopped", "stopped")) else None)
-        except (KeyboardInterrupt, ConsoleLost):
-            log(f"what if: stopped in the run {name}; {len(results)} of {1 + len(IDEAS)} runs finished, every file "
-                f"written is whole; {Path(cfg.out) / 'what-if'}/README.md is written only when every run has finished")
-            raise
-        if finished is None:  # a torchrun process that writes nothing
-            continue
-        setup = finished.setup
-        results.append(WhatIf(name, idea, finished.history, finished.test_loss,
-                              corpus_word_share(finished.samples, text_lines(setup.text)),
-                              finished.samples[1 % len(finished.samples)].text,
-                              sharpness(setup.model, setup.data.tokenizer, setup.data.held_out_text)))
+        result = WhatIf(f"without {idea}" if idea else "as it is", idea, [])
+        for seed in seeds:
+            log((f"what if: {result.name} ({WITHOUT_MEANS[idea]})" if idea else "what if: the classroom run as it is")
+                + (f", seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})" if len(seeds) > 1 else ""))
+            run_done = what_if_train(cfg, idea, seed, log, done=sum(len(r.runs) for r in results) + len(result.runs))
+            if run_done is not None:  # None: a torchrun process that writes nothing
+                result.runs.append(run_done)
+        if result.runs:
+            results.append(result)
     return results
 
 
+def what_if_train(cfg: Config, idea: str, seed: int, log, done: int) -> Seeded | None:
+    """One training of --what-if, its numbers only, in what_if_folder."""
+    out = what_if_folder(cfg, idea, seed)
+    variant = replace(cfg, without=(idea,) if idea else (), out=str(out), seed=seed, pictures=())
+    try:
+        finished = run(variant, log=lambda line: log("      " + line.lstrip("\n"))
+                       if line.lstrip("\n").startswith(("epoch", "test", "training stopped", "stopped")) else None)
+    except (KeyboardInterrupt, ConsoleLost):
+        name = (f"without {idea}" if idea else "as it is") + (f", seed {seed}" if cfg.seeds > 1 else "")
+        log(f"what if: stopped in the run {name}; {done} of "
+            f"{(1 + len(IDEAS)) * cfg.seeds} runs finished, every file written is whole; "
+            f"{Path(cfg.out) / 'what-if'}/README.md is written only when every run has finished")
+        raise
+    if finished is None:
+        return None
+    setup = finished.setup
+    return Seeded(seed, finished.history, finished.test_loss, corpus_word_share(finished.samples, text_lines(setup.text)),
+                  finished.samples[1 % len(finished.samples)].text,
+                  sharpness(setup.model, setup.data.tokenizer, setup.data.held_out_text))
+
+
+VAL, TRAIN, CLIPPED = last("val_loss"), last("train_loss"), last("clipped")
+
+
+def beyond_noise(r: WhatIf, base: WhatIf) -> str:
+    """Whether the switch's change of the validation loss is more than what a seed changes."""
+    if len(r.runs) < 2:
+        return " One seed only: whether that is more than noise, --seeds 3 tells."
+    dv, noise = r.mean(VAL) - base.mean(VAL), r.spread(VAL) + base.spread(VAL)
+    verdict = ("more than the two spreads added: a real difference, not noise" if abs(dv) > noise else
+               "within the two spreads added: another seed could reverse it, so this proves nothing")
+    return (f" Over {len(r.runs)} seeds the change is {dv:+.3f} against spreads of {r.spread(VAL):.3f} and "
+            f"{base.spread(VAL):.3f}: {verdict}.")
+
+
 def what_if_lesson(r: WhatIf, base: WhatIf, cfg: Config) -> str:
-    """Two or three sentences on one switch, from the numbers of both runs."""
-    last, first = r.history[-1], base.history[-1]
-    dv = last["val_loss"] - first["val_loss"]
-    share, base_share = r.words[0] / max(r.words[1], 1), base.words[0] / max(base.words[1], 1)
-    against = f"{last['val_loss']:.3f} against {first['val_loss']:.3f} as it is"
+    """Two or three sentences on one switch, from the mean numbers of both over their seeds."""
+    dv = r.mean(VAL) - base.mean(VAL)
+    share, base_share = r.mean(word_share), base.mean(word_share)
+    against = f"{r.shown(VAL)} against {base.shown(VAL)} as it is"
     deeper = (f" At {cfg.n_layers} layers the signal crosses {2 * cfg.n_layers} blocks; tests/BENCHMARK.md measures 6 layers "
               f"(`--layers 6 --what-if`)." if cfg.n_layers < 6 else "")
     if r.idea == "causal-mask":
@@ -4891,53 +4951,61 @@ def what_if_lesson(r: WhatIf, base: WhatIf, cfg: Config) -> str:
         return (f"Its validation loss ended {how}: {against}. Without positions \u201csal\u201d and \u201clas\u201d "
                 f"look alike; what still gives order away is the causal mask, since a position can only attend to the "
                 f"characters before it, the further on the more of them, so the model learns something all the same. "
-                f"{share:.0%} of its words are words of the corpus (as it is: {base_share:.0%}).")
+                f"{share:.0%} of its words are words of the corpus (as it is: {base_share:.0%})." + beyond_noise(r, base))
     if r.idea == "scaling":
         d = cfg.d_model // cfg.n_heads
         return (f"Without the division by sqrt(d_k) = sqrt({d}) the attention scores are {math.sqrt(d):g} times larger "
-                f"and the softmax sharper: a row's largest weight averages {r.sharpness:.2f}, against "
-                f"{base.sharpness:.2f} as it is. Validation loss {against}"
+                f"and the softmax sharper: a row's largest weight averages {r.mean(lambda x: x.sharpness):.2f}, against "
+                f"{base.mean(lambda x: x.sharpness):.2f} as it is. Validation loss {against}"
                 + (": nearly one-hot attention learns more slowly." if dv > 0.02 else
-                   f": with heads only {d} wide the scores stay small enough that it hardly matters here."))
+                   f": with heads only {d} wide the scores stay small enough that it hardly matters here.")
+                + beyond_noise(r, base))
     if r.idea == "residual":
         return (f"Without residual connections the validation loss ended at {against} ({dv:+.3f}): every block must "
                 f"now carry the whole signal through its own weights, and the gradient reaches the first layer only "
-                f"through every block after it. The more layers, the more that costs ({cfg.n_layers} here)." + deeper)
-    clipped, base_clipped = last["clipped"], first["clipped"]
+                f"through every block after it. The more layers, the more that costs ({cfg.n_layers} here)."
+                + beyond_noise(r, base) + deeper)
     return (f"Without layer norms the validation loss ended at {against} ({dv:+.3f})"
             + (": lower, at this size, not higher." if dv < 0 else ".")
-            + f" The gradient was clipped in {clipped:.0%} of the last epoch's steps ({base_clipped:.0%} as it is): "
-              f"nothing keeps the activations at one scale any more, and clipping is left to hold the steps in check."
-            + deeper)
+            + f" The gradient was clipped in {r.mean(CLIPPED):.0%} of the last epoch's steps ({base.mean(CLIPPED):.0%} "
+              f"as it is): nothing keeps the activations at one scale any more, and clipping is left to hold the steps "
+              f"in check." + beyond_noise(r, base) + deeper)
 
 
 def mask_lesson(r: WhatIf, base: WhatIf, share: float, base_share: float, against: str) -> str:
     """what_if_lesson for --without causal-mask: a model that copies what it can see."""
-    last, first = r.history[-1], base.history[-1]
-    if last["train_loss"] < first["train_loss"] - 0.2:
-        return (f"Its training loss fell to {last['train_loss']:.3f} (as it is: {first['train_loss']:.3f}), and its "
-                f"validation loss with it ({last['val_loss']:.3f}" + (f", test {r.test_loss:.3f}" if r.test_loss is not None
-                                                                      else "") + "): every position could "
-                f"read the character it had to predict, and learned to copy it. Those losses were measured the same "
-                f"way, with the answer in sight, so they prove nothing. Writing, there is no answer ahead to copy: "
-                f"{share:.0%} of its words are words of the corpus (as it is: {base_share:.0%}).")
+    tested = [x.test_loss for x in r.runs if x.test_loss is not None]
+    if r.mean(TRAIN) < base.mean(TRAIN) - 0.2:
+        return (f"Its training loss fell to {r.shown(TRAIN)} (as it is: {base.shown(TRAIN)}), and its validation loss "
+                f"with it ({r.shown(VAL)}" + (f", test {sum(tested) / len(tested):.3f}" if tested else "") + "): every "
+                f"position could read the character it had to predict, and learned to copy it. Those losses were "
+                f"measured the same way, with the answer in sight, so they prove nothing. Writing, there is no answer "
+                f"ahead to copy: {share:.0%} of its words are words of the corpus (as it is: {base_share:.0%}).")
     return (f"Its losses ({against}) did not fall below the run as it is: at this size it did not learn to copy "
-            f"the next character it could see; {share:.0%} of its words are words of the corpus.")
+            f"the next character it could see; {share:.0%} of its words are words of the corpus." + beyond_noise(r, base))
 
 
 def draw_what_if(results: list[WhatIf], path: Path):
-    """what_if.png: the validation loss per epoch of every run, side by side."""
+    """what_if.png: the mean validation loss per epoch of every switch, a band of ± one standard
+    deviation over the seeds around it, and each seed's own curve faintly."""
     fig = new_figure(9, 4.8)
     ax = fig.subplots()
     for r in results:
-        epochs = [h["epoch"] for h in r.history]
-        ax.plot(epochs, [h["val_loss"] for h in r.history], "o-", ms=3, lw=2.4 if not r.idea else 1.6,
-                color="black" if not r.idea else None, label=r.name)
+        epochs = min(len(x.history) for x in r.runs)  # early stopping may end a seed sooner
+        curves = torch.tensor([[h["val_loss"] for h in x.history[:epochs]] for x in r.runs])  # (seeds, epochs)
+        mean, sd = curves.mean(0), curves.std(0) if len(r.runs) > 1 else torch.zeros(epochs)
+        xs = list(range(1, epochs + 1))
+        line, = ax.plot(xs, mean, "o-", ms=3, lw=2.4 if not r.idea else 1.6, color="black" if not r.idea else None,
+                        label=f"{r.name}: {r.shown(VAL)}")
+        ax.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.15, lw=0)
+        ax.errorbar(xs[-1], mean[-1], yerr=sd[-1], color=line.get_color(), capsize=4, lw=1.2)  # the last epoch's
+        for curve in curves:
+            ax.plot(xs, curve, lw=0.6, alpha=0.35, color=line.get_color())
     ax.set_xlabel("epoch", fontsize=11)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("validation loss (nats per character)", fontsize=11)
     ax.grid(axis="y", color="0.92")
-    ax.legend(fontsize=10, framealpha=0.95)
+    ax.legend(fontsize=10, framealpha=0.95, title=f"mean ± spread over {len(results[0].runs)} seeds", title_fontsize=10)
     ax.set_title("What if one idea is switched off: the validation loss of each run", fontsize=12)
     fig.subplots_adjust(left=0.09, right=0.97, top=0.92, bottom=0.11)
     save_figure(fig, path)
@@ -4949,33 +5017,71 @@ def shortened(text: str, most: int = 70) -> str:
 
 def what_if_report(results: list[WhatIf], cfg: Config, seconds: float) -> str:
     """outputs/what-if/README.md: the table, the picture, the sentences."""
-    base = results[0]
+    base, seeds = results[0], [run.seed for run in results[0].runs]
+    named = ", ".join(map(str, seeds))
     lines = ["# What if: the classroom run with one idea switched off", "",
-             f"`python LLM.py --what-if` trained {len(results)} models on `{show_path(Path(cfg.data).name)}`, same seed and same "
-             f"data, {cfg.epochs} epochs each, in {seconds:.0f} s: once as it is and once without each idea of section 9 "
-             f"of LLM.py. Each folder below holds that run's `table.txt`, `parameters.txt` and `model.pt`: "
-             f"`--generate`, `--chat` and `--explorer` use it as it was trained.", "", "## Predict first", "",
+             f"`python LLM.py --what-if` trained {sum(len(r.runs) for r in results)} models on "
+             f"`{show_path(Path(cfg.data).name)}`, {cfg.epochs} epoch{'s' * (cfg.epochs > 1)} each, in {seconds:.0f} s: once as it is and once "
+             f"without each idea of section 9 of LLM.py, each with {len(seeds)} seed{'s' * (len(seeds) > 1)} ({named}). "
+             "A seed sets the split into training, validation and test proverbs, the starting weights and the order "
+             "of the batches: what changes from one seed to the next is noise, and a difference between two switches "
+             "means something only when it is larger than that. Each folder below holds that run's `table.txt`, "
+             "`parameters.txt` and `model.pt` (the first seed's; `seed-<N>/` the others'): `--generate`, `--chat` and "
+             "`--explorer` use it as it was trained.", "", "## Predict first", "",
              "Before reading the table, write down an answer to each question; the answers, in this run's numbers, "
              "come below. *Antes de leer la tabla, escribe una respuesta a cada pregunta; las respuestas, con los "
              "números de esta ejecución, vienen debajo.*", ""]
     lines += [f"- **Without {r.idea}.** {PREDICT_FIRST[r.idea][0]} *{PREDICT_FIRST[r.idea][1]}*" for r in results[1:]]
-    lines += ["", "## The answers", "",
-              "| run | train loss | validation loss | test loss | words of the corpus | one sample |", "|---|---|---|---|---|---|"]
+    spread = (f" Every loss is the mean over the {len(seeds)} seeds ± their standard deviation, the spread."
+              if len(seeds) > 1 else "")
+    lines += ["", "## The answers", "", f"The losses are those of the last epoch.{spread}", "",
+              "| run | train loss | validation loss | test loss | words of the corpus | one sample (first seed) |",
+              "|---|---|---|---|---|---|"]
     for r in results:
-        last = r.history[-1]
+        first = r.runs[0]
         folder = f"without-{r.idea}" if r.idea else "as-it-is"
-        test = f"{r.test_loss:.3f}" if r.test_loss is not None else "-"
-        lines.append(f"| [{r.name}]({folder}/README.md) | {last['train_loss']:.3f} | {last['val_loss']:.3f} | {test} | "
-                     f"{r.words[0]} of {r.words[1]} ({r.words[0] / max(r.words[1], 1):.0%}) | {shortened(r.sample).replace('|', '/')} |")
+        tested = all(x.test_loss is not None for x in r.runs)
+        test = r.shown(lambda x: x.test_loss) if tested else "-"
+        lines.append(f"| [{r.name}]({folder}/README.md) | {r.shown(TRAIN)} | {r.shown(VAL)} | {test} | "
+                     f"{r.mean(word_share):.0%} | {shortened(first.sample).replace('|', '/')} |")
     lines += ["", "![the validation loss of every run](what_if.png)", ""]
     for r in results[1:]:
         lines += [f"## Without {r.idea}", "", f"{WITHOUT_MEANS[r.idea][0].upper() + WITHOUT_MEANS[r.idea][1:]}. {what_if_lesson(r, base, cfg)}", ""]
     return "\n".join(lines)
 
 
+def what_if_estimate(cfg: Config) -> float:
+    """Seconds --what-if will take: 10 training steps, timed after 2 that warm up, times the steps
+    of every run, and one validation pass timed, times the epochs plus two (the test, the samples)."""
+    data, device = prepare_any_text(read_text(cfg.data), cfg), pick_device(cfg.device)
+    model = build_model(data.tokenizer.vocab_size, cfg, device)
+    hooks = DeviceHooks(cfg, device)
+    optimizer = hooks.optimizer(model, cfg)
+    batches = data.train_split.batches(cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    started, timed = time.perf_counter(), 0
+    for step, (inputs, targets) in zip(range(12), batches):
+        if step == 2:  # the first steps set things up
+            started = time.perf_counter()
+        loss, _ = train_step(model, optimizer, inputs.to(device), targets.to(device), cfg.lr, cfg.clip, hooks.autocast)
+        timed += step >= 2
+    loss.item()  # waits for a GPU to finish
+    per_step, started = (time.perf_counter() - started) / max(timed, 1), time.perf_counter()
+    evaluate(model, data.val_split, cfg.eval_batch, device, hooks.autocast)
+    per_run = (math.ceil(len(data.train_split) / cfg.batch_size) * per_step * cfg.epochs  # training
+               + (time.perf_counter() - started) * (cfg.epochs + 2))  # every epoch's validation, the test, the rest
+    return per_run * (1 + len(IDEAS)) * cfg.seeds
+
+
 def what_if(cfg: Config, log=print):
     """--what-if: every run, then outputs/what-if/README.md and what_if.png."""
     started = time.perf_counter()
+    if cfg.seeds > 1 and not os.environ.get("TORCHELASTIC_RUN_ID"):  # several processes: each trains a share
+        runs = (1 + len(IDEAS)) * cfg.seeds
+        seconds = what_if_estimate(cfg)
+        about = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} minutes"
+        log(f"what if: {runs} trainings ({1 + len(IDEAS)} runs x {cfg.seeds} seeds, {cfg.epochs} epoch"
+            f"{'s' * (cfg.epochs > 1)} each): about {about} on this machine, timed on 10 steps (--seeds 1: one run "
+            f"per switch, a {'third' if cfg.seeds == 3 else f'1/{cfg.seeds}'} of the time, but no spread)")
     results = what_if_runs(cfg, log)
     if not results:
         return
@@ -4985,6 +5091,175 @@ def what_if(cfg: Config, log=print):
         save_text(folder / "README.md", what_if_report(results, cfg, time.perf_counter() - started))
     log(f"wrote {folder}/: README.md (the table and what each switch shows), what_if.png and one folder per run "
         f"({time.perf_counter() - started:.0f} s in all)")
+
+
+# %% [markdown]
+# ### The class's own experiment
+#
+# Every run ends with one result line (`result seed=... lr=... test_loss=...`). Each student runs
+# with their own `--seed` or `--lr` and pastes that line into one shared text file; `python
+# LLM.py --class FILE` reads every line of it and draws the class's results: the test loss
+# against the learning rate, every seed a dot, the mean of each rate a line, the bigram's loss
+# below them; with the table in `<out>/class/README.md`. A line it cannot read is named, with
+# why, and left out; every other line is drawn.
+
+# %%
+RESULT_NUMBERS = {"seed": int, "lr": float, "test_loss": float}  # what a result line must hold
+RESULT_SETTINGS = ("epochs", "layers", "d_model", "tokenizer", "without", "data")  # runs differ in these: grouped
+
+
+def result_line(cfg: Config, data: Data, finished_test: float | None, best_val: float, counting: Counting) -> str:
+    """The run in one line, for the class's shared file (--class)."""
+    test = f"{finished_test:.4f}" if finished_test is not None else "-"
+    bigram = counting.test[1] if counting.test is not None else counting.val[1]
+    return (f"result seed={cfg.seed} lr={cfg.lr:g} epochs={cfg.epochs} layers={cfg.n_layers} d_model={cfg.d_model} "
+            f"tokenizer={cfg.tokenizer} without={','.join(cfg.without) or '-'} data={Path(cfg.data).name.replace(' ', '_')} "
+            f"test_loss={test} val_loss={best_val:.4f} bigram={bigram:.4f}")
+
+
+def read_result(text: str) -> dict:
+    """One result line -> its fields, numbers as numbers; a ValueError says what is wrong."""
+    found = dict(re.findall(r"(\w+)=(\S+)", text))
+    missing = [key for key in RESULT_NUMBERS if key not in found]
+    if missing:
+        raise ValueError(f"no {' and no '.join(k + '=' for k in missing)}")
+    result = dict(found)
+    for key, kind in [*RESULT_NUMBERS.items(), ("bigram", float)]:
+        if key in found:
+            try:
+                result[key] = kind(found[key])
+            except ValueError:
+                raise ValueError(f"{key}={found[key]} is not a number") from None
+            if not (math.isfinite(result[key]) and result[key] >= 0) or (key == "lr" and result[key] == 0):
+                raise ValueError(f"{key}={found[key]} is not a number the run could have printed")
+    return result
+
+
+def read_results(path: Path, log=print) -> list[dict]:
+    """Every result line of the class's file; each line that is not one is said, with why."""
+    try:
+        text = read_text(path)
+    except UserError as e:
+        raise UserError(f"--class: {e}") from None
+    results, seen, skipped, blank = [], {}, 0, 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            blank += 1
+            continue
+        try:
+            result = read_result(line)
+            if line.strip() in seen:
+                raise ValueError(f"the same as line {seen[line.strip()]}")
+        except ValueError as why:
+            skipped += 1
+            log(f"line {number} left out: {why}: {shortened(one_line(line.strip()), 60)}")
+            continue
+        seen[line.strip()] = number
+        results.append({**result, "line": number})
+    if not results:
+        raise UserError(f"--class: {show_path(path)} holds no result line (each run prints one at its end: "
+                        f"'result seed=... lr=... test_loss=...')")
+    log(f"{show_path(path)}: {len(results)} results, {skipped} lines left out, {blank} blank or comments")
+    return results
+
+
+def class_groups(results: list[dict]) -> dict:
+    """The results by their settings other than seed and lr: {(setting=value, ...): [results]}."""
+    groups = defaultdict(list)
+    for r in results:
+        groups[tuple(f"{k}={r[k]}" for k in RESULT_SETTINGS if k in r)].append(r)
+    return dict(groups)
+
+
+def class_table(results: list[dict]) -> list[str]:
+    """The Markdown table: one row per learning rate (and settings), its seeds, mean ± spread."""
+    groups = class_groups(results)
+    rows = ["| settings | lr | runs | seeds | test loss: mean ± spread | lowest | highest |", "|---|---|---|---|---|---|---|"]
+    for settings, runs in groups.items():
+        for lr in sorted({r["lr"] for r in runs}):
+            losses = [r["test_loss"] for r in runs if r["lr"] == lr]
+            mean = sum(losses) / len(losses)
+            sd = math.sqrt(sum((x - mean) ** 2 for x in losses) / (len(losses) - 1)) if len(losses) > 1 else 0.0
+            seeds = ", ".join(sorted({str(r["seed"]) for r in runs if r["lr"] == lr}, key=int))
+            rows.append(f"| {' '.join(settings) if len(groups) > 1 else 'all the same'} | {lr:g} | {len(losses)} | "
+                        f"{seeds} | {mean:.3f} ± {sd:.3f} | {min(losses):.3f} | {max(losses):.3f} |")
+    return rows
+
+
+def draw_class(results: list[dict], path: Path):
+    """class.png: test loss against learning rate, every run a dot, each rate's mean a line."""
+    fig = new_figure(9, 4.8)
+    ax = fig.subplots()
+    groups = class_groups(results)
+    for settings, runs in groups.items():
+        rates = sorted({r["lr"] for r in runs})
+        means = [sum(r["test_loss"] for r in runs if r["lr"] == lr) / sum(r["lr"] == lr for r in runs) for lr in rates]
+        line, = ax.plot(rates, means, "-", lw=1.6, label=("mean of each rate" if len(groups) == 1 else " ".join(settings)))
+        ax.plot([r["lr"] for r in runs], [r["test_loss"] for r in runs], "o", ms=6, alpha=0.6, color=line.get_color(),
+                label="one run (one seed)" if len(groups) == 1 else None)
+    bigrams = [r["bigram"] for r in results if "bigram" in r]
+    if bigrams:
+        ax.axhline(sum(bigrams) / len(bigrams), ls="-.", color="0.3", lw=1.4,
+                   label=f"counting, bigram: {sum(bigrams) / len(bigrams):.3f} (mean)")
+    if len({r["lr"] for r in results}) > 1:
+        from matplotlib.ticker import FuncFormatter
+        ax.set_xscale("log")
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.set_xlabel("learning rate (--lr)", fontsize=11)
+    ax.set_ylabel("test loss (nats per token)", fontsize=11)
+    ax.grid(color="0.92")
+    ax.legend(fontsize=10, framealpha=0.95)
+    ax.set_title(f"The class's runs: {len(results)} results, test loss against learning rate", fontsize=12)
+    fig.subplots_adjust(left=0.09, right=0.97, top=0.92, bottom=0.11)
+    save_figure(fig, path)
+
+
+def class_report(results: list[dict], source: Path) -> str:
+    """<out>/class/README.md: the picture, the table and what to read in them."""
+    return "\n".join(["# The class's experiment", "",
+                      f"`python LLM.py --class {show_path(source)}`: {len(results)} result lines, each one run's "
+                      "last line. Every dot is one run; the line joins the mean test loss of each learning rate. "
+                      "The spread is the standard deviation over the seeds of one rate: two rates whose means differ "
+                      "by less than their spreads added are not told apart by these runs. One run proves little.", "",
+                      "![the class's runs](class.png)", ""] + class_table(results) + ["", class_verdict(results), ""])
+
+
+def class_verdict(results: list[dict]) -> str:
+    """The two best learning rates of the largest group: is the difference more than noise?"""
+    runs = max(class_groups(results).values(), key=len)
+    by_rate = defaultdict(list)
+    for r in runs:
+        by_rate[r["lr"]].append(r["test_loss"])
+    stats = sorted((sum(v) / len(v), math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1))
+                    if len(v) > 1 else 0.0, lr, len(v)) for lr, v in by_rate.items())
+    (mean, sd, lr, n) = stats[0]
+    said = f"The lowest mean test loss is at lr {lr:g}: {mean:.3f} ± {sd:.3f} over {n} run{'s' * (n > 1)}."
+    if len(stats) == 1:
+        return said + " One learning rate only: a sweep needs several (--lr)."
+    (mean2, sd2, lr2, n2) = stats[1]
+    if n < 2 or n2 < 2:
+        return said + f" The next, lr {lr2:g}, scores {mean2:.3f}; with one run at a rate the noise is unknown: add seeds."
+    real = mean2 - mean > sd + sd2
+    return said + (f" The next, lr {lr2:g}, scores {mean2:.3f} ± {sd2:.3f}: the difference, {mean2 - mean:.3f}, is "
+                   + ("more than the two spreads added: the seeds agree." if real else
+                      "within the two spreads added: these runs cannot tell the two rates apart."))
+
+
+def class_experiment(source: Path, out: Path, log=print):
+    """--class FILE: read the result lines, draw class.png, write README.md, print the table."""
+    results = read_results(source, log)
+    folder = out / "class"
+    if folder.resolve() in (source.resolve().parent,):
+        raise UserError(f"--class: {show_path(source)} is in {show_path(folder)}/, which this command writes: "
+                        f"move it, or give another --out")
+    with recording(folder, log=log):
+        draw_class(results, folder / "class.png")
+        save_text(folder / "README.md", class_report(results, source))
+    for row in class_table(results):
+        log(row)
+    log(class_verdict(results))
+    log(f"wrote {show_path(folder)}/: class.png and README.md")
 
 
 # %% [markdown]
@@ -5344,7 +5619,8 @@ FLAG_GROUPS = {  # --help's groups: every field of RunConfig (section 1's Config
                  "eps", "weight_decay", "clip", "code", "precision", "compile", "epochs", "patience", "snapshot",
                  "progress", "pictures"),
     "sampling": ("prompts", "temperature", "top_k", "top_p", "greedy", "max_chars"),
-    "the chat's /train": ("chat_epochs", "chat_weight", "chat_lr_divisor")}
+    "the chat's /train": ("chat_epochs", "chat_weight", "chat_lr_divisor"),
+    "what if": ("seeds",)}
 
 
 def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
@@ -5383,6 +5659,9 @@ def add_what_to_do(parser, defaults: bool):
                         help="talk to the checkpoint: type the start of a proverb, it completes it")
     action.add_argument("--what-if", action="store_true",
                         help="train the run once as it is and once without each idea of --without, into <out>/what-if/")
+    action.add_argument("--class", dest="class_file", metavar="FILE",
+                        help="draw the class's results: FILE holds the result lines of many runs (each run prints one "
+                             "at its end); writes <out>/class/class.png and README.md")
     action.add_argument("--explorer", action="store_true",
                         help="write explorer.html for the checkpoint (into its folder, or --out), and nothing else")
     action.add_argument("--workbook", metavar="DIR",
@@ -5608,6 +5887,8 @@ def write_outputs(setup: Setup, hooks: RunHooks, history: list[dict], epochs) ->
     finished = Finished(setup, history, test_loss, epochs, hooks.snapshots, samples, hooks.untrained_loss,
                         hooks.counting)
     finished.drawings = write_pictures_and_gallery(finished, log)
+    log("the run in one line, for the class's shared file (python LLM.py --class FILE draws every line pasted there):")
+    log(result_line(cfg, data, test_loss, finished.best["val_loss"], hooks.counting))
     return finished
 
 
@@ -5996,6 +6277,10 @@ def run_command(argv: list[str], notebook: bool):
         with writing_folder_of(replace(cfg, out=str(Path(cfg.out) / "what-if"))):
             what_if(cfg, log=print if writes_here() else lambda line: None)
         end_distributed()
+    elif args.class_file is not None:
+        check_names({"--class": args.class_file})
+        with writing_folder_of(replace(cfg, out=str(Path(cfg.out) / "class"))):
+            class_experiment(Path(args.class_file), Path(cfg.out))
     elif args.explorer:
         explorer_from_checkpoint(cfg, checkpoint, Path(cfg.out) if "out" in explicit else checkpoint.parent)
     else:

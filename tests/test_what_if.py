@@ -6,6 +6,7 @@ without that idea computes, and without it everything else stays as it was."""
 import math
 import os
 import re
+import statistics
 
 import pytest
 import torch
@@ -203,10 +204,15 @@ def test_the_start_note_sets_the_untrained_loss_beside_ln_v():
     assert "favour common" in LLM.start_note(3.5, 73)
 
 
+def one_seed(name, idea, history, test_loss, words, sample, sharpness):
+    """A switch of --what-if trained with one seed."""
+    return LLM.WhatIf(name, idea, [LLM.Seeded(1337, history, test_loss, words, sample, sharpness)])
+
+
 # --- --what-if --------------------------------------------------------------------------------------
 
 def test_what_if_trains_every_switch_and_writes_its_table_picture_and_sentences(tmp_path, capsys):
-    assert LLM.main(TINY_ARGV + ["--epochs", "2", "--what-if", "--out", str(tmp_path)]) == 0
+    assert LLM.main(TINY_ARGV + ["--epochs", "2", "--what-if", "--seeds", "2", "--out", str(tmp_path)]) == 0
     folder = tmp_path / "what-if"
     report = (folder / "README.md").read_text(encoding="utf-8")
     rows = [line for line in report.splitlines() if line.startswith("| [")]
@@ -216,10 +222,28 @@ def test_what_if_trains_every_switch_and_writes_its_table_picture_and_sentences(
         saved = LLM.load_checkpoint(folder / f"without-{idea}" / "model.pt", "cpu")[2]
         assert saved.without == (idea,)
     assert (folder / "as-it-is" / "model.pt").exists() and (folder / "what_if.png").stat().st_size > 10_000
-    maskless = LLM.load_checkpoint(folder / "without-causal-mask" / "model.pt", "cpu")[3]["training"]["history"][-1]
-    assert f"{maskless['val_loss']:.3f}" in report.split("## Without causal-mask")[1].split("##")[0]
+    seeds = [folder / "without-causal-mask", folder / "seed-1338" / "without-causal-mask"]  # --seed, --seed + 1
+    val = [LLM.load_checkpoint(f / "model.pt", "cpu")[3]["training"]["history"][-1]["val_loss"] for f in seeds]
+    mean_and_spread = f"{statistics.mean(val):.3f} ± {statistics.stdev(val):.3f}"  # n - 1 in the denominator
+    said = report.split("## Without causal-mask")[1].split("##")[0]
+    assert mean_and_spread in said and mean_and_spread in rows[1] and "Over 2 seeds the change is" in said
+    assert "mean over the 2 seeds ± their standard deviation" in report
     assert not (tmp_path / "model.pt").exists()  # the class's own run is left alone
-    assert "wrote" in capsys.readouterr().out.splitlines()[-1]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("what if: 12 trainings (6 runs x 2 seeds, 2 epochs each): about ") and "wrote" in printed[-1]
+
+
+def test_a_difference_counts_only_when_it_is_larger_than_what_seeds_change():
+    history = lambda val: [{"epoch": 1, "train_loss": val, "val_loss": val, "clipped": 0.0}]  # noqa: E731
+    switch = lambda idea, vals: LLM.WhatIf(idea, idea, [LLM.Seeded(k, history(v), None, (1, 2), "", 0.5)  # noqa: E731
+                                                       for k, v in enumerate(vals)])
+    base = switch("", [1.80, 1.82, 1.84])  # mean 1.82, spread 0.02
+    real, noise = switch("residual", [2.00, 2.02, 2.04]), switch("scaling", [1.81, 1.85, 1.89])
+    assert (base.mean(LLM.VAL), base.spread(LLM.VAL)) == (pytest.approx(1.82), pytest.approx(0.02))
+    assert base.shown(LLM.VAL) == "1.820 ± 0.020"
+    assert "+0.200 against spreads of 0.020 and 0.020: more than the two spreads added" in LLM.beyond_noise(real, base)
+    assert "+0.030 against spreads of 0.040 and 0.020: within the two spreads added" in LLM.beyond_noise(noise, base)
+    assert "One seed only" in LLM.beyond_noise(switch("positions", [1.9]), switch("", [1.8]))
 
 
 def test_the_loss_picture_says_what_its_curves_mean(tiny_run):
@@ -232,23 +256,23 @@ def test_the_loss_picture_says_what_its_curves_mean(tiny_run):
 def test_the_lessons_use_only_the_numbers_there_are():
     """A run with --test-fraction 0 has no test loss: the sentences leave it out rather than fail."""
     history = lambda train, val, clipped=0.2: [{"epoch": 1, "train_loss": train, "val_loss": val, "clipped": clipped}]  # noqa: E731
-    base = LLM.WhatIf("as it is", "", history(1.9, 1.8), None, (40, 50), "No hay", 0.4)
+    base = one_seed("as it is", "", history(1.9, 1.8), None, (40, 50), "No hay", 0.4)
     cfg = LLM.RunConfig()
     for idea, numbers in (("causal-mask", (0.01, 0.02)), ("positions", (2.0, 1.98)), ("scaling", (1.9, 1.86)),
                           ("residual", (2.3, 2.25)), ("layer-norm", (1.75, 1.72, 0.8))):
-        r = LLM.WhatIf(f"without {idea}", idea, history(*numbers), None, (10, 50), "No hay", 0.7)
+        r = one_seed(f"without {idea}", idea, history(*numbers), None, (10, 50), "No hay", 0.7)
         said = LLM.what_if_lesson(r, base, cfg)
         assert f"{numbers[1]:.3f}" in said and "None" not in said, idea
-    assert "copy" in LLM.what_if_lesson(LLM.WhatIf("m", "causal-mask", history(0.01, 0.02), None, (0, 6), "", 0.5),
+    assert "copy" in LLM.what_if_lesson(one_seed("m", "causal-mask", history(0.01, 0.02), None, (0, 6), "", 0.5),
                                         base, cfg)
-    assert "lower, at this size" in LLM.what_if_lesson(LLM.WhatIf("n", "layer-norm", history(1.7, 1.7, 0.8), None,
+    assert "lower, at this size" in LLM.what_if_lesson(one_seed("n", "layer-norm", history(1.7, 1.7, 0.8), None,
                                                                    (1, 2), "", 0.5), base, cfg)
 
 
 def test_the_report_names_a_data_file_whose_name_is_not_utf8_in_utf8():
     """Linux allows any bytes in a file name: the report writes a stray one as \\xNN, and stays UTF-8."""
     history = [{"epoch": 1, "train_loss": 1.9, "val_loss": 1.8, "clipped": 0.2}]
-    base = LLM.WhatIf("as it is", "", history, None, (40, 50), "No hay", 0.4)
+    base = one_seed("as it is", "", history, None, (40, 50), "No hay", 0.4)
     report = LLM.what_if_report([base], LLM.RunConfig(data=os.fsdecode(b"/tmp/prov\xff.txt")), 3.0)
     assert "on `prov\\xff.txt`" in report and report.encode("utf-8")
 
@@ -266,7 +290,7 @@ def test_what_if_stopped_says_how_many_runs_finished_and_what_the_stopped_one_ke
 
     monkeypatch.setattr(LLM, "run", stopped_in_the_third)
     with pytest.raises(LLM.Terminated):
-        LLM.what_if(tiny_config(epochs=1, max_chars=5, data=str(LLM.Path(LLM.__file__).parent / "refranes.txt"),
+        LLM.what_if(tiny_config(epochs=1, max_chars=5, seeds=1, data=str(LLM.Path(LLM.__file__).parent / "refranes.txt"),
                                 out=str(tmp_path)), log=said.append)
     assert "      training stopped by SIGTERM in epoch 1: no checkpoint was written yet" in said
     assert said[-1].startswith(f"what if: stopped in the run without {LLM.IDEAS[1]}; 2 of {1 + len(LLM.IDEAS)} runs "
@@ -277,8 +301,8 @@ def test_the_gallery_asks_each_switchs_question_before_it_answers():
     """outputs/what-if/README.md opens with a 'predict first' question per switch, in English and
     Spanish, and only then the table and the sentences with the run's numbers."""
     history = [{"epoch": 1, "train_loss": 1.9, "val_loss": 1.8, "clipped": 0.2}]
-    runs = [LLM.WhatIf("as it is", "", history, None, (40, 50), "No hay", 0.4)]
-    runs += [LLM.WhatIf(f"without {idea}", idea, history, None, (10, 50), "No hay", 0.7) for idea in LLM.WITHOUT_MEANS]
+    runs = [one_seed("as it is", "", history, None, (40, 50), "No hay", 0.4)]
+    runs += [one_seed(f"without {idea}", idea, history, None, (10, 50), "No hay", 0.7) for idea in LLM.WITHOUT_MEANS]
     report = LLM.what_if_report(runs, LLM.RunConfig(), 3.0)
     asked, answered = report.index("## Predict first"), report.index("## The answers")
     assert asked < answered < report.index("| run | train loss") < report.index("## Without causal-mask")
