@@ -1071,9 +1071,10 @@ def edit_distances(text: str, lines: list[str]) -> torch.Tensor:
 
 
 def nearest_in_words(sample: Sample) -> str:
-    same = f"its first {sample.follows}" if sample.follows else "none of its"
-    return (f"nearest training proverb, {sample.edits} edits away: «{sample.nearest}» "
-            f"({same} characters the same)")
+    same = {0: "none of its characters", 1: "its first character"}.get(sample.follows,
+                                                                     f"its first {sample.follows} characters")
+    edits = f"{sample.edits} edit{'s' * (sample.edits != 1)}"
+    return f"nearest training proverb, {edits} away: «{sample.nearest}» ({same} the same)"
 
 
 def label(sample: Sample, data: Data) -> Sample:
@@ -2451,7 +2452,9 @@ class RunHooks(DeviceHooks):
             self.untrained_loss = evaluate(self.model, self.data.val_split, self.cfg.eval_batch,
                                            self.device, self.autocast)
             self.log(start_note(self.untrained_loss, self.tokenizer.vocab_size, self.tokenizer.unit))
-            self.log(self.counting.before_training(self.data))
+            self.log(self.counting.before_training(self.data) if self.counting else
+                     f"counting (section 10) left out: {self.tokenizer.vocab_size:,} {self.tokenizer.unit}s would "
+                     f"need a table of {self.tokenizer.vocab_size ** 2:,} pairs (at most {COUNTING_MOST:,} tokens)")
         if self.resume is not None:  # the checkpoint's epoch ended here: go on exactly from there
             load_optimizer_state(optimizer, self.resume["optimizer"])
             state.step, state.history = self.resume["step"], list(self.resume["history"])
@@ -4685,14 +4688,16 @@ setUp();
 # `--without IDEA` (section 9) trains a model with one idea of the Transformer switched off; the
 # run says so in every file it writes, and the checkpoint keeps the switch, so `--generate`,
 # `--chat` and the explorer use the model as it was trained. `python LLM.py --what-if` trains the
-# classroom run once as it is and once without each idea, same seed and same data, into
-# `outputs/what-if/`, and writes there a table, the validation curves side by side and a few
-# sentences per switch, made from that run's own numbers.
+# classroom run once as it is and once without each idea, each with `--seeds` seeds (3), into
+# `outputs/what-if/`, and writes there a table of means ± spreads, the validation curves side by
+# side and a few sentences per switch, made from that run's own numbers: a difference counts only
+# when it is larger than what another seed changes.
 #
 # Every run also says what its numbers mean: before training, the loss of the untrained model
-# next to $\ln V$, what a model that knows nothing scores; after an epoch, a sentence when
-# something deserves one (the validation loss below the training loss, a gap that grows, a loss
-# that stopped falling, gradients clipped at most steps).
+# next to $\ln V$, what a model that knows nothing scores, and section 10's counting models
+# (`Counting`); after an epoch, a sentence when something deserves one (the validation loss below
+# the training loss, a gap that grows, a loss that stopped falling, gradients clipped at most
+# steps); after training, how far below the bigram the model ended.
 
 # %%
 WITHOUT_MEANS = {"causal-mask": "no causal mask: every position may read the characters after it",
@@ -4755,6 +4760,9 @@ def without_label(cfg: Config) -> str:
     return "without " + ", ".join(cfg.without) if cfg.without else "as it is"
 
 
+COUNTING_MOST = 4096  # the most tokens whose pairs are counted: 4096^2 counts take 64 MB
+
+
 def short_unit(unit: str) -> str:
     return "char" if unit == "character" else unit
 
@@ -4767,7 +4775,10 @@ class Counting:
     test: tuple | None  # the same on the test split (None without one)
 
     @classmethod
-    def of(cls, data: Data) -> "Counting":
+    def of(cls, data: Data) -> "Counting | None":
+        """None when V x V counts would not fit in memory at ease (V > COUNTING_MOST)."""
+        if data.tokenizer.vocab_size > COUNTING_MOST:
+            return None
         counts = count_pairs(data.train_split, data.tokenizer.vocab_size)
         test = counting_losses(counts, data.test_split) if data.test_split is not None else None
         return cls(counts, counting_losses(counts, data.val_split), test)
@@ -4861,6 +4872,12 @@ def word_share(run: Seeded) -> float:
     return run.words[0] / max(run.words[1], 1)
 
 
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """The mean, and the standard deviation over the seeds (n - 1 in the denominator; 0 for one)."""
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+
+
 @dataclass
 class WhatIf:
     """One switch of --what-if (or the run as it is), over its seeds."""
@@ -4869,12 +4886,10 @@ class WhatIf:
     runs: list[Seeded]  # one per seed, the first with --seed itself
 
     def mean(self, of) -> float:
-        return sum(of(r) for r in self.runs) / len(self.runs)
+        return mean_and_spread([of(r) for r in self.runs])[0]
 
     def spread(self, of) -> float:
-        """The standard deviation over the seeds (n - 1 in the denominator; 0 for one seed)."""
-        values, mean = [of(r) for r in self.runs], self.mean(of)
-        return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        return mean_and_spread([of(r) for r in self.runs])[1]
 
     def shown(self, of, digits: int = 3) -> str:
         return f"{self.mean(of):.{digits}f} ± {self.spread(of):.{digits}f}" if len(self.runs) > 1 else f"{self.mean(of):.{digits}f}"
@@ -4931,10 +4946,10 @@ def beyond_noise(r: WhatIf, base: WhatIf) -> str:
     if len(r.runs) < 2:
         return " One seed only: whether that is more than noise, --seeds 3 tells."
     dv, noise = r.mean(VAL) - base.mean(VAL), r.spread(VAL) + base.spread(VAL)
-    verdict = ("more than the two spreads added: a real difference, not noise" if abs(dv) > noise else
-               "within the two spreads added: another seed could reverse it, so this proves nothing")
-    return (f" Over {len(r.runs)} seeds the change is {dv:+.3f} against spreads of {r.spread(VAL):.3f} and "
-            f"{base.spread(VAL):.3f}: {verdict}.")
+    verdict = ("more than the two spreads added ({:.3f} and {:.3f}): a real difference, not noise" if abs(dv) > noise
+               else "within the two spreads added ({:.3f} and {:.3f}): another seed could reverse it, so this "
+                    "proves nothing").format(r.spread(VAL), base.spread(VAL))
+    return f" Over {len(r.runs)} seeds the change, {dv:+.3f}, is {verdict}."
 
 
 def what_if_lesson(r: WhatIf, base: WhatIf, cfg: Config) -> str:
@@ -5108,13 +5123,13 @@ RESULT_NUMBERS = {"seed": int, "lr": float, "test_loss": float}  # what a result
 RESULT_SETTINGS = ("epochs", "layers", "d_model", "tokenizer", "without", "data")  # runs differ in these: grouped
 
 
-def result_line(cfg: Config, data: Data, finished_test: float | None, best_val: float, counting: Counting) -> str:
+def result_line(cfg: Config, data: Data, finished_test: float | None, best_val: float, counting: Counting | None) -> str:
     """The run in one line, for the class's shared file (--class)."""
     test = f"{finished_test:.4f}" if finished_test is not None else "-"
-    bigram = counting.test[1] if counting.test is not None else counting.val[1]
+    bigram = "-" if counting is None else f"{counting.test[1] if counting.test is not None else counting.val[1]:.4f}"
     return (f"result seed={cfg.seed} lr={cfg.lr:g} epochs={cfg.epochs} layers={cfg.n_layers} d_model={cfg.d_model} "
             f"tokenizer={cfg.tokenizer} without={','.join(cfg.without) or '-'} data={Path(cfg.data).name.replace(' ', '_')} "
-            f"test_loss={test} val_loss={best_val:.4f} bigram={bigram:.4f}")
+            f"test_loss={test} val_loss={best_val:.4f} bigram={bigram}")
 
 
 def read_result(text: str) -> dict:
@@ -5178,8 +5193,7 @@ def class_table(results: list[dict]) -> list[str]:
     for settings, runs in groups.items():
         for lr in sorted({r["lr"] for r in runs}):
             losses = [r["test_loss"] for r in runs if r["lr"] == lr]
-            mean = sum(losses) / len(losses)
-            sd = math.sqrt(sum((x - mean) ** 2 for x in losses) / (len(losses) - 1)) if len(losses) > 1 else 0.0
+            mean, sd = mean_and_spread(losses)
             seeds = ", ".join(sorted({str(r["seed"]) for r in runs if r["lr"] == lr}, key=int))
             rows.append(f"| {' '.join(settings) if len(groups) > 1 else 'all the same'} | {lr:g} | {len(losses)} | "
                         f"{seeds} | {mean:.3f} ± {sd:.3f} | {min(losses):.3f} | {max(losses):.3f} |")
@@ -5201,11 +5215,12 @@ def draw_class(results: list[dict], path: Path):
     if bigrams:
         ax.axhline(sum(bigrams) / len(bigrams), ls="-.", color="0.3", lw=1.4,
                    label=f"counting, bigram: {sum(bigrams) / len(bigrams):.3f} (mean)")
-    if len({r["lr"] for r in results}) > 1:
-        from matplotlib.ticker import FuncFormatter
+    rates = sorted({r["lr"] for r in results})
+    if len(rates) > 1:
+        from matplotlib.ticker import NullLocator
         ax.set_xscale("log")
-        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
-            axis(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(rates, [f"{lr:g}" for lr in rates])  # a tick at each rate the class ran
     ax.set_xlabel("learning rate (--lr)", fontsize=11)
     ax.set_ylabel("test loss (nats per token)", fontsize=11)
     ax.grid(color="0.92")
@@ -5231,8 +5246,7 @@ def class_verdict(results: list[dict]) -> str:
     by_rate = defaultdict(list)
     for r in runs:
         by_rate[r["lr"]].append(r["test_loss"])
-    stats = sorted((sum(v) / len(v), math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1))
-                    if len(v) > 1 else 0.0, lr, len(v)) for lr, v in by_rate.items())
+    stats = sorted((*mean_and_spread(v), lr, len(v)) for lr, v in by_rate.items())
     (mean, sd, lr, n) = stats[0]
     said = f"The lowest mean test loss is at lr {lr:g}: {mean:.3f} ± {sd:.3f} over {n} run{'s' * (n > 1)}."
     if len(stats) == 1:
@@ -5879,7 +5893,8 @@ def write_outputs(setup: Setup, hooks: RunHooks, history: list[dict], epochs) ->
     if data.test_split is not None:
         test_loss = evaluate(model, data.test_split, cfg.eval_batch, setup.device, hooks.autocast)
         log(f"test split, never seen in training: {perplexity_report(test_loss, data.test_split, data.tokenizer.unit)}")
-    log(hooks.counting.after_training(data, history, test_loss))
+    if hooks.counting is not None:
+        log(hooks.counting.after_training(data, history, test_loss))
     save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size, data.tokenizer.unit))
     samples = write_samples(model, data, cfg, setup.text, log)
     save_text(out / "table.txt", sampling_table(samples, cfg, data.tokenizer))
@@ -6047,24 +6062,25 @@ def completion_report(model: TransformerLM, data: Data, cfg: Config, device) -> 
     """--eval: the model completing test and training proverbs, and the bigram the test ones."""
     model.eval()
     greedy = lambda ids: model(ids.to(device))[:, -1].argmax(-1).cpu()  # noqa: E731  (B, T) -> (B,)
-    bigram = Counting.of(data).counts  # (V, V): the likeliest next token is the row's largest count
-    after = lambda ids: bigram[ids[:, -1]].argmax(-1)  # noqa: E731
+    counting = Counting.of(data)  # (V, V) counts: the bigram's likeliest next token is its row's largest
+    after = lambda ids: counting.counts[ids[:, -1]].argmax(-1)  # noqa: E731
     test = data.held_out_text[len(data.val_split):]  # the held-out lines after the validation ones
     trained = random.Random(cfg.seed).sample(data.train_text, min(len(test), len(data.train_text)))
     complete = lambda how, lines: complete_halves(how, data.tokenizer, lines, model.context)  # noqa: E731
-    on_test, on_trained, counted = complete(greedy, test), complete(greedy, trained), complete(after, test)
-    rows = [(f"the {len(test)} test proverbs", on_test), (f"{len(trained)} training proverbs", on_trained),
-            ("the bigram, the test proverbs", counted)]
+    on_test, on_trained = complete(greedy, test), complete(greedy, trained)
+    counted = complete(after, test) if counting is not None else None  # None: too many tokens to count pairs
+    rows = [(f"the {len(test)} test proverbs", on_test), (f"{len(trained)} training proverbs", on_trained)]
+    rows += [("the bigram, the test proverbs", counted)] if counted else []
     return (["completing proverbs from their first half, greedily (the likeliest token each time; characters right: "
              "those of the true second half less the edits from it to what was written):"] + [f"      {name:<30} {c}" for name, c in rows]
             + [f"      {memorising_or_generalising(on_test, on_trained, counted)}"])
 
 
-def memorising_or_generalising(on_test: Completion, on_trained: Completion, bigram: Completion) -> str:
+def memorising_or_generalising(on_test: Completion, on_trained: Completion, bigram: Completion | None) -> str:
     share = lambda c: c.right / max(c.chars, 1)  # noqa: E731
     test, trained = share(on_test), share(on_trained)
-    floor = (f"; the bigram gets {share(bigram):.0%}" + (", as many: the model knows little more than pairs yet"
-                                                          if test <= share(bigram) + 0.02 else ""))
+    floor = "" if bigram is None else (f"; the bigram gets {share(bigram):.0%}" + (
+        ", as many: the model knows little more than pairs yet" if test <= share(bigram) + 0.02 else ""))
     if trained - test > 0.10:
         return (f"it completes the proverbs it read far better ({trained:.0%} of the characters against {test:.0%}): "
                 f"much of what it knows is those lines by heart{floor}")

@@ -389,6 +389,33 @@ def tokenizer_rows(folder: Path, longer: bool) -> list[tuple[str, str]]:
     return rows
 
 
+def normal_rows(folder: Path, seeds: int = 5) -> list[tuple[str, str]]:
+    """Is it normal? The classroom run over `seeds` seeds, each in a fresh process, read from its
+    result line: the test loss and its distance below the bigram, mean ± standard deviation; the
+    first seed's --eval completion; and what naming a sample's nearest proverb costs."""
+    results = []
+    for seed in range(1337, 1337 + seeds):
+        _, _, out = run_llm_measured(["--seed", str(seed), "--pictures", "--out", str(folder / f"seed{seed}")])
+        results.append(LLM.read_result(out.strip().splitlines()[-1]))
+    spread = lambda values: f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} "  # noqa: E731
+    tests, gaps = [r["test_loss"] for r in results], [r["bigram"] - r["test_loss"] for r in results]
+    rows = [(f"classroom run, {seeds} seeds: test loss", spread(tests) + f"(lowest {min(tests):.3f}, highest {max(tests):.3f})"),
+            (f"classroom run, {seeds} seeds: below the bigram", spread(gaps) + "nats/char on the test split")]
+    _, _, out = run_llm_measured(["--eval", "--checkpoint", str(folder / "seed1337" / "model.pt")])
+    for line in [line for line in out.splitlines() if "% of the characters right" in line]:
+        name, figures = re.match(r"\s*(.*?)\s{2,}(\S.*)", line).groups()  # "the 489 test proverbs   21.4% ..."
+        rows.append((f"--eval, completing {name}", figures))
+    lines = LLM.text_lines(LLM.read_text(ROOT / "refranes.txt"))
+    seconds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        LLM.edit_distances("Más vale come con en cuas la casa de mal dinte.", lines)
+        seconds.append(time.perf_counter() - started)
+    rows.append(("nearest proverb of a 47-character sample", f"{statistics.median(seconds):.2f} s over all "
+                                                              f"{len(lines):,} proverbs (median of 5)"))
+    return rows
+
+
 def explorer_write_seconds(folder: Path) -> float:
     """The seconds write_explorer takes for this run's page: the same model, snapshots and history,
     read back from the page and the checkpoint (median of 3)."""
@@ -511,6 +538,8 @@ def main():
                         help="save the classroom run's explorer.html at 1280x720 as FILE (a PNG)")
     parser.add_argument("--tokenizers", action="store_true",
                         help="only the comparison of characters and word pieces (with --quick: the classroom run only)")
+    parser.add_argument("--normal", action="store_true",
+                        help="only what tells a class its numbers are normal: 5 seeds, --eval, the nearest proverb")
     parser.add_argument("--compile", action="store_true",
                         help="also LLM.py under torch.compile (always on a GPU; on a CPU it compiles for about 40 s)")
     args = parser.parse_args()
@@ -518,6 +547,11 @@ def main():
         device = LLM.pick_device(args.device)
     except LLM.UserError as error:
         parser.exit(2, f"error: {error}\n")
+    if args.normal:
+        with tempfile.TemporaryDirectory() as folder:
+            print_rows([("machine", f"{device}, torch {torch.__version__}, {os.cpu_count()} CPUs"),
+                        ("date", time.strftime("%Y-%m-%d"))] + normal_rows(Path(folder)))
+        return
     torch.manual_seed(0)
     text = LLM.read_text(SHAKESPEARE)
     tokenizer = LLM.CharTokenizer(text)

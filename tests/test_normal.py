@@ -49,6 +49,16 @@ def test_the_loss_picture_draws_the_two_counting_models_as_flat_lines():
     assert "counting, unigram: 3.050 (validation)" in labels and "counting, bigram: 2.190 (validation)" in labels
 
 
+def test_a_vocabulary_too_large_to_count_its_pairs_is_said_and_skipped(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(LLM, "COUNTING_MOST", 20)  # the proverbs' 60-odd characters: too many
+    assert LLM.main(TINY_ARGV + ["--epochs", "1", "--pictures", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "counting (section 10) left out: " in printed and "pairs (at most 20 tokens)" in printed
+    assert "bigram=-" in printed.splitlines()[-1] and "the test loss" not in printed
+    assert LLM.main(["--eval", "--checkpoint", str(tmp_path / "model.pt")]) == 0
+    assert "the bigram, the test" not in capsys.readouterr().out
+
+
 def test_word_pieces_report_the_floor_per_piece_and_in_bits_per_character():
     data = LLM.prepare_any_text(LLM.read_text(PROVERBS), LLM.RunConfig(tokenizer="bpe", vocab_size=120))
     counting = LLM.Counting.of(data)

@@ -1,6 +1,7 @@
 """Every command of the README runs as written on a fresh copy of the project, and none of them
-changes a file git tracks but the four that rebuild the committed runs: `python LLM.py`
-(outputs/), `--preset longer`, `--preset pieces` and `--what-if` (their own folders).
+changes a file git tracks but the five that rebuild the committed runs: `python LLM.py`
+(outputs/), `--preset longer`, `--preset pieces`, `--what-if` and `--class examples/class.txt`
+(their own folders).
 
 The copy holds the project's tracked files as they are in this checkout (the 600 test proverbs
 stand in for refranes.txt, so that each run takes a second); each command runs in the README's
@@ -23,7 +24,7 @@ from test_prose import README
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--epochs", "1", "--snapshot", "0",
         "--pictures", "loss"]
 REBUILDS = {(): "outputs/", ("--preset", "longer"): "outputs/longer/", ("--preset", "pieces"): "outputs/pieces/",
-            ("--what-if",): "outputs/what-if/"}  # the commands that rebuild a committed run, and its folder
+            ("--what-if",): "outputs/what-if/", ("--class", "examples/class.txt"): "outputs/class/"}  # the commands that rebuild a committed run, and its folder
 
 
 def readme_commands() -> list[list[str]]:
@@ -79,7 +80,7 @@ def test_every_readme_command_runs_and_touches_no_tracked_file_but_its_own(clone
             continue
         argv = list(command)
         actions = {"--resume", "--init-from", "--eval", "--generate", "--chat", "--explorer", "--workbook",
-                   "--check"} & set(argv)
+                   "--check", "--class"} & set(argv)
         if not actions:
             argv += TINY  # a new model: tiny, one epoch
         elif "--resume" in argv:

@@ -114,9 +114,9 @@ def test_the_checks_above_can_fail():
 def test_the_readme_opens_with_the_model():
     """A newcomer's first screen: one sentence, a picture within 40 lines, the install-and-run line
     of each system, what the run prints in at most 15 lines, the Spanish guide linked; the map of
-    the book starts within 80 lines; the whole README within 640 lines."""
+    the book starts within 80 lines; the whole README within 750 lines."""
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    assert len(lines) <= 640
+    assert len(lines) <= 750
     first_picture = next(i for i, line in enumerate(lines, 1) if line.startswith("!["))
     sections = [i for i, line in enumerate(lines, 1) if line.startswith("## ")]
     assert first_picture <= 40 and sections[1] <= 80 and lines[sections[1] - 1] == "## The book: a map of LLM.py"

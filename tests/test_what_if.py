@@ -226,7 +226,7 @@ def test_what_if_trains_every_switch_and_writes_its_table_picture_and_sentences(
     val = [LLM.load_checkpoint(f / "model.pt", "cpu")[3]["training"]["history"][-1]["val_loss"] for f in seeds]
     mean_and_spread = f"{statistics.mean(val):.3f} ± {statistics.stdev(val):.3f}"  # n - 1 in the denominator
     said = report.split("## Without causal-mask")[1].split("##")[0]
-    assert mean_and_spread in said and mean_and_spread in rows[1] and "Over 2 seeds the change is" in said
+    assert mean_and_spread in said and mean_and_spread in rows[1] and "Over 2 seeds the change, " in said
     assert "mean over the 2 seeds ± their standard deviation" in report
     assert not (tmp_path / "model.pt").exists()  # the class's own run is left alone
     printed = capsys.readouterr().out.splitlines()
@@ -241,8 +241,8 @@ def test_a_difference_counts_only_when_it_is_larger_than_what_seeds_change():
     real, noise = switch("residual", [2.00, 2.02, 2.04]), switch("scaling", [1.81, 1.85, 1.89])
     assert (base.mean(LLM.VAL), base.spread(LLM.VAL)) == (pytest.approx(1.82), pytest.approx(0.02))
     assert base.shown(LLM.VAL) == "1.820 ± 0.020"
-    assert "+0.200 against spreads of 0.020 and 0.020: more than the two spreads added" in LLM.beyond_noise(real, base)
-    assert "+0.030 against spreads of 0.040 and 0.020: within the two spreads added" in LLM.beyond_noise(noise, base)
+    assert "the change, +0.200, is more than the two spreads added (0.020 and 0.020)" in LLM.beyond_noise(real, base)
+    assert "the change, +0.030, is within the two spreads added (0.040 and 0.020)" in LLM.beyond_noise(noise, base)
     assert "One seed only" in LLM.beyond_noise(switch("positions", [1.9]), switch("", [1.8]))
 
 
