@@ -1071,8 +1071,8 @@ def edit_distances(text: str, lines: list[str]) -> torch.Tensor:
 
 
 def nearest_in_words(sample: Sample) -> str:
-    same = {0: "none of its characters", 1: "its first character"}.get(sample.follows,
-                                                                     f"its first {sample.follows} characters")
+    first = f"its first {sample.follows} characters"
+    same = {0: "none of its characters", 1: "its first character"}.get(sample.follows, first)
     edits = f"{sample.edits} edit{'s' * (sample.edits != 1)}"
     return f"nearest training proverb, {edits} away: «{sample.nearest}» ({same} the same)"
 
