@@ -404,7 +404,7 @@ def normal_rows(folder: Path, seeds: int = 5) -> list[tuple[str, str]]:
     _, _, out = run_llm_measured(["--eval", "--checkpoint", str(folder / "seed1337" / "model.pt")])
     for line in [line for line in out.splitlines() if "% of the characters right" in line]:
         name, figures = re.match(r"\s*(.*?)\s{2,}(\S.*)", line).groups()  # "the 489 test proverbs   21.4% ..."
-        rows.append((f"--eval, completing {name}", figures))
+        rows.append((f"--eval, completion: {name}", figures))
     lines = LLM.text_lines(LLM.read_text(ROOT / "refranes.txt"))
     seconds = []
     for _ in range(5):
