@@ -5154,8 +5154,8 @@ def read_results(path: Path, log=print) -> list[dict]:
     """Every result line of the class's file; each line that is not one is said, with why."""
     try:
         text = read_text(path)
-    except UserError as e:
-        raise UserError(f"--class: {e}") from None
+    except UserError as e:  # read_text speaks of a data file
+        raise UserError(f"--class: {str(e).replace('data file', 'file').replace('data path', 'path')}") from None
     results, seen, skipped, blank = [], {}, 0, 0
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -6171,9 +6171,10 @@ def writing_folder_of(cfg: Config):
 
 
 def command_of_one_process(args) -> str | None:
-    """--eval, --generate, --chat or --explorer when one was given: they use a checkpoint and train nothing."""
+    """--eval, --generate, --chat, --explorer or --class when one was given: they train nothing."""
     return next((flag for flag, on in (("--eval", args.eval), ("--generate", args.generate is not None),
-                                       ("--chat", args.chat), ("--explorer", args.explorer)) if on), None)
+                                       ("--chat", args.chat), ("--explorer", args.explorer),
+                                       ("--class", args.class_file is not None)) if on), None)
 
 
 def left_to_rank_0(args) -> bool:
@@ -6295,6 +6296,7 @@ def run_command(argv: list[str], notebook: bool):
         end_distributed()
     elif args.class_file is not None:
         check_names({"--class": args.class_file})
+        need_packages("matplotlib")
         with writing_folder_of(replace(cfg, out=str(Path(cfg.out) / "class"))):
             class_experiment(Path(args.class_file), Path(cfg.out))
     elif args.explorer:
