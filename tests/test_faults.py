@@ -7,6 +7,7 @@ edited here, two processes started together."""
 import errno
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -742,24 +743,29 @@ def test_torchrun_says_each_failure_once_and_no_process_waits_for_it(bad, expect
 
 @pytest.mark.slow  # torchrun starts three processes a case: CI runs them with -m slow
 @pytest.mark.parametrize("command", [["--generate", "No hay", "--max-chars", "12"], ["--eval"],
-                                     ["--chat"], ["--explorer", "--out", "{tmp}"]])
+                                     ["--chat"], ["--explorer", "--out", "{tmp}"],
+                                     ["--class", "{class}", "--out", "{tmp}"]])
 def test_under_torchrun_a_command_of_one_process_runs_once(trained, tmp_path, command):
-    argv = [str(tmp_path) if a == "{tmp}" else a for a in command]
+    (tmp_path / "class.txt").write_text("result seed=1 lr=0.004 test_loss=1.8\nresult seed=2 lr=0.004 test_loss=1.9\n",
+                                        encoding="utf-8")
+    argv = [{"{tmp}": str(tmp_path), "{class}": str(tmp_path / "class.txt")}.get(a, a) for a in command]
     result = torchrun(*argv, "--checkpoint", str(trained), input="No hay\n")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    shutil.rmtree(tmp_path / "class", ignore_errors=True)  # --class's folder: written again, as new
     alone = run_llm(*argv, "--checkpoint", str(trained), input="No hay\n")
     note, *lines = result.stdout.splitlines()
     assert note == f"note: {command[0]} runs in one process: this one (rank 0); the 1 other process torchrun started does nothing"
     assert "\n".join(lines) == alone.stdout.rstrip("\n")  # once, as one process prints it
 
 
-@pytest.mark.slow  # torchrun starts three processes, six trainings: CI runs it with -m slow
+@pytest.mark.slow  # torchrun starts three processes, twelve trainings: CI runs it with -m slow
 def test_what_if_under_torchrun_trains_every_run_and_says_each_line_once(tmp_path):
-    result = torchrun(*TINY_ARGV, "--epochs", "1", "--what-if", "--out", str(tmp_path))
+    result = torchrun(*TINY_ARGV, "--epochs", "1", "--what-if", "--seeds", "2", "--out", str(tmp_path))
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     said = [line for line in result.stdout.splitlines() if line.startswith("what if:")]
-    assert len(said) == len(set(said)) == 1 + len(LLM.IDEAS), result.stdout
-    assert (tmp_path / "what-if" / "README.md").is_file() and (tmp_path / "what-if" / "without-residual" / "model.pt").is_file()
+    assert len(said) == len(set(said)) == 2 * (1 + len(LLM.IDEAS)), result.stdout  # every run, each seed, once
+    folder = tmp_path / "what-if"
+    assert (folder / "README.md").is_file() and (folder / "seed-1338" / "without-residual" / "model.pt").is_file()
 
 
 @pytest.mark.slow  # torchrun starts three processes a case: CI runs them with -m slow
