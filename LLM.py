@@ -4306,6 +4306,8 @@ const LABELS = {
     api: "7. For the curious: window.explorer", "api-why": "Open the browser's console (F12) and call the model yourself. The tests of LLM.py call these same functions and compare them with PyTorch.",
     about: (d) => `A model of ${d.parameters} parameters (${V} ${UNIT}s, C = ${C}, ${H} heads, ${N} layers, context ${CONTEXT}), ${d.source}. Everything runs in this page, offline.`,
     unknown: (list, n) => `The model has never seen ${list}: it cannot read ${n > 1 ? "them" : "it"}. Remove ${n > 1 ? "them" : "it"} to go on.`,
+    knows: known => `The characters it knows: ${known}`,
+    "seed-bad": typed => `The seed must be a whole number from 0 to 4294967295, as python LLM.py --seed takes it, got ${typed === "" ? "nothing" : typed}: Step waits for one.`,
     summary: (s) => `After “${s.text}” (${s.seen} ${UNIT}s seen${s.cut ? `, the last ${CONTEXT}` : ""}): entropy ${s.entropy} bits; kept ${s.kept} of ${V} (mass ${s.mass}).`,
     done: "⏎: the proverb is over. Undo, or change the beginning.", empty: "No steps yet: press Step or Write to the end.",
     looks: (s) => `Head ${s.head} of layer ${s.layer}: “${s.char}” (position ${s.t}) looks most at “${s.top}” (position ${s.s}, ${s.share}).`,
@@ -4335,6 +4337,8 @@ const LABELS = {
     api: "7. Para curiosos: window.explorer", "api-why": "Abre la consola del navegador (F12) y llama tú al modelo. Las pruebas de LLM.py llaman a estas mismas funciones y las comparan con PyTorch.",
     about: (d) => `Un modelo de ${d.parameters} parámetros (${V} caracteres, C = ${C}, ${H} cabezas, ${N} capas, contexto ${CONTEXT}), ${d.source}. Todo se calcula en esta página, sin red.`,
     unknown: (list, n) => `El modelo nunca ha visto ${list}: no sabe leer${n > 1 ? "los" : "lo"}. Quíta${n > 1 ? "los" : "lo"} para seguir.`,
+    knows: known => `Los caracteres que conoce: ${known}`,
+    "seed-bad": typed => `La semilla debe ser un número entero de 0 a 4294967295, como la toma python LLM.py --seed; se ha escrito ${typed === "" ? "nada" : typed}: Paso espera una.`,
     summary: (s) => `Tras «${s.text}» (${s.seen} caracteres vistos${s.cut ? `, los últimos ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`,
     done: "⏎: el refrán ha terminado. Deshaz o cambia el comienzo.", empty: "Aún no hay pasos: pulsa Paso o Escribir hasta el final.",
     looks: (s) => `Cabeza ${s.head} de la capa ${s.layer}: «${s.char}» (posición ${s.t}) mira sobre todo a «${s.top}» (posición ${s.s}, ${s.share}).`,
@@ -4369,9 +4373,19 @@ const percent = (p) => (100 * p).toFixed(p < 0.001 && p > 0 ? 2 : 1) + "%";
 const KIND_COLORS = {"vowel": "#d62728", "consonant": "#1f77b4", "punctuation": "#2ca02c", "space or ⏎": "#111",
                      "word start": "#8c564b", "word piece": "#ff7f0e", "other": "#9467bd"};
 
+const KNOWN = [...new Set(VOCABULARY.filter(p => [...p].length === 1 && p !== "\n"))].sort()  // its characters
+  .map(c => c === " " ? "␣" : c).join(" ");
+
 function unknownMessage(unknown) {
   const named = unknown.map(c => `“${c}” (U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")})`);
-  return LABELS[language].unknown(named.join(", "), named.length);
+  return LABELS[language].unknown(named.join(", "), named.length) + " " + LABELS[language].knows(KNOWN);
+}
+
+const SEED_MOST = 4294967295;  // what python LLM.py --seed takes: a whole number from 0 to 2^32 - 1
+
+function seedProblem() {  // Python's rule and message: a seed the page cannot take is said, never changed
+  const typed = $("seed").value.trim();
+  return /^\d+$/.test(typed) && Number(typed) <= SEED_MOST ? "" : LABELS[language]["seed-bad"](typed);
 }
 
 const page = {text: "", ids: [], generator: null, history: [], steps: [], over: false, row: null};  // ids: of the text
@@ -4387,22 +4401,24 @@ function settings() {
 }
 
 function restart() {  // a beginning typed by hand: the draws start again from the seed
-  page.generator = new MersenneTwister(Math.max(0, Math.floor(+$("seed").value || 0)));
+  page.generator = seedProblem() ? null : new MersenneTwister(Number($("seed").value.trim()));
   page.history = []; page.steps = []; page.over = false;
 }
 
-function readable() {
-  const unknown = unknownCharacters(page.text);
+function readable() {  // false when the text has a character the model never saw; a bad seed stops Step only
+  const unknown = unknownCharacters(page.text), seedBad = seedProblem();
+  const problem = unknown.length ? unknownMessage(unknown) : seedBad;
   $("text").classList.toggle("unknown", unknown.length > 0);
-  $("message").classList.toggle("problem", unknown.length > 0);
-  $("message").textContent = unknown.length ? unknownMessage(unknown) : page.over ? t("done") : "";
-  ["step", "finish"].forEach(id => { $(id).disabled = unknown.length > 0 || page.over; });
+  $("seed").classList.toggle("unknown", seedBad !== "");
+  $("message").classList.toggle("problem", problem !== "");
+  $("message").textContent = problem || (page.over ? t("done") : "");
+  ["step", "finish"].forEach(id => { $(id).disabled = problem !== "" || page.over; });
   $("undo").disabled = page.history.length === 0;
   return unknown.length === 0;
 }
 
 function stepOnce() {
-  if (!readable()) return false;
+  if (!readable() || seedProblem()) return false;
   const result = run(page.ids);
   page.history.push({text: page.text, ids: page.ids, generator: page.generator.copy(), over: page.over});  // for Undo
   const choice = chooseNext(result.logits, settings(), page.generator);
@@ -4640,7 +4656,7 @@ function setUp() {  // the controls at the run's settings, their events, then th
 
 function wireControls() {
   ["temperature", "top-k", "top-p", "greedy"].forEach(id => $(id).addEventListener("input", () => { showValues(); render(); }));
-  $("seed").addEventListener("change", () => { restart(); render(); });
+  $("seed").addEventListener("input", () => { restart(); render(); });  // a seed it cannot take: said at once
   $("text").addEventListener("input", () => { setText($("text").value.replace(/[\r\n]/g, "").normalize("NFC")); page.row = null; restart(); render(); });
   $("step").addEventListener("click", () => { stepOnce(); render(); });
   $("finish").addEventListener("click", () => {

@@ -277,6 +277,37 @@ def test_an_unknown_character_is_named_in_the_page_never_an_error(opened):
     assert opened.js("document.getElementById('message').textContent") == "" and opened.problems == []
 
 
+def test_a_refused_text_lists_the_characters_the_model_knows(opened, reference):
+    _, tokenizer, _ = reference
+    opened.page.fill("#text", "kilo ☃")
+    message = opened.js("document.getElementById('message').textContent")
+    known = message.split("The characters it knows: ")[1].split()
+    assert sorted(known) == sorted("␣" if c == " " else c for c in tokenizer.chars if c != "\n")
+    opened.page.fill("#text", "No hay")
+    assert opened.js("document.getElementById('message').textContent") == ""
+
+
+def test_a_seed_the_page_cannot_take_is_said_in_pythons_words_and_never_changed(opened, reference):
+    model, tokenizer, cfg = reference
+    page = opened.page
+    page.fill("#text", "No hay")
+    for typed in ("-5", "4294968633", "1.5"):
+        page.fill("#seed", typed)
+        message = opened.js("document.getElementById('message').textContent")
+        assert "The seed must be a whole number from 0 to 4294967295" in message and f"got {typed}:" in message
+        assert opened.js("document.getElementById('step').disabled") and opened.js("document.getElementById('finish').disabled")
+        assert page.input_value("#seed") == typed and opened.kept() > 0  # the bars stay: only Step waits
+    for typed in (-5, 4294968633):  # Python refuses the same seeds, with the same rule
+        with pytest.raises(LLM.UserError, match="--seed must be a whole number from 0 to 4294967295"):
+            LLM.validate(LLM.RunConfig(seed=typed), check_device=False)
+    page.fill("#seed", str(cfg.seed))
+    assert opened.js("document.getElementById('message').textContent") == ""
+    page.click("#step")
+    expected = LLM.generate(model, tokenizer, "No hay", LLM.Sampling.of(cfg), torch.Generator().manual_seed(cfg.seed))
+    assert page.input_value("#text") == expected[:7] and opened.problems == []
+    page.fill("#text", "No hay")
+
+
 def test_the_sliders_and_the_greedy_switch_change_the_bars_and_the_kept_set(opened, reference):
     model, tokenizer, cfg = reference
     page = opened.page
