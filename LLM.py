@@ -4365,7 +4365,17 @@ const PIECE_LABELS = {  // the texts that change when a token is a word piece (s
        summary: (s) => `Tras «${s.text}» (${s.seen} piezas vistas${s.cut ? `, las últimas ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`},
 };
 if (UNIT !== "character") Object.keys(PIECE_LABELS).forEach(l => Object.assign(LABELS[l], PIECE_LABELS[l]));
-let language = "en";
+const LANGUAGE_KEPT = "llm-explorer-language";  // where the page remembers the language chosen (file:// too)
+
+function startingLanguage() {  // the language chosen before, else the browser's: Spanish first for a Spanish class
+  try {
+    const kept = localStorage.getItem(LANGUAGE_KEPT);
+    if (kept === "en" || kept === "es") return kept;
+  } catch (error) { /* storage refused (a private window): the browser's language decides */ }
+  return /^es\b/i.test((navigator.languages && navigator.languages[0]) || navigator.language || "") ? "es" : "en";
+}
+
+let language = startingLanguage();
 const t = (key) => LABELS[language][key];
 const $ = (id) => document.getElementById(id);
 const shown = (c) => c.replace(/\n/g, "⏎").replace(/ /g, "␣");
@@ -4657,7 +4667,14 @@ function setUp() {  // the controls at the run's settings, their events, then th
 function wireControls() {
   ["temperature", "top-k", "top-p", "greedy"].forEach(id => $(id).addEventListener("input", () => { showValues(); render(); }));
   $("seed").addEventListener("input", () => { restart(); render(); });  // a seed it cannot take: said at once
-  $("text").addEventListener("input", () => { setText($("text").value.replace(/[\r\n]/g, "").normalize("NFC")); page.row = null; restart(); render(); });
+  const typed = () => { setText($("text").value.replace(/[\r\n]/g, "").normalize("NFC")); page.row = null; restart(); render(); };
+  $("text").addEventListener("input", (event) => { if (!event.isComposing) typed(); });  // a dead key's ´ is no error
+  $("text").addEventListener("compositionend", typed);  // the accent and its letter, composed: now it is read
+  $("text").addEventListener("keydown", (event) => {  // Enter in the box is Step
+    if (event.key !== "Enter" || event.isComposing) return;
+    event.preventDefault();
+    if (!$("step").disabled) { stepOnce(); render(); }
+  });
   $("step").addEventListener("click", () => { stepOnce(); render(); });
   $("finish").addEventListener("click", () => {
     const start = [...page.text].length;  // until ⏎ or max_chars characters written, as generate() does
@@ -4674,7 +4691,11 @@ function wireControls() {
   $("epoch").addEventListener("change", () => window.explorer.use(+$("epoch").value));
   $("layer").addEventListener("change", () => render());
   $("head").addEventListener("change", () => render());
-  $("language").addEventListener("click", () => { language = language === "en" ? "es" : "en"; translate(); });
+  $("language").addEventListener("click", () => {
+    language = language === "en" ? "es" : "en";
+    try { localStorage.setItem(LANGUAGE_KEPT, language); } catch (error) { /* not remembered, still shown */ }
+    translate();
+  });
   window.addEventListener("resize", () => render(true));
 }
 

@@ -396,6 +396,44 @@ def test_keyboard_language_and_a_phone_width_screen(browser, opened, tiny_run):
 
 # --- what the README says the classroom page shows ------------------------------------------------
 
+def test_a_dead_key_is_no_error_and_enter_is_step(opened, reference):
+    """An accent typed with a dead key is composed with its letter before the text is read (the
+    composition events a keyboard sends, dispatched by hand); Enter in the box takes one step."""
+    model, tokenizer, cfg = reference
+    page = opened.page
+    page.fill("#text", "No hay")
+    composing = """(value) => { const box = document.getElementById('text');
+        box.dispatchEvent(new CompositionEvent('compositionstart'));
+        box.value = value; box.dispatchEvent(new InputEvent('input', {isComposing: true})); }"""
+    opened.js(composing, "No hay ´")  # the dead key alone: not yet a character, so not an error
+    assert opened.js("document.getElementById('message').textContent") == "" and opened.kept() > 0
+    opened.js("""() => { const box = document.getElementById('text'); box.value = 'No hay é';
+        box.dispatchEvent(new CompositionEvent('compositionend', {data: 'é'})); }""")
+    page.click("#step")  # from the composed text: one character after "No hay é"
+    assert page.input_value("#text").startswith("No hay é") and len(page.input_value("#text")) == len("No hay é") + 1
+    page.fill("#text", "No hay")
+    page.press("#text", "Enter")
+    expected = LLM.generate(model, tokenizer, "No hay", LLM.Sampling.of(cfg), torch.Generator().manual_seed(cfg.seed))
+    assert page.input_value("#text") == expected[:7] and opened.problems == []
+    page.fill("#text", "No hay")
+
+
+def test_a_spanish_browser_gets_the_spanish_page_and_the_choice_is_remembered(browser, tiny_run):
+    context = browser.new_context(locale="es-ES")
+    try:
+        page = context.new_page()
+        page.goto((tiny_run / "explorer.html").resolve().as_uri())
+        page.wait_for_selector("body[data-ready=yes]", timeout=20_000)
+        assert page.evaluate("document.documentElement.lang") == "es" and page.inner_text("#language") == "English"
+        assert page.inner_text("[data-t=seed]") == "Semilla"
+        page.click("#language")  # English chosen: kept across a reload, from file:// too
+        page.reload()
+        page.wait_for_selector("body[data-ready=yes]", timeout=20_000)
+        assert page.evaluate("document.documentElement.lang") == "en" and page.inner_text("[data-t=seed]") == "Seed"
+    finally:
+        context.close()
+
+
 def test_the_readme_tells_what_the_classroom_page_shows_for_no_hay():
     """The README's numbers for "No hay" are those of outputs/explorer.html, computed here in
     PyTorch from the weights the page embeds."""
