@@ -3723,9 +3723,12 @@ def packed(weights: dict, dtype: str) -> str:
 
 
 def explorer_data(model: TransformerLM, tokenizer: CharTokenizer, cfg: Config, best: dict, history: list[dict],
-                  test_loss: float | None, snapshots: list[Snapshot], source: str) -> dict:
+                  test_loss: float | None, snapshots: list[Snapshot], source: str, source_kind: str = "data",
+                  counts: list[int] | None = None) -> dict:
     """Everything explorer.html needs, as plain JSON data: shape, vocabulary, sampling settings,
-    the training history and the weights of the best epoch and of the snapshots."""
+    the training history and the weights of the best epoch and of the snapshots. `source` is the
+    data file's name (or the checkpoint's path, source_kind "checkpoint"); `counts`, how often the
+    training text has each token, names the most frequent on the page's map."""
     final = Snapshot(best["epoch"], best["val_loss"], model.state_dict())
     shown = sorted([s for s in snapshots if s.epoch != final.epoch] + [final], key=lambda s: s.epoch)
     texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
@@ -3736,12 +3739,12 @@ def explorer_data(model: TransformerLM, tokenizer: CharTokenizer, cfg: Config, b
         epochs.append({"epoch": s.epoch, "val_loss": s.val_loss, "best": s is final, "dtype": dtype,
                        "weights": packed(s.weights, dtype), "map": [[round(x, 4), round(y, 4)] for x, y in xy.tolist()],
                        "explained": [round(float(e), 4) for e in explained]})
-    return {"format": "LLM.py explorer 1", "source": source, "parameters": count_parameters(model),
+    return {"format": "LLM.py explorer 1", "source": source, "source_kind": source_kind, "parameters": count_parameters(model),
             "model": {"vocab_size": tokenizer.vocab_size, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
                       "n_layers": cfg.n_layers, "d_ff": cfg.d_ff, "context": cfg.context, "without": list(cfg.without)},
             "tokenizer": {"kind": tokenizer.kind, "unit": tokenizer.unit, "vocabulary": texts,
                           "merges": [[a, b, new] for (a, b), (_, new) in tokenizer.merges.items()],  # in rank order
-                          "eol_id": tokenizer.eol_id, "kinds": [character_kind(c) for c in texts]},
+                          "eol_id": tokenizer.eol_id, "kinds": [character_kind(c) for c in texts], "counts": counts},
             "sampling": {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p,
                          "greedy": cfg.greedy, "max_chars": cfg.max_chars, "seed": cfg.seed},
             "prompts": list(cfg.prompts), "mode": cfg.mode,
@@ -3759,11 +3762,13 @@ def explorer_html(data: dict) -> str:
 
 
 def write_explorer(path: Path, model: TransformerLM, tokenizer: CharTokenizer, cfg: Config, best: dict,
-                   history: list[dict], test_loss: float | None, snapshots: list[Snapshot], source: str) -> bool:
+                   history: list[dict], test_loss: float | None, snapshots: list[Snapshot], source: str,
+                   source_kind: str = "data", counts: list[int] | None = None) -> bool:
     """explorer.html at `path`; False (nothing written) for a model too large for a page."""
     if count_parameters(model) > EXPLORER_MAX_PARAMETERS:
         return False
-    page = explorer_html(explorer_data(model, tokenizer, cfg, best, history, test_loss, snapshots, source))
+    page = explorer_html(explorer_data(model, tokenizer, cfg, best, history, test_loss, snapshots, source,
+                                       source_kind, counts))
     save_text(path, page)
     return True
 
@@ -3771,8 +3776,10 @@ def write_explorer(path: Path, model: TransformerLM, tokenizer: CharTokenizer, c
 @picture("explorer")
 def explorer_picture(run: Finished) -> list[Drawing]:
     setup = run.setup
+    counted = token_counts(setup.data)  # as tokens.txt counts them
+    counts = [counted.get(i, 0) for i in range(setup.data.tokenizer.vocab_size)]
     written = write_explorer(setup.out / "explorer.html", setup.model, setup.data.tokenizer, setup.cfg, run.best,
-                             run.history, run.test_loss, run.snapshots, f"python LLM.py on {show_path(Path(setup.cfg.data).name)}")
+                             run.history, run.test_loss, run.snapshots, show_path(Path(setup.cfg.data).name), "data", counts)
     if not written:
         setup.log(f"explorer.html: not written, a model of {count_parameters(setup.model):,} parameters is too large "
                   f"for a page (at most {EXPLORER_MAX_PARAMETERS:,})")
@@ -3795,7 +3802,7 @@ def explorer_from_checkpoint(cfg: Config, checkpoint: Path, out: Path, log=print
     best = {"epoch": payload["epoch"], "val_loss": payload["val_loss"]}
     path = out / "explorer.html"
     with writing_folder(out):
-        if not write_explorer(path, model, tokenizer, trained_cfg, best, history, None, [], f"--explorer {show_path(checkpoint)}"):
+        if not write_explorer(path, model, tokenizer, trained_cfg, best, history, None, [], show_path(checkpoint), "checkpoint"):
             raise UserError(f"{checkpoint} holds {count_parameters(model):,} parameters: too large for a page "
                             f"(at most {EXPLORER_MAX_PARAMETERS:,})")
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {checkpoint}, epoch {payload['epoch']}; open it in a "
@@ -3820,7 +3827,8 @@ EXPLORER_PAGE = """<!DOCTYPE html>
   <p id="about"></p>
   <div class="bar">
     <label><span data-t="epoch">Model after epoch</span> <select id="epoch"></select></label>
-    <button id="language" type="button" aria-label="Español / English">Español</button>
+    <button id="projector" type="button" aria-pressed="false" data-t="projector">Projector</button>
+    <button id="language" type="button" aria-label="Español / English" lang="es">Español</button>
   </div>
 </header>
 <main>
@@ -3828,12 +3836,14 @@ EXPLORER_PAGE = """<!DOCTYPE html>
   <h2 id="write-heading" data-t="write">1. Write a beginning</h2>
   <p class="why" data-t="write-why"></p>
   <label for="text" class="sr" data-t="beginning">Beginning</label>
-  <input id="text" type="text" autocomplete="off" spellcheck="false" value="">
+  <input id="text" type="text" autocomplete="off" spellcheck="false" value="" aria-describedby="known">
+  <p id="known" class="why"></p>
   <p id="message" role="status" aria-live="polite"></p>
   <div class="buttons">
     <button id="step" type="button" data-t="step">Step: one character</button>
     <button id="finish" type="button" data-t="finish">Write to the end</button>
     <button id="undo" type="button" data-t="undo">Undo</button>
+    <button id="reset" type="button" data-t="reset">Reset</button>
   </div>
   <div class="sliders">
     <label for="temperature"><span data-t="temperature">Temperature τ</span> <output id="temperature-value"></output></label>
@@ -3851,7 +3861,8 @@ EXPLORER_PAGE = """<!DOCTYPE html>
   <h2 id="next-heading" data-t="next">2. What comes next</h2>
   <p class="why" data-t="next-why"></p>
   <p id="next-summary"></p>
-  <div id="bars" role="list"></div>
+  <div id="bars" role="list" data-t-aria="bars-aria"></div>
+  <p id="bar-detail" aria-live="polite"></p>
   <p class="read" data-t="next-read"></p>
 </section>
 <section id="attention-panel" aria-labelledby="attention-heading">
@@ -3861,8 +3872,10 @@ EXPLORER_PAGE = """<!DOCTYPE html>
     <label><span data-t="layer">Layer</span> <select id="layer"></select></label>
     <label><span data-t="head">Head</span> <select id="head"></select></label>
   </div>
-  <canvas id="heatmap" tabindex="0" width="400" height="400" role="img" aria-label="attention heatmap"></canvas>
-  <p id="looks"></p>
+  <canvas id="heatmap" tabindex="0" width="400" height="400" role="img" data-t-aria="heatmap-aria"></canvas>
+  <p id="heat-scale"><span class="key"><span class="ramp"></span><span data-t="scale"></span></span>
+    <span class="key"><span class="swatch"></span><span data-t="future"></span></span></p>
+  <p id="looks" aria-live="polite"></p>
   <div id="strip" aria-hidden="true"></div>
   <p class="read" data-t="attention-read"></p>
 </section>
@@ -3875,27 +3888,22 @@ EXPLORER_PAGE = """<!DOCTYPE html>
 <section id="training-panel" aria-labelledby="training-heading">
   <h2 id="training-heading" data-t="training">5. How it learned</h2>
   <p class="why" data-t="training-why"></p>
-  <svg id="loss" viewBox="0 0 480 260" role="img" aria-label="loss curves"></svg>
-  <table id="compare"></table>
+  <svg id="loss" viewBox="0 0 480 260" role="group" data-t-aria="loss-aria"></svg>
+  <table id="compare"><caption id="compare-note"></caption></table>
   <p class="read" data-t="training-read"></p>
 </section>
 <section id="map-panel" aria-labelledby="map-heading">
   <h2 id="map-heading" data-t="map">6. The embedding map</h2>
   <p class="why" data-t="map-why"></p>
-  <svg id="map" viewBox="0 0 480 400" role="img" aria-label="embedding map"></svg>
-  <p id="map-note"></p>
+  <svg id="map" viewBox="0 0 480 400" role="img" tabindex="0" data-t-aria="map-aria"></svg>
+  <p id="map-legend"></p>
+  <p id="map-note" aria-live="polite"></p>
   <p class="read" data-t="map-read"></p>
 </section>
 <section id="api-panel" aria-labelledby="api-heading">
   <h2 id="api-heading" data-t="api">7. For the curious: window.explorer</h2>
   <p class="why" data-t="api-why"></p>
-<pre>explorer.vocabulary                  // the tokens (characters or pieces), in id order
-explorer.logits("No hay")            // the V logits after the last character
-explorer.probabilities("No hay", {temperature: 0.4, top_k: 3, top_p: 1, greedy: false})
-                                     // V probabilities after filtering, in vocabulary order
-explorer.attention("No hay")         // [layer][head][t][s], t and s over ⏎ + the text
-explorer.generate("No hay", {seed: 1337})  // the beginning and its completion, like --generate
-explorer.epochs, explorer.use(epoch) // the saved epochs; which one every call uses</pre>
+<pre id="api-code"></pre>
 </section>
 </main>
 <script type="application/json" id="explorer-data">/*DATA*/</script>
@@ -3905,7 +3913,8 @@ explorer.epochs, explorer.use(epoch) // the saved epochs; which one every call u
 """
 
 EXPLORER_STYLE = """
-:root { --ink: #1d1d1f; --soft: #5b5b66; --line: #d9d9e0; --kept: #2c6fbb; --dropped: #c4cbd6; --back: #f6f6f9; }
+:root { --ink: #1d1d1f; --soft: #5b5b66; --line: #d9d9e0; --edge: #767680; --kept: #2c6fbb; --focus: #0b57d0;
+  --chosen: #b35900; --back: #f6f6f9; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: var(--back); }
 header { padding: 8px 16px 4px; background: #fff; border-bottom: 1px solid var(--line); }
@@ -3921,14 +3930,15 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 8px; p
 @media (max-width: 1000px) { main { grid-template-columns: repeat(2, minmax(0, 1fr)); } }
 @media (max-width: 680px) { main { grid-template-columns: minmax(0, 1fr); padding: 6px; } h1 { font-size: 17px; } }
 input[type=text] { width: 100%; font: 20px/1.3 ui-monospace, Menlo, Consolas, monospace; padding: 6px 8px;
-  border: 2px solid var(--line); border-radius: 6px; }
-input[type=text]:focus, button:focus-visible, select:focus-visible, input:focus-visible, canvas:focus-visible
-  { outline: 3px solid #f0a500; outline-offset: 1px; }
+  border: 2px solid var(--edge); border-radius: 6px; }
+input[type=text]:focus, button:focus-visible, select:focus-visible, input:focus-visible, canvas:focus-visible,
+  svg:focus-visible, svg .mark:focus-visible, .row:focus-visible { outline: 3px solid var(--focus); outline-offset: 1px; }
 input.unknown { border-color: #c0392b; }
 #message { min-height: 1.4em; margin: 4px 0; font-size: 14px; }
 #message.problem { color: #c0392b; font-weight: 600; }
 .buttons { display: flex; gap: 6px; flex-wrap: wrap; margin: 6px 0; }
-button, select { font: inherit; padding: 5px 10px; border: 1px solid #9aa3b5; border-radius: 6px; background: #eef1f7; cursor: pointer; }
+button, select { font: inherit; padding: 5px 10px; border: 1px solid var(--edge); border-radius: 6px; background: #eef1f7; cursor: pointer; }
+button[aria-pressed=true] { background: var(--ink); color: #fff; }
 button:disabled { opacity: 0.45; cursor: default; }
 .sliders { display: grid; grid-template-columns: 1fr; gap: 2px; }
 .sliders label { display: flex; justify-content: space-between; font-size: 14px; }
@@ -3942,13 +3952,20 @@ output { font-weight: 600; font-variant-numeric: tabular-nums; }
 .row .char { font: 16px ui-monospace, Menlo, Consolas, monospace; text-align: center; }
 .row .track { background: #f0f1f4; height: 15px; border-radius: 3px; overflow: hidden; }
 .row .fill { display: block; height: 100%; background: var(--kept); }
-.row.dropped .fill { background: var(--dropped); }
-.row.dropped .char, .row.dropped .pct { color: #98a0ad; }
+.row.dropped .fill { background: repeating-linear-gradient(135deg, var(--edge) 0 3px, #b9bec8 3px 6px); }
+.row.dropped .char, .row.dropped .pct { color: #5f6673; }
 .row:not(.dropped) .char { font-weight: 700; color: var(--kept); box-shadow: inset 3px 0 var(--kept); }
-.row.chosen .char { outline: 2px solid #f0a500; border-radius: 3px; }
+.row.chosen .char { outline: 2px solid var(--chosen); border-radius: 3px; }
+#bar-detail { font-size: 14px; min-height: 1.4em; margin: 4px 0; font-variant-numeric: tabular-nums; }
 .row .pct { text-align: right; font-variant-numeric: tabular-nums; }
 #next-summary { font-size: 14px; margin: 2px 0 6px; }
-canvas#heatmap { width: 100%; max-width: 520px; aspect-ratio: 1; display: block; touch-action: none; }
+canvas#heatmap { width: 100%; max-width: 520px; aspect-ratio: 1; display: block; touch-action: manipulation; }
+#heat-scale, #map-legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 13px; margin: 4px 0; }
+#heat-scale .key { display: inline-flex; align-items: center; gap: 5px; }
+#heat-scale .ramp { width: 90px; height: 12px; border: 1px solid var(--edge);
+  background: linear-gradient(90deg, #440154, #3b528b, #21918c, #5ec962, #fde725); }
+#heat-scale .swatch { width: 14px; height: 12px; background: #ececef; border: 1px solid var(--edge); }
+#map-legend span { font-weight: 600; }
 #looks { font-size: 14px; margin: 4px 0 2px; min-height: 1.4em; }
 #strip { font: 16px ui-monospace, Menlo, Consolas, monospace; display: flex; flex-wrap: wrap; gap: 1px; }
 #strip span { padding: 1px 2px; border-radius: 2px; min-width: 0.9em; text-align: center; }
@@ -3962,10 +3979,22 @@ svg .mark { cursor: pointer; }
 #compare { border-collapse: collapse; font-size: 13px; margin-top: 6px; width: 100%; }
 #compare td, #compare th { border-bottom: 1px solid var(--line); padding: 2px 4px; text-align: left; }
 #compare tr.current { background: #fff6dc; }
+#compare caption { caption-side: bottom; text-align: left; color: var(--soft); font-size: 13px; padding-top: 2px; }
 #compare .mono { font-family: ui-monospace, Menlo, Consolas, monospace; }
 #map text.token { font: 15px ui-monospace, Menlo, Consolas, monospace; text-anchor: middle; dominant-baseline: central; }
 pre { background: var(--back); padding: 8px; overflow-x: auto; font-size: 13px; margin: 4px 0 0; }
 .sr { position: absolute; left: -9999px; }
+body.projector { font-size: 20px; }
+body.projector main { grid-template-columns: repeat(2, minmax(0, 1fr)); }
+body.projector h1 { font-size: 28px; } body.projector h2 { font-size: 23px; }
+body.projector #about, body.projector .why, body.projector .read, body.projector #map-note, body.projector #message,
+body.projector .sliders label, body.projector .row, body.projector #next-summary, body.projector #looks,
+body.projector #compare, body.projector #steps, body.projector pre, body.projector #bar-detail, body.projector #heat-scale,
+body.projector #map-legend, body.projector #compare caption, body.projector #strip { font-size: 18px; }
+body.projector .row { height: 27px; } body.projector .row .char { font-size: 20px; }
+body.projector svg text { font-size: 17px; } body.projector svg .tick { font-size: 16px; }
+body.projector #map text.token { font-size: 19px; }
+@media (max-width: 680px) { body.projector main { grid-template-columns: minmax(0, 1fr); } }
 """
 
 EXPLORER_SCRIPT = r"""
@@ -4063,16 +4092,16 @@ function scaledEmbedding(table, ids) {
 }
 
 // ---- section 6: PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(the same)
-function sinusoidalPositionalEncoding(T) {
-  const pe = new Float64Array(T * C);
-  for (let pos = 0; pos < T; pos++) {
+function sinusoidalPositionalEncoding(from, T) {  // the rows of positions from .. T-1
+  const pe = new Float64Array((T - from) * C);
+  for (let pos = from; pos < T; pos++) {
     for (let i = 0; 2 * i < C; i++) {
-      const angle = pos / 10000 ** (2 * i / C);
-      pe[pos * C + 2 * i] = Math.sin(angle);
-      if (2 * i + 1 < C) pe[pos * C + 2 * i + 1] = Math.cos(angle);
+      const angle = pos / 10000 ** (2 * i / C), row = (pos - from) * C;
+      pe[row + 2 * i] = Math.sin(angle);
+      if (2 * i + 1 < C) pe[row + 2 * i + 1] = Math.cos(angle);
     }
   }
-  return pe;  // (T, C)
+  return pe;  // (T - from, C)
 }
 
 // nn.Linear: y = x W^T + b, W stored (out, in) as in PyTorch; four sums at a time, for speed
@@ -4093,44 +4122,56 @@ function linear(x, T, W, b, inputs, outputs) {
   return y;  // (T, outputs)
 }
 
+// ---- the key/value cache. With the causal mask, position t reads positions 0..t only, so the
+// keys, values, attention rows and outputs of the positions already computed never change when
+// the text grows: a keystroke or a Step computes the new positions alone, with the same sums in
+// the same order as a pass over the whole window. A `cache` holds, per layer, one key and one
+// value row (C numbers) per position and each head's attention rows.
+function emptyCache() {
+  const layer = () => ({keys: [], values: [], weights: Array.from({length: H}, () => [])});
+  return {ids: [], outputs: [], layers: Array.from({length: N}, layer)};  // outputs: the last layer's rows
+}
+
 // ---- section 7: softmax(Q K^T / sqrt(d_k) + M) V, M = -inf above the diagonal (the causal mask)
 function causalMask(t, s) { return s <= t || WITHOUT.has("causal-mask"); }
 
-function attention(q, k, v, T, h) {  // one head: columns h*D .. h*D+D-1 of q, k and v
-  const out = new Float64Array(T * D), weights = [], scale = WITHOUT.has("scaling") ? 1 : Math.sqrt(D);
-  for (let t = 0; t < T; t++) {
-    const row = new Float64Array(T), qt = t * C + h * D;  // row t starts at 0: the masked future keeps weight 0
+function attention(q, layer, start, T, h) {  // one head, positions start..T-1: columns h*D .. h*D+D-1
+  const out = new Float64Array((T - start) * D), scale = WITHOUT.has("scaling") ? 1 : Math.sqrt(D);
+  for (let t = start; t < T; t++) {
+    const seen = WITHOUT.has("causal-mask") ? T : t + 1;  // the mask: row t reads s <= t only
+    const row = new Float64Array(seen), qt = (t - start) * C + h * D, ot = (t - start) * D;
     let max = -Infinity;
-    for (let s = 0; s < T && causalMask(t, s); s++) {
+    for (let s = 0; s < seen; s++) {
+      const key = layer.keys[s];
       let dot = 0;
-      const ks = s * C + h * D;
-      for (let d = 0; d < D; d++) dot += q[qt + d] * k[ks + d];
+      for (let d = 0; d < D; d++) dot += q[qt + d] * key[h * D + d];
       row[s] = dot / scale;
       if (row[s] > max) max = row[s];
     }
     let total = 0;
-    for (let s = 0; s < T && causalMask(t, s); s++) { row[s] = Math.exp(row[s] - max); total += row[s]; }
-    for (let s = 0; s < T && causalMask(t, s); s++) {
+    for (let s = 0; s < seen; s++) { row[s] = Math.exp(row[s] - max); total += row[s]; }
+    for (let s = 0; s < seen; s++) {
       row[s] /= total;  // row t sums to 1
-      const vs = s * C + h * D, weight = row[s];
-      for (let d = 0; d < D; d++) out[t * D + d] += weight * v[vs + d];
+      const value = layer.values[s], weight = row[s];
+      for (let d = 0; d < D; d++) out[ot + d] += weight * value[h * D + d];
     }
-    weights.push(row);
+    layer.weights[h].push(row);
   }
-  return {out, weights};  // (T, D), (T, T)
+  return out;  // (T - start, D)
 }
 
-function multiHeadSelfAttention(w, prefix, x, T) {
-  const q = linear(x, T, w[prefix + "query.weight"], w[prefix + "query.bias"], C, C);
-  const k = linear(x, T, w[prefix + "key.weight"], w[prefix + "key.bias"], C, C);
-  const v = linear(x, T, w[prefix + "value.weight"], w[prefix + "value.bias"], C, C);
-  const concat = new Float64Array(T * C), weights = [];
+const rows = (x, width) => Array.from({length: x.length / width}, (_, t) => x.slice(t * width, (t + 1) * width));
+
+function multiHeadSelfAttention(w, prefix, x, layer, start, T) {
+  const n = T - start, q = linear(x, n, w[prefix + "query.weight"], w[prefix + "query.bias"], C, C);
+  layer.keys.push(...rows(linear(x, n, w[prefix + "key.weight"], w[prefix + "key.bias"], C, C), C));
+  layer.values.push(...rows(linear(x, n, w[prefix + "value.weight"], w[prefix + "value.bias"], C, C), C));
+  const concat = new Float64Array(n * C);
   for (let h = 0; h < H; h++) {  // each head on its own D numbers, then side by side again
-    const head = attention(q, k, v, T, h);
-    for (let t = 0; t < T; t++) for (let d = 0; d < D; d++) concat[t * C + h * D + d] = head.out[t * D + d];
-    weights.push(head.weights);
+    const head = attention(q, layer, start, T, h);
+    for (let t = 0; t < n; t++) for (let d = 0; d < D; d++) concat[t * C + h * D + d] = head[t * D + d];
   }
-  return {out: linear(concat, T, w[prefix + "output.weight"], w[prefix + "output.bias"], C, C), weights};
+  return linear(concat, n, w[prefix + "output.weight"], w[prefix + "output.bias"], C, C);
 }
 
 // ---- section 8: LayerNorm(x) = gamma (x - mu) / sqrt(sigma^2 + eps) + beta; FFN(x) = max(0, x W1 + b1) W2 + b2
@@ -4153,28 +4194,33 @@ function feedForward(w, prefix, x, T) {
 
 function norm(x, T, w, name) { return WITHOUT.has("layer-norm") ? x : layerNorm(x, T, w[name + ".weight"], w[name + ".bias"]); }
 
-function encoderLayer(w, n, x, T) {  // pre-norm: x + MultiHead(LayerNorm(x)), then x + FFN(LayerNorm(x))
-  const p = `layers.${n}.`, residual = WITHOUT.has("residual") ? 0 : 1;
-  const attended = multiHeadSelfAttention(w, p + "attention.", norm(x, T, w, p + "attention_norm"), T);
-  const mid = x.map((a, i) => residual * a + attended.out[i]);
-  const fed = feedForward(w, p + "feed_forward.", norm(mid, T, w, p + "feed_forward_norm"), T);
-  return {x: mid.map((a, i) => residual * a + fed[i]), weights: attended.weights};
+function encoderLayer(w, n, x, layer, start, T) {  // pre-norm: x + MultiHead(LayerNorm(x)), then x + FFN(LayerNorm(x))
+  const p = `layers.${n}.`, residual = WITHOUT.has("residual") ? 0 : 1, rowsIn = T - start;
+  const attended = multiHeadSelfAttention(w, p + "attention.", norm(x, rowsIn, w, p + "attention_norm"), layer, start, T);
+  const mid = x.map((a, i) => residual * a + attended[i]);
+  const fed = feedForward(w, p + "feed_forward.", norm(mid, rowsIn, w, p + "feed_forward_norm"), rowsIn);
+  return mid.map((a, i) => residual * a + fed[i]);
 }
 
 // ---- section 9: logits = LayerNorm(x) W_head + b_head, after the N layers
-function transformerLM(w, ids) {
-  const T = ids.length, pe = sinusoidalPositionalEncoding(T);
-  const positions = WITHOUT.has("positions") ? 0 : 1;
-  let x = scaledEmbedding(w["token_embedding.weight"], ids).map((a, i) => a + positions * pe[i]);
-  const attentionWeights = [];
-  for (let n = 0; n < N; n++) {
-    const layer = encoderLayer(w, n, x, T);
-    x = layer.x;
-    attentionWeights.push(layer.weights);
-  }
-  const last = norm(x.subarray((T - 1) * C), 1, w, "final_norm");
+const work = {positions: 0};  // the positions computed so far, every layer: what a keystroke costs
+
+function extend(w, cache, ids) {  // the positions of `ids` that `cache` lacks, through every layer
+  const start = cache.ids.length, T = ids.length;
+  if (start >= T) return;
+  const positions = WITHOUT.has("positions") ? 0 : 1, pe = sinusoidalPositionalEncoding(start, T);
+  let x = scaledEmbedding(w["token_embedding.weight"], ids.slice(start)).map((a, i) => a + positions * pe[i]);
+  for (let n = 0; n < N; n++) x = encoderLayer(w, n, x, cache.layers[n], start, T);
+  cache.outputs.push(...rows(x, C));
+  cache.ids = ids.slice();
+  work.positions += T - start;
+}
+
+function transformerLM(w, cache) {  // the logits after the last position of a filled cache
+  const last = norm(cache.outputs[cache.ids.length - 1], 1, w, "final_norm");
   const logits = linear(last, 1, w["lm_head.weight"], w["lm_head.bias"], C, V);
-  return {logits: Array.from(logits), attention: attentionWeights};  // (V,), [N][H][T][T]
+  const attention = cache.layers.map(layer => layer.weights.map(head => head.slice()));
+  return {ids: cache.ids.slice(), logits: Array.from(logits), attention};  // (V,), [N][H][T][<= T]
 }
 
 // ---- section 15: p = softmax(logits / tau), top-k, top-p, the draw u
@@ -4230,17 +4276,28 @@ class MersenneTwister {
   uniform() { return (this.next() & 0xffffff) / 16777216; }
 }
 
-// ---- the page's model: one forward pass per (epoch, window), kept for the sliders
-const cache = new Map();
+// ---- the page's model: one cache per epoch, kept for the next keystroke, Step and the sliders
+const caches = new Map();  // epoch -> the cache of the window it computed last
 let current = DATA.epochs.find(e => e.best);
 
+function sharedStart(a, b) { let n = 0; while (n < a.length && n < b.length && a[n] === b[n]) n++; return n; }
+
+function kept(cache, n) {  // the cache of its first n positions (what a shorter or edited text still shares)
+  return {ids: cache.ids.slice(0, n), outputs: cache.outputs.slice(0, n), layers: cache.layers.map(layer =>
+    ({keys: layer.keys.slice(0, n), values: layer.values.slice(0, n), weights: layer.weights.map(h => h.slice(0, n))}))};
+}
+
 function run(source, snapshot = current) {  // source: a text, or the ids of one
-  const ids = windowOf(source), key = snapshot.epoch + ":" + ids.join(",");
-  if (!cache.has(key)) {
-    if (cache.size > 64) cache.delete(cache.keys().next().value);
-    cache.set(key, {ids, ...transformerLM(weightsOf(snapshot), ids)});
-  }
-  return cache.get(key);
+  const ids = windowOf(source), w = weightsOf(snapshot);
+  let cache = caches.get(snapshot.epoch) || emptyCache();
+  const shared = sharedStart(cache.ids, ids);
+  // Past the context the window slides: every position moves, so it is computed again from its
+  // start, as generate() does. Without the mask every row reads the future: no cache at all.
+  if (WITHOUT.has("causal-mask")) cache = shared === ids.length && shared === cache.ids.length ? cache : emptyCache();
+  else if (shared < cache.ids.length) cache = kept(cache, shared);
+  extend(w, cache, ids);
+  caches.set(snapshot.epoch, cache);
+  return transformerLM(w, cache);
 }
 
 function filtered(choice) {  // the V probabilities sampling draws from: the kept ones, rescaled
@@ -4278,11 +4335,16 @@ window.explorer = {
     if (sampling.greedy) { const out = new Array(V).fill(0); out[choice.order[0]] = 1; return out; }
     return filtered(choice);
   },
-  attention(text) { return run(text).attention.map(layer => layer.map(head => head.map(row => Array.from(row)))); },
+  attention(text) {  // every row as long as the window: the masked future as 0, as PyTorch gives it
+    const result = run(text), T = result.ids.length;
+    return result.attention.map(layer => layer.map(head => head.map(row => Array.from({length: T}, (_, s) => row[s] ?? 0))));
+  },
   generate: generateText,
   unknown: unknownCharacters,
   encode: (text) => encode(text),
   timings: {},
+  work,  // work.positions: the positions computed so far (each through every layer)
+  forget() { caches.clear(); },  // the next call computes its whole window: one forward pass
 };
 
 // ---- the panels
@@ -4307,6 +4369,29 @@ const LABELS = {
     about: (d) => `A model of ${d.parameters} parameters (${V} ${UNIT}s, C = ${C}, ${H} heads, ${N} layers, context ${CONTEXT}), ${d.source}. Everything runs in this page, offline.`,
     unknown: (list, n) => `The model has never seen ${list}: it cannot read ${n > 1 ? "them" : "it"}. Remove ${n > 1 ? "them" : "it"} to go on.`,
     knows: known => `The characters it knows: ${known}`,
+    projector: "Projector", reset: "Reset", stop: "Stop",
+    writing: (n, most) => `Writing… ${n} of at most ${most} characters. Stop ends it here.`,
+    stopped: "Stopped: what is written stays; Undo takes it back one step at a time.",
+    "bars-aria": "the next character's probabilities, the likeliest first",
+    "bar-hint": "With the keyboard: Tab to the bars, then ↑ ↓ for each bar's logit, p and cumulative p.",
+    detail: (s) => `${s.rank}. “${s.token}”: logit ${s.logit}, p ${s.p}, cumulative p ${s.cumulative}; ${s.kept ? "kept: it can be drawn" : "dropped: it cannot be drawn"}.`,
+    "heatmap-aria": "attention heatmap: row t looks at column s", scale: "attention weight, 0 to 1", future: "the future, hidden by the mask",
+    "loss-aria": "loss curves; each dot chooses a saved epoch", "map-aria": "embedding map; the arrow keys visit the tokens",
+    comparePending: "The other epochs answer once typing pauses.", compareNone: "—",
+    "from-data": (name) => `trained on ${name}`, "from-checkpoint": (path) => `written by python LLM.py --explorer from ${path}`,
+    kinds: {"vowel": "vowel", "consonant": "consonant", "punctuation": "punctuation", "space or ⏎": "space or ⏎",
+            "word start": "word start", "word piece": "word piece", "other": "other"},
+    colours: "Colours: ",
+    mapPoint: (s) => `“${s.token}”: ${s.kind}${s.count === null ? "" : `, ${s.count} times in the training text`}.`,
+    mapLabelled: (n, total) => `Labelled: the ${n} most frequent of ${total}; the others are dots (point at one, or use the arrow keys).`,
+    "api-code": `explorer.vocabulary                  // the tokens (characters or pieces), in id order
+explorer.logits("No hay")            // the V logits after the last character
+explorer.probabilities("No hay", {temperature: 0.4, top_k: 3, top_p: 1, greedy: false})
+                                     // V probabilities after filtering, in vocabulary order
+explorer.attention("No hay")         // [layer][head][t][s], t and s over ⏎ + the text
+explorer.generate("No hay", {seed: 1337})  // the beginning and its completion, like --generate
+explorer.epochs, explorer.use(epoch) // the saved epochs; which one every call uses
+explorer.work.positions              // positions computed so far: what each key costs`,
     "seed-bad": typed => `The seed must be a whole number from 0 to 4294967295, as python LLM.py --seed takes it, got ${typed === "" ? "nothing" : typed}: Step waits for one.`,
     summary: (s) => `After “${s.text}” (${s.seen} ${UNIT}s seen${s.cut ? `, the last ${CONTEXT}` : ""}): entropy ${s.entropy} bits; kept ${s.kept} of ${V} (mass ${s.mass}).`,
     done: "⏎: the proverb is over. Undo, or change the beginning.", empty: "No steps yet: press Step or Write to the end.",
@@ -4338,6 +4423,29 @@ const LABELS = {
     about: (d) => `Un modelo de ${d.parameters} parámetros (${V} caracteres, C = ${C}, ${H} cabezas, ${N} capas, contexto ${CONTEXT}), ${d.source}. Todo se calcula en esta página, sin red.`,
     unknown: (list, n) => `El modelo nunca ha visto ${list}: no sabe leer${n > 1 ? "los" : "lo"}. Quíta${n > 1 ? "los" : "lo"} para seguir.`,
     knows: known => `Los caracteres que conoce: ${known}`,
+    projector: "Proyector", reset: "Reiniciar", stop: "Parar",
+    writing: (n, most) => `Escribiendo… ${n} de ${most} caracteres como mucho. Parar lo deja aquí.`,
+    stopped: "Parado: lo escrito se queda; Deshacer lo quita paso a paso.",
+    "bars-aria": "las probabilidades del carácter siguiente, la mayor primero",
+    "bar-hint": "Con el teclado: Tabulador hasta las barras y luego ↑ ↓ para el logit, p y p acumulada de cada barra.",
+    detail: (s) => `${s.rank}. «${s.token}»: logit ${s.logit}, p ${s.p}, p acumulada ${s.cumulative}; ${s.kept ? "queda: puede salir" : "descartado: no puede salir"}.`,
+    "heatmap-aria": "mapa de calor de la atención: la fila t mira a la columna s", scale: "peso de atención, de 0 a 1", future: "el futuro, oculto por la máscara",
+    "loss-aria": "curvas de pérdida; cada punto elige una época guardada", "map-aria": "mapa de incrustaciones; las flechas recorren los tokens",
+    comparePending: "Las otras épocas responden cuando dejas de escribir.", compareNone: "—",
+    "from-data": (name) => `entrenado con ${name}`, "from-checkpoint": (path) => `escrito por python LLM.py --explorer a partir de ${path}`,
+    kinds: {"vowel": "vocal", "consonant": "consonante", "punctuation": "puntuación", "space or ⏎": "espacio o ⏎",
+            "word start": "inicio de palabra", "word piece": "pieza de palabra", "other": "otro"},
+    colours: "Colores: ",
+    mapPoint: (s) => `«${s.token}»: ${s.kind}${s.count === null ? "" : `, ${s.count} veces en el texto de entrenamiento`}.`,
+    mapLabelled: (n, total) => `Con nombre: las ${n} más frecuentes de ${total}; las demás son puntos (señala una o usa las flechas).`,
+    "api-code": `explorer.vocabulary                  // los tokens (caracteres o piezas), en orden de id
+explorer.logits("No hay")            // los V logits tras el último carácter
+explorer.probabilities("No hay", {temperature: 0.4, top_k: 3, top_p: 1, greedy: false})
+                                     // V probabilidades tras filtrar, en orden de vocabulario
+explorer.attention("No hay")         // [capa][cabeza][t][s], t y s sobre ⏎ + el texto
+explorer.generate("No hay", {seed: 1337})  // el comienzo y su continuación, como --generate
+explorer.epochs, explorer.use(epoch) // las épocas guardadas; cuál usa cada llamada
+explorer.work.positions              // posiciones calculadas hasta ahora: lo que cuesta cada tecla`,
     "seed-bad": typed => `La semilla debe ser un número entero de 0 a 4294967295, como la toma python LLM.py --seed; se ha escrito ${typed === "" ? "nada" : typed}: Paso espera una.`,
     summary: (s) => `Tras «${s.text}» (${s.seen} caracteres vistos${s.cut ? `, los últimos ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`,
     done: "⏎: el refrán ha terminado. Deshaz o cambia el comienzo.", empty: "Aún no hay pasos: pulsa Paso o Escribir hasta el final.",
@@ -4355,11 +4463,13 @@ const PIECE_LABELS = {  // the texts that change when a token is a word piece (s
        step: "Step: one piece", "next-why": "The bars are p = softmax(logits / τ) for the next piece (␣ is a space), the likeliest first. Blue bars are the kept set that top-k and top-p leave to draw from; grey ones cannot be drawn.",
        "attention-why": "Row t is the piece that looks, column s where it looks; each row adds up to 1. The grey triangle is the future, which the causal mask hides. Hover or use the arrow keys to pick a row.",
        "map-why": "Every piece's embedding vector, projected to 2-D along the two directions in which the vectors differ most (PCA). Pieces that play the same role end up close together.",
+       "bars-aria": "the next piece's probabilities, the likeliest first",
        lossAxis: "loss (nats per piece)", columns: "  rank piece  logit       p   cum p", "write-read": "Read sections 3 (word pieces) and 15 (writing) of LLM.py."},
   es: {"write-why": "Escribe el comienzo de un refrán: el modelo lee ⏎ y tu texto cortado en piezas de palabra, y predice la pieza siguiente. Paso escribe una pieza con los ajustes de los deslizadores; la misma semilla escribe siempre lo mismo.",
        step: "Paso: una pieza", "next-why": "Las barras son p = softmax(logits / τ) de la pieza siguiente (␣ es un espacio), la más probable primero. Las azules son el conjunto que top-k y top-p dejan sortear; las grises no pueden salir.",
        "attention-why": "La fila t es la pieza que mira, la columna s adónde mira; cada fila suma 1. El triángulo gris es el futuro, que la máscara causal oculta. Pasa el ratón o usa las flechas para elegir una fila.",
        "map-why": "El vector de cada pieza, proyectado en 2-D sobre las dos direcciones en que más difieren (PCA). Las piezas que hacen el mismo papel acaban juntas.",
+       "bars-aria": "las probabilidades de la pieza siguiente, la mayor primero",
        lossAxis: "pérdida (nats por pieza)", columns: "  rango pieza logit       p   p acum.", "write-read": "Lee las secciones 3 (piezas de palabra) y 15 (escribir) de LLM.py.",
        about: (d) => `Un modelo de ${d.parameters} parámetros (${V} piezas, C = ${C}, ${H} cabezas, ${N} capas, contexto ${CONTEXT}), ${d.source}. Todo se calcula en esta página, sin red.`,
        summary: (s) => `Tras «${s.text}» (${s.seen} piezas vistas${s.cut ? `, las últimas ${CONTEXT}` : ""}): entropía ${s.entropy} bits; quedan ${s.kept} de ${V} (masa ${s.mass}).`},
@@ -4379,9 +4489,16 @@ let language = startingLanguage();
 const t = (key) => LABELS[language][key];
 const $ = (id) => document.getElementById(id);
 const shown = (c) => c.replace(/\n/g, "⏎").replace(/ /g, "␣");
-const percent = (p) => (100 * p).toFixed(p < 0.001 && p > 0 ? 2 : 1) + "%";
-const KIND_COLORS = {"vowel": "#d62728", "consonant": "#1f77b4", "punctuation": "#2ca02c", "space or ⏎": "#111",
-                     "word start": "#8c564b", "word piece": "#ff7f0e", "other": "#9467bd"};
+const num = (x, digits) => {  // as the language writes a number: 0.780 in English, 0,780 in Spanish
+  const text = x.toFixed(digits);
+  return language === "es" ? text.replace(".", ",") : text;
+};
+const percent = (p) => num(100 * p, p < 0.001 && p > 0 ? 2 : 1) + (language === "es" ? " %" : "%");
+const KIND_COLORS = {"vowel": "#c0392b", "consonant": "#1f5fa8", "punctuation": "#1e7a1e", "space or ⏎": "#111111",
+                     "word start": "#8c564b", "word piece": "#b35900", "other": "#7b3fa0"};  // each 4.5:1 on white
+const PROJECTOR_KEPT = "llm-explorer-projector";  // where the page remembers projector mode
+const COMPARE_PAUSE_MS = 300;  // the other epochs answer once typing has paused this long
+const MAP_LABELS = V <= 100 ? V : 60;  // a map of more than 100 tokens names the 60 most frequent; the rest are dots
 
 const KNOWN = [...new Set(VOCABULARY.filter(p => [...p].length === 1 && p !== "\n"))].sort()  // its characters
   .map(c => c === " " ? "␣" : c).join(" ");
@@ -4398,7 +4515,8 @@ function seedProblem() {  // Python's rule and message: a seed the page cannot t
   return /^\d+$/.test(typed) && Number(typed) <= SEED_MOST ? "" : LABELS[language]["seed-bad"](typed);
 }
 
-const page = {text: "", ids: [], generator: null, history: [], steps: [], over: false, row: null};  // ids: of the text
+const page = {text: "", ids: [], generator: null, history: [], steps: [], over: false, row: null,  // ids: of the text
+              bar: 0, mapPoint: null, writing: null, stopped: false, comparing: null, comparedFor: null, seen: {}};
 
 function setText(text) {  // a beginning typed by hand: its ids are encoded once; Step appends to them
   page.text = text;
@@ -4412,7 +4530,13 @@ function settings() {
 
 function restart() {  // a beginning typed by hand: the draws start again from the seed
   page.generator = seedProblem() ? null : new MersenneTwister(Number($("seed").value.trim()));
-  page.history = []; page.steps = []; page.over = false;
+  page.history = []; page.steps = []; page.over = false; page.stopped = false;
+}
+
+function disable(id, off) {  // a button that goes off while it has the focus hands the focus on
+  const button = $(id), had = document.activeElement === button;
+  button.disabled = off;
+  if (off && had) ($("step").disabled ? $("text") : $("step")).focus();
 }
 
 function readable() {  // false when the text has a character the model never saw; a bad seed stops Step only
@@ -4421,9 +4545,12 @@ function readable() {  // false when the text has a character the model never sa
   $("text").classList.toggle("unknown", unknown.length > 0);
   $("seed").classList.toggle("unknown", seedBad !== "");
   $("message").classList.toggle("problem", problem !== "");
-  $("message").textContent = problem || (page.over ? t("done") : "");
-  ["step", "finish"].forEach(id => { $(id).disabled = problem !== "" || page.over; });
-  $("undo").disabled = page.history.length === 0;
+  const writing = page.writing ? LABELS[language].writing(page.writing.written, DATA.sampling.max_chars) : "";
+  $("message").textContent = problem || writing || (page.over ? t("done") : page.stopped ? t("stopped") : "");
+  disable("step", problem !== "" || page.over || page.writing !== null);
+  disable("finish", (problem !== "" || page.over) && page.writing === null);
+  $("finish").textContent = page.writing ? t("stop") : t("finish");
+  disable("undo", page.history.length === 0 || page.writing !== null);
   return unknown.length === 0;
 }
 
@@ -4440,19 +4567,79 @@ function stepOnce() {
   return !page.over;
 }
 
+function writeToTheEnd() {  // Step until ⏎ or max_chars characters, as generate() does, drawing as it goes
+  if (page.writing) { page.writing.stop = true; return; }  // the button is Stop while it writes
+  const job = {start: [...page.text].length, written: 0, stop: false};
+  page.writing = job; page.stopped = false;
+  document.body.dataset.writing = "yes";
+  const some = (first = false) => {  // the first time one step: the button is Stop at once
+    const until = first ? 0 : performance.now() + 40;  // about 25 redraws a second, the page answering in between
+    let going = !job.stop;
+    do {
+      going = going && job.written < DATA.sampling.max_chars && stepOnce();
+      job.written = [...page.text].length - job.start;
+    } while (going && performance.now() < until);
+    if (going && !job.stop) { render(); setTimeout(some, 0); return; }
+    page.writing = null; page.stopped = job.stop && !page.over;
+    delete document.body.dataset.writing;
+    render();
+  };
+  some(true);
+}
+
+function undo() {
+  const last = page.history.pop();
+  if (!last) return;
+  page.text = last.text; page.ids = last.ids; page.generator = last.generator; page.over = last.over;
+  page.steps.pop(); page.row = null; page.stopped = false;
+  $("text").value = page.text;
+  render();
+}
+
+function reset() {  // the run's own settings, seed, best epoch and first beginning again
+  if (page.writing) page.writing.stop = true;
+  const s = DATA.sampling;
+  $("temperature").value = s.temperature; $("top-k").value = s.top_k; $("top-p").value = s.top_p;
+  $("greedy").checked = s.greedy; $("seed").value = s.seed;
+  current = DATA.epochs.find(e => e.best);
+  setText(DATA.prompts.find(p => p && !unknownCharacters(p).length) ?? "");
+  $("text").value = page.text;
+  page.row = null; page.writing = null; page.mapPoint = null;
+  delete document.body.dataset.writing;
+  restart();
+  showValues();
+  render(true);
+}
+
+function keepingFocus(draw) {  // redraw, and give the focus back to the new copy of what had it
+  const key = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : undefined;
+  draw();
+  if (key && !document.activeElement?.dataset?.focusKey) document.querySelector(`[data-focus-key="${key}"]`)?.focus({preventScroll: true});
+}
+
 function render(everything = false) {  // everything: also the panels that depend only on the epoch
-  $("epoch").value = String(current.epoch);
-  if (readable()) {
-    const result = run(page.ids);
-    drawBars(result);
-    drawAttention(result);
-    clearTimeout(page.comparing);
-    page.comparing = setTimeout(drawComparison, 0);  // the other epochs' forward passes: after the bars are drawn
-  } else {
-    $("bars").textContent = ""; $("next-summary").textContent = "";
-  }
-  drawSteps();
-  if (everything) { drawLoss(); drawMap(); }
+  keepingFocus(() => {
+    $("epoch").value = String(current.epoch);
+    if (readable()) {
+      const result = run(page.ids);
+      drawBars(result);
+      drawAttention(result);
+      scheduleComparison();
+    } else {
+      emptyTextPanels();
+    }
+    drawSteps();
+    if (everything) { drawLoss(); drawMap(); }
+  });
+}
+
+function emptyTextPanels() {  // a text the model cannot read: nothing of the last readable one stays
+  ["bars", "next-summary", "bar-detail", "looks", "strip"].forEach(id => { $(id).textContent = ""; });
+  const canvas = $("heatmap");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  clearTimeout(page.comparing);
+  page.comparedFor = null;
+  drawComparison(false);
 }
 
 function drawBars(result) {
@@ -4461,19 +4648,41 @@ function drawBars(result) {
   const text = [...page.text], seen = result.ids.length;
   $("next-summary").textContent = LABELS[language].summary({
     text: text.length > 24 ? "…" + text.slice(-24).join("") : page.text, seen, cut: page.ids.length + 1 > CONTEXT,
-    entropy: entropyBits(choice.probs).toFixed(2), kept, mass: choice.cumulative[kept - 1].toFixed(3)});
+    entropy: num(entropyBits(choice.probs), 2), kept, mass: num(choice.cumulative[kept - 1], 3)});
   bars.textContent = "";
-  const top = choice.probs[choice.order[0]];
-  choice.order.slice(0, Math.max(12, Math.min(kept + 2, 20))).forEach((id, rank) => {
+  const top = choice.probs[choice.order[0]], shownRows = choice.order.slice(0, Math.max(12, Math.min(kept + 2, 20)));
+  page.bar = Math.min(page.bar, shownRows.length - 1);
+  shownRows.forEach((id, rank) => {
     const row = document.createElement("div"), p = choice.probs[id];
     row.className = "row" + (rank < kept ? "" : " dropped");
     row.setAttribute("role", "listitem");
+    row.tabIndex = rank === page.bar ? 0 : -1;  // one stop for Tab; the arrow keys move between bars
+    row.dataset.focusKey = "bar-" + rank;
     row.innerHTML = `<span class="char"></span><span class="track"><span class="fill"></span></span><span class="pct"></span>`;
     row.querySelector(".char").textContent = shown(VOCABULARY[id]);
     row.querySelector(".fill").style.width = (100 * p / top).toFixed(1) + "%";
     row.querySelector(".pct").textContent = percent(p);
-    row.title = `${shown(VOCABULARY[id])}: logit ${result.logits[id].toFixed(3)}, p ${p.toFixed(4)}, cum p ${choice.cumulative[rank].toFixed(4)}`;
+    const detail = LABELS[language].detail({rank: rank + 1, token: shown(VOCABULARY[id]), logit: num(result.logits[id], 3),
+                                            p: num(p, 4), cumulative: num(choice.cumulative[rank], 4), kept: rank < kept});
+    row.title = detail;
+    row.setAttribute("aria-label", detail);
+    const tell = () => { page.bar = rank; $("bar-detail").textContent = detail; };
+    row.addEventListener("focus", tell);
+    row.addEventListener("mouseenter", () => { $("bar-detail").textContent = detail; });
     bars.appendChild(row);
+  });
+  const focused = bars.contains(document.activeElement);
+  $("bar-detail").textContent = focused ? bars.children[page.bar].title : t("bar-hint");
+}
+
+function wireBars() {  // ↑ ↓ Home End move between the bars, each telling its numbers
+  $("bars").addEventListener("keydown", (event) => {
+    const rows = [...$("bars").children], moves = {ArrowUp: -1, ArrowDown: 1, Home: -rows.length, End: rows.length};
+    if (!(event.key in moves) || !rows.length) return;
+    event.preventDefault();
+    page.bar = Math.min(rows.length - 1, Math.max(0, page.bar + moves[event.key]));
+    rows.forEach((row, r) => { row.tabIndex = r === page.bar ? 0 : -1; });
+    rows[page.bar].focus();
   });
 }
 
@@ -4483,17 +4692,28 @@ function heatColor(w) {  // viridis, as the attention pictures
   return stops[i].map((a, j) => Math.round(a + f * (stops[i + 1][j] - a)));  // [r, g, b]
 }
 
-const HEATMAP_MARGIN = MERGES.size ? 48 : 22;  // pixels for the labels; word pieces need more
+function heatLabels(g, labels, size) {  // the labels' font, margin and spacing: none may overlap another
+  const projector = document.body.classList.contains("projector");
+  let font = projector ? 16 : 12;
+  g.font = `${font}px ui-monospace, monospace`;
+  const widest = Math.max(...labels.map(label => g.measureText(label).width));
+  const margin = Math.ceil(Math.min(Math.max(widest, font) + 8, size * 0.22)), cell = (size - margin) / labels.length;
+  if (cell < font + 2) font = Math.max(10, Math.min(font, Math.floor(cell) - 1));  // short rows: a smaller font, >= 10 px
+  const upright = widest > font * 1.3;  // word pieces: the column labels written upwards, as wide as the font
+  return {font, margin, cell, upright, every: Math.ceil((font + 2) / cell),
+          everyColumn: Math.ceil(((upright ? font : widest) + 4) / cell)};
+}
 
 function drawAttention(result) {
   const layer = +$("layer").value, head = +$("head").value, weights = result.attention[layer][head];
   const T = result.ids.length, canvas = $("heatmap"), ratio = window.devicePixelRatio || 1;
-  const size = canvas.clientWidth || 400, margin = HEATMAP_MARGIN;
+  const size = canvas.clientWidth || 400, labels = result.ids.map(i => shown(VOCABULARY[i]));
   canvas.width = size * ratio; canvas.height = size * ratio;
   const g = canvas.getContext("2d");
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, size, size);
-  const cell = (size - margin) / T, labels = result.ids.map(i => shown(VOCABULARY[i]));
+  const layout = heatLabels(g, labels, size), {margin, cell} = layout;
+  page.heatMargin = margin;
   if (page.row === null || page.row >= T) page.row = T - 1;
   const cells = new ImageData(T, T);  // one pixel per (t, s), then scaled up without smoothing
   for (let r = 0; r < T; r++) {
@@ -4509,28 +4729,52 @@ function drawAttention(result) {
   g.drawImage(pixels, margin, margin, size - margin, size - margin);
   g.strokeStyle = "#f0a500"; g.lineWidth = 2;
   g.strokeRect(margin, margin + page.row * cell, size - margin, cell);
-  g.fillStyle = "#1d1d1f"; g.font = `${Math.min(13, Math.max(7, cell * 0.8))}px ui-monospace, monospace`;
-  g.textAlign = "center"; g.textBaseline = "middle";
-  const every = Math.ceil(8 / cell);
-  labels.forEach((label, i) => {
-    if (i % every) return;
-    g.fillText(label, margin + (i + 0.5) * cell, margin / 2);
-    g.fillText(label, margin / 2, margin + (i + 0.5) * cell);
-  });
+  drawHeatLabels(g, labels, layout);
   const row = weights[page.row], strongest = row.indexOf(Math.max(...row));
   $("looks").textContent = LABELS[language].looks({head: head + 1, layer: layer + 1, char: labels[page.row], t: page.row,
                                                   top: labels[strongest], s: strongest, share: percent(row[strongest])});
+  drawStrip(labels, row);
+}
+
+function drawHeatLabels(g, labels, layout) {  // every k-th row and column named, k as small as the font allows
+  const {font, margin, cell, upright, every, everyColumn} = layout, drawn = [];  // drawn: [x, y, width, height] boxes
+  g.fillStyle = "#1d1d1f"; g.font = `${font}px ui-monospace, monospace`; g.textBaseline = "middle";
+  labels.forEach((label, i) => {
+    const middle = margin + (i + 0.5) * cell, width = Math.min(g.measureText(label).width, margin - 6);
+    if (i % every === 0) {
+      g.textAlign = "right"; g.fillText(label, margin - 4, middle, margin - 6);
+      drawn.push({label, font, box: [margin - 4 - width, middle - font / 2, width, font]});
+    }
+    if (i % everyColumn) return;
+    if (upright) {
+      g.save(); g.translate(middle, margin - 4); g.rotate(-Math.PI / 2);
+      g.textAlign = "left"; g.fillText(label, 0, 0, margin - 6); g.restore();
+      drawn.push({label, font, box: [middle - font / 2, margin - 4 - width, font, width]});
+    } else {
+      g.textAlign = "center"; g.fillText(label, middle, margin / 2);
+      drawn.push({label, font, box: [middle - width / 2, margin / 2 - font / 2, width, font]});
+    }
+  });
+  window.explorer.heatmapLabels = drawn;  // for the curious, and for the tests: nothing overlaps
+}
+
+function drawStrip(labels, row) {  // the chosen row, large: how much each token is looked at
   const strip = $("strip");
   strip.textContent = "";
   labels.forEach((label, s) => {
-    const span = document.createElement("span");
+    const span = document.createElement("span"), w = s <= page.row ? row[s] ?? 0 : 0;
+    const alpha = Math.min(1, w * 1.5), rgb = [44, 111, 187].map(c => Math.round(255 - alpha * (255 - c)));
     span.textContent = label;
-    const w = s <= page.row ? row[s] : 0;
-    span.style.background = s <= page.row ? `rgba(44, 111, 187, ${Math.min(1, w * 1.5).toFixed(3)})` : "#ececef";
-    span.style.color = w > 0.4 ? "#fff" : "#1d1d1f";
-    if (s === page.row) span.style.outline = "2px solid #f0a500";
+    span.style.background = s <= page.row ? `rgb(${rgb.join(", ")})` : "#ececef";
+    span.style.color = luminance(rgb) > 0.18 ? "#000" : "#fff";  // the ink of larger contrast: at least 4.6:1
+    if (s === page.row) span.style.outline = "2px solid #b35900";
     strip.appendChild(span);
   });
+}
+
+function luminance(rgb) {  // WCAG's relative luminance of an sRGB colour
+  const [r, g, b] = rgb.map(c => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
 }
 
 function drawSteps() {
@@ -4541,17 +4785,17 @@ function drawSteps() {
     box.firstChild.textContent = t("empty");
     return;
   }
-  page.steps.forEach((step, n) => {
-    const c = step.choice, div = document.createElement("div");
+  page.steps.slice(-60).forEach((step) => {  // the last 60: a long writing keeps the page quick
+    const c = step.choice, div = document.createElement("div"), n = page.steps.indexOf(step);
     const rows = c.order.slice(0, Math.max(c.kept + 2, c.order.indexOf(c.id) + 1)).slice(0, 10).map((id, r) =>
-      `${r < c.kept ? "*" : " "} ${String(r + 1).padStart(3)}  ${shown(VOCABULARY[id]).padEnd(3)} ${c.logits[id].toFixed(3).padStart(8)} ` +
-      `${c.probs[id].toFixed(4).padStart(7)} ${c.cumulative[r].toFixed(4).padStart(7)}`);
+      `${r < c.kept ? "*" : " "} ${String(r + 1).padStart(3)}  ${shown(VOCABULARY[id]).padEnd(3)} ${num(c.logits[id], 3).padStart(8)} ` +
+      `${num(c.probs[id], 4).padStart(7)} ${num(c.cumulative[r], 4).padStart(7)}`);
     const mass = c.cumulative[c.kept - 1];
-    const draw = c.u === null ? t("greedyDraw") : `u = ${c.u.toFixed(4)}, u × ${mass.toFixed(4)} = ${(c.u * mass).toFixed(4)}`;
+    const draw = c.u === null ? t("greedyDraw") : `u = ${num(c.u, 4)}, u × ${num(mass, 4)} = ${num(c.u * mass, 4)}`;
     div.className = "step";
     div.textContent = LABELS[language].stepHead(n + 1, step.position, step.window.map(i => shown(VOCABULARY[i])).join("")) +
       `\n${t("columns")}\n${rows.join("\n")}\n${draw} → ${t("chose")} '${shown(VOCABULARY[c.id])}' ` +
-      `(p = ${c.probs[c.id].toFixed(4)}), ${t("entropy")} ${entropyBits(c.probs).toFixed(2)} bits`;
+      `(p = ${num(c.probs[c.id], 4)}), ${t("entropy")} ${num(entropyBits(c.probs), 2)} bits`;
     box.appendChild(div);
   });
   box.scrollTop = box.scrollHeight;
@@ -4564,6 +4808,8 @@ function svg(tag, attributes, parent) {
   return element;
 }
 
+const TRAIN_COLOR = "#1f77b4", VAL_COLOR = "#b04f00";  // 4.8:1 and 5.3:1 on white
+
 function drawLoss() {
   const box = $("loss"), history = DATA.history, W = 480, Hh = 260, left = 56, right = 12, top = 12, bottom = 36;
   box.textContent = "";
@@ -4575,99 +4821,216 @@ function drawLoss() {
   for (let i = 0; i <= 4; i++) {
     const v = low + (high - low) * i / 4;
     svg("line", {x1: left, x2: W - right, y1: y(v), y2: y(v), stroke: "#eee"}, box);
-    svg("text", {x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "tick"}, box).textContent = v.toFixed(2);
+    svg("text", {x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "tick"}, box).textContent = num(v, 2);
   }
-  history.forEach(r => { if (history.length < 30 || r.epoch % Math.ceil(history.length / 15) === 0)
-    svg("text", {x: x(r.epoch), y: Hh - bottom + 14, "text-anchor": "middle", class: "tick"}, box).textContent = r.epoch; });
-  svg("text", {x: (left + W) / 2, y: Hh - 6, "text-anchor": "middle"}, box).textContent = t("epochAxis");
+  history.forEach(r => { if (history.length < 16 || r.epoch % Math.ceil(history.length / 10) === 0)
+    svg("text", {x: x(r.epoch), y: Hh - bottom + 16, "text-anchor": "middle", class: "tick"}, box).textContent = r.epoch; });
+  svg("text", {x: (left + W) / 2, y: Hh - 4, "text-anchor": "middle"}, box).textContent = t("epochAxis");
   svg("text", {x: 12, y: (top + Hh - bottom) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(top + Hh - bottom) / 2})`},
       box).textContent = t("lossAxis");
-  [["train_loss", "#1f77b4", t("trainLoss")], ["val_loss", "#ff7f0e", t("valLoss")]].forEach(([key, color, label], n) => {
+  [["train_loss", TRAIN_COLOR, t("trainLoss")], ["val_loss", VAL_COLOR, t("valLoss")]].forEach(([key, color, label], n) => {
     svg("polyline", {points: history.map(r => `${x(r.epoch)},${y(r[key])}`).join(" "), fill: "none", stroke: color, "stroke-width": 2}, box);
-    svg("text", {x: W - right - 4, y: top + 14 + 16 * n, "text-anchor": "end", style: `fill: ${color}`}, box).textContent = label;
+    svg("text", {x: W - right - 4, y: top + 14 + 18 * n, "text-anchor": "end", style: `fill: ${color}`}, box).textContent = label;
   });
-  DATA.epochs.forEach(e => {
-    const record = history.find(r => r.epoch === e.epoch);
-    if (!record) return;
-    const mark = svg("circle", {cx: x(e.epoch), cy: y(record.val_loss), r: e === current ? 8 : 5, fill: e.best ? "#ff7f0e" : "#fff",
-                                stroke: e === current ? "#f0a500" : "#ff7f0e", "stroke-width": 3, class: "mark", tabindex: 0}, box);
-    svg("title", {}, mark).textContent = `${t("epochAxis")} ${e.epoch}: ${record.val_loss.toFixed(3)}${e.best ? " (" + t("best") + ")" : ""}`;
-    const choose = () => window.explorer.use(e.epoch);
-    mark.addEventListener("click", choose);
-    mark.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") choose(); });
+  DATA.epochs.forEach(e => drawEpochMark(box, e, history, x, y));
+}
+
+function drawEpochMark(box, e, history, x, y) {  // a dot that chooses its epoch: click, Enter or Space
+  const record = history.find(r => r.epoch === e.epoch);
+  if (!record) return;
+  const name = `${t("epochAxis")} ${e.epoch}: ${num(record.val_loss, 3)}${e.best ? " (" + t("best") + ")" : ""}`;
+  const mark = svg("circle", {cx: x(e.epoch), cy: y(record.val_loss), r: e === current ? 8 : 5, fill: e.best ? VAL_COLOR : "#fff",
+                              stroke: e === current ? "#1d1d1f" : VAL_COLOR, "stroke-width": 3, class: "mark", tabindex: 0,
+                              role: "button", "aria-label": name, "aria-pressed": String(e === current),
+                              "data-focus-key": "epoch-" + e.epoch}, box);
+  svg("title", {}, mark).textContent = name;
+  const choose = () => window.explorer.use(e.epoch);
+  mark.addEventListener("click", choose);
+  mark.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== " ") return;
+    event.preventDefault();  // Space would scroll the page
+    choose();
   });
 }
 
-function drawComparison() {
-  const table = $("compare");
-  table.textContent = "";
+function scheduleComparison() {  // the other epochs' passes wait until typing pauses and the table can be seen
+  const key = current.epoch + ":" + settings().temperature + ":" + page.ids.join(",");
+  if (key === page.comparedFor) return;
+  clearTimeout(page.comparing);
+  drawComparison(false);  // the epochs and losses at once, the answers to this text once computed
+  page.comparing = setTimeout(() => {
+    if (!page.seen.training) return;  // drawn when the panel scrolls into view
+    page.comparedFor = key;
+    drawComparison(true);
+  }, COMPARE_PAUSE_MS);
+}
+
+function drawComparison(answers) {  // answers: ask every saved epoch about the text (one cached pass each)
+  const table = $("compare"), caption = $("compare-note");
+  [...table.rows].forEach(row => row.remove());
   const head = table.insertRow();
   [t("compareEpoch"), t("compareLoss"), t("compareTop")].forEach(label => { const th = document.createElement("th"); th.textContent = label; head.appendChild(th); });
+  const readableText = !unknownCharacters(page.text).length;
+  caption.textContent = answers || !readableText ? "" : t("comparePending");
   DATA.epochs.forEach(e => {
-    const probs = softmax(run(page.ids, e).logits.map(a => a / settings().temperature)), order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]);
     const row = table.insertRow();
     row.className = e === current ? "current" : "";
     row.insertCell().textContent = e.epoch + (e.best ? " ★" : "");
-    row.insertCell().textContent = e.val_loss.toFixed(3);
+    row.insertCell().textContent = num(e.val_loss, 3);
     const cell = row.insertCell();
     cell.className = "mono";
+    if (!answers || !readableText) { cell.textContent = t("compareNone"); return; }
+    const probs = softmax(run(page.ids, e).logits.map(a => a / settings().temperature));
+    const order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]);
     cell.textContent = order.slice(0, 3).map(i => `${shown(VOCABULARY[i])} ${percent(probs[i])}`).join("   ");
   });
 }
 
+function mapOrder() {  // the tokens by how often the training text has them (the page's data), else by id
+  const counts = DATA.tokenizer.counts;
+  return VOCABULARY.map((_, i) => i).sort((a, b) => counts ? counts[b] - counts[a] || a - b : a - b);
+}
+
+function apart(places, minimum) {  // labels nudged apart where they would overlap; the dot stays true
+  for (let round = 0; round < 40; round++) {
+    let moved = false;
+    for (let i = 0; i < places.length; i++) for (let j = i + 1; j < places.length; j++) {
+      const a = places[i], b = places[j], dx = b.x - a.x, dy = b.y - a.y, d = Math.hypot(dx, dy);
+      if (d >= minimum) continue;
+      const push = (minimum - d) / 2 + 0.01, ux = d ? dx / d : 1, uy = d ? dy / d : 0;
+      a.x -= push * ux; a.y -= push * uy; b.x += push * ux; b.y += push * uy; moved = true;
+    }
+    if (!moved) break;
+  }
+}
+
 function drawMap() {
-  const box = $("map"), W = 480, Hh = 400, pad = 20, points = current.map;
+  const box = $("map"), W = 480, Hh = 400, pad = 22, points = current.map, order = mapOrder();
   box.textContent = "";
   const xs = points.map(p => p[0]), ys = points.map(p => p[1]);
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   const x = (v) => pad + (v - x0) / (x1 - x0 || 1) * (W - 2 * pad), y = (v) => Hh - pad - (v - y0) / (y1 - y0 || 1) * (Hh - 2 * pad);
-  points.forEach(([px, py], i) => {
-    const label = svg("text", {x: x(px).toFixed(1), y: y(py).toFixed(1), class: "token",
-                               style: `fill: ${KIND_COLORS[DATA.tokenizer.kinds[i]] || "#333"}`}, box);
-    label.textContent = shown(VOCABULARY[i]);
+  const named = new Set(order.slice(0, MAP_LABELS));
+  const color = (i) => KIND_COLORS[DATA.tokenizer.kinds[i]] || "#333";
+  order.filter(i => !named.has(i)).forEach(i => {  // the less frequent tokens: a dot each, named on hover
+    const dot = svg("circle", {cx: x(points[i][0]).toFixed(1), cy: y(points[i][1]).toFixed(1), r: 3, fill: color(i)}, box);
+    svg("title", {}, dot).textContent = shown(VOCABULARY[i]);
+    dot.addEventListener("mouseenter", () => { page.mapPoint = order.indexOf(i); drawMapPoint(); });
   });
-  $("map-note").textContent = LABELS[language].mapNote({epoch: current.epoch, a: percent(current.explained[0]), b: percent(current.explained[1])});
+  const places = [...named].map(i => ({i, x: x(points[i][0]), y: y(points[i][1])}));
+  apart(places, document.body.classList.contains("projector") ? 17 : 13);
+  places.forEach(({i, x: px, y: py}) => {  // a label moved off its place keeps a line to a dot there
+    const [tx, ty] = [x(points[i][0]), y(points[i][1])];
+    if (Math.hypot(px - tx, py - ty) > 4) {
+      svg("line", {x1: tx, y1: ty, x2: px, y2: py, stroke: "#b9bec8", "stroke-width": 1}, box);
+      svg("circle", {cx: tx, cy: ty, r: 1.8, fill: color(i)}, box);
+    }
+    svg("text", {x: px.toFixed(1), y: py.toFixed(1), class: "token", style: `fill: ${color(i)}`}, box).textContent = shown(VOCABULARY[i]);
+  });
+  page.mapPlace = (i) => [x(points[i][0]), y(points[i][1])];
+  drawMapLegend(order.length > MAP_LABELS ? LABELS[language].mapLabelled(MAP_LABELS, order.length) : "");
+  drawMapPoint();
+}
+
+function drawMapLegend(labelled) {  // the colours' meaning, in the colours, for the kinds this vocabulary has
+  const legend = $("map-legend"), kinds = [...new Set(DATA.tokenizer.kinds)];
+  legend.textContent = t("colours");
+  kinds.forEach(kind => {
+    const span = document.createElement("span");
+    span.textContent = t("kinds")[kind] ?? kind;
+    span.style.color = KIND_COLORS[kind] || "#333";
+    legend.appendChild(span);
+  });
+  $("map-note").textContent = LABELS[language].mapNote({epoch: current.epoch, a: percent(current.explained[0]),
+                                                        b: percent(current.explained[1])}) + (labelled ? " " + labelled : "");
+}
+
+function drawMapPoint() {  // the token pointed at (mouse or arrow keys): a ring and its name
+  $("map").querySelector(".pointed")?.remove();
+  if (page.mapPoint === null) return;
+  const i = mapOrder()[page.mapPoint], [px, py] = page.mapPlace(i), counts = DATA.tokenizer.counts;
+  const group = svg("g", {class: "pointed"}, $("map"));
+  svg("circle", {cx: px, cy: py, r: 9, fill: "none", stroke: "#0b57d0", "stroke-width": 2.5}, group);
+  svg("text", {x: px, y: py - 16, class: "token", style: "fill: #0b57d0; font-weight: 700"}, group).textContent = shown(VOCABULARY[i]);
+  $("map-note").textContent = LABELS[language].mapPoint({token: shown(VOCABULARY[i]), kind: t("kinds")[DATA.tokenizer.kinds[i]] ?? "",
+                                                         count: counts ? counts[i].toLocaleString(language) : null});
+}
+
+function wireMap() {  // ← → visit the tokens, the most frequent first
+  $("map").addEventListener("keydown", (event) => {
+    const moves = {ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1, Home: -V, End: V};
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    page.mapPoint = Math.min(V - 1, Math.max(0, (page.mapPoint ?? -1) + moves[event.key]));
+    drawMapPoint();
+  });
 }
 
 function translate() {
   document.documentElement.lang = language;
+  document.title = t("title");
   document.querySelectorAll("[data-t]").forEach(element => { element.textContent = t(element.dataset.t); });
+  document.querySelectorAll("[data-t-aria]").forEach(element => element.setAttribute("aria-label", t(element.dataset.tAria)));
   if (WITHOUT.has("causal-mask")) $("attention-panel").querySelector(".why").textContent += " " + t("maskless");
-  $("about").textContent = LABELS[language].about({parameters: DATA.parameters.toLocaleString(language), source: DATA.source})
+  const source = DATA.source_kind === "checkpoint" ? LABELS[language]["from-checkpoint"](DATA.source) : LABELS[language]["from-data"](DATA.source);
+  $("about").textContent = LABELS[language].about({parameters: DATA.parameters.toLocaleString(language), source})
     + (DATA.mode === "stream" ? " " + t("stream") : "") + (WITHOUT.size ? " " + t("without") + [...WITHOUT].join(", ") + "." : "");
+  $("known").textContent = LABELS[language].knows(KNOWN);
+  $("api-code").textContent = t("api-code");
   $("language").textContent = language === "en" ? "Español" : "English";
+  $("language").lang = language === "en" ? "es" : "en";
   showValues();
   render(true);
 }
 
 function showValues() {
-  $("temperature-value").textContent = (+$("temperature").value).toFixed(2);
+  $("temperature-value").textContent = num(+$("temperature").value, 2);
   $("top-k-value").textContent = +$("top-k").value || t("all");
-  $("top-p-value").textContent = (+$("top-p").value).toFixed(2);
+  $("top-p-value").textContent = num(+$("top-p").value, 2);
 }
 
 function setUp() {  // the controls at the run's settings, their events, then the first drawing
-  const s = DATA.sampling;
-  $("temperature").value = s.temperature; $("top-k").max = V; $("top-k").value = s.top_k;
-  $("top-p").value = s.top_p; $("greedy").checked = s.greedy; $("seed").value = s.seed;
+  $("top-k").max = V;
   DATA.epochs.forEach(e => $("epoch").add(new Option(e.epoch + (e.best ? " ★" : ""), String(e.epoch))));
   for (let n = 0; n < N; n++) $("layer").add(new Option(String(n + 1), String(n)));
   for (let h = 0; h < H; h++) $("head").add(new Option(String(h + 1), String(h)));
   document.body.classList.toggle("pieces", MERGES.size > 0);  // word pieces: wider labels
+  setProjector(remembered(PROJECTOR_KEPT) === "yes");
   wireControls();
   wireHeatmap();
-  setText(DATA.prompts.find(p => p && !unknownCharacters(p).length) ?? "");
-  $("text").value = page.text;
-  restart();
+  wireBars();
+  wireMap();
+  watchTraining();
+  reset();
   translate();
   window.explorer.timings.ready = performance.now();
   document.body.dataset.ready = "yes";
 }
 
+function remembered(key) { try { return localStorage.getItem(key); } catch (error) { return null; } }  // a private window: nothing kept
+function remember(key, value) { try { localStorage.setItem(key, value); } catch (error) { /* shown, not remembered */ } }
+
+function setProjector(on) {  // larger text for the back row, remembered like the language
+  document.body.classList.toggle("projector", on);
+  $("projector").setAttribute("aria-pressed", String(on));
+}
+
+function watchTraining() {  // the comparison is computed when its panel is on the screen
+  const panel = $("training-panel");
+  if (!("IntersectionObserver" in window)) { page.seen.training = true; return; }
+  new IntersectionObserver((entries) => {
+    page.seen.training = entries.some(entry => entry.isIntersecting);
+    if (page.seen.training && readable()) scheduleComparison();
+  }).observe(panel);
+}
+
 function wireControls() {
   ["temperature", "top-k", "top-p", "greedy"].forEach(id => $(id).addEventListener("input", () => { showValues(); render(); }));
   $("seed").addEventListener("input", () => { restart(); render(); });  // a seed it cannot take: said at once
-  const typed = () => { setText($("text").value.replace(/[\r\n]/g, "").normalize("NFC")); page.row = null; restart(); render(); };
+  const typed = () => {
+    if (page.writing) page.writing.stop = true;  // typing takes the text back from Write to the end
+    setText($("text").value.replace(/[\r\n]/g, "").normalize("NFC")); page.row = null; restart(); render();
+  };
   $("text").addEventListener("input", (event) => { if (!event.isComposing) typed(); });  // a dead key's ´ is no error
   $("text").addEventListener("compositionend", typed);  // the accent and its letter, composed: now it is read
   $("text").addEventListener("keydown", (event) => {  // Enter in the box is Step
@@ -4676,32 +5039,24 @@ function wireControls() {
     if (!$("step").disabled) { stepOnce(); render(); }
   });
   $("step").addEventListener("click", () => { stepOnce(); render(); });
-  $("finish").addEventListener("click", () => {
-    const start = [...page.text].length;  // until ⏎ or max_chars characters written, as generate() does
-    while ([...page.text].length - start < DATA.sampling.max_chars && stepOnce());
-    render();
-  });
-  $("undo").addEventListener("click", () => {
-    const last = page.history.pop();
-    if (!last) return;
-    page.text = last.text; page.ids = last.ids; page.generator = last.generator; page.over = last.over; page.steps.pop(); page.row = null;
-    $("text").value = page.text;
-    render();
-  });
+  $("finish").addEventListener("click", writeToTheEnd);
+  $("undo").addEventListener("click", undo);
+  $("reset").addEventListener("click", reset);
   $("epoch").addEventListener("change", () => window.explorer.use(+$("epoch").value));
   $("layer").addEventListener("change", () => render());
   $("head").addEventListener("change", () => render());
-  $("language").addEventListener("click", () => {
-    language = language === "en" ? "es" : "en";
-    try { localStorage.setItem(LANGUAGE_KEPT, language); } catch (error) { /* not remembered, still shown */ }
-    translate();
+  $("language").addEventListener("click", () => { language = language === "en" ? "es" : "en"; remember(LANGUAGE_KEPT, language); translate(); });
+  $("projector").addEventListener("click", () => {
+    const on = !document.body.classList.contains("projector");
+    setProjector(on); remember(PROJECTOR_KEPT, on ? "yes" : "no"); render(true);
   });
   window.addEventListener("resize", () => render(true));
 }
 
-function wireHeatmap() {  // the row that the strip below shows: the mouse's, or moved with the arrow keys
+function wireHeatmap() {  // the row that the strip below shows: the mouse's, a tap's, or moved with the arrow keys
   const heatmap = $("heatmap"), rowAt = (event) => {
-    const T = run(page.ids).ids.length, box = heatmap.getBoundingClientRect(), margin = HEATMAP_MARGIN * box.height / (heatmap.clientHeight || box.height);
+    const T = run(page.ids).ids.length, box = heatmap.getBoundingClientRect();
+    const margin = (page.heatMargin ?? 0) * box.height / (heatmap.clientHeight || box.height);
     return Math.min(T - 1, Math.max(0, Math.floor((event.clientY - box.top - margin) / ((box.height - margin) / T))));
   };
   heatmap.addEventListener("mousemove", (event) => { if (readable()) { page.row = rowAt(event); drawAttention(run(page.ids)); } });

@@ -441,7 +441,8 @@ def explorer_write_seconds(folder: Path) -> float:
     for n in range(3):
         start = time.perf_counter()
         LLM.write_explorer(folder / f"explorer-{n}.html", model, tokenizer, cfg, best, data["history"],
-                           data["test_loss"], snapshots, data["source"])
+                           data["test_loss"], snapshots, data["source"], data.get("source_kind", "data"),
+                           data["tokenizer"].get("counts"))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

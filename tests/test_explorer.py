@@ -347,6 +347,7 @@ def test_step_undo_and_write_to_the_end_follow_the_seed(opened, reference):
     page.click("#undo")
     assert page.input_value("#text") == "No hay" and opened.js("document.querySelectorAll('#steps .step').length") == 0
     page.click("#finish")
+    page.wait_for_selector("body:not([data-writing])")  # it writes a few steps at a time, drawing between them
     assert page.input_value("#text") == expected  # the same draws: the same proverb as --generate
     steps = opened.js("document.querySelectorAll('#steps .step').length")
     assert steps == min(len(expected) - len("No hay") + 1, cfg.max_chars)  # + the step that chose ⏎
@@ -545,3 +546,319 @@ def test_the_readme_names_the_strongest_links_the_last_epoch_picture_draws():
              (named[10], named[11]), (named[12], " ")]
     assert pairs == strongest
     assert [f"{float(links.flatten()[f]):.1f}" for f in order[:2]] == [named[2], named[5]]
+
+
+# --- in front of a class: instant, nothing stale, keyboard, touch, projector, Spanish, contrast ----
+
+LONG = TEXTS[-1]  # longer than the context: the window slides
+
+
+def type_in(tab, text):
+    """One keystroke: the box takes a new value and sends its input event, as a keyboard does."""
+    tab.js("""(v) => { const box = document.getElementById('text'); box.value = v;
+                       box.dispatchEvent(new InputEvent('input')); }""", text)
+
+
+def positions(tab) -> int:
+    return tab.js("explorer.work.positions")
+
+
+def comparison_cells(tab) -> list[str]:
+    return tab.js("[...document.querySelectorAll('#compare td.mono')].map(c => c.textContent)")
+
+
+def wait_for_comparison(tab, seconds=10):
+    """Until every saved epoch has answered (the page's policy forbids wait_for_function's eval)."""
+    for _ in range(int(seconds / 0.05)):
+        if "—" not in comparison_cells(tab):
+            return
+        tab.page.wait_for_timeout(50)
+    raise AssertionError(f"the epochs did not answer in {seconds} s: {comparison_cells(tab)}")
+
+
+def test_a_keystroke_computes_the_new_position_of_the_shown_epoch_only(opened, reference, tiny_run):
+    """The page keeps each epoch's keys and values: a character typed costs one position of one
+    epoch, as much as the ratio to a forward pass says; the other epochs answer once typing
+    pauses, and their answers cost a position each too."""
+    _, _, cfg = reference
+    epochs = len(page_data(tiny_run / "explorer.html")["epochs"])
+    opened.js("document.getElementById('training-panel').scrollIntoView()")
+    type_in(opened, "No ha")
+    wait_for_comparison(opened)
+    before = positions(opened)
+    type_in(opened, "No hay")
+    assert positions(opened) - before == 1  # one character more: one position, not the 7 of the window
+    assert set(comparison_cells(opened)) == {"—"}  # nothing the page shows is of the text before
+    assert "once typing pauses" in opened.js("document.getElementById('compare-note').textContent")
+    wait_for_comparison(opened)
+    assert positions(opened) - before == epochs  # then each of the other epochs: its one new position
+    first_bar = opened.js("document.querySelector('#bars .row .char').textContent")
+    current = opened.js("document.querySelector('#compare tr.current td.mono').textContent")
+    assert current.startswith(first_bar + " ")  # the shown epoch's answer is the bars' favourite
+    before = positions(opened)
+    type_in(opened, "No ha")  # a character less: every position is in the cache already
+    assert positions(opened) == before
+    type_in(opened, LONG)
+    before = positions(opened)
+    type_in(opened, LONG + "s")
+    assert positions(opened) - before == cfg.context  # past the context the window slides: one forward pass
+    type_in(opened, "No hay")
+
+
+def test_the_cache_computes_what_a_pass_over_the_whole_window_computes(opened):
+    """To the last bit: the same sums in the same order, whether a position was computed with its
+    text or added later, after an edit in the middle, or after forget() emptied every cache."""
+    for grown, edited in (("Más vale tarde", "Más vale pájaro"), ("Quien", "Quien mucho"), ("", "A")):
+        cached = opened.js("""([a, b]) => { explorer.logits(a); return [explorer.logits(b), explorer.attention(b)]; }""",
+                           [grown, edited])
+        fresh = opened.js("""(b) => { explorer.forget(); return [explorer.logits(b), explorer.attention(b)]; }""", edited)
+        assert cached == fresh, edited
+
+
+def test_a_text_it_cannot_read_empties_every_panel_that_reads_the_text(opened):
+    opened.js("document.getElementById('training-panel').scrollIntoView()")
+    type_in(opened, "Más vale")
+    wait_for_comparison(opened)
+    type_in(opened, "Más vale ☃")
+    for panel in ("bars", "next-summary", "bar-detail", "looks", "strip"):
+        assert opened.js(f"document.getElementById('{panel}').textContent") == "", panel
+    blank = opened.js("""() => { const c = document.getElementById('heatmap'), empty = document.createElement('canvas');
+        empty.width = c.width; empty.height = c.height; return c.toDataURL() === empty.toDataURL(); }""")
+    assert blank and set(comparison_cells(opened)) == {"—"}
+    opened.page.select_option("#head", "1")  # another head: still nothing about a text that is not there
+    assert opened.js("document.getElementById('looks').textContent") == ""
+    assert "☃" in opened.js("document.getElementById('message').textContent")
+    known = opened.js("document.getElementById('known').textContent")  # beside the box, before any refusal
+    assert known.startswith("The characters it knows: ") and " á " in known and "☃" not in known
+    opened.page.select_option("#head", "0")
+    type_in(opened, "Más vale")
+    assert opened.kept() == 3 and "“e” (position 8)" in opened.js("document.getElementById('looks').textContent")
+    type_in(opened, "No hay")
+
+
+def test_write_to_the_end_shows_its_progress_and_stops_when_asked(opened, reference):
+    model, tokenizer, cfg = reference
+    page = opened.page
+    type_in(opened, "No hay")
+    during = opened.js("""() => { const finish = document.getElementById('finish'); finish.click();
+        const seen = {button: finish.textContent, writing: document.body.dataset.writing,
+                      message: document.getElementById('message').textContent, step: document.getElementById('step').disabled};
+        finish.click(); return seen; }""")  # Write to the end, then at once Stop
+    assert during["button"] == "Stop" and during["writing"] == "yes" and during["step"]
+    assert during["message"] == f"Writing… 1 of at most {cfg.max_chars} characters. Stop ends it here."
+    page.wait_for_selector("body:not([data-writing])")
+    expected = LLM.generate(model, tokenizer, "No hay", LLM.Sampling.of(cfg), torch.Generator().manual_seed(cfg.seed))
+    assert page.input_value("#text") == expected[:7]  # stopped after its first step, in the seed's order
+    assert opened.js("document.getElementById('message').textContent").startswith("Stopped")
+    assert page.inner_text("#finish") == "Write to the end" and not opened.js("document.getElementById('step').disabled")
+    page.click("#undo")  # back to the beginning, then to the end: the same proverb as --generate
+    page.click("#finish")
+    page.wait_for_selector("body:not([data-writing])")
+    assert page.input_value("#text") == expected
+    type_in(opened, "No hay")
+
+
+def test_reset_brings_back_the_runs_settings_text_and_epoch(opened, reference, tiny_run):
+    _, _, cfg = reference
+    data = page_data(tiny_run / "explorer.html")
+    page = opened.page
+    page.fill("#temperature", "1.5")
+    page.fill("#top-k", "0")
+    page.fill("#seed", "7")
+    page.select_option("#epoch", str(data["epochs"][0]["epoch"]))
+    type_in(opened, "Quien")
+    page.click("#step")
+    page.click("#reset")
+    values = opened.js("['temperature', 'top-k', 'top-p', 'seed', 'text'].map(id => document.getElementById(id).value)")
+    assert values == [str(cfg.temperature), str(cfg.top_k), str(float(cfg.top_p)).rstrip("0").rstrip("."), str(cfg.seed), "No hay"]
+    assert opened.js("explorer.epoch") == data["best_epoch"] and opened.js("document.querySelectorAll('#steps .step').length") == 0
+    assert opened.kept() == 3 and opened.problems == []
+
+
+def test_the_keyboard_keeps_its_place_and_reads_every_bar(opened, reference, tiny_run):
+    model, tokenizer, cfg = reference
+    data, page = page_data(tiny_run / "explorer.html"), opened.page
+    type_in(opened, "No hay")
+    first, best = data["epochs"][0]["epoch"], data["best_epoch"]
+    for epoch, key in ((first, " "), (best, "Enter")):  # a dot of the loss chart: Space does not scroll
+        page.focus(f"#loss [data-focus-key=epoch-{epoch}]")
+        scrolled = opened.js("window.scrollY")
+        page.keyboard.press(key)
+        assert opened.js("explorer.epoch") == epoch and opened.js("window.scrollY") == scrolled
+        assert opened.js("document.activeElement.dataset.focusKey") == f"epoch-{epoch}"  # the new dot has the focus
+    page.click("#step")
+    page.focus("#undo")
+    page.keyboard.press("Enter")  # Undo goes off: the focus moves to Step, not to the page
+    assert opened.js("document.getElementById('undo').disabled") and opened.js("document.activeElement.id") == "step"
+    page.focus("#bars [tabindex='0']")
+    page.keyboard.press("ArrowDown")
+    assert opened.js("document.activeElement.dataset.focusKey") == "bar-1"
+    with torch.no_grad():
+        logits = model(torch.tensor([window(tokenizer, cfg, "No hay")]))[0, -1].double()
+    probs = torch.softmax(logits / cfg.temperature, -1)
+    second = int(probs.argsort(descending=True)[1])
+    detail = opened.js("document.getElementById('bar-detail').textContent")
+    token = tokenizer.token_text(second).replace(" ", "␣")
+    assert detail.startswith(f"2. “{token}”: logit {logits[second]:.3f}, p {probs[second]:.4f}, cumulative p "
+                             f"{probs.sort(descending=True).values[:2].sum():.4f}; kept")
+    assert opened.js("document.getElementById('bar-detail').getAttribute('aria-live')") == "polite"
+    assert opened.js("document.getElementById('looks').getAttribute('aria-live')") == "polite"
+    type_in(opened, "No hay")  # a redraw while a bar has the focus: the same bar keeps it
+    assert opened.js("document.activeElement.dataset.focusKey") == "bar-1"
+
+
+def test_a_drag_that_starts_on_the_heatmap_scrolls_the_page_on_a_phone(browser, tiny_run):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.goto((tiny_run / "explorer.html").resolve().as_uri())
+        page.wait_for_selector("body[data-ready=yes]", timeout=20_000)
+        page.evaluate("document.getElementById('heatmap').scrollIntoView({block: 'center'})")
+        box, before = page.locator("#heatmap").bounding_box(), page.evaluate("window.scrollY")
+        cdp, x, y = context.new_cdp_session(page), box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+        for k in range(1, 11):  # a finger moving 150 px up (with touch-action: none the page stays put)
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y - 15 * k}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        page.wait_for_timeout(300)
+        assert page.evaluate("window.scrollY") > before + 100  # the finger scrolled the page
+        assert page.evaluate("getComputedStyle(document.getElementById('heatmap')).touchAction") != "none"
+    finally:
+        context.close()
+
+
+TEXT_SIZES = """() => {  // every visible text of the page: its size in CSS pixels, as the screen shows it
+  const sizes = [];
+  for (const element of document.querySelectorAll('body *')) {
+    const own = [...element.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !element.getClientRects().length || element.closest('.sr, option, select, title')) continue;
+    let size = parseFloat(getComputedStyle(element).fontSize);
+    const chart = element.ownerSVGElement;
+    if (chart) size *= chart.getBoundingClientRect().width / chart.viewBox.baseVal.width;  // an SVG's units, scaled
+    sizes.push([element.tagName + '#' + (element.id || element.className.baseVal || element.className), size]);
+  }
+  return sizes;
+}"""
+
+
+def test_projector_mode_writes_every_text_at_18_pixels_or_more_and_is_remembered(browser, tiny_run):
+    tab = Opened(browser, tiny_run / "explorer.html", width=1366, height=768)
+    try:
+        small = [s for s in tab.js(TEXT_SIZES) if s[1] < 18]
+        assert small, "the page's own size is smaller: the test must see the difference"
+        tab.page.click("#projector")
+        assert tab.js("document.getElementById('projector').getAttribute('aria-pressed')") == "true"
+        assert [s for s in tab.js(TEXT_SIZES) if s[1] < 17.95] == []
+        tab.page.reload()
+        tab.page.wait_for_selector("body[data-ready=yes]")
+        assert tab.js("document.body.classList.contains('projector')")  # kept, from file:// too
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        tab.page.screenshot(path=str(SCREENSHOTS / "explorer-projector-1366x768.png"))
+        tab.page.click("#projector")
+        assert not tab.js("document.body.classList.contains('projector')") and tab.problems == []
+    finally:
+        tab.context.close()
+
+
+CONTRASTS = """() => {  // WCAG 2 contrast of every visible text on its background, and of the controls' edges
+  const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+  const luminance = (c) => { const [r, g, b] = rgb(c).slice(0, 3).map(v => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const ratio = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const background = (e) => { for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor;
+    if (!c.startsWith('rgba') || rgb(c)[3] > 0) return c; } return 'rgb(255, 255, 255)'; };
+  const texts = [];
+  for (const element of document.querySelectorAll('body *')) {
+    const own = [...element.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !element.getClientRects().length || element.closest('.sr, option, :disabled')) continue;
+    const style = getComputedStyle(element), ink = element.ownerSVGElement ? style.fill : style.color;
+    const back = element.ownerSVGElement ? background(element.ownerSVGElement) : background(element);
+    texts.push([element.tagName + '#' + (element.id || element.textContent.slice(0, 20)), ratio(ink, back)]);
+  }
+  const box = document.getElementById('text');
+  box.focus();
+  const edges = {focus: ratio(getComputedStyle(box).outlineColor, 'rgb(255, 255, 255)'),
+                 box: ratio(getComputedStyle(box).borderTopColor, 'rgb(255, 255, 255)'),
+                 button: ratio(getComputedStyle(document.getElementById('step')).borderTopColor, 'rgb(255, 255, 255)')};
+  return {texts, edges};
+}"""
+
+
+@pytest.mark.parametrize("text", ["No hay", "Quien"])
+def test_every_text_and_control_edge_meets_wcag_aa(opened, text):
+    type_in(opened, text)
+    opened.page.fill("#top-k", "0")
+    opened.page.fill("#top-p", "0.5")  # dropped bars on the screen
+    opened.js("document.getElementById('heatmap').focus()")
+    opened.page.keyboard.press("ArrowUp")  # the strip's colours at another row
+    found = opened.js(CONTRASTS)
+    assert len(found["texts"]) > 100 and any("dropped" in opened.js("document.querySelector('#bars').innerHTML") for _ in [0])
+    assert [t for t in found["texts"] if t[1] < 4.5] == []
+    assert all(ratio >= 3 for ratio in found["edges"].values()), found["edges"]
+    opened.page.fill("#top-k", "3")
+    opened.page.fill("#top-p", "1")
+    type_in(opened, "No hay")
+
+
+def overlapping(boxes):
+    return [(a["label"], b["label"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a["box"][0] < b["box"][0] + b["box"][2] - 0.5 and b["box"][0] < a["box"][0] + a["box"][2] - 0.5
+            and a["box"][1] < b["box"][1] + b["box"][3] - 0.5 and b["box"][1] < a["box"][1] + a["box"][3] - 0.5]
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_heatmap_labels_never_overlap_for_long_texts_and_word_pieces(browser, tiny_run, bpe_run, width):
+    for folder in (tiny_run, bpe_run):
+        tab = Opened(browser, folder / "explorer.html", width=width, height=800)
+        try:
+            for text in ("No hay", "Quien mucho abarca poco aprieta", LONG):
+                type_in(tab, text)
+                labels = tab.js("explorer.heatmapLabels")
+                assert labels and overlapping(labels) == [] and min(l["font"] for l in labels) >= 10, (folder.name, text)
+            assert tab.problems == []
+        finally:
+            tab.context.close()
+
+
+def test_the_map_names_the_most_frequent_tokens_and_says_its_colours(opened_bpe, bpe_run):
+    data = page_data(bpe_run / "explorer.html")
+    _, tokenizer, _, _ = LLM.load_checkpoint(bpe_run / "model.pt", "cpu")
+    counted = collections.Counter(i for line in LLM.text_lines(PROVERBS.read_text(encoding="utf-8"))
+                                  for i in tokenizer.encode(line + "\n"))
+    counts = data["tokenizer"]["counts"]
+    assert len(counts) == tokenizer.vocab_size > 100 and sum(counts) <= sum(counted.values())
+    order = sorted(range(len(counts)), key=lambda i: (-counts[i], i))
+    named = opened_bpe.js("[...document.querySelectorAll('#map text.token')].map(t => t.textContent)")
+    assert sorted(named) == sorted(tokenizer.token_text(i).replace("\n", "⏎").replace(" ", "␣") for i in order[:60])
+    assert opened_bpe.js("document.querySelectorAll('#map > circle').length") >= tokenizer.vocab_size - 60
+    legend = opened_bpe.js("[...document.querySelectorAll('#map-legend span')].map(s => [s.textContent, getComputedStyle(s).color])")
+    assert {name for name, _ in legend} == set(data["tokenizer"]["kinds"])
+    fills = opened_bpe.js("[...document.querySelectorAll('#map text.token')].map(t => getComputedStyle(t).fill)")
+    assert set(fills) <= {color for _, color in legend}  # every label's colour is one the legend names
+    opened_bpe.js("document.getElementById('map').focus()")
+    opened_bpe.page.keyboard.press("ArrowRight")  # the keyboard visits the tokens, the most frequent first
+    top = tokenizer.token_text(order[0]).replace("\n", "⏎").replace(" ", "␣")
+    assert opened_bpe.js("document.getElementById('map-note').textContent").startswith(f"“{top}”: ")
+    assert f"{counts[order[0]]:,} times" in opened_bpe.js("document.getElementById('map-note').textContent")
+
+
+def test_the_spanish_page_has_no_english_left_and_writes_decimal_commas(browser, tiny_run):
+    context = browser.new_context(locale="es-ES", viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        page.goto((tiny_run / "explorer.html").resolve().as_uri())
+        page.wait_for_selector("body[data-ready=yes]", timeout=20_000)
+        page.click("#step")
+        english = page.evaluate("""() => Object.entries(LABELS.en).filter(([k, v]) => typeof v === 'string'
+            && v !== LABELS.es[k] && v.length > 5).map(([k, v]) => v)""")
+        shown = page.evaluate("document.body.innerText + ' ' + document.title + ' ' + [...document.querySelectorAll("
+                              "'[aria-label]')].map(e => e.getAttribute('aria-label')).join(' ')")
+        assert len(english) > 40 and [e for e in english if e in shown] == []
+        assert page.title().startswith("Explorador") and page.evaluate("document.documentElement.lang") == "es"
+        assert page.inner_text("#temperature-value") == "0,40" and re.fullmatch(r"\d+,\d %", page.inner_text("#bars .pct"))
+        assert "entrenado con " in page.inner_text("#about") and "los tokens" in page.inner_text("#api-code")
+        assert re.search(r"u = 0,\d{4}", page.inner_text("#steps")) and not re.search(r"\d\.\d", page.inner_text("#next-panel"))
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "explorer-es-1366x768.png"))
+    finally:
+        context.close()

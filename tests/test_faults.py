@@ -689,7 +689,7 @@ def test_a_data_file_whose_name_is_not_utf8_runs_to_the_end(tmp_path):
     assert "wrote outputs/prov\\xff/" in result.stdout
     out = tmp_path / "outputs" / os.fsdecode(b"prov\xff")
     assert "on `prov\\xff.txt`" in (out / "README.md").read_text(encoding="utf-8")
-    assert '"source":"python LLM.py on prov\\\\xff.txt"' in (out / "explorer.html").read_text(encoding="utf-8")
+    assert '"source":"prov\\\\xff.txt"' in (out / "explorer.html").read_text(encoding="utf-8")
     result = run_llm("--explorer", "--checkpoint", str(out / "model.pt"), "--out", str(tmp_path))  # its folder's name
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert '\\xff/model.pt"' in (tmp_path / "explorer.html").read_text(encoding="utf-8")
