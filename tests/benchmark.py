@@ -5,6 +5,7 @@
     python tests/benchmark.py --quick    the same rows, shorter and smaller (under a minute)
     python tests/benchmark.py --device cuda
     python tests/benchmark.py --screenshot tests/explorer.png   also the README's picture of explorer.html
+    python tests/benchmark.py --explorer     only a keystroke's cost in the committed explorer pages
     python tests/benchmark.py --tokenizers   only the comparison of characters and word pieces (15 to 20 minutes)
 
 Every speed is printed next to two references measured in the same run, on the same machine,
@@ -38,8 +39,10 @@ Rows:
                         the seconds to learn 500 merges on the proverbs
   explorer              explorer.html of each run: its size, the seconds the run spends writing
                         it, and in headless Chromium (when one is found) the time to the first
-                        panel drawn and of one next-character update at the full context;
-                        --screenshot FILE also saves the classroom page at 1280x720
+                        panel drawn, of one forward pass at the full context, and of a keystroke
+                        (typing a proverb, and past the context) as a multiple of that pass;
+                        --screenshot FILE also saves the classroom page at 1280x720;
+                        --explorer measures the committed pages alone (outputs/, longer, pieces)
 """
 from __future__ import annotations
 
@@ -447,30 +450,41 @@ def explorer_write_seconds(folder: Path) -> float:
     return statistics.median(times)
 
 
-BROWSER_TIMING = """() => {
-  const box = document.getElementById("text"), times = [], forward = [];
-  const text = (n) => "Quien mucho abarca poco aprieta y el que mucho habla mucho yerra, dice el viejo " + "abcdefghijlmnopqrstuvxyz"[n % 24] + "abcdefghijlmnopqrstuvxyz"[Math.floor(n / 24)];
-  for (let n = 0; n < 30; n++) {
-    box.value = text(n);
+BROWSER_TIMING = """(proverb) => {
+  const box = document.getElementById("text"), median = (a) => a.slice().sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  const key = (value) => {  // one keystroke: the new text, its input event, every panel drawn again
+    box.value = value;
+    const start = performance.now(), before = explorer.work.positions;
+    box.dispatchEvent(new InputEvent("input"));
+    return [performance.now() - start, explorer.work.positions - before];
+  };
+  const chars = [...proverb];
+  key("");
+  const typing = chars.map((_, n) => key(chars.slice(0, n + 1).join("")));  // typed as a student types it
+  let long = proverb;  // past the context: every key slides the window, a whole pass
+  while (explorer.encode(long).length < CONTEXT + 20) long += " " + proverb;
+  const sliding = chars.slice(0, 15).map((_, n) => key(long + chars.slice(0, n + 1).join("")));
+  const forward = [];
+  for (let n = 0; n < 7; n++) {  // one forward pass at the full context, nothing cached
+    explorer.forget();
     const start = performance.now();
-    box.dispatchEvent(new Event("input"));  // a new text: the forward pass, the bars, the heatmap
-    times.push(performance.now() - start);
-    const again = performance.now();
-    explorer.logits(text(n) + "e");  // the forward pass alone
-    forward.push(performance.now() - again);
+    explorer.logits(long);
+    forward.push(performance.now() - start);
   }
-  const median = (a) => a.slice(5).sort((x, y) => x - y)[Math.floor((a.length - 5) / 2)];  // after 5 warm-ups
-  return {update: median(times), forward: median(forward), ready: explorer.timings.ready,
-          context: explorer.attention(text(0))[0][0].length};
+  return {typing: median(typing.map(k => k[0])), worst: Math.max(...typing.slice(1).map(k => k[0])),
+          typingPositions: median(typing.slice(1).map(k => k[1])), sliding: median(sliding.map(k => k[0])),
+          slidingPositions: median(sliding.map(k => k[1])), forward: median(forward), ready: explorer.timings.ready};
 }"""
 
+PROVERB = "Quien mucho abarca poco aprieta"  # typed into each page, one character at a time
 
-def explorer_rows(folders: list[tuple[str, Path]], screenshot: Path | None) -> list[tuple[str, str]]:
+
+def explorer_rows(folders: list[tuple[str, Path]], screenshot: Path | None, written: bool = True) -> list[tuple[str, str]]:
     rows = []
     for name, folder in folders:
         size = (folder / "explorer.html").stat().st_size
-        rows.append((f"explorer.html, {name}", f"{size / 1e6:.2f} MB (limit {3 if name == 'classroom' else 6} MB), "
-                     f"written in {explorer_write_seconds(folder):.2f} s"))
+        made = f", written in {explorer_write_seconds(folder):.2f} s" if written else ""
+        rows.append((f"explorer.html, {name}", f"{size / 1e6:.2f} MB (limit {3 if name == 'classroom' else 6} MB){made}"))
     try:
         sys.path.insert(0, str(ROOT / "tests"))
         from playwright.sync_api import sync_playwright
@@ -483,21 +497,31 @@ def explorer_rows(folders: list[tuple[str, Path]], screenshot: Path | None) -> l
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         for name, folder in folders:
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            start = time.perf_counter()
-            page.goto((folder / "explorer.html").as_uri())
-            page.wait_for_selector("body[data-ready=yes]")
-            opened = time.perf_counter() - start
-            if screenshot is not None and name == "classroom":
-                page.screenshot(path=str(screenshot))
-            timing = page.evaluate(BROWSER_TIMING)
-            rows.append((f"  in Chromium, {name}",
-                         f"first panels drawn {opened * 1000:,.0f} ms after opening; one next-character update at "
-                         f"the full context ({timing['context']} characters) {timing['update']:.0f} ms, of which the "
-                         f"forward pass {timing['forward']:.0f} ms (median of 25)"))
-            page.close()
+            rows += keystroke_rows(browser, name, folder, screenshot if name == "classroom" else None)
         browser.close()
     return rows
+
+
+def keystroke_rows(browser, name: str, folder: Path, screenshot: Path | None) -> list[tuple[str, str]]:
+    """What one keystroke costs in the page, as a multiple of one forward pass at the full context."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    start = time.perf_counter()
+    page.goto((folder / "explorer.html").as_uri())
+    page.wait_for_selector("body[data-ready=yes]")
+    opened = time.perf_counter() - start
+    if screenshot is not None:
+        page.screenshot(path=str(screenshot))
+    timing = page.evaluate(BROWSER_TIMING, PROVERB)
+    page.close()
+    forward = timing["forward"]
+    return [(f"  in Chromium, {name}", f"first panels drawn {opened * 1000:,.0f} ms after opening; one forward pass "
+                                       f"at the full context {forward:.1f} ms"),
+            ("    a keystroke, typing a proverb",
+             f"median {timing['typing']:.1f} ms ({timing['typing'] / forward:.2f} forward passes), worst "
+             f"{timing['worst']:.1f} ms; {timing['typingPositions']} position computed"),
+            ("    a keystroke past the context",
+             f"median {timing['sliding']:.1f} ms ({timing['sliding'] / forward:.2f} forward passes); "
+             f"{timing['slidingPositions']} positions computed: the window slides")]
 
 
 def generate_rows(device) -> list[tuple[str, str]]:
@@ -541,6 +565,8 @@ def main():
                         help="only the comparison of characters and word pieces (with --quick: the classroom run only)")
     parser.add_argument("--normal", action="store_true",
                         help="only what tells a class its numbers are normal: 5 seeds, --eval, the nearest proverb")
+    parser.add_argument("--explorer", action="store_true",
+                        help="only the committed explorer pages (outputs/, longer, pieces): a keystroke's cost in Chromium")
     parser.add_argument("--compile", action="store_true",
                         help="also LLM.py under torch.compile (always on a GPU; on a CPU it compiles for about 40 s)")
     args = parser.parse_args()
@@ -552,6 +578,11 @@ def main():
         with tempfile.TemporaryDirectory() as folder:
             print_rows([("machine", f"{device}, torch {torch.__version__}, {os.cpu_count()} CPUs"),
                         ("date", time.strftime("%Y-%m-%d"))] + normal_rows(Path(folder)))
+        return
+    if args.explorer:
+        committed = [("classroom", ROOT / "outputs"), ("longer", ROOT / "outputs" / "longer"), ("pieces", ROOT / "outputs" / "pieces")]
+        print_rows([("machine", f"{os.cpu_count()} CPUs"), ("date", time.strftime("%Y-%m-%d"))]
+                   + explorer_rows(committed, args.screenshot, written=False))
         return
     torch.manual_seed(0)
     text = LLM.read_text(SHAKESPEARE)
