@@ -4913,7 +4913,8 @@ function drawMap() {
   const named = new Set(order.slice(0, MAP_LABELS));
   const color = (i) => KIND_COLORS[DATA.tokenizer.kinds[i]] || "#333";
   order.filter(i => !named.has(i)).forEach(i => {  // the less frequent tokens: a dot each, named on hover
-    const dot = svg("circle", {cx: x(points[i][0]).toFixed(1), cy: y(points[i][1]).toFixed(1), r: 3, fill: color(i)}, box);
+    const dot = svg("circle", {cx: x(points[i][0]).toFixed(1), cy: y(points[i][1]).toFixed(1), r: 2.6, fill: color(i),
+                               "fill-opacity": 0.45}, box);  // faint: the names stay readable above them
     svg("title", {}, dot).textContent = shown(VOCABULARY[i]);
     dot.addEventListener("mouseenter", () => { page.mapPoint = order.indexOf(i); drawMapPoint(); });
   });
