@@ -779,9 +779,11 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device,
         n = int((targets != IGNORE).sum())
         with autocast():
             logits = model(inputs)
-        total += sequence_loss(logits, targets).item() * n
+        total += sequence_loss(logits, targets).item() * n if n else 0.0  # a batch of padding alone adds nothing
         count += n
     model.train(was_training)
+    if count == 0:
+        raise UserError("a split to measure has no token to predict: give a longer text")
     return total / count
 
 
@@ -1924,7 +1926,7 @@ class StreamSplit:
         n = (len(body) - 1) // T
         inputs = body[:n * T].view(n, T)  # (n, T)
         targets = body[1:n * T + 1].view(n, T)  # (n, T): the same text, one character later
-        pieces = [(inputs, targets)]
+        pieces = [(inputs, targets)] if n else []  # a block shorter than T has no whole window
         if tail and len(body) - 1 > n * T:
             pieces.append((body[n * T:-1].unsqueeze(0), body[n * T + 1:].unsqueeze(0)))  # (1, T')
         return pieces
@@ -2340,6 +2342,18 @@ def end_distributed(together: bool = True):
         if together:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def check_a_batch_for_every_process(data: Data, cfg: Config, ranks: Ranks):
+    """Under torchrun each process takes one batch a step: an epoch of fewer batches than
+    processes would take no step at all, and measure nothing."""
+    split = data.train_split
+    windows = len(split) if data.mode == "line" else max(1, (len(split.ids) - split.context) // split.context)
+    batches = -(-windows // cfg.batch_size)  # the fewest an epoch gives (stream mode starts at a random offset)
+    if batches < ranks.world:
+        raise UserError(f"{ranks.world} processes take {ranks.world} batches a step, and an epoch of {cfg.data} gives "
+                        f"{batches} {'batch' if batches == 1 else 'batches'} of --batch-size {cfg.batch_size}: "
+                        f"run fewer processes (torchrun --nproc-per-node), give a smaller --batch-size or a longer text")
 
 
 def my_share(batch_stream, ranks: Ranks):
@@ -6196,6 +6210,7 @@ def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Pa
     model, tokenizer, resume_state = start_from_checkpoint(cfg, text, device, log, resume, init_from)
     data = prepare_any_text(text, cfg, tokenizer)
     cfg = replace(cfg, mode=data.mode)  # the checkpoint records the mode auto chose
+    check_a_batch_for_every_process(data, cfg, ranks)
     longest = data.train_split.inputs.shape[1] if data.mode == "line" else cfg.context
     check_memory(cfg, data.tokenizer.vocab_size, min(cfg.batch_size, len(data.train_split)), longest, device)
     cfg = replace(cfg, prompts=readable_prompts(cfg, data.tokenizer, log))  # fail now, not after training

@@ -732,7 +732,9 @@ def torchrun(*argv, timeout=120, **kwargs):
 
 @pytest.mark.slow  # torchrun starts three processes a case: CI runs them with -m slow
 @pytest.mark.parametrize("bad, expected", [(["--heads", "3"], "--d-model (16) must be divisible by --heads (3)"),
-                                           (["--out", "/proc/llm-cannot-write-here"], "cannot write to the output folder")])
+                                           (["--out", "/proc/llm-cannot-write-here"], "cannot write to the output folder"),
+                                           (["--batch-size", "480"], "2 processes take 2 batches a step, and an epoch "
+                                            "of")])  # the 480 lines to train on: one batch, no step for one of them
 def test_torchrun_says_each_failure_once_and_no_process_waits_for_it(bad, expected, tmp_path):
     result = torchrun(*TINY_ARGV, "--epochs", "1", "--pictures", "--out", str(tmp_path), *bad)
     assert result.returncode != 0
@@ -892,3 +894,21 @@ def test_a_refusal_of_the_file_system_no_check_foresaw_is_one_line_with_its_file
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "a\nb.txt")
     monkeypatch.setattr(LLM, "read_text", refused)
     one_line_error(capsys, TINY_ARGV + ["--out", str(tmp_path)], f"error: a\\nb.txt: {os.strerror(errno.EACCES)}")
+
+
+# --- texts too short for what is asked ------------------------------------------------------------
+
+POEM = ("Verde que te quiero verde.\nVerde viento. Verdes ramas.\n\nEl barco sobre la mar\ny el caballo en la montaña.\n\n"
+        "Con la sombra en la cintura\nella sueña en su baranda,\n\nverde carne, pelo verde,\ncon ojos de fría plata.\n")
+
+
+def test_a_short_poem_in_stanzas_measures_its_short_validation_block(tmp_path, capsys):
+    """Stream mode with a validation block shorter than the context (21 characters, context 80):
+    the block is measured as one shorter window, never as an empty batch that makes NaN."""
+    (tmp_path / "poem.txt").write_text(POEM, encoding="utf-8")
+    assert LLM.main(["--data", str(tmp_path / "poem.txt"), "--epochs", "2", "--pictures", "--d-model", "16",
+                     "--heads", "2", "--d-ff", "32", "--out", str(tmp_path / "out"), "--prompts", "Verde"]) == 0
+    printed = capsys.readouterr().out
+    assert "stream mode" in printed and "nan" not in printed.lower()
+    split = LLM.StreamSplit(torch.arange(22), 80)  # 21 targets: one window of 21, every target once
+    assert [tuple(x.shape) for x, _ in split.batches(8)] == [(1, 21)]
