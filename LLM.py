@@ -1325,18 +1325,22 @@ def temperature_problem(value: float) -> str | None:
     return None
 
 
-def memory_needed(cfg: Config, vocab_size: int, batch: int, T: int, fused: bool = False) -> int:
+def memory_needed(cfg: Config, vocab_size: int, batch: int, T: int, fused: bool = False, eval_batch: int = 0) -> int:
     """Bytes a training run of this shape needs at most, roughly: the buffers (positional
     encoding, causal masks), the parameters with their gradients, Adam's two averages and the
     best epoch's copy, and the activations of one batch of `batch` sequences of T tokens kept
     for the backward pass (the (T, T) attention matrices only when section 7's attention() runs:
-    `fused` attention keeps none)."""
+    `fused` attention keeps none); or, if more, one evaluation batch of `eval_batch` sequences."""
     C, F_, N, H, V = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.n_heads, vocab_size
     parameters = V * C + N * (4 * C * C + 2 * C * F_ + F_ + 9 * C) + 2 * C + C * V + V  # section 9
     buffers = 4 * cfg.context * C + N * cfg.context ** 2  # float32 (context, C), N bool (context, context)
     per_token = N * (16 * C + 3 * F_) + 4 * V  # activations kept per token, in float32 numbers
     per_sequence = T * per_token + (0 if fused else 3 * N * H * T * T)
-    return int(MEMORY_MARGIN * (buffers + 4 * 6 * parameters + 4 * batch * per_sequence))
+    training = buffers + 4 * 6 * parameters + 4 * batch * per_sequence
+    # evaluation keeps nothing for a backward pass, but one batch of cfg.eval_batch sequences holds its
+    # logits, a layer's feed-forward and attention weights at once
+    evaluating = buffers + 4 * 2 * parameters + 4 * eval_batch * T * (2 * V + F_ + 6 * C + 2 * H * T)
+    return int(MEMORY_MARGIN * max(training, evaluating))
 
 
 MEMORY_MARGIN = 1.25  # what the sum above leaves out (temporaries while building, the allocator): measured, tests/test_faults.py
@@ -1353,14 +1357,15 @@ def memory_of(device: torch.device) -> int | None:
         return None
 
 
-def check_memory(cfg: Config, vocab_size: int, batch: int, T: int, device: torch.device):
+def check_memory(cfg: Config, vocab_size: int, batch: int, T: int, device: torch.device, eval_batch: int = 0):
     """Refuse a shape that cannot fit before allocating it, instead of dying inside torch.empty."""
-    needed, have = memory_needed(cfg, vocab_size, batch, T, fast_code(cfg, device)), memory_of(device)
+    needed = memory_needed(cfg, vocab_size, batch, T, fast_code(cfg, device), eval_batch)
+    have = memory_of(device)
     if have is not None and needed > 0.9 * have:
         where = str(device) if device.type == "cuda" else "this machine"
         raise UserError(f"this model would need about {needed / 2 ** 30:,.1f} GiB of memory and {where} has "
-                        f"{have / 2 ** 30:,.1f} GiB: make --context, --d-model, --d-ff, --layers or "
-                        f"--batch-size smaller")
+                        f"{have / 2 ** 30:,.1f} GiB: make --context, --d-model, --d-ff, --layers, "
+                        f"--batch-size or --eval-batch smaller")
 
 
 def pick_device(name: str) -> torch.device:
@@ -3268,8 +3273,9 @@ def pca_2d(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         U, S, V = torch.pca_lowrank(matrix, q=min(matrix.shape), center=True)  # V: (C, q)
     xy = (matrix - matrix.mean(dim=0)) @ V[:, :2]  # (V, C) @ (C, 2) -> (V, 2)
     flip = torch.sign(xy.gather(0, xy.abs().argmax(dim=0, keepdim=True)))  # (1, 2)
-    explained = S[:2] ** 2 / (S ** 2).sum()  # (2,)
-    return xy * flip, explained
+    explained = S[:2] ** 2 / (S ** 2).sum().clamp(min=1e-30)  # (2,)
+    missing = 2 - xy.shape[1]  # C = 1 (or V = 1) has one direction: the other is drawn as 0
+    return F.pad(xy * flip, (0, missing)), F.pad(explained, (0, missing))
 
 
 VOWELS = set("aeiouáéíóúüAEIOUÁÉÍÓÚÜ")
@@ -3713,13 +3719,13 @@ EXPLORER_MAX_PARAMETERS = 20_000_000  # a larger model would make a page of hund
 def snapshot_epochs(cfg: Config, parameters: int) -> set[int]:
     """The --snapshot epochs whose weights explorer.html embeds: as many as the budget holds
     (2 bytes a number), evenly spread, the first and the last of the run among them."""
-    epochs = list(range(cfg.snapshot, cfg.epochs + 1, cfg.snapshot)) if cfg.snapshot else []
-    room = EXPLORER_SNAPSHOT_BYTES // (2 * parameters)
-    if room >= len(epochs):
-        return set(epochs)
+    count = cfg.epochs // cfg.snapshot if cfg.snapshot else 0  # epochs snapshot, 2 * snapshot, ...: never listed
+    room = EXPLORER_SNAPSHOT_BYTES // (2 * parameters)  # (--epochs may be in the billions)
+    if room >= count:
+        return {cfg.snapshot * (k + 1) for k in range(count)}
     if room < 2:
-        return set(epochs[-1:]) if room else set()
-    return {epochs[round(i * (len(epochs) - 1) / (room - 1))] for i in range(room)}
+        return {cfg.snapshot * count} if room and count else set()
+    return {cfg.snapshot * (1 + round(i * (count - 1) / (room - 1))) for i in range(room)}
 
 
 @dataclass
@@ -6212,7 +6218,9 @@ def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Pa
     cfg = replace(cfg, mode=data.mode)  # the checkpoint records the mode auto chose
     check_a_batch_for_every_process(data, cfg, ranks)
     longest = data.train_split.inputs.shape[1] if data.mode == "line" else cfg.context
-    check_memory(cfg, data.tokenizer.vocab_size, min(cfg.batch_size, len(data.train_split)), longest, device)
+    evaluated = max(len(data.val_split), len(data.test_split or []))  # the largest batch evaluate() makes
+    check_memory(cfg, data.tokenizer.vocab_size, min(cfg.batch_size, len(data.train_split)), longest, device,
+                 min(cfg.eval_batch, evaluated))
     cfg = replace(cfg, prompts=readable_prompts(cfg, data.tokenizer, log))  # fail now, not after training
     describe_data(data, cfg, log)
     if model is None:

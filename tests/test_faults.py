@@ -912,3 +912,35 @@ def test_a_short_poem_in_stanzas_measures_its_short_validation_block(tmp_path, c
     assert "stream mode" in printed and "nan" not in printed.lower()
     split = LLM.StreamSplit(torch.arange(22), 80)  # 21 targets: one window of 21, every target once
     assert [tuple(x.shape) for x, _ in split.batches(8)] == [(1, 21)]
+
+
+# --- every shape the settings accept is trained, drawn and written, or refused before any work -----
+
+def test_a_model_one_number_wide_trains_and_draws_its_map(tmp_path):
+    """--d-model 1: one direction only; the embedding picture and the page draw the other as 0."""
+    assert LLM.main([*TINY_ARGV, "--d-model", "1", "--heads", "1", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "embeddings.png").is_file() and (tmp_path / "explorer.html").is_file()
+    xy, explained = LLM.pca_2d(torch.randn(7, 1))
+    assert xy.shape == (7, 2) and (xy[:, 1] == 0).all() and explained.tolist() == [1.0, 0.0]
+
+
+def test_epochs_in_the_billions_plan_their_snapshots_without_listing_every_epoch():
+    cfg = LLM.RunConfig(epochs=10_000_000_000, snapshot=1)
+    chosen = LLM.snapshot_epochs(cfg, 100_000)  # room for 12 snapshots of 100,000 numbers in float16
+    assert len(chosen) == 12 and min(chosen) == 1 and max(chosen) == 10_000_000_000
+    assert LLM.snapshot_epochs(LLM.RunConfig(epochs=7, snapshot=2), 100_000) == {2, 4, 6}
+
+
+def test_the_memory_check_counts_the_evaluation_batch(tmp_path, monkeypatch, capsys):
+    """One sequence a training step, 64 an evaluation batch: evaluating is what fills the memory."""
+    cfg = tiny_config()
+    assert LLM.memory_needed(cfg, 60, 1, 24, eval_batch=64) > 5 * LLM.memory_needed(cfg, 60, 1, 24, eval_batch=0)
+    monkeypatch.setattr(LLM, "memory_of", lambda device: 3 * 2 ** 20)  # a machine of 3 MiB
+    lines = LLM.text_lines(LLM.read_text(ROOT / "refranes.txt"))[:200]  # line mode: 20 lines to validate
+    (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    small = [*TINY_ARGV, "--data", str(tmp_path / "lines.txt"), "--epochs", "1", "--pictures", "--batch-size", "1"]
+    assert LLM.main([*small, "--eval-batch", "1", "--out", str(tmp_path / "a")]) == 0  # it fits
+    capsys.readouterr()
+    assert LLM.main([*small, "--eval-batch", "64", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: this model would need about") and "--eval-batch" in err and err.count("\n") == 1
