@@ -777,13 +777,13 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device,
     for inputs, targets in split.batches(batch_size):
         inputs, targets = inputs.to(device), targets.to(device)
         n = int((targets != IGNORE).sum())
+        if n == 0:  # padding alone: nothing to measure
+            continue
         with autocast():
             logits = model(inputs)
-        total += sequence_loss(logits, targets).item() * n if n else 0.0  # a batch of padding alone adds nothing
+        total += sequence_loss(logits, targets).item() * n
         count += n
     model.train(was_training)
-    if count == 0:
-        raise UserError("a split to measure has no token to predict: give a longer text")
     return total / count
 
 
@@ -1553,6 +1553,7 @@ def process_exists(pid: int) -> bool:
 
 
 MANIFEST = ".written"  # in an output folder: the files the run that wrote the folder wrote there, one a line
+MANIFEST_HEADER = "# the files the run that wrote this folder wrote here; the next run there replaces them\n"
 RECORDING = {}  # resolved folder -> its Recording, while a run writes that folder
 
 
@@ -1581,7 +1582,7 @@ def listed(path: Path):
         if gone:
             record.log(f"note: {record.out}/ held the files of an earlier run: its {len(gone)} other files are removed")
         record.earlier = None
-        save_text(record.out / MANIFEST, "# the files the run that wrote this folder wrote here; the next run there replaces them\n")
+        save_text(record.out / MANIFEST, MANIFEST_HEADER)
         if record.keep is not None and record.keep.is_file() and same_file(record.keep.parent, record.out):
             append_line(record.out / MANIFEST, record.keep.name)  # --resume: the same run's checkpoint goes on
     record.written.add(path.name)
@@ -3821,10 +3822,17 @@ def explorer_from_checkpoint(cfg: Config, checkpoint: Path, out: Path, log=print
     history = [r for r in training.get("history", []) if isinstance(r, dict)]
     best = {"epoch": payload["epoch"], "val_loss": payload["val_loss"]}
     path = out / "explorer.html"
+    if path.exists() and path.name not in manifest_names(out):
+        raise UserError(f"{path} is a file no run wrote (no {MANIFEST} there lists it): give another --out, so that a "
+                        f"page never replaces a file of yours")
     with writing_folder(out):
         if not write_explorer(path, model, tokenizer, trained_cfg, best, history, None, [], show_path(checkpoint), "checkpoint"):
             raise UserError(f"{checkpoint} holds {count_parameters(model):,} parameters: too large for a page "
                             f"(at most {EXPLORER_MAX_PARAMETERS:,})")
+        if path.name not in manifest_names(out):  # listed as a run's file: the next --explorer may replace it
+            if not (out / MANIFEST).is_file():
+                save_text(out / MANIFEST, MANIFEST_HEADER)
+            append_line(out / MANIFEST, path.name)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {checkpoint}, epoch {payload['epoch']}; open it in a "
         f"browser")
 
@@ -5503,6 +5511,7 @@ def what_if_estimate(cfg: Config) -> float:
 def what_if(cfg: Config, log=print):
     """--what-if: every run, then outputs/what-if/README.md and what_if.png."""
     started = time.perf_counter()
+    check_not_an_output(cfg, Path(cfg.out) / "what-if")  # its README.md and picture, and every run's folder
     if cfg.seeds > 1 and not os.environ.get("TORCHELASTIC_RUN_ID"):  # several processes: each trains a share
         runs = (1 + len(IDEAS)) * cfg.seeds
         seconds = what_if_estimate(cfg)
@@ -5757,7 +5766,7 @@ class Chat:
         if self.chat_log is not None and self.chat_log.exists():  # it will be written again whole: text only
             if not self.chat_log.is_file() or same_file(self.chat_log, checkpoint) or self.read_chat_log() is None:
                 raise UserError(f"the chat log {self.chat_log} must be a UTF-8 text file (one typed line each)")
-        self.target = chat_checkpoint(checkpoint)  # where /train saves: never the file read above
+        self.target, self.target_lock = claim_chat_checkpoint(checkpoint, log)  # never the file read above
         if self.chat_log is not None and (same_file(self.chat_log, self.target) or same_file(self.chat_log, self.trained_cfg.data)):
             raise UserError(f"the chat log {self.chat_log} would be {'where /train saves' if same_file(self.chat_log, self.target) else 'the text /train reads'}: "
                             f"name another file")
@@ -5943,15 +5952,38 @@ def shell_word(text: str) -> str:
     return text if re.fullmatch(r"[\w./@%+=:,-]+", text) else "'" + text.replace("'", "'\\''") + "'"
 
 
-def chat_checkpoint(source: Path) -> Path:
+def chat_checkpoint(source: Path, taken=lambda target: False) -> Path:
     """Where /train saves: beside the checkpoint, never over it. model.pt -> model-chat.pt; a
-    chat that started from model-chat.pt saves model-chat-2.pt, and so on."""
+    chat that started from model-chat.pt saves model-chat-2.pt, and so on, past those `taken`."""
     base = re.sub(r"-chat(-\d+)?$", "", source.stem)
     target, n = source.with_name(f"{base}-chat{source.suffix}"), 1
-    while same_file(target, source):
+    while same_file(target, source) or taken(target):
         n += 1
         target = source.with_name(f"{base}-chat-{n}{source.suffix}")
     return target
+
+
+def claim_chat_checkpoint(source: Path, log=print) -> tuple[Path, object]:
+    """/train's file, locked for this chat (the lock ends with the process): a second chat on the
+    same checkpoint saves under the next name, and says so, so that neither replaces the other's."""
+    locks = {}
+
+    def taken(target: Path) -> bool:
+        try:
+            lock = open(target.with_name(f".{target.name}.lock"), "a+b")
+        except OSError:  # a folder it cannot write: /train says so when it saves
+            return False
+        if locked(lock):
+            locks[target] = lock
+            return False
+        lock.close()
+        return True
+
+    target = chat_checkpoint(source, taken)
+    if target != chat_checkpoint(source):
+        log(f"note: another chat on {show_path(source)} saves to {show_path(chat_checkpoint(source))}: this one's "
+            f"/train saves to {show_path(target)}")
+    return target, locks.get(target)
 
 
 def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None, log=print,
@@ -5962,10 +5994,11 @@ def chat(cfg: Config, checkpoint: Path, chat_log: str | None = None, stream=None
     try:
         chat_session(session, stream, log)
     finally:
-        if session.log_lock is not None:  # the lock ends with the process anyway; its file goes now
-            session.log_lock.close()
-            with contextlib.suppress(OSError):
-                Path(session.log_lock.name).unlink()
+        for lock in (session.log_lock, session.target_lock):  # the locks end with the process anyway; their files go now
+            if lock is not None:
+                lock.close()
+                with contextlib.suppress(OSError):
+                    Path(lock.name).unlink()
 
 
 def chat_session(session: Chat, stream, log):
@@ -6550,7 +6583,15 @@ def folder_of_its_own(cfg: Config, typed_data: bool) -> Config:
     classroom run's folder."""
     if not typed_data or same_file(cfg.data, find_default_data(RunConfig(), False).data):
         return cfg
-    return replace(cfg, out=str(Path(cfg.out) / Path(cfg.data).stem))
+    return replace(cfg, out=str(Path(cfg.out) / folder_name_of(cfg.data)))
+
+
+def folder_name_of(data: str) -> str:
+    """The folder a text's run writes inside the usual one: its name without the extension, but
+    never a folder the program writes itself (the presets', what-if/, class/), nor '.' or '..'."""
+    stem = Path(data).stem.strip(". ")
+    taken = {Path(settings["out"]).name for settings in PRESETS.values() if "out" in settings} | {"what-if", "class"}
+    return f"{stem}-text" if stem in taken else stem or "text"
 
 
 def folder_for_fine_tuning(cfg: Config, typed_out: bool, source: Path) -> Config:
@@ -6561,10 +6602,10 @@ def folder_for_fine_tuning(cfg: Config, typed_out: bool, source: Path) -> Config
     if typed_out:
         if same_file(Path(cfg.out) / "model.pt", source):
             raise UserError(f"--out {cfg.out} would write over {source}, the checkpoint this run starts from: "
-                            f"leave out --out (the run then writes {Path(cfg.out) / Path(cfg.data).stem}/) "
+                            f"leave out --out (the run then writes {Path(cfg.out) / folder_name_of(cfg.data)}/) "
                             f"or name another folder")
         return cfg
-    base = Path(cfg.out) / Path(cfg.data).stem
+    base = Path(cfg.out) / folder_name_of(cfg.data)
     out, n = base, 1
     while same_file(out / "model.pt", source):  # outputs/otro/model.pt fine-tuned on otro.txt again
         n += 1
@@ -6605,12 +6646,31 @@ def left_to_rank_0(args) -> bool:
     return not writes_here()
 
 
-def check_not_an_output(cfg: Config):
-    """A run never writes the file it reads: --data cannot be one of the files it writes."""
-    out = Path(cfg.out)
-    if any(same_file(Path(cfg.data), out / name) for name in OUTPUT_TEXTS):
-        raise UserError(f"--data {cfg.data} is a file this run writes (into {out}/): copy it elsewhere first, "
-                        f"or give another --out")
+def check_not_an_output(cfg: Config, folder: Path | None = None):
+    """A run never writes, nor removes, the file it reads. --data cannot be a file of --out that
+    a run writes there, or that the earlier run listed as its own (removed at this run's first
+    write); with `folder` (what-if/), nothing inside that folder at all."""
+    out, data = Path(folder or cfg.out), Path(cfg.data)
+    if folder is not None:
+        clash = inside(data, out)
+    else:
+        clash = same_file(data.parent, out) and (data.name in manifest_names(out) or written_by_a_run(data.name))
+    if clash:
+        raise UserError(f"--data {cfg.data} is {'inside' if folder else 'a file of'} {out}/, where this run writes "
+                        f"and replaces what a run wrote before: copy it elsewhere first, or give another --out")
+
+
+def written_by_a_run(name: str) -> bool:
+    """A name a run writes into its folder (its files, its pictures, its lock and list)."""
+    return (name in OUTPUT_TEXTS + RUN_PICTURES + ("model.pt", MANIFEST, ".lock")
+            or re.fullmatch(r"(epoch_\d+|attention_layer\d+)\.png", name) is not None)
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """True when `path` is `folder` or lies anywhere below it (through '..' or links too)."""
+    if name_problem(path) or name_problem(folder):  # no file has that name: compare the names as written
+        return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 OUTPUT_TEXTS = ("parameters.txt", "table.txt", "tokens.txt", "README.md")  # the text files a run writes

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import unicodedata
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,9 +72,62 @@ def test_the_chat_saves_beside_its_checkpoint_never_over_it(tmp_path):
     assert LLM.chat_checkpoint(tmp_path / "model-chat-2.pt") == tmp_path / "model-chat.pt"
 
 
-def test_data_that_the_run_would_write_is_refused(capsys, trained):
-    one_line_error(capsys, ["--data", str(trained.parent / "table.txt"), "--out", str(trained.parent)],
-                   "is a file this run writes")
+@pytest.mark.parametrize("name", ["table.txt", "explorer.html", "README.md", "epoch_12.png", "listed.txt"])
+def test_data_the_run_would_write_or_remove_is_refused_and_kept(capsys, trained_copy, name):
+    """A run writes its files into --out and removes there, at its first write, those the earlier
+    run listed as its own: a text with one of those names is refused before anything is written."""
+    out = trained_copy.parent
+    LLM.save_text(out / LLM.MANIFEST, LLM.MANIFEST_HEADER + "model.pt\nlisted.txt\n")  # as if a run had written it
+    data = out / name
+    data.write_text("No hay mal que por bien no venga.\nMás vale tarde que nunca.\nQuien calla otorga.\n", encoding="utf-8")
+    one_line_error(capsys, ["--data", str(data), "--out", str(out)], "is a file of", "where this run writes")
+    assert data.read_text(encoding="utf-8").startswith("No hay mal")
+
+
+def test_a_text_of_ones_own_beside_the_outputs_is_read(trained_copy):
+    out = trained_copy.parent
+    LLM.check_not_an_output(LLM.RunConfig(data=str(out / "poema.txt"), out=str(out)))  # --out . beside one's text: fine
+    with pytest.raises(LLM.UserError, match="is inside"):
+        LLM.check_not_an_output(LLM.RunConfig(data=str(out / "what-if" / "x" / "a.txt"), out=str(out)), out / "what-if")
+
+
+def test_what_if_never_reads_a_file_of_its_own_folder(capsys, tmp_path):
+    data = tmp_path / "what-if" / "README.md"
+    data.parent.mkdir()
+    data.write_text("No hay mal que por bien no venga.\nMás vale tarde que nunca.\nQuien calla otorga.\n", encoding="utf-8")
+    one_line_error(capsys, ["--data", str(data), "--what-if", "--out", str(tmp_path)], f"inside {tmp_path / 'what-if'}/")
+    assert data.is_file() and sorted(p.name for p in tmp_path.rglob("*")) == [".lock", "README.md", "what-if"]  # the lock alone
+
+
+@pytest.mark.parametrize("data, folder", [("otro.txt", "otro"), ("longer.txt", "longer-text"), ("pieces.txt", "pieces-text"),
+                                          ("what-if.txt", "what-if-text"), ("class.txt", "class-text"), ("..txt", "text"),
+                                          ("dir/..longer..txt", "longer-text")])
+def test_a_texts_own_folder_is_never_one_the_program_writes_itself(data, folder):
+    assert LLM.folder_name_of(data) == folder
+    assert LLM.folder_of_its_own(LLM.RunConfig(data=data), True).out == str(Path("outputs") / folder)
+
+
+def test_an_explorer_page_never_replaces_a_file_no_run_wrote(capsys, trained, tmp_path):
+    mine = tmp_path / "explorer.html"
+    mine.write_text("<p>my own page</p>", encoding="utf-8")
+    one_line_error(capsys, ["--explorer", "--checkpoint", str(trained), "--out", str(tmp_path)], "no run wrote")
+    assert mine.read_text(encoding="utf-8") == "<p>my own page</p>"
+    fresh = tmp_path / "fresh"
+    for _ in range(2):  # written, listed as a run's file, and so written again
+        assert LLM.main(["--explorer", "--checkpoint", str(trained), "--out", str(fresh)]) == 0
+    assert LLM.manifest_names(fresh) == ["explorer.html"]
+
+
+def test_two_chats_on_one_checkpoint_save_under_two_names(tmp_path):
+    source = tmp_path / "model.pt"
+    said = []
+    first, first_lock = LLM.claim_chat_checkpoint(source, said.append)
+    second, second_lock = LLM.claim_chat_checkpoint(source, said.append)
+    assert (first.name, second.name) == ("model-chat.pt", "model-chat-2.pt") and first_lock and second_lock
+    assert said == [f"note: another chat on {source} saves to {first}: this one's /train saves to {second}"]
+    first_lock.close()
+    third, third_lock = LLM.claim_chat_checkpoint(source, said.append)  # the first chat ended: its name is free
+    assert third == first and len(said) == 1
 
 
 def test_two_runs_into_one_folder_the_second_is_refused(tmp_path):
