@@ -138,8 +138,8 @@ def text_lines(text: str) -> list[str]:
 
 
 def show(text: str) -> str:
-    """Make invisible characters visible: end of line as ⏎, space as ␣ (used in tables)."""
-    return text.replace(EOL, "⏎").replace(" ", "␣")
+    """Make invisible characters visible: end of line as ⏎, space as ␣, tab as ⇥ (in tables)."""
+    return text.replace(EOL, "⏎").replace(" ", "␣").replace("\t", "⇥")
 
 
 def name_chars(chars) -> str:
@@ -1625,8 +1625,9 @@ def recording(out: Path, keep: Path | None = None, log=print):
 
 
 def save_text(path: Path, text: str):
-    """A UTF-8 text file, written whole or not at all."""
-    write_file(path, lambda file: file.write(text.encode("utf-8")))
+    """A UTF-8 text file (a report of the program's), written whole or not at all; a text's
+    control characters are written out as \\xNN, as on the console."""
+    write_file(path, lambda file: file.write(controls_written_out(text).encode("utf-8")))
 
 
 def save_figure(fig, path: Path):
@@ -1726,8 +1727,9 @@ class ConsoleLost(Exception):
 
 
 class GuardedOutput:
-    """sys.stdout as it was, except that its first failed write raises ConsoleLost (the command
-    stops, main() says so on stderr) and any later one prints nowhere."""
+    """sys.stdout as it was, except that a text's control characters are written out (\\x1b: a
+    text's escape codes never colour or move the console), and its first failed write raises
+    ConsoleLost (the command stops, main() says so on stderr) and any later one prints nowhere."""
 
     def __init__(self, stream):
         self.stream, self.lost = stream, False
@@ -1735,7 +1737,7 @@ class GuardedOutput:
     def write(self, text: str) -> int:
         if not self.lost:
             try:
-                self.stream.write(text)
+                self.stream.write(controls_written_out(text))
             except OSError as error:
                 self.give_up(error)
         return len(text)
@@ -1755,6 +1757,14 @@ class GuardedOutput:
 
     def __getattr__(self, name):  # isatty, encoding, fileno, ...: the stream's own
         return getattr(self.stream, name)
+
+
+CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # all but tab, line end and carriage return
+
+
+def controls_written_out(text: str) -> str:
+    """A text's control characters as \\xNN (ESC as \\x1b), kept: tab, \\n and \\r (progress lines)."""
+    return CONTROLS.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def say(text: str):
@@ -3344,6 +3354,35 @@ class Finished:
         return min(self.history, key=lambda r: r["val_loss"])
 
 
+def fonts_for(characters, log=print):
+    """The pictures draw with DejaVu Sans. A character it lacks (Chinese, say) is drawn with an
+    installed font that has it (matplotlib falls back font by font); those no installed font
+    has are drawn as empty boxes, said in one note instead of a warning per character."""
+    import warnings
+    from matplotlib import font_manager, rcParams
+    from matplotlib.ft2font import FT2Font
+
+    def covers(path) -> set[int]:
+        with contextlib.suppress(Exception):  # a font file FreeType cannot read covers nothing
+            return set(FT2Font(str(path)).get_charmap())
+        return set()
+
+    missing = {c for c in characters if ord(c) not in covers(font_manager.findfont("DejaVu Sans")) and c.isprintable()}
+    families = ["DejaVu Sans"]
+    for path in sorted(font_manager.findSystemFonts()) if missing else []:
+        found = {c for c in missing if ord(c) in covers(path)}
+        if found:
+            families.append(font_manager.FontProperties(fname=path).get_name())
+            missing -= found
+    rcParams["font.family"] = families if len(families) > 1 else rcParams["font.family"]
+    if missing:
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        shown = " ".join(sorted(missing)[:12]) + (" ..." if len(missing) > 12 else "")
+        log(f"note: no installed font has {len(missing):,} of this text's characters ({shown}): the pictures draw "
+            f"{'it' if len(missing) == 1 else 'them'} as empty boxes; a font that has them draws them (Debian: "
+            f"apt install fonts-noto-cjk)")
+
+
 PICTURES = {}  # --pictures name -> function(Finished) -> list[Drawing]; the gallery follows this order
 
 
@@ -3776,8 +3815,12 @@ def explorer_data(model: TransformerLM, tokenizer: CharTokenizer, cfg: Config, b
 
 
 def explorer_html(data: dict) -> str:
-    """The page: EXPLORER_PAGE with the data embedded as JSON (a '</' inside it could end the script)."""
-    embedded = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    """The page: EXPLORER_PAGE with the data embedded as JSON. Every <, > and & of the data is
+    written \\u003c, \\u003e, \\u0026 (the same string to JSON), so that no text of the data
+    ('</script>', '<!--') can end or open anything in the page; U+2028 and U+2029 likewise."""
+    embedded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    for character in "<>&\u2028\u2029":
+        embedded = embedded.replace(character, f"\\u{ord(character):04x}")
     return (EXPLORER_PAGE.replace("/*STYLE*/", EXPLORER_STYLE).replace("/*SCRIPT*/", EXPLORER_SCRIPT)
             .replace("/*DATA*/", embedded))
 
@@ -6256,6 +6299,8 @@ def set_up_run(cfg: Config, log=print, resume: Path | None = None, init_from: Pa
                  min(cfg.eval_batch, evaluated))
     cfg = replace(cfg, prompts=readable_prompts(cfg, data.tokenizer, log))  # fail now, not after training
     describe_data(data, cfg, log)
+    if cfg.pictures and ranks.is_writer:
+        fonts_for(data.tokenizer.alphabet(), log)
     if model is None:
         torch.manual_seed(cfg.seed)
         model = build_model(data.tokenizer.vocab_size, cfg, device).to(device)

@@ -862,3 +862,22 @@ def test_the_spanish_page_has_no_english_left_and_writes_decimal_commas(browser,
         page.screenshot(path=str(SCREENSHOTS / "explorer-es-1366x768.png"))
     finally:
         context.close()
+
+
+def test_the_datas_own_text_can_never_end_or_open_anything_in_the_page(browser, tiny_run, tmp_path):
+    """A text or a prompt holding '<!--<script>', '</script>', ']]>', '&' or U+2028 is data: the
+    page still runs, and shows it as it is."""
+    data = page_data(tiny_run / "explorer.html")
+    tricky = "<!--<script>alert(1)</script>]]>&amp;\u2028\u2029"
+    data["source"], data["prompts"] = tricky + ".txt", [tricky, "No hay"]
+    html = LLM.explorer_html(data)
+    assert "<!--" not in html.split('id="explorer-data">')[1].split("</script>")[0]
+    (tmp_path / "explorer.html").write_text(html, encoding="utf-8")
+    tab = Opened(browser, tmp_path / "explorer.html")
+    try:
+        assert tab.js("document.getElementById('epoch').options.length") == len(data["epochs"])
+        assert tricky + ".txt" in tab.js("document.getElementById('about').textContent")
+        assert tab.js("document.getElementById('text').value") == "No hay" and tab.problems == []
+        assert json.loads(re.search(r'id="explorer-data">(.*?)</script>', html, re.S).group(1)) == data
+    finally:
+        tab.context.close()

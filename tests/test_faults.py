@@ -998,3 +998,27 @@ def test_the_memory_check_counts_the_evaluation_batch(tmp_path, monkeypatch, cap
     assert LLM.main([*small, "--eval-batch", "64", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: this model would need about") and "--eval-batch" in err and err.count("\n") == 1
+
+
+# --- the data's characters are data, everywhere they go ------------------------------------------
+
+TANG = ["床前明月光，\t疑是地上霜。", "舉頭望明月，低頭思故鄉。", "\x1b[31m白日依山盡\x1b[0m，黃河入海流。", "欲窮千里目，更上一層樓。"]
+
+
+def test_escape_codes_and_other_scripts_reach_no_console_and_no_file_raw(tmp_path, capsys, recwarn):
+    """A text with ANSI colour codes and Chinese characters (as Debian's tang300 fortunes): its
+    escape codes are printed and written as \\x1b, and the pictures draw with one note, not a
+    warning per missing glyph (with no font for Chinese installed, boxes)."""
+    (tmp_path / "tang.txt").write_text("\n".join(TANG * 12) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert LLM.main([*TINY_ARGV, "--data", str(tmp_path / "tang.txt"), "--epochs", "1", "--prompts", "床前",
+                     "--pictures", "loss", "embeddings", "attention", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "\x1b" not in printed.out + printed.err
+    for name in ("table.txt", "tokens.txt", "README.md", "parameters.txt"):
+        assert "\x1b" not in (out / name).read_text(encoding="utf-8"), name
+    assert "\\x1b[31m白日依山盡\\x1b[0m" in (out / "tokens.txt").read_text(encoding="utf-8")
+    assert [w for w in recwarn if "Glyph" in str(w.message)] == []
+    notes = [line for line in printed.out.splitlines() if "font" in line]
+    assert len(notes) <= 1 and all(line.startswith("note: no installed font has") for line in notes)
+    assert LLM.show("a\tb c\n") == "a⇥b␣c⏎"  # a tab drawn as a sign the font has
