@@ -1450,19 +1450,52 @@ def read_text(path: str | Path) -> str:
         raw = path.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read data file {path}: {e.strerror}") from None
-    if b"\x00" in raw:
+    utf16 = utf16_text(raw)  # Windows Notepad's "Unicode": read as it is
+    if utf16 is None and b"\x00" in raw:
         raise UserError(f"data file {path} looks binary (it contains zero bytes): give a UTF-8 text file")
     skip = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # a byte-order mark some editors write: dropped
     try:
-        text = str(memoryview(raw)[skip:], "utf-8")  # a view, not a copy: a 100 MB file is not doubled here
+        text = utf16 if utf16 is not None else str(memoryview(raw)[skip:], "utf-8")  # a view: a 100 MB file is not doubled
     except UnicodeDecodeError as e:
         raise UserError(f"data file {path} is not UTF-8 text (byte 0x{raw[skip + e.start]:02x} at offset "
-                        f"{skip + e.start}): save it as UTF-8") from None
+                        f"{skip + e.start}){legacy_encoding(raw, path)}") from None
     del raw
     text = unicodedata.normalize("NFC", text.replace("\r\n", EOL).replace("\r", EOL))
     if not text.strip():
         raise UserError(f"data file {path} is empty: it has no line with text")
     return text
+
+
+def utf16_text(raw: bytes) -> str | None:
+    """The text of a UTF-16 file: with its byte-order mark, or without one when every second
+    byte of a mostly Latin text is zero; None for anything else."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "utf-16"
+    elif len(raw) >= 4 and len(raw) % 2 == 0 and raw[1::2].count(0) > 0.9 * (len(raw) // 2) and b"\x00" not in raw[0::2]:
+        encoding = "utf-16-le"
+    elif len(raw) >= 4 and len(raw) % 2 == 0 and raw[0::2].count(0) > 0.9 * (len(raw) // 2) and b"\x00" not in raw[1::2]:
+        encoding = "utf-16-be"
+    else:
+        return None
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def legacy_encoding(raw: bytes, path: Path) -> str:
+    """What to do with a text that is not UTF-8: the command that converts it, when its bytes
+    read as Windows-1252 (Latin-1's superset) letters."""
+    try:
+        text = raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return ": save it as UTF-8"
+    high = [c for c in text if ord(c) > 127]
+    if sum(c.isalpha() for c in high) < 0.8 * len(high):
+        return ": save it as UTF-8"
+    name = shell_word(show_path(path))
+    return (f": it reads as Latin-1 / Windows-1252 ({''.join(dict.fromkeys(high))[:8]}); convert it with "
+            f"iconv -f WINDOWS-1252 -t UTF-8 {name} > {shell_word(show_path(path.with_stem(path.stem + '-utf8')))}")
 
 
 def check_line_count(lines: list[str], cfg: Config):

@@ -1022,3 +1022,35 @@ def test_escape_codes_and_other_scripts_reach_no_console_and_no_file_raw(tmp_pat
     notes = [line for line in printed.out.splitlines() if "font" in line]
     assert len(notes) <= 1 and all(line.startswith("note: no installed font has") for line in notes)
     assert LLM.show("a\tb c\n") == "a⇥b␣c⏎"  # a tab drawn as a sign the font has
+
+
+# --- encodings, named with their fix ---------------------------------------------------------------
+
+SPANISH = "Más vale tarde que nunca.\nEl niño y la cigüeña.\nAño nuevo, vida nueva.\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_file_is_read_as_it_is(tmp_path, encoding):
+    """Windows Notepad's "Unicode" is UTF-16 (little-endian, with a byte-order mark)."""
+    path = tmp_path / "notepad.txt"
+    path.write_bytes(SPANISH.encode(encoding))
+    assert LLM.read_text(path) == SPANISH
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252"])
+def test_a_latin1_file_is_named_with_the_command_that_converts_it(tmp_path, capsys, encoding):
+    path = tmp_path / "viejo.txt"
+    path.write_bytes((SPANISH + "¿Qué?\n").encode(encoding))
+    err = one_line_error(capsys, ["--data", str(path), "--out", str(tmp_path / "out")],
+                         "is not UTF-8 text", "reads as Latin-1 / Windows-1252",
+                         f"iconv -f WINDOWS-1252 -t UTF-8 {path} > {tmp_path / 'viejo-utf8.txt'}")
+    converted = subprocess.run(["iconv", "-f", "WINDOWS-1252", "-t", "UTF-8", str(path)], capture_output=True) \
+        if shutil.which("iconv") else None
+    if converted is not None:  # the command said works
+        assert converted.stdout.decode("utf-8") == SPANISH + "¿Qué?\n", err
+
+
+def test_bytes_that_are_no_text_are_still_binary(tmp_path, capsys):
+    path = tmp_path / "picture.txt"
+    path.write_bytes(bytes(range(256)) * 4)
+    one_line_error(capsys, ["--data", str(path), "--out", str(tmp_path / "out")], "looks binary")
