@@ -2481,6 +2481,7 @@ class RunHooks(DeviceHooks):
         self.snapshot_epochs = snapshot_epochs(setup.cfg, count_parameters(setup.model)) if explorer else set()
         self.snapshots: list[Snapshot] = []
         self.data, self.untrained_loss = setup.data, None
+        self.text = text_fingerprint(setup.text)  # --resume proves it goes on with this very text
         self.counting = Counting.of(setup.data) if setup.writes else None  # section 10's floor
 
     def log(self, message: str):
@@ -2556,7 +2557,7 @@ class RunHooks(DeviceHooks):
         try:
             save_checkpoint(self.checkpoint, self.model, self.cfg, self.tokenizer, record,
                             training={"step": state.step, "history": state.history, "rng": torch.get_rng_state(),
-                                      "cuda_rng": cuda_rng, "optimizer": optimizer_state(self.adam)})
+                                      "cuda_rng": cuda_rng, "optimizer": optimizer_state(self.adam), "text": self.text})
         except UserError as e:
             raise UserError(f"{e}; training stopped in epoch {record['epoch']}"
                             + (f" and {self.kept('still holds')}" if state.best["epoch"] else "")) from None
@@ -6446,6 +6447,25 @@ def readable_prompts(cfg: Config, tokenizer: CharTokenizer, log=print) -> tuple[
     return kept
 
 
+def text_fingerprint(text: str) -> dict:
+    """What --resume compares: the text's SHA-256, with its size in words a person can check."""
+    return {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "characters": len(text),
+            "lines": text.count(EOL) + (not text.endswith(EOL))}
+
+
+def check_same_text(resume: Path, saved: dict | None, text: str, cfg: Config):
+    """--resume goes on with the text the checkpoint trained on, or not at all: the same split,
+    the same best loss to beat. A checkpoint from before fingerprints cannot tell, and goes on."""
+    now = text_fingerprint(text)
+    if saved is None or saved.get("sha256") == now["sha256"]:
+        return
+    changed = (f"it had {saved['characters']:,} characters in {saved['lines']:,} lines, it has {now['characters']:,} in "
+               f"{now['lines']:,}" if (saved["characters"], saved["lines"]) != (now["characters"], now["lines"])
+               else "the same number of characters and lines, but other characters")
+    raise UserError(f"{cfg.data} is not the text {resume} trained on ({changed}): resuming would validate on another "
+                    f"split and beat another best; to go on training on this text use --init-from {resume}")
+
+
 def start_from_checkpoint(cfg: Config, text: str, device, log, resume: Path | None, init_from: Path | None):
     """(model, tokenizer, training state) to start from: all None for a new model; the
     checkpoint's for --resume; the checkpoint's grown to the new text's characters for --init-from."""
@@ -6471,6 +6491,7 @@ def start_from_checkpoint(cfg: Config, text: str, device, log, resume: Path | No
     if not training_state:
         raise UserError(f"{resume} holds no training state to resume from")
     check_training_state(resume, training_state, model, cfg)
+    check_same_text(resume, training_state.get("text"), text, cfg)
     if payload["epoch"] >= cfg.epochs:
         raise UserError(f"{resume} already holds epoch {payload['epoch']} of {cfg.epochs}: to train longer "
                         f"ask for more, for example --resume --epochs {payload['epoch'] + 10}")

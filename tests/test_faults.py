@@ -1054,3 +1054,21 @@ def test_bytes_that_are_no_text_are_still_binary(tmp_path, capsys):
     path = tmp_path / "picture.txt"
     path.write_bytes(bytes(range(256)) * 4)
     one_line_error(capsys, ["--data", str(path), "--out", str(tmp_path / "out")], "looks binary")
+
+
+def test_resume_proves_it_goes_on_with_the_same_text(tmp_path, capsys):
+    """A text edited in place (same path, same characters) would give another split and another
+    best loss to beat: --resume refuses it, naming what changed and --init-from."""
+    lines = LLM.text_lines(LLM.read_text(ROOT / "refranes.txt"))[:60]
+    text = tmp_path / "mine.txt"
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = str(tmp_path / "out")
+    assert LLM.main([*TINY_ARGV, "--data", str(text), "--epochs", "1", "--pictures", "--out", out]) == 0
+    text.write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n", encoding="utf-8")  # two lines swapped
+    capsys.readouterr()
+    one_line_error(capsys, ["--resume", "--epochs", "2", "--data", str(text), "--out", out],
+                   "is not the text", "the same number of characters and lines, but other characters", "--init-from")
+    text.write_text("\n".join(lines[:50]) + "\n", encoding="utf-8")
+    one_line_error(capsys, ["--resume", "--epochs", "2", "--data", str(text), "--out", out], "60 lines, it has", "in 50")
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")  # as it was: it goes on
+    assert LLM.main(["--resume", "--epochs", "2", "--data", str(text), "--out", out, "--pictures"]) == 0
