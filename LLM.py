@@ -337,6 +337,7 @@ class Data:
     train_text: list[str]  # the training lines
     n_chars: int  # characters in the whole corpus
     truncated: int = 0  # lines longer than the context, cut
+    item: str = "proverb"  # what one line is: a proverb here (Part II says "line" for other texts)
     held_out_text: list[str] = field(default_factory=list)  # the validation and test lines
 
 
@@ -1045,6 +1046,7 @@ class Sample:
     nearest: str = ""  # the training line with the fewest edits from text (line mode)
     edits: int = 0  # the edit distance from text to it
     follows: int = 0  # characters text and nearest share from their start
+    item: str = "proverb"  # what one line of the text is (Data.item)
 
 
 def corpus_word_share(samples: list[Sample], lines: list[str]) -> tuple[int, int]:
@@ -1076,7 +1078,7 @@ def nearest_in_words(sample: Sample) -> str:
     first = f"its first {sample.follows} characters"
     same = {0: "none of its characters", 1: "its first character"}.get(sample.follows, first)
     edits = f"{sample.edits} edit{'s' * (sample.edits != 1)}"
-    return f"nearest training proverb, {edits} away: «{sample.nearest}» ({same} the same)"
+    return f"nearest training {sample.item}, {edits} away: «{sample.nearest}» ({same} the same)"
 
 
 def label(sample: Sample, data: Data) -> Sample:
@@ -1086,7 +1088,7 @@ def label(sample: Sample, data: Data) -> Sample:
     sample.nearest = data.train_text[int(edits.argmin())]
     pairs = zip(sample.text, sample.nearest)
     sample.follows = next((k for k, (a, b) in enumerate(pairs) if a != b), len(sample.nearest))
-    held_out = sample.text in data.held_out_text
+    held_out, sample.item = sample.text in data.held_out_text, data.item
     sample.kind = "memorised" if sample.edits == 0 else "rediscovered" if held_out else "new"
     return sample
 
@@ -1097,7 +1099,8 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str,
     """Complete every prompt of cfg.prompts; print the samples and the share of real words."""
     generator = torch.Generator().manual_seed(cfg.seed)
     samples = []
-    log("samples (memorised: a proverb it trained on; rediscovered: a held-out one it never saw):")
+    log(f"samples (memorised: a {data.item} it trained on; rediscovered: a held-out one it never "
+        f"saw):")
     for prompt in cfg.prompts:
         picks: list[Choice] = []
         completion = generate(model, data.tokenizer, prompt, Sampling.of(cfg), generator, picks,
@@ -1613,7 +1616,8 @@ def listed(path: Path):
         for f in gone:
             f.unlink()
         if gone:
-            record.log(f"note: {record.out}/ held the files of an earlier run: its {len(gone)} other files are removed")
+            record.log(f"note: {record.out}/ held the files of an earlier run: its {counted(len(gone), 'other file')} "
+                       f"{'is' if len(gone) == 1 else 'are'} removed")
         record.earlier = None
         save_text(record.out / MANIFEST, MANIFEST_HEADER)
         if record.keep is not None and record.keep.is_file() and same_file(record.keep.parent, record.out):
@@ -1903,8 +1907,8 @@ def choose_mode(text: str, context: int) -> tuple[str, str]:
     if blank == 0 and fitting >= 0.95 * filled and filled >= 3:
         return "line", f"{filled} lines, none blank, {fitting / filled:.0%} fit in the context"
     if blank:
-        return "stream", f"{blank} blank lines: paragraphs of a running text"
-    return "stream", f"only {fitting} of {filled} lines fit in the context of {context}"
+        return "stream", f"{counted(blank, 'blank line')}: paragraphs of a running text"
+    return "stream", f"only {fitting} of {counted(filled, 'line')} fit in the context of {context}"
 
 
 def code_points(text: str, chunk: int = 1 << 20):
@@ -2136,14 +2140,38 @@ def with_characters(tokenizer: CharTokenizer, text: str) -> tuple[CharTokenizer,
 def prepare_any_text(text: str, cfg: Config, tokenizer: CharTokenizer | None = None, extra_train=()) -> Data:
     """prepare_data (section 4) for any text: the mode of cfg.mode, or the one --mode auto
     picks; a book goes to stream mode, proverbs to the story's line mode."""
+    text, separators = without_separators(text)
     mode, reason = (cfg.mode, "chosen with --mode") if cfg.mode != "auto" else choose_mode(text, cfg.context)
+    if separators:
+        reason += f"; {counted(separators, 'line')} that {'is' if separators == 1 else 'are'} only % (a fortune file's separators) left out"
+    item = "proverb" if is_the_proverbs(cfg.data) else "line"  # samples are "a line it trained on" for other texts
     if mode == "stream":
-        return window_data(text, cfg, tokenizer, reason, extra_train)
+        return replace(window_data(text, cfg, tokenizer, reason, extra_train), item=item)
     check_line_count(text_lines(text), cfg)  # a clear error for a text of one or two lines
     if tokenizer is None:  # the tokenizer --tokenizer names, learned from the training lines only
         train_lines = split_lines(text_lines(text), cfg.val_fraction, cfg.seed, cfg.test_fraction)[0]
         tokenizer = TOKENIZERS[cfg.tokenizer].learn(text, train_lines, cfg)
-    return replace(prepare_data(text, cfg, tokenizer, extra_train), reason=reason)
+    return replace(prepare_data(text, cfg, tokenizer, extra_train), reason=reason, item=item)
+
+
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """'1 line', '2 lines', '1,000 lines': a number with its word in the singular or the plural."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"
+
+
+def without_separators(text: str) -> tuple[str, int]:
+    """A fortune file (Debian's fortunes: entries between lines that are only %) without those
+    lines, and how many there were; any other text as it is."""
+    lines = text.split(EOL)
+    marks = sum(line.strip() == "%" for line in lines)
+    if marks < 3 or marks < 0.1 * sum(bool(line.strip()) for line in lines):
+        return text, 0
+    return EOL.join(line for line in lines if line.strip() != "%"), marks
+
+
+def is_the_proverbs(data: str) -> bool:
+    """True for the shipped refranes.txt (wherever it is read from), the text the story speaks of."""
+    return Path(data).name == "refranes.txt" and same_file(data, find_default_data(RunConfig(), False).data)
 
 
 # %% [markdown]
@@ -3323,17 +3351,23 @@ def pca_2d(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return F.pad(xy * flip, (0, missing)), F.pad(explained, (0, missing))
 
 
-VOWELS = set("aeiouáéíóúüAEIOUÁÉÍÓÚÜ")
+VOWEL_NAMES = {"LATIN": {"A", "E", "I", "O", "U"}, "GREEK": {"ALPHA", "EPSILON", "ETA", "IOTA", "OMICRON", "UPSILON", "OMEGA"},
+               "CYRILLIC": {"A", "IE", "IO", "I", "O", "U", "YERU", "E", "YU", "YA", "UKRAINIAN IE", "YI",
+                            "BYELORUSSIAN-UKRAINIAN I"}}  # the alphabets whose letters are vowels or consonants
 
 
 def character_kind(c: str) -> str:
-    """The colour group of a token's text in embeddings.png."""
+    """The colour group of a token's text in embeddings.png, from the character's Unicode name:
+    a letter of the Latin, Greek or Cyrillic alphabet is a vowel or a consonant (é: LATIN SMALL
+    LETTER E WITH ACUTE, a vowel); a letter of another script (Chinese, Arabic...) a letter."""
     if len(c) > 1:
         return "word start" if c.startswith(" ") else "word piece"
-    if c in VOWELS:
-        return "vowel"
     if c.isalpha():
-        return "consonant"
+        script, _, rest = unicodedata.name(c, "").partition(" ")
+        letter = re.sub(r"^(SMALL |CAPITAL )?LETTER ", "", rest).split(" WITH ")[0]
+        if script not in VOWEL_NAMES:
+            return "letter"
+        return "vowel" if letter in VOWEL_NAMES[script] else "consonant"
     if c in (" ", EOL):
         return "space or ⏎"
     if unicodedata.category(c).startswith("P"):
@@ -3341,7 +3375,7 @@ def character_kind(c: str) -> str:
     return "other"
 
 
-KIND_COLORS = {"vowel": "tab:red", "consonant": "tab:blue", "punctuation": "tab:green",
+KIND_COLORS = {"vowel": "tab:red", "consonant": "tab:blue", "letter": "tab:cyan", "punctuation": "tab:green",
                "space or ⏎": "black", "word start": "tab:brown", "word piece": "tab:orange", "other": "tab:purple"}
 EMBEDDING_LABELS = 150  # embeddings.png writes the texts of at most this many tokens: the most frequent
 
@@ -3740,11 +3774,12 @@ def samples_in_gallery(samples: list[Sample]) -> list[str]:
     """The gallery's section on what the model wrote: each sample, its kind and nearest proverb."""
     if not samples:
         return []
-    lines = ["## What it wrote, and how near each sample is to a proverb it read", "",
-             "The samples of the run's end (`table.txt` shows how every character of them was chosen). *Memorised*: "
-             "a training proverb, word for word; *rediscovered*: a held-out proverb it never trained on; *new*: "
-             "neither. The nearest training proverb is the one with the fewest edits (insertions, deletions, "
-             "substitutions) from the sample: a sample a few edits from a proverb is a near copy, not an invention.", ""]
+    item = samples[0].item  # a proverb, or a line of another text
+    lines = [f"## What it wrote, and how near each sample is to a {item} it read", "",
+             f"The samples of the run's end (`table.txt` shows how every character of them was chosen). *Memorised*: "
+             f"a training {item}, word for word; *rediscovered*: a held-out {item} it never trained on; *new*: "
+             f"neither. The nearest training {item} is the one with the fewest edits (insertions, deletions, "
+             f"substitutions) from the sample: a sample a few edits from a {item} is a near copy, not an invention.", ""]
     for s in samples:
         said = s.text.replace(EOL, " ⏎ ").replace("|", "/")
         lines.append(f"- {said}" + (f" *[{s.kind}]* {nearest_in_words(s)}" if s.kind else ""))
@@ -4484,7 +4519,7 @@ const LABELS = {
     "loss-aria": "loss curves; each dot chooses a saved epoch", "map-aria": "embedding map; the arrow keys visit the tokens",
     comparePending: "The other epochs answer once typing pauses.", compareNone: "—",
     "from-data": (name) => `trained on ${name}`, "from-checkpoint": (path) => `written by python LLM.py --explorer from ${path}`,
-    kinds: {"vowel": "vowel", "consonant": "consonant", "punctuation": "punctuation", "space or ⏎": "space or ⏎",
+    kinds: {"vowel": "vowel", "consonant": "consonant", "letter": "letter", "punctuation": "punctuation", "space or ⏎": "space or ⏎",
             "word start": "word start", "word piece": "word piece", "other": "other"},
     colours: "Colours: ",
     mapPoint: (s) => `“${s.token}”: ${s.kind}${s.count === null ? "" : `, ${s.count} times in the training text`}.`,
@@ -4538,7 +4573,7 @@ explorer.work.positions              // positions computed so far: what each key
     "loss-aria": "curvas de pérdida; cada punto elige una época guardada", "map-aria": "mapa de incrustaciones; las flechas recorren los tokens",
     comparePending: "Las otras épocas responden cuando dejas de escribir.", compareNone: "—",
     "from-data": (name) => `entrenado con ${name}`, "from-checkpoint": (path) => `escrito por python LLM.py --explorer a partir de ${path}`,
-    kinds: {"vowel": "vocal", "consonant": "consonante", "punctuation": "puntuación", "space or ⏎": "espacio o ⏎",
+    kinds: {"vowel": "vocal", "consonant": "consonante", "letter": "letra", "punctuation": "puntuación", "space or ⏎": "espacio o ⏎",
             "word start": "inicio de palabra", "word piece": "pieza de palabra", "other": "otro"},
     colours: "Colores: ",
     mapPoint: (s) => `«${s.token}»: ${s.kind}${s.count === null ? "" : `, ${s.count} veces en el texto de entrenamiento`}.`,
@@ -4599,7 +4634,7 @@ const num = (x, digits) => {  // as the language writes a number: 0.780 in Engli
   return language === "es" ? text.replace(".", ",") : text;
 };
 const percent = (p) => num(100 * p, p < 0.001 && p > 0 ? 2 : 1) + (language === "es" ? " %" : "%");
-const KIND_COLORS = {"vowel": "#c0392b", "consonant": "#1f5fa8", "punctuation": "#1e7a1e", "space or ⏎": "#111111",
+const KIND_COLORS = {"vowel": "#c0392b", "consonant": "#1f5fa8", "letter": "#00707a", "punctuation": "#1e7a1e", "space or ⏎": "#111111",
                      "word start": "#8c564b", "word piece": "#b35900", "other": "#7b3fa0"};  // each 4.5:1 on white
 const PROJECTOR_KEPT = "llm-explorer-projector";  // where the page remembers projector mode
 const COMPARE_PAUSE_MS = 300;  // the other epochs answer once typing has paused this long
@@ -5673,7 +5708,7 @@ def read_results(path: Path, log=print) -> list[dict]:
     if not results:
         raise UserError(f"--class: {show_path(path)} holds no result line (each run prints one at its end: "
                         f"'result seed=... lr=... test_loss=...')")
-    log(f"{show_path(path)}: {len(results)} results, {skipped} lines left out, {blank} blank or comments")
+    log(f"{show_path(path)}: {counted(len(results), 'result')}, {counted(skipped, 'line')} left out, {blank} blank or comments")
     return results
 
 
@@ -5833,6 +5868,7 @@ class Chat:
         self.model, self.tokenizer, self.trained_cfg, payload = load_checkpoint(checkpoint, self.device)
         if data is not None:  # --data: /train reads this corpus instead of the checkpoint's
             self.trained_cfg = replace(self.trained_cfg, data=data)
+        self.item = "proverb" if is_the_proverbs(self.trained_cfg.data) else "line"
         self.sampling, self.typed_cfg = Sampling.of(cfg), cfg  # the settings typed with --chat
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.typed: list[str] = []
@@ -5951,7 +5987,7 @@ class Chat:
             return None
         typed = list(dict.fromkeys(line.strip() for line in logged + self.typed if line.strip()))
         if not typed:
-            self.log("  nothing typed yet: type some lines (whole proverbs teach best), then /train")
+            self.log(f"  nothing typed yet: type some lines (whole {self.item}s teach best), then /train")
             return None
         try:
             return typed, read_text(self.trained_cfg.data)
@@ -5996,7 +6032,7 @@ class Chat:
         self.model.eval()
         after = [evaluate(self.model, split, cfg.eval_batch, self.device, hooks.autocast) for split in (yours, data.val_split)]
         self.log(f"  loss on your lines {before[0]:.3f} -> {after[0]:.3f}; "
-                 f"on the validation proverbs {before[1]:.3f} -> {after[1]:.3f}")
+                 f"on the validation {data.item}s {before[1]:.3f} -> {after[1]:.3f}")
         self.epoch, self.saved_cfg, self.val_loss = self.epoch + epochs, cfg, after[1]
         self.save(self.target)
 
@@ -6260,19 +6296,26 @@ def describe_data(data: Data, cfg: Config, log=print):
     test_size = len(data.test_split) if data.test_split is not None else 0
     tokenizer, split = data.tokenizer, data.train_split
     log(f"data: {cfg.data}: {data.n_chars:,} characters, vocabulary of {vocabulary_in_words(tokenizer)}")
+    if tokenizer.unit != "character" and tokenizer.vocab_size != cfg.vocab_size:  # asked for, and not reached
+        characters = len(tokenizer.alphabet())
+        log(f"      note: --vocab-size {cfg.vocab_size:,} " + (
+            f"is below the text's {characters:,} characters: the vocabulary is the characters alone, no merge"
+            if cfg.vocab_size <= characters else
+            f"is more than this text gives: every pair seen at least twice in the training words is merged, "
+            f"which makes {tokenizer.vocab_size:,}"))
     if tokenizer.unit != "character":
         per_token = split.n_chars / split.n_tokens
         log(f"      {per_token:.2f} characters per {tokenizer.unit} in the training text: a context of {cfg.context} "
             f"{tokenizer.unit}s holds about {cfg.context * per_token:.0f} characters")
     if data.mode == "line":
-        log(f"      line mode ({data.reason}): {len(data.train_split)} lines to train on, {len(data.val_split)} for "
+        log(f"      line mode ({data.reason}): {counted(len(data.train_split), 'line')} to train on, {len(data.val_split)} for "
             f"validation, {test_size} for the final test")
         lengths = split.lengths.float()
         log(f"      a training sequence is {lengths.mean():.1f} {tokenizer.unit}s long on average, at most "
             f"{int(lengths.max())} (the context: {cfg.context})")
         if data.truncated:
-            log(f"      note: {data.truncated} lines are longer than the context ({cfg.context} {tokenizer.unit}s) "
-                f"and were cut")
+            log(f"      note: {counted(data.truncated, 'line')} {'is' if data.truncated == 1 else 'are'} longer than the "
+                f"context ({cfg.context} {tokenizer.unit}s) and {'was' if data.truncated == 1 else 'were'} cut")
         inputs = data.train_split.inputs[0, :data.train_split.lengths[0]]
         targets = data.train_split.targets[0, :data.train_split.lengths[0]]
     else:
@@ -6369,7 +6412,7 @@ def train_and_finish(setup: Setup) -> Finished | None:
         return write_outputs(setup, hooks, history, epochs)
     except (KeyboardInterrupt, ConsoleLost) as stop:
         record = RECORDING.get(out.resolve())
-        so_far = f"{len(record.written)} files of this run written so far" if record else "files of this run written so far"
+        so_far = f"{counted(len(record.written), 'file')} of this run written so far" if record else "files of this run written so far"
         held = f"{hooks.kept('keeps')}; {out}/ holds the {so_far} (listed in {MANIFEST}), not yet its gallery"
         if isinstance(stop, ConsoleLost):
             stop.kept = f"the outputs were being written: {held}"
@@ -6617,23 +6660,25 @@ def completion_report(model: TransformerLM, data: Data, cfg: Config, device) -> 
     complete = lambda how, lines: complete_halves(how, data.tokenizer, lines, model.context)  # noqa: E731
     on_test, on_trained = complete(greedy, test), complete(greedy, trained)
     counted = complete(after, test) if counting is not None else None  # None: too many tokens to count pairs
-    rows = [(f"the {len(test)} test proverbs", on_test), (f"{len(trained)} training proverbs", on_trained)]
-    rows += [("the bigram, the test proverbs", counted)] if counted else []
-    return (["completing proverbs from their first half, greedily (the likeliest token each time; characters right: "
+    item = data.item  # proverbs, or the lines of another text
+    rows = [(f"the {len(test)} test {item}s", on_test), (f"{len(trained)} training {item}s", on_trained)]
+    rows += [(f"the bigram, the test {item}s", counted)] if counted else []
+    return ([f"completing {item}s from their first half, greedily (the likeliest token each time; characters right: "
              "those of the true second half less the edits from it to what was written):"] + [f"      {name:<30} {c}" for name, c in rows]
-            + [f"      {memorising_or_generalising(on_test, on_trained, counted)}"])
+            + [f"      {memorising_or_generalising(on_test, on_trained, counted, item)}"])
 
 
-def memorising_or_generalising(on_test: Completion, on_trained: Completion, bigram: Completion | None) -> str:
+def memorising_or_generalising(on_test: Completion, on_trained: Completion, bigram: Completion | None,
+                                item: str = "proverb") -> str:
     share = lambda c: c.right / max(c.chars, 1)  # noqa: E731
     test, trained = share(on_test), share(on_trained)
     floor = "" if bigram is None else (f"; the bigram gets {share(bigram):.0%}" + (
         ", as many: the model knows little more than pairs yet" if test <= share(bigram) + 0.02 else ""))
     if trained - test > 0.10:
-        return (f"it completes the proverbs it read far better ({trained:.0%} of the characters against {test:.0%}): "
+        return (f"it completes the {item}s it read far better ({trained:.0%} of the characters against {test:.0%}): "
                 f"much of what it knows is those lines by heart{floor}")
-    return (f"it completes the proverbs it read about as well as new ones ({trained:.0%} of the characters against "
-            f"{test:.0%}): what it learned carries over to proverbs it never saw{floor}")
+    return (f"it completes the {item}s it read about as well as new ones ({trained:.0%} of the characters against "
+            f"{test:.0%}): what it learned carries over to {item}s it never saw{floor}")
 
 
 def generate_from_checkpoint(cfg: Config, prompt: str, samples: int, checkpoint: Path, log=print):

@@ -1072,3 +1072,41 @@ def test_resume_proves_it_goes_on_with_the_same_text(tmp_path, capsys):
     one_line_error(capsys, ["--resume", "--epochs", "2", "--data", str(text), "--out", out], "60 lines, it has", "in 50")
     text.write_text("\n".join(lines) + "\n", encoding="utf-8")  # as it was: it goes on
     assert LLM.main(["--resume", "--epochs", "2", "--data", str(text), "--out", out, "--pictures"]) == 0
+
+
+# --- one's own text, as a new user meets it ---------------------------------------------------------
+
+def test_a_fortune_files_separators_are_left_out_with_a_note(tmp_path, capsys):
+    lines = LLM.text_lines(LLM.read_text(ROOT / "refranes.txt"))[:60]
+    fortunes = "".join(f"{line}\n%\n" for line in lines)  # Debian's fortune format: % between the entries
+    (tmp_path / "fortunes").write_text(fortunes, encoding="utf-8")
+    assert LLM.main([*TINY_ARGV, "--data", str(tmp_path / "fortunes"), "--epochs", "1", "--pictures",
+                     "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "60 lines that are only % (a fortune file's separators) left out" in printed
+    assert "48 lines to train on" in printed and "%" not in "".join(LLM.without_separators(fortunes)[0].split("\n"))
+    assert "samples (memorised: a line it trained on" in printed and "proverb" not in printed.split("samples")[1]
+    text = "Tiene 5 % de grasa.\nUn 100 %.\nAl 50 %.\n%\n"
+    assert LLM.without_separators(text) == (text, 0)  # a % inside a line, or a single one, is the text's own
+
+
+@pytest.mark.parametrize("character, kind", [("a", "vowel"), ("É", "vowel"), ("ü", "vowel"), ("ñ", "consonant"),
+                                             ("y", "consonant"), ("ы", "vowel"), ("я", "vowel"), ("б", "consonant"),
+                                             ("ω", "vowel"), ("β", "consonant"), ("è", "vowel"), ("ç", "consonant"),
+                                             ("月", "letter"), ("ب", "letter"), ("7", "other"), ("¿", "punctuation")])
+def test_character_kinds_come_from_unicode_not_from_a_spanish_list(character, kind):
+    assert LLM.character_kind(character) == kind
+
+
+@pytest.mark.parametrize("asked, says", [("2", "is below the text's"), ("100000", "is more than this text gives")])
+def test_a_vocabulary_size_that_cannot_be_reached_says_what_it_reached(tmp_path, capsys, asked, says):
+    assert LLM.main([*TINY_ARGV, "--tokenizer", "bpe", "--vocab-size", asked, "--epochs", "1", "--pictures",
+                     "--out", str(tmp_path)]) == 0
+    note = next(line for line in capsys.readouterr().out.splitlines() if "note: --vocab-size" in line)
+    assert says in note
+
+
+def test_counts_take_the_singular_and_the_plural():
+    assert [LLM.counted(n, "line") for n in (0, 1, 2, 1000)] == ["0 lines", "1 line", "2 lines", "1,000 lines"]
+    assert LLM.counted(1, "batch", "batches") == "1 batch" and LLM.counted(3, "batch", "batches") == "3 batches"
+    assert LLM.choose_mode("a\n\nb\nc\n", 80)[1] == "1 blank line: paragraphs of a running text"

@@ -117,10 +117,10 @@ def test_completing_proverbs_counts_characters_right_and_exact_completions():
 def test_eval_completes_test_and_training_proverbs_beside_the_bigram(trained, capsys):
     assert LLM.main(["--eval", "--checkpoint", str(trained), "--data", str(PROVERBS)]) == 0
     printed = capsys.readouterr().out
-    block = printed.split("completing proverbs from their first half")[1]
-    assert re.search(r"the 60 test proverbs +[\d.]+% of the characters right, +\d+ of 60 completed exactly", block)
-    assert re.search(r"60 training proverbs +[\d.]+% of the characters right", block)
-    assert re.search(r"the bigram, the test proverbs +[\d.]+% of the characters right", block)
+    block = printed.split("completing lines from their first half")[1]  # a text of one's own: lines, not proverbs
+    assert re.search(r"the 60 test lines +[\d.]+% of the characters right, +\d+ of 60 completed exactly", block)
+    assert re.search(r"60 training lines +[\d.]+% of the characters right", block)
+    assert re.search(r"the bigram, the test lines +[\d.]+% of the characters right", block)
     assert "of the characters against" in block
 
 
