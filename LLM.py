@@ -5879,7 +5879,7 @@ class Chat:
         if self.chat_log is not None and self.chat_log.exists():  # it will be written again whole: text only
             if not self.chat_log.is_file() or same_file(self.chat_log, checkpoint) or self.read_chat_log() is None:
                 raise UserError(f"the chat log {self.chat_log} must be a UTF-8 text file (one typed line each)")
-        self.target, self.target_lock = claim_chat_checkpoint(checkpoint, log)  # never the file read above
+        self.target, self.target_lock = chat_checkpoint(checkpoint), None  # never the file read above; claimed at /train
         if self.chat_log is not None and (same_file(self.chat_log, self.target) or same_file(self.chat_log, self.trained_cfg.data)):
             raise UserError(f"the chat log {self.chat_log} would be {'where /train saves' if same_file(self.chat_log, self.target) else 'the text /train reads'}: "
                             f"name another file")
@@ -6034,6 +6034,12 @@ class Chat:
         self.log(f"  loss on your lines {before[0]:.3f} -> {after[0]:.3f}; "
                  f"on the validation {data.item}s {before[1]:.3f} -> {after[1]:.3f}")
         self.epoch, self.saved_cfg, self.val_loss = self.epoch + epochs, cfg, after[1]
+        self.save_trained()
+
+    def save_trained(self):
+        """/train's save: beside the checkpoint, under a name no other open chat saves to."""
+        if self.target_lock is None:
+            self.target, self.target_lock = claim_chat_checkpoint(self.checkpoint, self.log)
         self.save(self.target)
 
     def save(self, target: Path):

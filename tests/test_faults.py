@@ -118,6 +118,23 @@ def test_an_explorer_page_never_replaces_a_file_no_run_wrote(capsys, trained, tm
     assert LLM.manifest_names(fresh) == ["explorer.html"]
 
 
+def test_two_chats_that_train_one_checkpoint_keep_both_models(trained_copy, capsys):
+    """Each chat's /train saves beside the checkpoint: the second, while the first is open, under
+    the next name, saying so; both models are there, and no lock file is left."""
+    folder, said = trained_copy.parent, []
+    first = LLM.Chat(tiny_config(max_chars=5), trained_copy, None, said.append)
+    try:
+        first.answer("Más vale tarde que nunca")
+        first.command("/train 1")
+        LLM.chat(tiny_config(max_chars=5), trained_copy, None, io.StringIO("No hay mal\n/train 1\nexit\n"), said.append)
+    finally:
+        first.target_lock.close()
+    assert any("another chat on" in line and "model-chat-2.pt" in line for line in said), said
+    assert LLM.load_checkpoint(folder / "model-chat.pt", "cpu")[3]["epoch"] == LLM.load_checkpoint(folder / "model-chat-2.pt", "cpu")[3]["epoch"]
+    Path(first.target_lock.name).unlink()
+    assert sorted(p.name for p in folder.iterdir()) == ["model-chat-2.pt", "model-chat.pt", "model.pt"]
+
+
 def test_two_chats_on_one_checkpoint_save_under_two_names(tmp_path):
     source = tmp_path / "model.pt"
     said = []
