@@ -1448,7 +1448,10 @@ def read_text(path: str | Path) -> str:
         fetch = DOWNLOADS.get(path.name)
         raise UserError(f"data file not found: {path}" + (f" (download it first: {fetch})" if fetch else ""))
     if not path.is_file():
-        raise UserError(f"data path is not a file: {path}")
+        piped = path.is_fifo() or str(path).startswith("/dev/fd/") or str(path).startswith("/proc/self/fd/")
+        raise UserError(f"data path is not a file: {path}" + (
+            ": a pipe (such as <(command)) can be read only once, and a run reads its text more than once; save "
+            "the text to a file first (command > text.txt) and give that" if piped else ""))
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -6718,9 +6721,10 @@ def config_for_checkpoint(typed: Config, explicit: set, saved: Config, resume: b
         if name == "data" and name in explicit and (same_file(typed.data, saved.data) or not Path(saved.data).exists()):
             continue  # the same file by another path, or the text has moved and this is its new place
         if name in explicit and getattr(typed, name) != getattr(saved, name):
+            has = (f"a model of characters ({flag_of(name)} is for --tokenizer bpe)"
+                   if name == "vocab_size" and saved.tokenizer == "char" else getattr(saved, name))
             raise UserError(f"{flag_of(name)} cannot change when {'resuming' if resume else 'fine-tuning'}: the "
-                            f"checkpoint has {getattr(saved, name)}"
-                            + ("; to train on another text use --init-from" if name == "data" else ""))
+                            f"checkpoint has {has}" + ("; to train on another text use --init-from" if name == "data" else ""))
     if resume:
         moved = {"data": typed.data} if "data" in explicit else {}
         return replace(saved, **{name: getattr(typed, name) for name in explicit if name not in fixed}, **moved)

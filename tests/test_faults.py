@@ -1127,3 +1127,16 @@ def test_counts_take_the_singular_and_the_plural():
     assert [LLM.counted(n, "line") for n in (0, 1, 2, 1000)] == ["0 lines", "1 line", "2 lines", "1,000 lines"]
     assert LLM.counted(1, "batch", "batches") == "1 batch" and LLM.counted(3, "batch", "batches") == "3 batches"
     assert LLM.choose_mode("a\n\nb\nc\n", 80)[1] == "1 blank line: paragraphs of a running text"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="a named pipe: POSIX")
+def test_a_pipe_for_data_is_named_with_its_fix(tmp_path):
+    """`--data <(command)` hands the run a pipe, which can be read once: said, with what to do."""
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(LLM.UserError, match=r"not a file: .*pipe: a pipe \(such as <\(command\)\) can be read only once"):
+        LLM.read_text(tmp_path / "pipe")
+
+
+def test_resuming_a_character_model_with_a_vocabulary_size_says_what_it_is(capsys, trained_copy):
+    one_line_error(capsys, ["--resume", "--vocab-size", "100", "--out", str(trained_copy.parent)],
+                   "--vocab-size cannot change when resuming: the checkpoint has a model of characters")
