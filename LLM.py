@@ -138,7 +138,7 @@ def text_lines(text: str) -> list[str]:
 
 
 def show(text: str) -> str:
-    """Make invisible characters visible: end of line as ⏎, space as ␣, tab as ⇥ (in tables)."""
+    """Make invisible characters visible: end of line ⏎, space ␣, tab ⇥ (in tables)."""
     return text.replace(EOL, "⏎").replace(" ", "␣").replace("\t", "⇥")
 
 
@@ -778,8 +778,6 @@ def evaluate(model: TransformerLM, split: LineSplit, batch_size: int, device,
     for inputs, targets in split.batches(batch_size):
         inputs, targets = inputs.to(device), targets.to(device)
         n = int((targets != IGNORE).sum())
-        if n == 0:  # padding alone: nothing to measure
-            continue
         with autocast():
             logits = model(inputs)
         total += sequence_loss(logits, targets).item() * n
@@ -1046,7 +1044,6 @@ class Sample:
     nearest: str = ""  # the training line with the fewest edits from text (line mode)
     edits: int = 0  # the edit distance from text to it
     follows: int = 0  # characters text and nearest share from their start
-    item: str = "proverb"  # what one line of the text is (Data.item)
 
 
 def corpus_word_share(samples: list[Sample], lines: list[str]) -> tuple[int, int]:
@@ -1074,11 +1071,11 @@ def edit_distances(text: str, lines: list[str]) -> torch.Tensor:
     return row.gather(1, lengths[:, None])[:, 0]  # (N, L+1) -> (N,)
 
 
-def nearest_in_words(sample: Sample) -> str:
+def nearest_in_words(sample: Sample, item: str = "proverb") -> str:
     first = f"its first {sample.follows} characters"
     same = {0: "none of its characters", 1: "its first character"}.get(sample.follows, first)
     edits = f"{sample.edits} edit{'s' * (sample.edits != 1)}"
-    return f"nearest training {sample.item}, {edits} away: «{sample.nearest}» ({same} the same)"
+    return f"nearest training {item}, {edits} away: «{sample.nearest}» ({same} the same)"
 
 
 def label(sample: Sample, data: Data) -> Sample:
@@ -1088,7 +1085,7 @@ def label(sample: Sample, data: Data) -> Sample:
     sample.nearest = data.train_text[int(edits.argmin())]
     pairs = zip(sample.text, sample.nearest)
     sample.follows = next((k for k, (a, b) in enumerate(pairs) if a != b), len(sample.nearest))
-    held_out, sample.item = sample.text in data.held_out_text, data.item
+    held_out = sample.text in data.held_out_text
     sample.kind = "memorised" if sample.edits == 0 else "rediscovered" if held_out else "new"
     return sample
 
@@ -1099,8 +1096,7 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str,
     """Complete every prompt of cfg.prompts; print the samples and the share of real words."""
     generator = torch.Generator().manual_seed(cfg.seed)
     samples = []
-    log(f"samples (memorised: a {data.item} it trained on; rediscovered: a held-out one it never "
-        f"saw):")
+    log(f"samples (memorised: a {data.item} it trained on; rediscovered: a held-out one):")
     for prompt in cfg.prompts:
         picks: list[Choice] = []
         completion = generate(model, data.tokenizer, prompt, Sampling.of(cfg), generator, picks,
@@ -1112,7 +1108,7 @@ def write_samples(model: TransformerLM, data: Data, cfg: Config, text: str,
         kind = f"   [{sample.kind}]" if sample.kind else ""
         log("      " + completion.replace(EOL, EOL + "      ") + kind)  # a book: many lines
         if sample.kind in ("new", "rediscovered"):
-            log(f"         {nearest_in_words(sample)}")
+            log(f"         {nearest_in_words(sample, data.item)}")
     known, written = corpus_word_share(samples, text_lines(text[:5_000_000]))  # at most 5 MB
     share = known / max(written, 1)
     log(f"      {known} of the {written} words written are words of the corpus ({share:.0%})")
@@ -2949,7 +2945,7 @@ def tensor_statistics(named: list, width: int) -> list[str]:
     return lines
 
 
-def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer) -> str:
+def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer, item: str = "proverb") -> str:
     """The text of table.txt: every pick of every sample, with the kept candidates and two
     rejected ones (or the top 10 when all are kept), and always as far down as the chosen one."""
     if cfg.greedy:
@@ -2968,7 +2964,7 @@ def sampling_table(samples: list[Sample], cfg: Config, tokenizer: CharTokenizer)
     width = min(12, max(4, *(len(tokenizer.token_text(i)) for i in range(tokenizer.vocab_size))))  # the widest token
     text = tokenizer.token_text
     for n, sample in enumerate(samples, 1):
-        kind = [f"{sample.kind}; {nearest_in_words(sample)}"] if sample.kind else []
+        kind = [f"{sample.kind}; {nearest_in_words(sample, item)}"] if sample.kind else []
         out += [f"SAMPLE {n}: prompt \"{sample.prompt}\"", f"result: {sample.text}"] + kind + ["=" * 72]
         for c in sample.picks:
             chosen_rank = int((c.order == c.id).nonzero()) + 1
@@ -3445,7 +3441,8 @@ def fonts_for(characters, log=print):
         if found:
             families.append(font_manager.FontProperties(fname=path).get_name())
             missing -= found
-    rcParams["font.family"] = families if len(families) > 1 else rcParams["font.family"]
+    if len(families) > 1:
+        rcParams["font.family"] = families
     if missing:
         warnings.filterwarnings("ignore", message="Glyph .* missing from")
         shown = " ".join(sorted(missing)[:12]) + (" ..." if len(missing) > 12 else "")
@@ -3764,7 +3761,7 @@ def gallery(run: Finished, drawings: list[Drawing]) -> str:
     for d in drawings:
         shown = f"![{d.title}]({d.file})" if d.file.endswith((".png", ".gif")) else f"Open [{d.file}]({d.file})."
         lines += [f"## {d.title}", "", shown, "", d.text, ""]
-    lines += samples_in_gallery(run.samples)
+    lines += samples_in_gallery(run.samples, run.setup.data.item)
     lines += [f"## tokens.txt: how the text was cut into {data.tokenizer.unit}s", "", "Open [tokens.txt](tokens.txt).", "",
               tokens_in_words(data), ""]
     # model.pt is not kept in git, so it is named but not linked: every link must lead somewhere
@@ -3773,11 +3770,10 @@ def gallery(run: Finished, drawings: list[Drawing]) -> str:
     return "\n".join(lines + ["## Text files", ""] + listed) + "\n"
 
 
-def samples_in_gallery(samples: list[Sample]) -> list[str]:
+def samples_in_gallery(samples: list[Sample], item: str) -> list[str]:
     """The gallery's section on what the model wrote: each sample, its kind and nearest proverb."""
     if not samples:
         return []
-    item = samples[0].item  # a proverb, or a line of another text
     lines = [f"## What it wrote, and how near each sample is to a {item} it read", "",
              f"The samples of the run's end (`table.txt` shows how every character of them was chosen). *Memorised*: "
              f"a training {item}, word for word; *rediscovered*: a held-out {item} it never trained on; *new*: "
@@ -3785,7 +3781,7 @@ def samples_in_gallery(samples: list[Sample]) -> list[str]:
              f"substitutions) from the sample: a sample a few edits from a {item} is a near copy, not an invention.", ""]
     for s in samples:
         said = s.text.replace(EOL, " ⏎ ").replace("|", "/")
-        lines.append(f"- {said}" + (f" *[{s.kind}]* {nearest_in_words(s)}" if s.kind else ""))
+        lines.append(f"- {said}" + (f" *[{s.kind}]* {nearest_in_words(s, item)}" if s.kind else ""))
     return lines + [""]
 
 
@@ -4425,7 +4421,7 @@ let current = DATA.epochs.find(e => e.best);
 
 function sharedStart(a, b) { let n = 0; while (n < a.length && n < b.length && a[n] === b[n]) n++; return n; }
 
-function kept(cache, n) {  // the cache of its first n positions (what a shorter or edited text still shares)
+function cachePrefix(cache, n) {  // the cache of its first n positions (what a shorter or edited text still shares)
   return {ids: cache.ids.slice(0, n), outputs: cache.outputs.slice(0, n), layers: cache.layers.map(layer =>
     ({keys: layer.keys.slice(0, n), values: layer.values.slice(0, n), weights: layer.weights.map(h => h.slice(0, n))}))};
 }
@@ -4437,7 +4433,7 @@ function run(source, snapshot = current) {  // source: a text, or the ids of one
   // Past the context the window slides: every position moves, so it is computed again from its
   // start, as generate() does. Without the mask every row reads the future: no cache at all.
   if (WITHOUT.has("causal-mask")) cache = shared === ids.length && shared === cache.ids.length ? cache : emptyCache();
-  else if (shared < cache.ids.length) cache = kept(cache, shared);
+  else if (shared < cache.ids.length) cache = cachePrefix(cache, shared);
   extend(w, cache, ids);
   caches.set(snapshot.epoch, cache);
   return transformerLM(w, cache);
@@ -4659,7 +4655,7 @@ function seedProblem() {  // Python's rule and message: a seed the page cannot t
 }
 
 const page = {text: "", ids: [], generator: null, history: [], steps: [], over: false, row: null,  // ids: of the text
-              bar: 0, mapPoint: null, writing: null, stopped: false, comparing: null, comparedFor: null, seen: {}};
+              bar: 0, mapPoint: null, writing: null, stopped: false, comparing: null, comparedFor: null, trainingSeen: false};
 
 function setText(text) {  // a beginning typed by hand: its ids are encoded once; Step appends to them
   page.text = text;
@@ -4928,8 +4924,9 @@ function drawSteps() {
     box.firstChild.textContent = t("empty");
     return;
   }
-  page.steps.slice(-60).forEach((step) => {  // the last 60: a long writing keeps the page quick
-    const c = step.choice, div = document.createElement("div"), n = page.steps.indexOf(step);
+  const first = Math.max(0, page.steps.length - 60);  // the last 60: a long writing keeps the page quick
+  page.steps.slice(first).forEach((step, k) => {
+    const c = step.choice, div = document.createElement("div"), n = first + k;
     const rows = c.order.slice(0, Math.max(c.kept + 2, c.order.indexOf(c.id) + 1)).slice(0, 10).map((id, r) =>
       `${r < c.kept ? "*" : " "} ${String(r + 1).padStart(3)}  ${shown(VOCABULARY[id]).padEnd(3)} ${num(c.logits[id], 3).padStart(8)} ` +
       `${num(c.probs[id], 4).padStart(7)} ${num(c.cumulative[r], 4).padStart(7)}`);
@@ -5002,7 +4999,7 @@ function scheduleComparison() {  // the other epochs' passes wait until typing p
   clearTimeout(page.comparing);
   drawComparison(false);  // the epochs and losses at once, the answers to this text once computed
   page.comparing = setTimeout(() => {
-    if (!page.seen.training) return;  // drawn when the panel scrolls into view
+    if (!page.trainingSeen) return;  // drawn when the panel scrolls into view
     page.comparedFor = key;
     drawComparison(true);
   }, COMPARE_PAUSE_MS);
@@ -5161,10 +5158,10 @@ function setProjector(on) {  // larger text for the back row, remembered like th
 
 function watchTraining() {  // the comparison is computed when its panel is on the screen
   const panel = $("training-panel");
-  if (!("IntersectionObserver" in window)) { page.seen.training = true; return; }
+  if (!("IntersectionObserver" in window)) { page.trainingSeen = true; return; }
   new IntersectionObserver((entries) => {
-    page.seen.training = entries.some(entry => entry.isIntersecting);
-    if (page.seen.training && readable()) scheduleComparison();
+    page.trainingSeen = entries.some(entry => entry.isIntersecting);
+    if (page.trainingSeen && readable()) scheduleComparison();
   }).observe(panel);
 }
 
@@ -6477,7 +6474,7 @@ def write_outputs(setup: Setup, hooks: RunHooks, history: list[dict], epochs) ->
         log(hooks.counting.after_training(data, history, test_loss))
     save_text(out / "parameters.txt", parameter_report(model, cfg, data.tokenizer.vocab_size, data.tokenizer.unit))
     samples = write_samples(model, data, cfg, setup.text, log)
-    save_text(out / "table.txt", sampling_table(samples, cfg, data.tokenizer))
+    save_text(out / "table.txt", sampling_table(samples, cfg, data.tokenizer, data.item))
     save_text(out / "tokens.txt", tokens_report(data))
     finished = Finished(setup, history, test_loss, epochs, hooks.snapshots, samples, hooks.untrained_loss,
                         hooks.counting)
