@@ -52,6 +52,30 @@ def tiny_model(vocab_size=11, **changes) -> "LLM.TransformerLM":
     return LLM.build_model(vocab_size, tiny_config(**changes)).eval()  # --without and --code applied
 
 
+def kept_by_definition(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, greedy=False) -> torch.Tensor:
+    """What the draw picks from, written from section 15's definition and nothing of LLM.py:
+    p = softmax(logits / temperature) in float64; the candidates most likely first; top-k keeps
+    the first k; top-p keeps the fewest whose probabilities add up to top_p; the kept ones
+    rescaled to add up to 1, the rest 0. Greedy: 1 on the most likely."""
+    p = torch.softmax(logits.double() / temperature, dim=-1)
+    order = sorted(range(len(p)), key=lambda i: (-float(p[i]), i))
+    if greedy:
+        order = order[:1]
+    if top_k:
+        order = order[:top_k]
+    if top_p < 1:
+        total, fewest = 0.0, []
+        for i in order:
+            fewest.append(i)
+            total += float(p[i])
+            if total >= top_p:
+                break
+        order = fewest
+    kept = torch.zeros_like(p)
+    kept[order] = p[order] / p[order].sum()
+    return kept
+
+
 def one_line_error(capsys, argv, *expected, main=None):
     """Run LLM.main(argv) (or another copy's `main`) and check it failed the way a user should see:
     exit code 2 and a single line `error: ...` on stderr that contains every expected piece of text."""
