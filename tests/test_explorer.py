@@ -136,11 +136,12 @@ def chromium_executable() -> str | None:
     return next((shutil.which(n) or n for n in names if n and (shutil.which(n) or Path(n).is_file())), None)
 
 
-@pytest.fixture(scope="module")
-def browser():
+def chromium_or_skip() -> str:
+    """The Chromium to drive; without playwright or a Chromium, a skip, or a failure where
+    LLM_BROWSER_TESTS=required (asked before anything is imported)."""
     required = os.environ.get("LLM_BROWSER_TESTS") == "required"
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright  # noqa: F401
     except ImportError:
         if required:
             pytest.fail("LLM_BROWSER_TESTS=required but playwright is not installed")
@@ -150,6 +151,13 @@ def browser():
         if required:
             pytest.fail("LLM_BROWSER_TESTS=required but no Chromium was found")
         pytest.skip("explorer.html is tested in Chromium: none found (Debian: apt install chromium; or set LLM_CHROMIUM)")
+    return executable
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield chromium

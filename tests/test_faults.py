@@ -400,11 +400,13 @@ def test_numbers_that_would_crash_later_are_refused_first(capsys, tmp_path, argv
 
 def test_the_memory_estimate_is_near_what_a_run_takes():
     """The estimate refuses only shapes that cannot fit: for the classroom shape and a big one it
-    is within a factor of 3 of a measured footprint (parameters, Adam, activations)."""
-    cfg = LLM.RunConfig()
-    small = LLM.memory_needed(cfg, 65, 64, 70)
+    is within a factor of 3 of a measured footprint (parameters, Adam, activations: about 94 MB
+    and 514 MB above torch itself, measured with MEASURE_PEAK below on an AMD EPYC; the slow test
+    that follows measures it again, within a factor of 2)."""
+    small = LLM.memory_needed(LLM.RunConfig(), 65, 64, 70)
     big = LLM.memory_needed(LLM.RunConfig(d_model=256, d_ff=1024, n_layers=4), 65, 64, 70)
-    assert 20e6 < small < 200e6 and 200e6 < big < 2e9  # measured: about 94 MB and 514 MB above torch itself
+    for estimate, measured in ((small, 94e6), (big, 514e6)):
+        assert measured / 3 <= estimate <= 3 * measured, (estimate, measured)
     assert LLM.memory_needed(LLM.RunConfig(context=10 ** 6), 65, 1, 1) > 2 * 10 ** 12  # two (T, T) masks
 
 

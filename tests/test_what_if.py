@@ -147,19 +147,14 @@ def test_the_printed_run_names_the_switch_and_explains_its_numbers(maskless_run,
 
 def test_the_page_of_a_model_without_every_idea_equals_pytorch(tmp_path_factory):
     """The explorer's JavaScript honours every switch: a model trained without all five."""
-    from test_explorer import CHROMIUM_ARGS, Opened, chromium_executable  # noqa: F401  (the same browser setup)
-    pytest.importorskip("playwright", reason="the page is tested in a browser: pip install playwright")
-    import os
-    if chromium_executable() is None:
-        if os.environ.get("LLM_BROWSER_TESTS") == "required":
-            pytest.fail("LLM_BROWSER_TESTS=required but no Chromium was found")
-        pytest.skip("explorer.html is tested in Chromium: none found")
+    from test_explorer import CHROMIUM_ARGS, Opened, chromium_or_skip  # the same browser setup
+    executable = chromium_or_skip()  # or a failure where LLM_BROWSER_TESTS=required
     out = run_into(tmp_path_factory, "ideasless", TINY_ARGV + ["--epochs", "1", "--without", *LLM.IDEAS, "--pictures",
                                                              "explorer"])
     model, tokenizer, cfg, _ = LLM.load_checkpoint(out / "model.pt", "cpu")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         tab = Opened(browser, out / "explorer.html")
         for text in ("No hay", "Quien mucho abarca"):
             ids = [tokenizer.eol_id] + tokenizer.encode(text)
