@@ -150,7 +150,7 @@ MUTATIONS = [
     M("chat-greedy-not-toggled", "J", "            s.greedy = not s.greedy\n", "            s.greedy = s.greedy\n", "tests/test_effects.py"),
     M("chat-train-full-lr", "J", "lr=cfg.lr / self.typed_cfg.chat_lr_divisor, warmup=0", "lr=cfg.lr, warmup=0",
       "tests/test_effects.py"),
-    M("cli-flag-ignored", "K", "        if getattr(cfg, name) < 0:\n            raise UserError(f\"{flag_of(name)} must be 0 or more",
+    M("count-minus-one-allowed", "K", "        if getattr(cfg, name) < 0:\n            raise UserError(f\"{flag_of(name)} must be 0 or more",
       "        if getattr(cfg, name) < -1:\n            raise UserError(f\"{flag_of(name)} must be 0 or more", "tests/test_appendix.py"),
     M("workbook-wrong-passes", "L", "            first_wrong = first_wrong or (problem and (case, problem))",
       "            first_wrong = first_wrong", "tests/test_workbook.py"),

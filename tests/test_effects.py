@@ -222,7 +222,7 @@ def test_the_chats_sampling_commands_change_how_it_samples(trained, monkeypatch)
 
     monkeypatch.setattr(LLM, "choose_next", recording)
     answers = {}
-    for command in ["", "/temp 0.5", "/topk 3", "/topp 0.6", "/greedy"]:
+    for command in ["", "/temp 0.5", "/topk 5", "/topp 0.6", "/greedy"]:
         drawn.clear()
         typed = (command + "\n" if command else "") + "No hay\nquit\n"
         LLM.chat(tiny_config(max_chars=15), trained, None, io.StringIO(typed), lambda m: None)
@@ -232,12 +232,12 @@ def test_the_chats_sampling_commands_change_how_it_samples(trained, monkeypatch)
         torch.testing.assert_close(choice.probs.double(), torch.softmax(logits.double() / 0.5, -1), rtol=0, atol=1e-6)
     cfg = tiny_config()
     typed = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)  # --chat's own settings
-    for command, options in [("", {}), ("/temp 0.5", dict(temperature=0.5)), ("/topk 3", dict(top_k=3)),
+    for command, options in [("", {}), ("/temp 0.5", dict(temperature=0.5)), ("/topk 5", dict(top_k=5)),
                              ("/topp 0.6", dict(top_p=0.6))]:
         for sampling, logits, choice in answers[command]:
             expected = kept_by_definition(logits, **{**typed, **options})
             assert choice.kept == int((expected > 0).sum()) and expected[choice.id] > 0, command
-    assert any(choice.kept == 3 for _, _, choice in answers["/topk 3"])
+    assert all(choice.kept == 5 for _, _, choice in answers["/topk 5"])  # --chat's own top-k is 3
     for sampling, logits, choice in answers["/greedy"]:
         assert choice.u is None and choice.id == int(logits.argmax())
 

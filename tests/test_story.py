@@ -46,6 +46,12 @@ def test_an_unknown_preset_is_one_line(capsys):
 
 # --- 2. the proverbs, as numbers ------------------------------------------------------------
 
+def test_a_text_becomes_its_non_blank_lines_without_surrounding_spaces():
+    text = "  Más vale tarde que nunca.  \n\n \t \n\tA la tercera va la vencida.\r\nNo hay mal que por bien no venga."
+    assert LLM.text_lines(text) == ["Más vale tarde que nunca.", "A la tercera va la vencida.",
+                                    "No hay mal que por bien no venga."]
+
+
 def test_tokenizer_round_trip_and_end_of_line():
     tok = tokenizer_of(["¿Dónde va Vicente?", "Año de nieves, año de bienes."])
     text = "¿Año de Vicente?"
