@@ -111,6 +111,9 @@ def test_auto_mode_reads_proverbs_as_lines_and_a_book_as_a_stream():
     assert LLM.choose_mode(book, 80) == ("stream", "2 blank lines: paragraphs of a running text")
     long_lines = "\n".join("palabra " * 20 for _ in range(5))  # 160 characters a line
     assert LLM.choose_mode(long_lines, 80)[0] == "stream"
+    short, long = "Más vale tarde que nunca.", "palabra " * 12  # 25 and 96 characters
+    assert LLM.choose_mode("\n".join([short] * 95 + [long] * 5), 80)[0] == "line"  # 95% fit: lines
+    assert LLM.choose_mode("\n".join([short] * 90 + [long] * 10), 80) == ("stream", "only 90 of 100 lines fit in the context of 80")
 
 
 def test_stream_split_is_three_contiguous_blocks_of_the_text():

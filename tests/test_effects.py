@@ -48,6 +48,8 @@ def test_evaluate_turns_dropout_off_and_weighs_every_target_once():
     assert measured[0] == measured[1] == measured[2]  # no random dropout mask
     reference = loss_by_hand(model.eval(), split)  # lines of different lengths in batches of 2
     assert measured[0] == pytest.approx(reference, rel=1e-6)
+    LLM.evaluate(model, split, batch_size=2, device="cpu")
+    assert not model.training  # a model in eval mode stays so: its next forward pass has no dropout
 
 
 def test_generate_turns_dropout_off_and_reads_the_last_context_tokens():
@@ -71,6 +73,22 @@ def test_generate_turns_dropout_off_and_reads_the_last_context_tokens():
             ids.append(next_id)
     assert written[0] == tok.decode(ids[1:])
     assert all(len(c.window) == 8 for c in trace)
+    LLM.generate(model.eval(), tok, prompt, greedy)
+    assert not model.training  # a model in eval mode stays so
+
+
+def test_a_checkpoint_loads_ready_to_predict_with_dropout_off(tmp_path):
+    """A model saved with dropout 0.5 comes back in eval mode: the same logits under two seeds,
+    the saved model's own in eval mode."""
+    model, tok = dropout_model(p=0.5), tokenizer_of(LINES)
+    LLM.save_checkpoint(tmp_path / "model.pt", model, tiny_config(dropout=0.5), tok, {"epoch": 1, "val_loss": 2.0})
+    loaded = LLM.load_checkpoint(tmp_path / "model.pt", "cpu")[0]
+    idx = torch.tensor([tok.encode(LINES[1])])
+    readings = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        readings.append(loaded(idx))
+    assert torch.equal(readings[0], readings[1]) and torch.equal(readings[0], model.eval()(idx))
 
 
 def forward_by_hand(model, idx, p):
@@ -84,6 +102,14 @@ def forward_by_hand(model, idx, p):
     return model.lm_head(model.final_norm(x))
 
 
+def test_epoch_pictures_are_drawn_every_snapshot_th_epoch(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(LLM.EpochPictures, "draw", lambda self, model, record: drawn.append(record["epoch"]))
+    argv = TINY_ARGV + ["--epochs", "5", "--snapshot", "2", "--patience", "0", "--pictures", "epochs", "--out", str(tmp_path)]
+    assert LLM.main(argv) == 0
+    assert drawn == [2, 4]
+
+
 def test_a_training_forward_pass_drops_out_where_the_paper_does():
     model = dropout_model(p=0.3).train()
     idx = torch.tensor([LLM.CharTokenizer("".join(LINES)).encode(LINES[0][:20])])
@@ -93,6 +119,32 @@ def test_a_training_forward_pass_drops_out_where_the_paper_does():
     theirs = forward_by_hand(model, idx, 0.3)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
     assert not torch.equal(model(idx), model(idx))  # a new mask every pass
+
+
+def test_the_pictures_and_eval_read_the_model_with_dropout_off():
+    """attention_layer<L>.png's weights and --eval's completions come from the model as it
+    predicts: with dropout 0.5 in training mode, two readings under different seeds agree with
+    the model in eval mode (and the attention maps leave the model's mode as they found it)."""
+    model = dropout_model(p=0.5)
+    tok = tokenizer_of(LINES)
+    readings = []
+    for seed in (1, 2):
+        model.train()
+        torch.manual_seed(seed)
+        readings.append(LLM.attention_maps(model, tok, LINES[2])[1])
+        assert model.training
+    reference = LLM.attention_maps(model.eval(), tok, LINES[2])[1]
+    for first, second, ours in zip(*readings, reference):
+        assert torch.equal(first, ours) and torch.equal(second, ours)
+    cfg = tiny_config(dropout=0.5, mode="line", val_fraction=0.2, test_fraction=0.2)
+    data = LLM.prepare_any_text("\n".join(f"{line} {n}" for n in range(4) for line in LINES), cfg)
+    torch.manual_seed(0)
+    model = LLM.TransformerLM(data.tokenizer.vocab_size, cfg)
+    reports = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        reports.append(LLM.completion_report(model.train() if seed < 3 else model.eval(), data, cfg, "cpu"))
+    assert reports[0] == reports[1] == reports[2]
 
 
 def trained_weights(dropout: float, global_seed: int, epochs=1):
@@ -139,6 +191,35 @@ def test_every_epoch_takes_the_lines_in_a_new_order_set_by_the_seed():
         rows = [tuple(F.pad(row, (0, width - len(row)), value=data.tokenizer.eol_id).tolist())
                 for batch in epoch for row in batch]
         assert sorted(rows) == every
+
+
+def test_an_epochs_record_weighs_each_target_once_and_each_step_once(monkeypatch):
+    """train_loss is the mean over the epoch's real targets (a batch of long lines weighs more
+    than one of short lines), grad_norm the mean of the steps' norms before clipping, clipped
+    the share of steps clipped, lr the last step's: each recomputed here from the steps."""
+    steps = []  # (mean loss of the batch, its real targets, norm before clipping, lr) per step
+    real = LLM.train_step
+
+    def recording(model, optimizer, inputs, targets, lr, clip, autocast):
+        loss, norm = real(model, optimizer, inputs, targets, lr, clip, autocast)
+        steps.append((loss.item(), int((targets != LLM.IGNORE).sum()), norm.item(), lr))
+        return loss, norm
+
+    monkeypatch.setattr(LLM, "train_step", recording)
+    lines = [line[:n] for line in LINES for n in (4, 9, 30)]  # lengths that differ from batch to batch
+    cfg = tiny_config(epochs=2, batch_size=3, patience=0, mode="line", clip=0.5, val_fraction=0.2, test_fraction=0.0)
+    data = LLM.prepare_any_text("\n".join(lines * 2), cfg)
+    torch.manual_seed(0)
+    history = LLM.train(LLM.TransformerLM(data.tokenizer.vocab_size, cfg), data, cfg, "cpu", log=lambda m: None)
+    per_epoch = len(steps) // 2
+    assert per_epoch == math.ceil(len(data.train_split) / 3) and len(history) == 2
+    for k, (record, epoch) in enumerate(zip(history, (steps[:per_epoch], steps[per_epoch:]))):
+        losses, counts, norms, rates = zip(*epoch)
+        assert len(set(counts)) > 1  # the weighting matters here
+        assert record["train_loss"] == pytest.approx(sum(l * n for l, n in zip(losses, counts)) / sum(counts), rel=1e-5)
+        assert record["grad_norm"] == pytest.approx(sum(norms) / len(norms), rel=1e-5)
+        assert record["clipped"] == pytest.approx(sum(g > 0.5 for g in norms) / len(norms))
+        assert record["lr"] == rates[-1] and record["step"] == per_epoch * (k + 1)
 
 
 # --- Teacher forcing: a line longer than the context -------------------------------------------
@@ -222,7 +303,7 @@ def test_the_chats_sampling_commands_change_how_it_samples(trained, monkeypatch)
 
     monkeypatch.setattr(LLM, "choose_next", recording)
     answers = {}
-    for command in ["", "/temp 0.5", "/topk 5", "/topp 0.6", "/greedy"]:
+    for command in ["", "/temp 0.5", "/topk 5", "/topk 0\n/topp 0.6", "/greedy"]:
         drawn.clear()
         typed = (command + "\n" if command else "") + "No hay\nquit\n"
         LLM.chat(tiny_config(max_chars=15), trained, None, io.StringIO(typed), lambda m: None)
@@ -233,11 +314,12 @@ def test_the_chats_sampling_commands_change_how_it_samples(trained, monkeypatch)
     cfg = tiny_config()
     typed = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)  # --chat's own settings
     for command, options in [("", {}), ("/temp 0.5", dict(temperature=0.5)), ("/topk 5", dict(top_k=5)),
-                             ("/topp 0.6", dict(top_p=0.6))]:
+                             ("/topk 0\n/topp 0.6", dict(top_k=0, top_p=0.6))]:
         for sampling, logits, choice in answers[command]:
             expected = kept_by_definition(logits, **{**typed, **options})
             assert choice.kept == int((expected > 0).sum()) and expected[choice.id] > 0, command
     assert all(choice.kept == 5 for _, _, choice in answers["/topk 5"])  # --chat's own top-k is 3
+    assert all(choice.kept < len(logits) for _, logits, choice in answers["/topk 0\n/topp 0.6"])  # top-p alone cuts
     for sampling, logits, choice in answers["/greedy"]:
         assert choice.u is None and choice.id == int(logits.argmax())
 
@@ -275,6 +357,24 @@ def weights_at_the_first_step(monkeypatch, argv):
     monkeypatch.setattr(LLM, "train_step", recording)
     assert LLM.main(argv) == 0
     return seen[0]
+
+
+def test_new_characters_get_the_rows_of_a_fresh_model_with_the_seed(trained):
+    """extend_vocabulary's new rows are those a fresh model of the bigger vocabulary gets from
+    --seed, whatever was drawn before: fine-tuning is reproducible."""
+    old, tok, cfg, _ = LLM.load_checkpoint(trained, "cpu")
+    grown = []
+    for before in (1, 2):
+        torch.manual_seed(before)
+        torch.rand(before)  # whatever the program drew earlier
+        grown.append(LLM.extend_vocabulary(old, tok, "Ça va, ça vient.", cfg))
+    (first, bigger, added), (second, _, _) = grown
+    torch.manual_seed(cfg.seed)
+    fresh = LLM.build_model(bigger.vocab_size, cfg).state_dict()
+    new = torch.tensor([bigger.ids[c] for c in added])
+    for name in ("token_embedding.weight", "lm_head.weight", "lm_head.bias"):
+        assert torch.equal(first.state_dict()[name][new], fresh[name][new]), name
+        assert torch.equal(second.state_dict()[name], first.state_dict()[name]), name
 
 
 def test_fine_tuning_starts_from_the_checkpoints_weights(trained, tmp_path, monkeypatch):
@@ -326,6 +426,23 @@ def test_a_run_resumed_with_dropout_ends_as_one_never_stopped(tmp_path, monkeypa
         torch.testing.assert_close(a["model"][name], b["model"][name], rtol=0, atol=1e-6)
 
 
+def test_a_resumed_run_keeps_the_checkpoints_epoch_until_one_is_better(tmp_path, monkeypatch):
+    """The checkpoint's validation loss is the one to beat: a resumed epoch that measures worse
+    leaves model.pt as it was, and the run ends with the checkpoint's weights."""
+    out = tmp_path / "run"
+    assert LLM.main(TINY_ARGV + ["--epochs", "1", "--pictures", "--out", str(out)]) == 0
+    before = torch.load(out / "model.pt", weights_only=True)
+    real = LLM.evaluate
+    worse = lambda model, split, *args, **kwargs: before["val_loss"] + 1.0  # noqa: E731
+    monkeypatch.setattr(LLM, "evaluate", worse)
+    assert LLM.main(["--resume", "--epochs", "2", "--out", str(out)]) == 0
+    monkeypatch.setattr(LLM, "evaluate", real)
+    after = torch.load(out / "model.pt", weights_only=True)
+    assert after["epoch"] == 1 and after["val_loss"] == before["val_loss"]
+    for name, value in before["model"].items():
+        assert torch.equal(after["model"][name], value), name
+
+
 # --- Mixed precision and explorer snapshots ----------------------------------------------------
 
 def test_bf16_runs_the_forward_pass_in_bfloat16_and_fp32_does_not():
@@ -346,6 +463,15 @@ def test_snapshot_epochs_are_every_snapshot_th_epoch_or_spread_to_fit():
 
 
 # --- Several processes: each takes its own batches ---------------------------------------------
+
+def test_more_processes_than_an_epochs_batches_are_refused_and_as_many_allowed():
+    cfg = tiny_config(mode="line", val_fraction=0.2, test_fraction=0.0)
+    data = LLM.prepare_any_text("\n".join(f"{line} {n}" for n in range(4) for line in LINES), cfg)
+    lines = len(data.train_split)
+    LLM.check_a_batch_for_every_process(data, LLM.replace(cfg, batch_size=lines // 2), LLM.Ranks(0, 2))  # 2 batches
+    with pytest.raises(LLM.UserError, match="2 processes take 2 batches a step"):
+        LLM.check_a_batch_for_every_process(data, LLM.replace(cfg, batch_size=lines), LLM.Ranks(0, 2))  # 1 batch
+
 
 def test_each_process_takes_its_own_batches_and_together_every_batch_once():
     batches = list(range(7))  # stand-ins for (inputs, targets)
@@ -375,7 +501,13 @@ def test_two_processes_train_as_one_process_on_their_two_batches_together(tmp_pa
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     assert LLM.main(common + ["--batch-size", str(n_train), "--out", str(tmp_path / "one")]) == 0
-    a = torch.load(tmp_path / "two" / "model.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "one" / "model.pt", weights_only=True)["model"]
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)  # one batch twice: 1e-2 apart
+    a = torch.load(tmp_path / "two" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "one" / "model.pt", weights_only=True)
+    for name in a["model"]:
+        torch.testing.assert_close(a["model"][name], b["model"][name], rtol=0, atol=1e-6)  # one batch twice: 1e-2 apart
+    two_epochs, one_epochs = a["training"]["history"], b["training"]["history"]
+    assert [r["epoch"] for r in two_epochs] == [r["epoch"] for r in one_epochs] == [1, 2]
+    for mine, theirs in zip(two_epochs, one_epochs):  # the sums over both processes: the one process's numbers
+        assert mine["step"] == theirs["step"] and mine["lr"] == pytest.approx(theirs["lr"], rel=1e-12)
+        for key in ("train_loss", "val_loss", "grad_norm", "clipped"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), key

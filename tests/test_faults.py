@@ -427,6 +427,14 @@ def test_the_chat_refuses_a_temperature_that_underflows(trained):
 
 # --- 6. SIGTERM and SIGHUP stop a run like Ctrl-C --------------------------------------------------
 
+def started_with(name: str, ignored=None):
+    """In the child before it runs: signal `name` as a fresh shell leaves it (pytest itself may run
+    under nohup, which ignores SIGHUP), and `ignored`, if given, ignored."""
+    signal.signal(getattr(signal, name), signal.SIG_DFL)
+    if ignored:
+        signal.signal(ignored, signal.SIG_IGN)
+
+
 def stopped_by_a_signal(tmp_path, name, ignored=None):
     """A run stopped by signal `name` in its second epoch says which epoch model.pt keeps, exits with
     128 + the signal's number, and leaves model.pt whole and no temporary file. A signal `ignored`
@@ -437,7 +445,7 @@ def stopped_by_a_signal(tmp_path, name, ignored=None):
             "--out", str(tmp_path)]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each line as it is printed
-                               preexec_fn=(lambda: signal.signal(ignored, signal.SIG_IGN)) if ignored else None)
+                               preexec_fn=lambda: started_with(name, ignored))
     try:
         for line in process.stdout:
             if line.startswith("epoch   2/") and ignored:
@@ -467,7 +475,8 @@ def test_a_signal_stops_every_command_as_it_stops_training(trained):
     interrupted by SIGHUP with its exit code, not killed."""
     process = subprocess.Popen([sys.executable, str(ROOT / "LLM.py"), "--generate", "No hay", "--samples", "100000",
                                 "--checkpoint", str(trained)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=lambda: started_with("SIGHUP"))
     try:
         process.stdout.readline()
         process.send_signal(signal.SIGHUP)

@@ -216,6 +216,20 @@ def test_the_readme_test_time_is_a_measurement_with_its_machine_and_date():
     said(DOCS, r"python -m pytest -q tests -m slow")  # the long tests are named, and how to run them
 
 
+def test_the_mutation_testing_result_covers_the_whole_list_and_every_part():
+    """tests/README.md's count and last result are those of tests/mutate.py's list as it is: every
+    mutation caught, on a date and a machine; the list reaches every section and part of the book."""
+    import mutate
+    planted = len(mutate.MUTATIONS)
+    assert said(DOCS, r"The list has (\d+) of them")[0] == str(planted)
+    caught, of, _ = said(DOCS, r"Last result: \*\*(\d+) of (\d+) caught\*\* on (\d{4}-\d\d-\d\d), on the 2-core AMD EPYC")
+    assert int(caught) == int(of) == planted
+    assert said(README, r"`python tests/mutate.py` plants (\d+)")[0] == str(planted)
+    assert {m.where for m in mutate.MUTATIONS} == {str(n) for n in range(1, 17)} | set("ABCDEFGHIJKL")
+    source = (ROOT / "LLM.py").read_text(encoding="utf-8")
+    assert all(source.count(m.old) == 1 for m in mutate.MUTATIONS)  # none stale
+
+
 def test_the_training_craft_table_gives_the_defaults_of_the_settings():
     rows = re.findall(r"^\| ((?:`--[\w-]+`(?:, )?)+) \| ([^|]+) \|", README, re.M)
     checked = 0

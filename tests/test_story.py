@@ -410,17 +410,18 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
 def test_the_hand_written_adam_takes_torch_optims_steps(optimizer, kind):
     """Adam's formula as section 12 writes it (one tensor at a time), and FastAdam (all tensors
     at once, what training runs), against torch.optim's Adam / AdamW over 30 steps with a
-    changing learning rate."""
-    cfg = tiny_config(optimizer=optimizer, weight_decay=0.3)
+    changing learning rate. An eps of 1e-3, near sqrt(v), so that a wrong eps shows too."""
+    cfg = tiny_config(optimizer=optimizer, weight_decay=0.3, eps=1e-3)
     torch.manual_seed(0)
     ours, theirs = LLM.TransformerLM(10, cfg), LLM.TransformerLM(10, cfg)
     theirs.load_state_dict(ours.state_dict())
     groups = LLM.make_optimizer(ours, cfg).param_groups
-    hand = getattr(LLM, kind)(groups, lr=cfg.lr)
+    hand = getattr(LLM, kind)(groups, lr=cfg.lr, eps=cfg.eps)
     matrices = [p for p in theirs.parameters() if p.dim() >= 2]
     others = [p for p in theirs.parameters() if p.dim() < 2]
     reference = (torch.optim.AdamW([{"params": matrices, "weight_decay": 0.3}, {"params": others, "weight_decay": 0.0}],
-                                   lr=cfg.lr) if optimizer == "adamw" else torch.optim.Adam(theirs.parameters(), lr=cfg.lr))
+                                   lr=cfg.lr, eps=cfg.eps) if optimizer == "adamw" else
+                 torch.optim.Adam(theirs.parameters(), lr=cfg.lr, eps=cfg.eps))
     ids = torch.randint(10, (4, 13))
     start = ours.lm_head.weight.detach().clone()
     for step in range(30):

@@ -239,6 +239,8 @@ def test_a_difference_counts_only_when_it_is_larger_than_what_seeds_change():
     assert "the change, +0.200, is more than the two spreads added (0.020 and 0.020)" in LLM.beyond_noise(real, base)
     assert "the change, +0.030, is within the two spreads added (0.040 and 0.020)" in LLM.beyond_noise(noise, base)
     assert "One seed only" in LLM.beyond_noise(switch("positions", [1.9]), switch("", [1.8]))
+    steady = switch("positions", [1.83, 1.85, 1.87])  # +0.030: above either spread, not both added
+    assert "the change, +0.030, is within the two spreads added (0.020 and 0.020)" in LLM.beyond_noise(steady, base)
 
 
 def test_the_loss_picture_says_what_its_curves_mean(tiny_run):
