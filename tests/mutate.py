@@ -1,7 +1,7 @@
 """Mutation testing: plant a small, plausible bug in a copy of LLM.py, one at a time, and check
 that the tests catch it.
 
-    python tests/mutate.py               every mutation, then a summary (about 20 minutes on 2 cores)
+    python tests/mutate.py               every mutation, then a summary (about 10 minutes on 2 cores)
     python tests/mutate.py --list        the mutations, one line each
     python tests/mutate.py NAME [NAME]   only these (a name, or the start of one)
 
@@ -15,7 +15,8 @@ mutation of torchrun's code, the tests marked slow). A mutation is *caught* when
 no longer in LLM.py is reported as *stale*: LLM.py changed and the list must follow it.
 
 No mutation here is equivalent (harmless): each one changes what the program computes, prints or
-writes. Run it before calling a change done; it is not part of CI (it takes about 20 minutes).
+writes. Run it before calling a change done; it is not part of CI (it takes about 10 minutes,
+more when a mutation escapes the first tests and the whole suite runs).
 """
 import argparse
 import os
