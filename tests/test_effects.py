@@ -325,19 +325,28 @@ def test_the_chats_sampling_commands_change_how_it_samples(trained, monkeypatch)
 
 
 def test_the_chats_train_goes_on_at_a_fraction_of_the_learning_rate(trained, tmp_path, monkeypatch):
-    rates = []
+    """/train 2: two epochs, at the first run's rate divided by --chat-lr-divisor from the first
+    step, and each epoch holds the typed line --chat-weight times among the corpus's lines."""
+    rates, targets_seen = [], []
     real = LLM.train_step
 
     def recording(model, optimizer, inputs, targets, lr, clip, autocast):
         rates.append(lr)
+        targets_seen.append(targets.clone())
         return real(model, optimizer, inputs, targets, lr, clip, autocast)
 
     monkeypatch.setattr(LLM, "train_step", recording)
     copy = tmp_path / "model.pt"
     copy.write_bytes(trained.read_bytes())
-    LLM.chat(tiny_config(), copy, None, io.StringIO("Perro que ladra no muerde.\n/train 1\nquit\n"), lambda m: None)
-    first = LLM.load_checkpoint(trained, "cpu")[2]
+    typed = "Zorro viejo no cae en la trampa."
+    LLM.chat(tiny_config(), copy, None, io.StringIO(f"{typed}\n/train 2\nquit\n"), lambda m: None)
+    first, tok = LLM.load_checkpoint(trained, "cpu")[2], LLM.load_checkpoint(trained, "cpu")[1]
     assert rates and max(rates) == pytest.approx(first.lr / tiny_config().chat_lr_divisor)  # no warm-up: the peak at once
+    line = torch.tensor(tok.encode(typed) + [tok.eol_id])  # its targets: the line, then ⏎
+    seen = sum(int((t[:, :len(line)] == line).all(-1).sum()) for t in targets_seen if t.shape[1] >= len(line))
+    rows = sum(len(t) for t in targets_seen)  # each batch (B, T) cut to its longest line
+    lines = len(LLM.prepare_any_text(PROVERBS.read_text(encoding="utf-8"), first).train_split)
+    assert seen == 2 * tiny_config().chat_weight and rows == 2 * (lines + tiny_config().chat_weight)
 
 
 # --- Fine-tuning and resuming start from the checkpoint's weights -------------------------------
