@@ -194,7 +194,7 @@ MUTATIONS = [
     M("page-top-p-one-too-few", "H", "cumulative.filter(c => c < sampling.top_p).length + 1);",
       "cumulative.filter(c => c < sampling.top_p).length);", "tests/test_explorer.py"),
     M("page-attention-unscaled", "H", 'scale = WITHOUT.has("scaling") ? 1 : Math.sqrt(D);',
-      'scale = WITHOUT.has("scaling") ? 1 : Math.sqrt(D) * 0 + 1;', "tests/test_explorer.py"),
+      'scale = WITHOUT.has("scaling") ? 1 : D;', "tests/test_explorer.py"),
     M("page-greedy-second", "H", "if (sampling.greedy) return {id: order[0],", "if (sampling.greedy) return {id: order[1],",
       "tests/test_explorer.py"),
     M("page-layer-norm-no-eps", "H", "const scale = 1 / Math.sqrt(variance + eps);", "const scale = 1 / Math.sqrt(variance + 1e-3);",

@@ -340,7 +340,7 @@ def test_the_chats_train_goes_on_at_a_fraction_of_the_learning_rate(trained, tmp
     copy.write_bytes(trained.read_bytes())
     typed = "Zorro viejo no cae en la trampa."
     LLM.chat(tiny_config(), copy, None, io.StringIO(f"{typed}\n/train 2\nquit\n"), lambda m: None)
-    first, tok = LLM.load_checkpoint(trained, "cpu")[2], LLM.load_checkpoint(trained, "cpu")[1]
+    _, tok, first, _ = LLM.load_checkpoint(trained, "cpu")
     assert rates and max(rates) == pytest.approx(first.lr / tiny_config().chat_lr_divisor)  # no warm-up: the peak at once
     line = torch.tensor(tok.encode(typed) + [tok.eol_id])  # its targets: the line, then ⏎
     seen = sum(int((t[:, :len(line)] == line).all(-1).sum()) for t in targets_seen if t.shape[1] >= len(line))

@@ -410,7 +410,8 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
 def test_the_hand_written_adam_takes_torch_optims_steps(optimizer, kind):
     """Adam's formula as section 12 writes it (one tensor at a time), and FastAdam (all tensors
     at once, what training runs), against torch.optim's Adam / AdamW over 30 steps with a
-    changing learning rate. An eps of 1e-3, near sqrt(v), so that a wrong eps shows too."""
+    changing learning rate. An eps of 1e-3, large enough that an update without it differs beyond
+    the tolerance (tests/mutate.py's fast-adam-no-eps)."""
     cfg = tiny_config(optimizer=optimizer, weight_decay=0.3, eps=1e-3)
     torch.manual_seed(0)
     ours, theirs = LLM.TransformerLM(10, cfg), LLM.TransformerLM(10, cfg)
